@@ -1,0 +1,219 @@
+"""Public entry points: train, evaluate, predict, inspect, demo. The CLI is a thin layer over these."""
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from importlib import resources
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from .config import Config, config_from_dict, load_config
+from .data.datasets import EvalDataset, build_data, build_labels, build_split, check_split
+from .data.splits import load_split
+from .engine.trainer import fit, pick_device
+from .errors import DataError, SeglabError
+from .evaluation.evaluate import run_evaluation
+from .evaluation.predict import load_model, overlay, predict_files
+from .fileio import atomic_write_text
+from .reporting import plots
+from .reporting.report import PER_CLASS_HEADER, build_report
+from .reporting.run_dir import RunDir, clean_json
+
+log = logging.getLogger("seglab")
+PathLike = Union[str, Path]
+
+
+def train(config: Union[Config, PathLike], *, overrides: Sequence[str] = (), resume: Optional[PathLike] = None,
+          overwrite: bool = False) -> RunDir:
+    """Train from a config (or continue the run folder `resume`), then evaluate and write the report."""
+    if resume is not None:
+        run = RunDir(Path(resume))
+        if not run.is_run():
+            raise SeglabError(f"{run.path}: not a run folder (no config.yaml)")
+        if not run.last.is_file():
+            raise SeglabError(f"{run.path}: nothing to resume (no checkpoints/last.pt)")
+        cfg = load_config(run.config, list(overrides))
+        # The run folder is where it is now, whatever output.* said when it started.
+        cfg.output.dir, cfg.output.name = str(run.path.parent), run.path.name
+        run = fit(cfg, resume=True)
+    else:
+        cfg = config if isinstance(config, Config) else load_config(config, list(overrides))
+        run = fit(cfg, overwrite=overwrite)
+    splits = ["val"] + (["test"] if cfg.eval.split == "test" else [])
+    for split in splits:
+        evaluate(run.path, split=split, report=False)
+    finish_report(run)
+    return run
+
+
+def finish_report(run: RunDir) -> Path:
+    history = _read_history(run)
+    if history:
+        plots.plot_loss_curves(history, run.plots / "loss.png")
+        plots.plot_metric_curves(history, run.plots / "metrics.png")
+    path = build_report(run)
+    log.info(f"report: {path}")
+    return path
+
+
+def _read_history(run: RunDir) -> list[dict[str, Any]]:
+    if not run.metrics_csv.is_file():
+        return []
+    with run.metrics_csv.open() as f:
+        return [{k: (float(v) if v not in ("", None) else None) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def _resolve_target(target: PathLike) -> tuple[Path, Optional[RunDir]]:
+    p = Path(target)
+    if p.is_dir():
+        run = RunDir(p)
+        if not run.is_run():
+            raise SeglabError(f"{p}: not a run folder (no config.yaml) and not a checkpoint file")
+        ckpt = run.best if run.best.is_file() else run.last
+        if not ckpt.is_file():
+            raise SeglabError(f"{p}: run folder has no checkpoint in checkpoints/")
+        return ckpt, run
+    if not p.exists():
+        raise SeglabError(f"{p}: no such run folder or checkpoint")
+    run = RunDir(p.parent.parent)
+    return p, (run if run.is_run() else None)
+
+
+def evaluate(target: PathLike, *, split: str = "val", overrides: Sequence[str] = (), out: Optional[PathLike] = None,
+             report: bool = True) -> dict[str, Any]:
+    """Evaluate a run folder's best checkpoint (or a checkpoint file) on a split at full resolution.
+
+    Writes metrics.json, per_class.csv, per_class.md and plots into `out` (default RUN/eval/SPLIT).
+    """
+    ckpt_path, run = _resolve_target(target)
+    lm = load_model(ckpt_path)
+    cfg = config_from_dict(lm.checkpoint["config"], str(ckpt_path), list(overrides))
+    device = pick_device(cfg.train.device)
+    lm.model.to(device)
+    split_data = load_split(run.split) if run is not None and run.split.is_file() else None
+    data = build_data(cfg, split=split_data)
+    if split not in data.loaders:
+        raise DataError(f"the {split} split is empty for {target}")
+    if data.labels.names != lm.labels.names:
+        raise SeglabError(f"{ckpt_path}: checkpoint classes {lm.labels.names} differ from the dataset's {data.labels.names}")
+    dataset = EvalDataset(data.loaders[split], cfg)
+    dataset.input_size = lm.input_size
+    res = run_evaluation(lm.model, dataset, lm.labels, device=device, batch_size=cfg.eval.batch_size,
+                         dilation_ratio=cfg.eval.boundary_dilation_ratio, num_samples=cfg.eval.num_samples,
+                         channels_last=cfg.train.channels_last)
+    metrics = dict(res.metrics, split=split, num_images=len(dataset), checkpoint=str(ckpt_path),
+                   class_names=lm.labels.names, seconds=res.seconds,
+                   confusion=res.confusion.tolist())
+    out_dir = Path(out) if out is not None else (run.eval_dir(split) if run else ckpt_path.parent / f"eval_{split}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    RunDir(out_dir).write_json(out_dir / "metrics.json", metrics)
+    atomic_write_text(out_dir / "per_class.csv", per_class_csv(lm.labels.names, metrics))
+    table = per_class_markdown(lm.labels.names, metrics)
+    atomic_write_text(out_dir / "per_class.md", table)
+    plots.plot_per_class(lm.labels.names, metrics["iou"], metrics["boundary_iou"], out_dir / "per_class_iou.png")
+    plots.plot_confusion(res.confusion.numpy(), lm.labels.names, out_dir / "confusion.png")
+    if res.samples:
+        plots.plot_samples(res.samples, lm.labels, out_dir / "samples.png", overlay)
+    log.info(f"{split}: mIoU {metrics['miou']:.4f}  pixel accuracy {metrics['pixel_accuracy']:.4f}  "
+             f"mean Boundary IoU {metrics['mean_boundary_iou']:.4f}  ({len(dataset)} images, {res.seconds:.1f} s)")
+    log.info(table)
+    if run is not None and report and out is None:
+        finish_report(run)
+    return metrics
+
+
+def _pct(v: Any) -> str:
+    return "" if v is None or (isinstance(v, float) and v != v) else f"{100 * v:.2f}"
+
+
+def per_class_csv(names: list[str], m: dict[str, Any]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["class", "iou", "boundary_iou", "dice", "precision", "recall"])
+    for i, n in enumerate(names):
+        w.writerow([n] + [clean_json(m[k][i]) if clean_json(m[k][i]) is not None else ""
+                          for k in ("iou", "boundary_iou", "dice", "precision", "recall")])
+    return buf.getvalue()
+
+
+def per_class_markdown(names: list[str], m: dict[str, Any]) -> str:
+    keys = ("iou", "boundary_iou", "dice", "precision", "recall")
+    lines = ["| " + " | ".join(PER_CLASS_HEADER) + " |", "|" + "---|" * len(PER_CLASS_HEADER)]
+    lines += [f"| {n} | " + " | ".join(_pct(m[k][i]) for k in keys) + " |" for i, n in enumerate(names)]
+    lines.append(f"| **mean** | {_pct(m['miou'])} | {_pct(m['mean_boundary_iou'])} | {_pct(m['mean_dice'])} | | |")
+    return "\n".join(lines) + "\n"
+
+
+def predict(checkpoint: PathLike, inputs: Sequence[str], out: PathLike, *, device: str = "cpu",
+            progress: bool = True) -> list[Path]:
+    """Write index masks, colour masks and overlays for images or folders of images."""
+    return predict_files(Path(checkpoint), inputs, Path(out), pick_device(device), progress)
+
+
+def inspect(config: Union[Config, PathLike], *, overrides: Sequence[str] = (), out: Optional[PathLike] = None,
+            num_samples: int = 6) -> dict[str, Any]:
+    """Decode and check every file; count samples, sizes and class pixels; draw a sample grid.
+
+    Returns the summary also written to OUT/inspect.json (default runs/inspect_<output.name>).
+    """
+    cfg = config if isinstance(config, Config) else load_config(config, list(overrides))
+    problems: list[str] = []
+    labels, _ = build_labels(cfg.data)
+    split = build_split(cfg.data, problems)
+    data = build_data(cfg, split=split)
+    summary: dict[str, Any] = {"classes": labels.names, "ignore_index": labels.ignore_index, "splits": {}}
+    for name, loader in data.loaders.items():
+        good = []
+        for i in range(len(loader)):
+            try:
+                loader.load(i)
+                good.append(i)
+            except DataError as exc:
+                problems.append(str(exc))
+        sub = type(loader)(loader.data, labels, loader.decoder.remap, name, [loader.items[i] for i in good])
+        stats = check_split(sub)
+        total = int(stats.counts.sum())
+        sizes: dict[str, int] = {}
+        for h, w in stats.sizes:
+            sizes[f"{w}x{h}"] = sizes.get(f"{w}x{h}", 0) + 1
+        summary["splits"][name] = {
+            "samples": len(loader), "readable": len(good), "sizes_wxh": sizes,
+            "class_pixel_fraction": {n: (int(c) / total if total else 0.0) for n, c in zip(labels.names, stats.counts)},
+            "ignored_pixels": stats.ignored,
+        }
+    summary["problems"] = problems
+    out_dir = Path(out) if out is not None else Path(cfg.output.dir) / f"inspect_{cfg.output.name}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if "train" in data.loaders and num_samples:
+        loader = data.loaders["train"]
+        picks = np.linspace(0, len(loader) - 1, min(num_samples, len(loader))).astype(int)
+        rows = []
+        for i in picks:
+            try:
+                image, mask = loader.load(int(i))
+            except DataError:
+                continue
+            color = labels.colorize(mask)
+            rows.append([image[..., :3] if image.shape[-1] >= 3 else image, color, overlay(image, color)])
+        if rows:
+            plots.plot_grid(rows, ["image", "mask", "overlay"], out_dir / "samples.png")
+            summary["sample_grid"] = str(out_dir / "samples.png")
+    RunDir(out_dir).write_json(out_dir / "inspect.json", summary)
+    summary["out_dir"] = str(out_dir)
+    return summary
+
+
+def demo(*, out_dir: PathLike = "runs", overrides: Sequence[str] = ()) -> RunDir:
+    """Train a small U-Net on the built-in synthetic dataset, evaluate it and write runs/demo/report.html."""
+    text = resources.files("seglab").joinpath("resources/demo.yaml").read_text()
+    import yaml
+
+    raw = yaml.safe_load(text)
+    raw.setdefault("output", {})["dir"] = str(out_dir)
+    cfg = config_from_dict(raw, "demo.yaml", list(overrides))
+    return train(cfg, overwrite=True)
+

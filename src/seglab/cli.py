@@ -1,0 +1,142 @@
+"""Command line: parse arguments, call the API, turn user errors into one line."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Optional, Sequence
+
+from .errors import SeglabError
+
+
+def _common(p: argparse.ArgumentParser, sets: bool = True) -> None:
+    if sets:
+        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config key, e.g. --set train.epochs=5 (repeatable)")
+    p.add_argument("--debug", action="store_true", help="show full tracebacks")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="seglab", description="Train, evaluate and compare semantic-segmentation models.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a model from a YAML config")
+    p.add_argument("config", nargs="?", help="experiment YAML (not needed with --resume)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    _common(p)
+
+    p = sub.add_parser("eval", help="evaluate a run folder or checkpoint at full resolution")
+    p.add_argument("target", metavar="RUN_DIR_OR_CHECKPOINT")
+    p.add_argument("--split", choices=["val", "test"], default="val")
+    p.add_argument("--out", help="output folder (default RUN_DIR/eval/SPLIT)")
+    _common(p)
+
+    p = sub.add_parser("predict", help="predict masks for images or folders")
+    p.add_argument("checkpoint")
+    p.add_argument("inputs", nargs="+", metavar="INPUT")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--device", default="auto")
+    _common(p, sets=False)
+
+    p = sub.add_parser("inspect", help="check a dataset: counts, sizes, class frequencies, problems, sample grid")
+    p.add_argument("config")
+    p.add_argument("--out", help="output folder (default runs/inspect_<output.name>)")
+    _common(p)
+
+    p = sub.add_parser("demo", help="train and evaluate a small U-Net on built-in synthetic data (runs/demo)")
+    p.add_argument("--out-dir", default="runs")
+    _common(p)
+
+    p = sub.add_parser("report", help="rebuild report.html of a run folder")
+    p.add_argument("run_dir")
+    _common(p, sets=False)
+
+    p = sub.add_parser("models", help="list the registered models and their options")
+    _common(p, sets=False)
+    return parser
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    if "Original Traceback" in text:  # re-raised from a DataLoader worker: keep the original message
+        last = text.splitlines()[-1]
+        text = last.split(": ", 1)[1] if ": " in last else last
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _print_inspect(s: dict) -> None:
+    print(f"classes ({len(s['classes'])}): {', '.join(s['classes'])}; ignore index {s['ignore_index']}")
+    for name, sp in s["splits"].items():
+        sizes = ", ".join(f"{k} ({v})" for k, v in sorted(sp["sizes_wxh"].items(), key=lambda kv: -kv[1])[:5])
+        print(f"{name}: {sp['samples']} samples, {sp['readable']} readable; sizes WxH: {sizes}")
+        freq = ", ".join(f"{k} {100 * v:.2f}%" for k, v in sp["class_pixel_fraction"].items())
+        print(f"  class pixels: {freq}; ignored pixels: {sp['ignored_pixels']}")
+    if s["problems"]:
+        print(f"{len(s['problems'])} problem(s):")
+        for p in s["problems"]:
+            print(f"  - {p}")
+    else:
+        print("no problems found: every image and mask decoded")
+    print(f"written: {s['out_dir']}/inspect.json" + (f", {s['sample_grid']}" if s.get("sample_grid") else ""))
+
+
+def run(args: argparse.Namespace) -> int:
+    from . import api
+
+    if args.command == "train":
+        if args.config is None and args.resume is None:
+            raise SeglabError("train: give a CONFIG file or --resume RUN_DIR")
+        if args.config is not None and args.resume is not None:
+            raise SeglabError("train: give either a CONFIG file or --resume RUN_DIR, not both")
+        r = api.train(args.config, overrides=args.overrides, resume=args.resume, overwrite=args.overwrite)
+        print(f"run folder: {r.path}\nreport: {r.report}")
+    elif args.command == "eval":
+        api.evaluate(args.target, split=args.split, overrides=args.overrides, out=args.out)
+    elif args.command == "predict":
+        files = api.predict(args.checkpoint, args.inputs, args.out, device=args.device)
+        print(f"wrote {len(files)} files to {args.out}")
+    elif args.command == "inspect":
+        _print_inspect(api.inspect(args.config, overrides=args.overrides, out=args.out))
+    elif args.command == "demo":
+        r = api.demo(out_dir=args.out_dir, overrides=args.overrides)
+        print(f"demo done\nreport: {r.report}")
+    elif args.command == "report":
+        from .reporting.run_dir import RunDir
+
+        r = RunDir(args.run_dir)
+        if not r.is_run():
+            raise SeglabError(f"{r.path}: not a run folder (no config.yaml)")
+        print(api.finish_report(r))
+    elif args.command == "models":
+        from .models import list_models, model_options
+
+        for name in list_models():
+            opts = ", ".join(f"{k}={v!r}" for k, v in model_options(name).items() if k not in ("in_channels", "num_classes"))
+            print(f"{name}: {opts}")
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    logging.getLogger("seglab").setLevel(logging.INFO)
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except SeglabError as exc:
+        if args.debug:
+            raise
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # unexpected: still one line unless --debug
+        if args.debug:
+            raise
+        print(f"error: {type(exc).__name__}: {_one_line(exc)} (rerun with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,296 @@
+"""Experiment config: a typed schema, YAML loading, `--set` overrides and the resolved dump."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SplitSource(_Strict):
+    """One split of a folder dataset: an image and a mask folder, or a list file of 'image mask' lines."""
+
+    images: Optional[str] = None
+    masks: Optional[str] = None
+    list: Optional[str] = None
+
+    @model_validator(mode="after")
+    def _one_form(self) -> "SplitSource":
+        if self.list is None and (self.images is None or self.masks is None):
+            raise ValueError("give either 'list' or both 'images' and 'masks'")
+        if self.list is not None and (self.images is not None or self.masks is not None):
+            raise ValueError("give either 'list' or 'images'/'masks', not both")
+        return self
+
+
+class RandomSplit(_Strict):
+    """Split the train source at random when no val (or test) source is given."""
+
+    val: float = Field(0.15, ge=0.0, lt=1.0)
+    test: float = Field(0.0, ge=0.0, lt=1.0)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _sum(self) -> "RandomSplit":
+        if self.val + self.test >= 1.0:
+            raise ValueError("val + test must be below 1")
+        return self
+
+
+class SyntheticConfig(_Strict):
+    num_train: int = Field(256, ge=1)
+    num_val: int = Field(64, ge=1)
+    num_test: int = Field(64, ge=1)
+    size: tuple[int, int] = (96, 96)
+    num_classes: int = Field(4, ge=2, le=6)
+    seed: int = 0
+
+
+class DataConfig(_Strict):
+    kind: Literal["folder", "synthetic"] = "synthetic"
+    root: str = "."
+    train: Optional[SplitSource] = None
+    val: Optional[SplitSource] = None
+    test: Optional[SplitSource] = None
+    random_split: RandomSplit = RandomSplit()
+    mask_suffix: str = ""
+    mask_encoding: Literal["index", "binary", "rgb"] = "index"
+    palette_file: Optional[str] = None
+    class_names: Optional[list[str]] = None
+    void_class: Optional[str] = "Void"
+    ignore_index: int = Field(255, ge=0, le=255)
+    align: Literal["none", "resize_image_to_mask", "resize_mask_to_image"] = "none"
+    in_channels: int = Field(3, ge=1, le=4)
+    cache: bool = False
+    synthetic: SyntheticConfig = SyntheticConfig()
+
+    @model_validator(mode="after")
+    def _sources(self) -> "DataConfig":
+        if self.kind == "folder" and self.train is None:
+            raise ValueError("a folder dataset needs data.train")
+        if self.mask_encoding == "rgb" and self.kind == "folder" and self.palette_file is None:
+            raise ValueError("mask_encoding 'rgb' needs data.palette_file (label_colors.txt or class_dict.csv)")
+        return self
+
+
+class AugmentConfig(_Strict):
+    resize: Optional[tuple[int, int]] = None
+    scale: Optional[tuple[float, float]] = None
+    crop: Optional[tuple[int, int]] = None
+    hflip: float = Field(0.0, ge=0.0, le=1.0)
+    rotate: float = Field(0.0, ge=0.0, le=180.0)
+    color_jitter: float = Field(0.0, ge=0.0, le=1.0)
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+    @field_validator("scale")
+    @classmethod
+    def _scale(cls, v):
+        if v is not None and not (0 < v[0] <= v[1]):
+            raise ValueError("scale must be [low, high] with 0 < low <= high")
+        return v
+
+
+class ModelConfig(BaseModel):
+    """`name` picks a registered model; every other key is a keyword option of its builder."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+    name: str = "unet"
+
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class LossConfig(_Strict):
+    name: Literal["cross_entropy", "dice", "ce_dice"] = "cross_entropy"
+    class_weights: Union[None, Literal["inverse_frequency", "median_frequency"], list[float]] = None
+    ce_weight: float = Field(1.0, ge=0.0)
+    dice_weight: float = Field(1.0, ge=0.0)
+    dice_smooth: float = Field(1.0, ge=0.0)
+
+
+class OptimizerConfig(_Strict):
+    name: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
+    lr: float = Field(1e-3, gt=0.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    nesterov: bool = False
+    betas: tuple[float, float] = (0.9, 0.999)
+
+
+class ScheduleConfig(_Strict):
+    name: Literal["constant", "step", "cosine", "poly"] = "constant"
+    warmup_epochs: float = Field(0.0, ge=0.0)
+    step_epochs: int = Field(10, ge=1)
+    gamma: float = Field(0.1, gt=0.0, le=1.0)
+    power: float = Field(0.9, gt=0.0)
+    min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0)
+
+
+class TrainConfig(_Strict):
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(8, ge=1)
+    num_workers: int = Field(0, ge=0)
+    val_every: int = Field(1, ge=1)
+    early_stopping_patience: Optional[int] = Field(None, ge=1)
+    best_metric: str = "miou"
+    best_mode: Literal["max", "min"] = "max"
+    device: str = "auto"
+    channels_last: bool = True
+    grad_clip: Optional[float] = Field(None, gt=0.0)
+    threads: Optional[int] = Field(None, ge=1)
+
+    @field_validator("best_metric")
+    @classmethod
+    def _metric(cls, v):
+        allowed = {"miou", "pixel_accuracy", "mean_accuracy", "mean_dice", "fwiou", "mean_boundary_iou", "val_loss"}
+        if v not in allowed:
+            raise ValueError(f"must be one of {', '.join(sorted(allowed))}")
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v):
+        if v not in ("auto", "cpu") and not v.startswith("cuda"):
+            raise ValueError("must be 'auto', 'cpu' or 'cuda[:N]'")
+        return v
+
+
+class EvalConfig(_Strict):
+    split: Literal["val", "test"] = "val"
+    batch_size: int = Field(4, ge=1)
+    boundary_dilation_ratio: float = Field(0.02, gt=0.0, le=0.5)
+    num_samples: int = Field(6, ge=0)
+
+
+class OutputConfig(_Strict):
+    dir: str = "runs"
+    name: str = "experiment"
+
+
+class Config(_Strict):
+    seed: int = 0
+    data: DataConfig = DataConfig()
+    augment: AugmentConfig = AugmentConfig()
+    model: ModelConfig = ModelConfig()
+    loss: LossConfig = LossConfig()
+    optimizer: OptimizerConfig = OptimizerConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+    output: OutputConfig = OutputConfig()
+
+    def run_dir(self) -> Path:
+        return Path(self.output.dir) / self.output.name
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_plain(self.model_dump(mode="python"))
+
+
+def to_plain(obj: Any) -> Any:
+    """Tuples -> lists, recursively, so the dump is plain YAML and plain checkpoint metadata."""
+    if isinstance(obj, dict):
+        return {k: to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_plain(v) for v in obj]
+    return obj
+
+
+def _format_error(err: ValidationError, source: str) -> str:
+    first = err.errors()[0]
+    # Pydantic puts union branch names and tags into loc; keep only the user's keys.
+    loc = [str(p) for p in first["loc"] if not (isinstance(p, str) and ("[" in p or p.startswith("function-")))]
+    path = ".".join(loc) or "(top level)"
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+        parent = _schema_at(loc[:-1])
+        if parent is not None:
+            msg += f"; allowed: {', '.join(parent.model_fields)}"
+    elif first["type"] == "literal_error":
+        msg = "bad value " + repr(first.get("input")) + "; " + msg.lower()
+    elif "input" in first and first["type"] not in ("missing",) and not isinstance(first["input"], dict):
+        msg = f"{msg} (got {first['input']!r})"
+    more = len(err.errors()) - 1
+    tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+    return f"{source}: {path}: {msg}{tail}"
+
+
+def _schema_at(path: list[str]):
+    cls: Any = Config
+    for key in path:
+        field = cls.model_fields.get(key)
+        if field is None:
+            return None
+        ann = field.annotation
+        args = [a for a in getattr(ann, "__args__", ()) if isinstance(a, type) and issubclass(a, BaseModel)]
+        cls = args[0] if args else ann
+        if not (isinstance(cls, type) and issubclass(cls, BaseModel)):
+            return None
+    return cls
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'train.epochs=5' -> (['train', 'epochs'], 5); the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. train.epochs=5")
+    key, _, raw = text.partition("=")
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"--set {text!r}: expected a dotted key such as train.epochs")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = raw
+        for i, k in enumerate(keys[:-1]):
+            nxt = node.get(k)
+            if nxt is None:
+                nxt = node[k] = {}
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"--set {text}: {'.'.join(keys[: i + 1])} is not a section")
+            node = nxt
+        node[keys[-1]] = value
+    return raw
+
+
+def config_from_dict(raw: dict[str, Any], source: str = "config", overrides: Optional[list[str]] = None) -> Config:
+    raw = apply_overrides(dict(raw), overrides or [])
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err, source)) from None
+
+
+def load_config(path: Union[str, os.PathLike], overrides: Optional[list[str]] = None) -> Config:
+    """Read a YAML experiment file, apply `--set` overrides and validate."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: config file not found")
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{p}: not valid YAML{where}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p}: expected a mapping of sections (data, model, train, ...)")
+    return config_from_dict(raw, str(p), overrides)
+
+
+def dump_config(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

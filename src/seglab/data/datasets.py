@@ -1,0 +1,274 @@
+"""Datasets built from the config: label space, splits, sample loading, checks and samplers."""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Optional, Sequence, Union
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from ..config import Config, DataConfig, SplitSource
+from ..errors import ConfigError, DataError
+from .folder import Sample, pair_folders, read_list_file
+from .labels import LabelSpace, build_label_space
+from .masks import MaskDecoder, read_image
+from .splits import random_split
+from .synthetic import make_synthetic_sample, synthetic_labels
+from .transforms import build_train_transform, prepare_eval_image, to_tensor
+
+Item = Union[Sample, int]  # a file pair, or the index of a synthetic sample
+
+
+def resolve_path(root: Path, value: str) -> Path:
+    p = Path(value)
+    return p if p.is_absolute() else root / p
+
+
+def data_root(data: DataConfig) -> Path:
+    root = Path(data.root)
+    if data.kind == "folder" and not root.is_dir():
+        raise ConfigError(f"data.root: folder '{data.root}' not found (resolved to {root.resolve()})")
+    return root
+
+
+def build_labels(data: DataConfig) -> tuple[LabelSpace, dict[int, int]]:
+    """The label space and raw-index remap of the configured dataset."""
+    if data.kind == "synthetic":
+        return synthetic_labels(data.synthetic.num_classes), {}
+    palette = resolve_path(data_root(data), data.palette_file) if data.palette_file else None
+    return build_label_space(
+        encoding=data.mask_encoding,
+        palette_file=palette,
+        class_names=data.class_names,
+        void_class=data.void_class,
+        ignore_index=data.ignore_index,
+    )
+
+
+def _read_source(src: SplitSource, root: Path, data: DataConfig, problems: Optional[list[str]]) -> list[Sample]:
+    if src.list is not None:
+        return read_list_file(resolve_path(root, src.list), root)
+    return pair_folders(resolve_path(root, src.images), resolve_path(root, src.masks), data.mask_suffix, problems)
+
+
+def build_split(data: DataConfig, problems: Optional[list[str]] = None) -> dict[str, Any]:
+    """Resolve train / val / test items: given folders or lists, else a seeded random split.
+
+    Returns a JSON-ready dict: {"kind", "train", "val", "test"}; file pairs as [image, mask].
+    Images without masks raise, or are left out and listed in `problems` when it is given.
+    """
+    if data.kind == "synthetic":
+        s = data.synthetic
+        return {
+            "kind": "synthetic",
+            "train": list(range(s.num_train)),
+            "val": list(range(s.num_val)),
+            "test": list(range(s.num_test)),
+        }
+    root = data_root(data)
+    assert data.train is not None
+    train = _read_source(data.train, root, data, problems)
+    val = _read_source(data.val, root, data, problems) if data.val else None
+    test = _read_source(data.test, root, data, problems) if data.test else None
+    rs = data.random_split
+    if val is None:
+        parts = random_split(train, val=rs.val, test=0.0 if test is not None else rs.test, seed=rs.seed)
+        train, val = parts["train"], parts["val"]
+        test = test if test is not None else parts["test"]
+    out: dict[str, Any] = {"kind": "folder"}
+    for name, items in (("train", train), ("val", val), ("test", test or [])):
+        out[name] = [[s.image, s.mask] for s in items]
+    return out
+
+
+def split_items(split: dict[str, Any], name: str) -> list[Item]:
+    items = split.get(name)
+    if not items:
+        raise DataError(f"the {name} split is empty")
+    if split.get("kind") == "synthetic":
+        return [int(i) for i in items]
+    return [Sample(str(a), str(b)) for a, b in items]
+
+
+class PairLoader:
+    """Loads aligned (image (H, W, C) uint8, mask (H, W) uint8) pairs for one split."""
+
+    def __init__(self, data: DataConfig, labels: LabelSpace, remap: dict[int, int], split: str, items: list[Item]):
+        self.data = data
+        self.split = split
+        self.items = items
+        self.labels = labels
+        self.decoder = MaskDecoder(data.mask_encoding, labels, remap)
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def name(self, i: int) -> str:
+        it = self.items[i]
+        return f"{self.split}/{it:05d}" if isinstance(it, int) else Path(it.image).name
+
+    def load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        if i in self._cache:
+            return self._cache[i]
+        it = self.items[i]
+        if isinstance(it, int):
+            s = self.data.synthetic
+            pair = make_synthetic_sample(
+                split=self.split, index=it, size=tuple(s.size), num_classes=s.num_classes, seed=s.seed
+            )
+        else:
+            pair = self._load_files(it)
+        if self.data.cache:
+            self._cache[i] = pair
+        return pair
+
+    def _load_files(self, s: Sample) -> tuple[np.ndarray, np.ndarray]:
+        image = read_image(Path(s.image), self.data.in_channels)
+        mask = self.decoder(Path(s.mask))
+        (ih, iw), (mh, mw) = image.shape[:2], mask.shape
+        if (ih, iw) != (mh, mw):
+            rule = self.data.align
+            if rule == "none":
+                raise DataError(
+                    f"{s.image} is {iw}x{ih} but its mask {s.mask} is {mw}x{mh}; "
+                    "set data.align to resize_image_to_mask or resize_mask_to_image"
+                )
+            if rule == "resize_image_to_mask":
+                interp = cv2.INTER_AREA if mh * mw < ih * iw else cv2.INTER_LINEAR
+                image = cv2.resize(image, (mw, mh), interpolation=interp)
+                image = image[..., None] if image.ndim == 2 else image
+            else:
+                mask = cv2.resize(mask, (iw, ih), interpolation=cv2.INTER_NEAREST)
+        return image, mask
+
+
+@dataclass
+class SplitStats:
+    counts: np.ndarray  # pixels per class
+    image_pixels: np.ndarray  # pixels of the images in which each class appears
+    sizes: list[tuple[int, int]]  # (H, W) per sample
+    ignored: int = 0
+
+
+def check_split(loader: PairLoader) -> SplitStats:
+    """Decode every pair (raising on the first bad file) and count class pixels."""
+    n = loader.labels.num_classes
+    stats = SplitStats(np.zeros(n, np.int64), np.zeros(n, np.int64), [])
+    for i in range(len(loader)):
+        _, mask = loader.load(i)
+        hist = np.bincount(mask.ravel(), minlength=256)
+        stats.counts += hist[:n]
+        stats.image_pixels += np.where(hist[:n] > 0, mask.size, 0)
+        stats.ignored += int(hist[loader.labels.ignore_index])
+        stats.sizes.append(mask.shape)
+    return stats
+
+
+class TrainDataset(Dataset):
+    """Augmented training samples; a key (index, seed) makes the augmentation reproducible."""
+
+    def __init__(self, loader: PairLoader, cfg: Config):
+        self.loader = loader
+        self.transform = build_train_transform(cfg.augment, loader.labels.ignore_index)
+        self.mean, self.std = cfg.augment.mean, cfg.augment.std
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __getitem__(self, key: Union[int, tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        index, seed = key if isinstance(key, tuple) else (key, None)
+        image, mask = self.loader.load(index)
+        if seed is not None:
+            self.transform.set_random_seed(seed)
+        out = self.transform(image=image, mask=mask)
+        return to_tensor(out["image"], self.mean, self.std), torch.from_numpy(np.ascontiguousarray(out["mask"])).long()
+
+
+class EvalDataset(Dataset):
+    """Deterministic samples: the image at the model's input size, the mask at full resolution."""
+
+    def __init__(self, loader: PairLoader, cfg: Config):
+        self.loader = loader
+        self.input_size = cfg.augment.resize
+        self.mean, self.std = cfg.augment.mean, cfg.augment.std
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        image, mask = self.loader.load(index)
+        return {
+            "image": prepare_eval_image(image, self.input_size, self.mean, self.std),
+            "mask": torch.from_numpy(np.ascontiguousarray(mask)).long(),
+            "raw": image,
+            "index": index,
+        }
+
+
+def collate_eval(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return batch
+
+
+class EpochSampler(Sampler):
+    """Yields (index, augmentation seed); order and seeds depend only on (seed, epoch).
+
+    With `num_replicas` > 1 each rank takes every num_replicas-th item of the same permutation.
+    """
+
+    def __init__(self, n: int, *, seed: int, shuffle: bool = True, rank: int = 0, num_replicas: int = 1):
+        self.n, self.seed, self.shuffle = n, seed, shuffle
+        self.rank, self.num_replicas = rank, num_replicas
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _order(self) -> list[int]:
+        g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
+        order = torch.randperm(self.n, generator=g).tolist() if self.shuffle else list(range(self.n))
+        total = -(-self.n // self.num_replicas) * self.num_replicas
+        order += order[: total - len(order)]
+        return order[self.rank :: self.num_replicas]
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        rng = random.Random(self.seed * 7919 + self.epoch)
+        for i in self._order():
+            yield i, rng.randrange(2**31)
+
+    def __len__(self) -> int:
+        return -(-self.n // self.num_replicas)
+
+
+@dataclass
+class DataBundle:
+    labels: LabelSpace
+    split: dict[str, Any]
+    loaders: dict[str, PairLoader]
+    train_counts: Optional[np.ndarray] = None
+    train_image_pixels: Optional[np.ndarray] = None
+
+
+def build_data(cfg: Config, split: Optional[dict[str, Any]] = None, check: Sequence[str] = ()) -> DataBundle:
+    """Labels and per-split loaders; `split` (from split.json) replaces resolving the config's sources.
+
+    Splits named in `check` are decoded in full up front so a bad file fails before any run output.
+    """
+    labels, remap = build_labels(cfg.data)
+    split = split if split is not None else build_split(cfg.data)
+    loaders = {}
+    for name in ("train", "val", "test"):
+        if split.get(name):
+            loaders[name] = PairLoader(cfg.data, labels, remap, name, split_items(split, name))
+    bundle = DataBundle(labels, split, loaders)
+    for name in check:
+        if name not in loaders:
+            raise DataError(f"the {name} split is empty")
+        stats = check_split(loaders[name])
+        if name == "train":
+            bundle.train_counts, bundle.train_image_pixels = stats.counts, stats.image_pixels
+    return bundle

@@ -1,0 +1,159 @@
+"""LabelSpace: class names, colours and the ignore value; palette-file parsing."""
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from ..errors import DataError
+
+
+def default_palette(n: int) -> list[tuple[int, int, int]]:
+    """The Pascal VOC bit-interleaved colour map: distinct colours for any class count."""
+    out = []
+    for i in range(n):
+        r = g = b = 0
+        c = i
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        out.append((r, g, b))
+    return out
+
+
+@dataclass
+class LabelSpace:
+    """Class names and colours, index i = class i; `void_colors` decode to `ignore_index`."""
+
+    names: list[str]
+    palette: list[tuple[int, int, int]]
+    ignore_index: int = 255
+    void_colors: list[tuple[int, int, int]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if len(self.names) != len(self.palette):
+            raise ValueError("names and palette differ in length")
+        if len(self.names) < 2:
+            raise DataError(f"a label space needs at least 2 classes, got {self.names}")
+        if len(self.names) >= 255 or self.ignore_index < len(self.names):
+            raise DataError(
+                f"{len(self.names)} classes do not fit with ignore index {self.ignore_index} (at most 254 classes)"
+            )
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.names)
+
+    def colorize(self, mask: np.ndarray) -> np.ndarray:
+        """(H, W) index mask -> (H, W, 3) uint8 colours; ignored pixels are black."""
+        lut = np.zeros((256, 3), np.uint8)
+        lut[: self.num_classes] = np.asarray(self.palette, np.uint8)
+        return lut[mask.astype(np.uint8)]
+
+    def to_dict(self) -> dict:
+        return {
+            "names": list(self.names),
+            "palette": [list(c) for c in self.palette],
+            "ignore_index": self.ignore_index,
+            "void_colors": [list(c) for c in self.void_colors],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LabelSpace":
+        return cls(
+            names=list(d["names"]),
+            palette=[tuple(int(v) for v in c) for c in d["palette"]],
+            ignore_index=int(d["ignore_index"]),
+            void_colors=[tuple(int(v) for v in c) for c in d.get("void_colors", [])],
+        )
+
+
+def read_palette_file(path: Path) -> list[tuple[str, tuple[int, int, int]]]:
+    """Parse CamVid `label_colors.txt` ("R G B<whitespace>Name") or `class_dict.csv` ("name,r,g,b")."""
+    if not path.is_file():
+        raise DataError(f"{path}: palette file not found")
+    text = path.read_text(errors="replace")
+    rows: list[tuple[str, tuple[int, int, int]]] = []
+    if path.suffix.lower() == ".csv":
+        reader = csv.reader(text.splitlines())
+        for lineno, row in enumerate(reader, 1):
+            row = [c.strip() for c in row]
+            if not row or not any(row):
+                continue
+            if lineno == 1 and not row[1].lstrip("-").isdigit():
+                continue  # header such as "name,r,g,b"
+            if len(row) < 4:
+                raise DataError(f"{path}:{lineno}: expected 'name,r,g,b', got {','.join(row)!r}")
+            rows.append((row[0], _rgb(row[1:4], path, lineno)))
+    else:
+        for lineno, line in enumerate(text.splitlines(), 1):
+            parts = line.split()
+            if not parts or parts[0].startswith("#"):
+                continue
+            if len(parts) < 4:
+                raise DataError(f"{path}:{lineno}: expected 'R G B Name', got {line.strip()!r}")
+            rows.append((" ".join(parts[3:]), _rgb(parts[:3], path, lineno)))
+    if not rows:
+        raise DataError(f"{path}: palette file has no classes")
+    colors = [c for _, c in rows]
+    dup = {c for c in colors if colors.count(c) > 1}
+    if dup:
+        raise DataError(f"{path}: colour {sorted(dup)[0]} is given to more than one class")
+    return rows
+
+
+def _rgb(values: list[str], path: Path, lineno: int) -> tuple[int, int, int]:
+    try:
+        rgb = tuple(int(v) for v in values)
+    except ValueError:
+        raise DataError(f"{path}:{lineno}: colour values must be integers 0-255, got {values}") from None
+    if any(not 0 <= v <= 255 for v in rgb):
+        raise DataError(f"{path}:{lineno}: colour values must be integers 0-255, got {values}")
+    return rgb  # type: ignore[return-value]
+
+
+def build_label_space(
+    *,
+    encoding: str,
+    palette_file: Optional[Path],
+    class_names: Optional[list[str]],
+    void_class: Optional[str],
+    ignore_index: int,
+) -> tuple[LabelSpace, dict[int, int]]:
+    """Build the label space and the raw-index remap (e.g. CamVid's 11 = Void -> 255).
+
+    Returns (labels, remap) where remap maps raw mask indices to class indices or ignore.
+    """
+    remap: dict[int, int] = {}
+    if palette_file is not None:
+        rows = read_palette_file(palette_file)
+        void_rows = [i for i, (n, _) in enumerate(rows) if void_class and n.lower() == void_class.lower()]
+        names, palette, void_colors = [], [], []
+        for i, (name, color) in enumerate(rows):
+            if i in void_rows:
+                void_colors.append(color)
+                remap[i] = ignore_index
+            else:
+                remap[i] = len(names)
+                names.append(name)
+                palette.append(color)
+        if class_names is not None and class_names != names:
+            raise DataError(
+                f"{palette_file}: class names {names} differ from data.class_names {class_names}; drop one of them"
+            )
+        return LabelSpace(names, palette, ignore_index, void_colors), remap
+    if encoding == "rgb":
+        raise DataError("RGB masks need data.palette_file")
+    if class_names is None:
+        if encoding == "binary":
+            class_names = ["background", "foreground"]
+        else:
+            raise DataError("index masks need data.class_names or data.palette_file")
+    if encoding == "binary" and len(class_names) != 2:
+        raise DataError(f"binary masks have 2 classes, data.class_names lists {len(class_names)}")
+    return LabelSpace(list(class_names), default_palette(len(class_names)), ignore_index), remap

@@ -1,0 +1,59 @@
+"""Augmentation from the config (albumentations) and the deterministic evaluation transform."""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import albumentations as A
+import cv2
+import numpy as np
+import torch
+
+from ..config import AugmentConfig
+
+
+def build_train_transform(aug: AugmentConfig, ignore_index: int) -> A.Compose:
+    """Random geometry and colour for training; masks use nearest and pad with `ignore_index`."""
+    near = cv2.INTER_NEAREST
+    ops: list = []
+    if aug.resize is not None:
+        ops.append(A.Resize(*aug.resize, interpolation=cv2.INTER_LINEAR, mask_interpolation=near))
+    if aug.scale is not None and aug.scale != (1.0, 1.0):
+        lo, hi = aug.scale
+        ops.append(A.RandomScale(scale_limit=(lo - 1.0, hi - 1.0), mask_interpolation=near, p=1.0))
+    if aug.crop is not None:
+        h, w = aug.crop
+        ops.append(A.PadIfNeeded(h, w, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=ignore_index))
+        ops.append(A.RandomCrop(h, w))
+    if aug.hflip > 0:
+        ops.append(A.HorizontalFlip(p=aug.hflip))
+    if aug.rotate > 0:
+        ops.append(
+            A.Rotate(
+                limit=aug.rotate, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=ignore_index,
+                mask_interpolation=near, p=1.0,
+            )
+        )
+    if aug.color_jitter > 0:
+        s = aug.color_jitter
+        ops.append(A.ColorJitter(brightness=s, contrast=s, saturation=s, hue=min(0.5, s / 4), p=0.8))
+    return A.Compose(ops, seed=0)
+
+
+def to_tensor(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """(H, W, C) uint8 -> normalised (C, H, W) float32."""
+    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
+    c = x.shape[0]
+    m = torch.tensor(list(mean)[:c] + [0.5] * max(0, c - len(mean))).view(c, 1, 1)
+    s = torch.tensor(list(std)[:c] + [0.25] * max(0, c - len(std))).view(c, 1, 1)
+    return x.sub_(m).div_(s)
+
+
+def prepare_eval_image(
+    image: np.ndarray, input_size: Optional[Sequence[int]], mean: Sequence[float], std: Sequence[float]
+) -> torch.Tensor:
+    """Deterministic: resize the image to the model's input size (if any) and normalise."""
+    if input_size is not None and tuple(image.shape[:2]) != tuple(input_size):
+        image = cv2.resize(image, (int(input_size[1]), int(input_size[0])), interpolation=cv2.INTER_LINEAR)
+        if image.ndim == 2:
+            image = image[..., None]
+    return to_tensor(image, mean, std)

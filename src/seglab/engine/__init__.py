@@ -1,0 +1,1 @@
+"""Training engine: the loop, optimizers and schedules, checkpoints."""

@@ -1,0 +1,55 @@
+"""Optimizers and per-iteration learning-rate schedules with optional linear warm-up."""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..config import OptimizerConfig, ScheduleConfig
+
+
+def build_optimizer(params, cfg: OptimizerConfig) -> torch.optim.Optimizer:
+    if cfg.name == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    if cfg.name == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    if cfg.name == "sgd":
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
+            weight_decay=cfg.weight_decay,
+        )
+    return torch.optim.RMSprop(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def lr_factor(cfg: ScheduleConfig, steps_per_epoch: int, total_epochs: int) -> Callable[[int], float]:
+    """Multiplier of the base learning rate at optimizer step `step` (0-based)."""
+    total = max(1, steps_per_epoch * total_epochs)
+    warm = int(round(cfg.warmup_epochs * steps_per_epoch))
+    floor = cfg.min_lr_ratio
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        if cfg.name == "constant":
+            return 1.0
+        if cfg.name == "step":
+            return cfg.gamma ** (step // (cfg.step_epochs * steps_per_epoch))
+        t = min(1.0, (step - warm) / max(1, total - warm))
+        if cfg.name == "cosine":
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
+        return floor + (1 - floor) * (1 - t) ** cfg.power  # poly
+
+    return factor
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: ScheduleConfig, steps_per_epoch: int, total_epochs: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """A LambdaLR stepped once per optimizer step."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, steps_per_epoch, total_epochs))
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

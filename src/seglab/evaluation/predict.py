@@ -1,0 +1,118 @@
+"""Inference: logits at full resolution, models from checkpoints, and `seglab predict` over files."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data.labels import LabelSpace
+from ..data.masks import IMAGE_EXTENSIONS, read_image
+from ..data.transforms import prepare_eval_image
+from ..engine.checkpoint import load_checkpoint
+from ..errors import CheckpointError, DataError
+from ..fileio import atomic_path
+from ..models import create_model
+
+
+@torch.no_grad()
+def logits_at(model: nn.Module, images: torch.Tensor, size: Sequence[int], channels_last: bool = False) -> torch.Tensor:
+    """(N, C, h, w) normalised images -> (N, K, H, W) logits, bilinearly resized to `size` = (H, W)."""
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    out = model(images)
+    if tuple(out.shape[-2:]) != tuple(size):
+        out = F.interpolate(out, size=tuple(size), mode="bilinear", align_corners=False)
+    return out
+
+
+@dataclass
+class LoadedModel:
+    """A model rebuilt from a checkpoint with everything prediction needs."""
+
+    model: nn.Module
+    labels: LabelSpace
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    input_size: Optional[tuple[int, int]]
+    in_channels: int
+    checkpoint: dict[str, Any]
+
+
+def load_model(path: Path, device: str = "cpu") -> LoadedModel:
+    """Rebuild the model of a seglab checkpoint in eval mode."""
+    ckpt = load_checkpoint(path)
+    meta = ckpt["model"]
+    try:
+        model = create_model(
+            meta["name"], in_channels=meta["in_channels"], num_classes=meta["num_classes"], **meta["options"]
+        )
+        model.load_state_dict(ckpt["model_state"])
+    except (KeyError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: model weights do not match the stored model config ({str(exc)[:120]})") from None
+    model.to(device).eval()
+    norm = ckpt.get("normalization", {})
+    size = ckpt.get("input_size")
+    return LoadedModel(
+        model=model,
+        labels=LabelSpace.from_dict(ckpt["labels"]),
+        mean=tuple(norm.get("mean", (0.485, 0.456, 0.406))),
+        std=tuple(norm.get("std", (0.229, 0.224, 0.225))),
+        input_size=tuple(size) if size else None,
+        in_channels=int(meta["in_channels"]),
+        checkpoint=ckpt,
+    )
+
+
+def predict_image(lm: LoadedModel, image: np.ndarray, device: str = "cpu") -> np.ndarray:
+    """(H, W, C) uint8 image -> (H, W) uint8 class map at the image's own size."""
+    x = prepare_eval_image(image, lm.input_size, lm.mean, lm.std).unsqueeze(0).to(device)
+    logits = logits_at(lm.model, x, image.shape[:2])
+    return logits.argmax(1)[0].to(torch.uint8).cpu().numpy()
+
+
+def overlay(image: np.ndarray, color_mask: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    rgb = image[..., :3] if image.shape[-1] >= 3 else np.repeat(image, 3, axis=-1)
+    return (rgb.astype(np.float32) * (1 - alpha) + color_mask.astype(np.float32) * alpha).astype(np.uint8)
+
+
+def collect_inputs(inputs: Sequence[str]) -> list[Path]:
+    """Files and folders (their images, not recursive) -> sorted image paths."""
+    out: list[Path] = []
+    for raw in inputs:
+        p = Path(raw)
+        if p.is_dir():
+            found = sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_EXTENSIONS)
+            if not found:
+                raise DataError(f"{p}: folder holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+            out.extend(found)
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise DataError(f"{p}: no such file or folder")
+    return out
+
+
+def predict_files(checkpoint: Path, inputs: Sequence[str], out_dir: Path, device: str = "cpu", progress: bool = True):
+    """Write `<stem>_mask.png` (indices), `<stem>_color.png` and `<stem>_overlay.png` per input image."""
+    from PIL import Image
+    from tqdm import tqdm
+
+    lm = load_model(checkpoint, device)
+    files = collect_inputs(inputs)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path in tqdm(files, desc="predict", unit="img", disable=not progress):
+        image = read_image(path, lm.in_channels)
+        labels = predict_image(lm, image, device)
+        color = lm.labels.colorize(labels)
+        for suffix, arr in (("mask", labels), ("color", color), ("overlay", overlay(image, color))):
+            target = out_dir / f"{path.stem}_{suffix}.png"
+            with atomic_path(target) as tmp:
+                Image.fromarray(arr).save(tmp, format="PNG")
+            written.append(target)
+    return written

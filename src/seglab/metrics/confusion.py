@@ -1,0 +1,120 @@
+"""One confusion-matrix accumulator and pure functions deriving every region metric from it.
+
+matrix[t, p] counts pixels of ground-truth class t predicted as p; ignored pixels are never counted.
+Per-class values are NaN where undefined (e.g. IoU of a class absent from ground truth and prediction)
+and means skip NaN.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+class ConfusionMatrix:
+    def __init__(self, num_classes: int, ignore_index: int = 255) -> None:
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        """pred, target: integer tensors of the same shape, e.g. (N, H, W)."""
+        if pred.shape != target.shape:
+            raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
+        t = target.reshape(-1).to(torch.int64)
+        p = pred.reshape(-1).to(torch.int64)
+        valid = t != self.ignore_index
+        t, p = t[valid], p[valid]
+        if t.numel() and (int(t.max()) >= self.num_classes or int(t.min()) < 0):
+            raise ValueError(f"target holds class ids outside 0..{self.num_classes - 1}")
+        n = self.num_classes
+        self.matrix += torch.bincount(t * n + p, minlength=n * n).reshape(n, n).cpu()
+
+    def all_reduce(self) -> None:
+        """Sum the matrix over distributed ranks (no-op without torch.distributed)."""
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            m = self.matrix.to("cuda" if dist.get_backend() == "nccl" else "cpu")
+            dist.all_reduce(m)
+            self.matrix = m.cpu()
+
+    def reset(self) -> None:
+        self.matrix.zero_()
+
+
+def _div(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    a, b = a.double(), b.double()
+    out = torch.full_like(a, float("nan"))
+    ok = b > 0
+    out[ok] = a[ok] / b[ok]
+    return out
+
+
+def _parts(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    tp = m.diag()
+    return tp, m.sum(0) - tp, m.sum(1) - tp  # tp, fp, fn
+
+
+def iou_from_confusion(m: torch.Tensor) -> torch.Tensor:
+    """Per-class IoU = TP / (TP + FP + FN)."""
+    tp, fp, fn = _parts(m)
+    return _div(tp, tp + fp + fn)
+
+
+def dice_from_confusion(m: torch.Tensor) -> torch.Tensor:
+    """Per-class Dice = F1 = 2TP / (2TP + FP + FN)."""
+    tp, fp, fn = _parts(m)
+    return _div(2 * tp, 2 * tp + fp + fn)
+
+
+def precision_from_confusion(m: torch.Tensor) -> torch.Tensor:
+    tp, fp, _ = _parts(m)
+    return _div(tp, tp + fp)
+
+
+def recall_from_confusion(m: torch.Tensor) -> torch.Tensor:
+    """Per-class recall, also called class accuracy."""
+    tp, _, fn = _parts(m)
+    return _div(tp, tp + fn)
+
+
+def pixel_accuracy_from_confusion(m: torch.Tensor) -> float:
+    total = int(m.sum())
+    return float(m.diag().sum()) / total if total else float("nan")
+
+
+def fwiou_from_confusion(m: torch.Tensor) -> float:
+    """Frequency-weighted IoU: sum over classes of (ground-truth share) x IoU."""
+    freq = m.sum(1).double()
+    if freq.sum() == 0:
+        return float("nan")
+    iou = iou_from_confusion(m)
+    ok = freq > 0
+    return float((freq[ok] / freq.sum() * iou[ok].nan_to_num(0.0)).sum())
+
+
+def nanmean(values: torch.Tensor) -> float:
+    v = values[~torch.isnan(values)]
+    return float(v.mean()) if v.numel() else float("nan")
+
+
+def summarize_confusion(m: torch.Tensor) -> dict:
+    """All region metrics as plain floats / lists (NaN for undefined classes)."""
+    iou, dice = iou_from_confusion(m), dice_from_confusion(m)
+    prec, rec = precision_from_confusion(m), recall_from_confusion(m)
+    return {
+        "pixel_accuracy": pixel_accuracy_from_confusion(m),
+        "mean_accuracy": nanmean(rec),
+        "miou": nanmean(iou),
+        "mean_dice": nanmean(dice),
+        "fwiou": fwiou_from_confusion(m),
+        "iou": iou.tolist(),
+        "dice": dice.tolist(),
+        "precision": prec.tolist(),
+        "recall": rec.tolist(),
+    }
+
+
+def is_nan(x: float) -> bool:
+    return isinstance(x, float) and math.isnan(x)

@@ -1,0 +1,45 @@
+"""Model registry front: create_model and list_models."""
+from __future__ import annotations
+
+import typing
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+from torch import nn
+
+from ..errors import ConfigError
+from ..registry import MODELS, builder_options, check_options, lookup
+from . import unet  # noqa: F401  (registers)
+
+
+def list_models() -> list[str]:
+    return sorted(MODELS)
+
+
+def create_model(name: str, *, in_channels: int = 3, num_classes: int, **options: Any) -> nn.Module:
+    """Build a registered model; options are checked against the builder's typed keyword arguments.
+
+    Returns a module mapping (N, in_channels, H, W) to logits (N, num_classes, H, W).
+    """
+    fn = lookup(MODELS, "model", name)
+    check_options(fn, options, "model")
+    hints = typing.get_type_hints(fn)
+    for key, value in options.items():
+        if key in hints:
+            try:
+                options[key] = TypeAdapter(hints[key]).validate_python(value, strict=False)
+            except ValidationError as err:
+                raise ConfigError(f"model.{key}: {err.errors()[0]['msg'].lower()} (got {value!r})") from None
+    try:
+        return fn(in_channels=in_channels, num_classes=num_classes, **options)
+    except ValueError as exc:
+        msg = str(exc)
+        raise ConfigError(msg if msg.startswith("model.") else f"model.{msg}") from None
+
+
+def model_options(name: str) -> dict[str, Any]:
+    """Defaults of a model's options, e.g. for `seglab models`."""
+    return {k: p.default for k, p in builder_options(lookup(MODELS, "model", name)).items()}
+
+
+__all__ = ["create_model", "list_models", "model_options"]

@@ -1,0 +1,31 @@
+"""Layers shared by the architectures."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+
+class ConvBNReLU(nn.Sequential):
+    def __init__(self, cin: int, cout: int, kernel: int = 3, dilation: int = 1) -> None:
+        pad = dilation * (kernel - 1) // 2
+        super().__init__(
+            nn.Conv2d(cin, cout, kernel, padding=pad, dilation=dilation, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+        )
+
+
+class DoubleConv(nn.Sequential):
+    """Two 3x3 conv-BN-ReLU layers, the U-Net stage."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__(ConvBNReLU(cin, cout), ConvBNReLU(cout, cout))
+
+
+def match_size(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """Zero-pad or crop x (N, C, h, w) to ref's spatial size; used where pooling floored odd sizes."""
+    dh, dw = ref.shape[-2] - x.shape[-2], ref.shape[-1] - x.shape[-1]
+    if dh == 0 and dw == 0:
+        return x
+    return F.pad(x, (dw // 2, dw - dw // 2, dh // 2, dh - dh // 2))

@@ -1,0 +1,52 @@
+"""Name -> builder registries, one dict per kind."""
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable
+
+from .errors import ConfigError
+
+MODELS: dict[str, Callable[..., Any]] = {}
+LOSSES: dict[str, Callable[..., Any]] = {}
+
+
+def _register(table: dict[str, Callable[..., Any]], kind: str, name: str):
+    def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
+        if name in table:
+            raise ValueError(f"{kind} '{name}' is registered twice")
+        table[name] = fn
+        return fn
+
+    return deco
+
+
+def register_model(name: str):
+    """Decorator: register a model builder taking keyword-only arguments."""
+    return _register(MODELS, "model", name)
+
+
+def register_loss(name: str):
+    """Decorator: register a loss builder taking keyword-only arguments."""
+    return _register(LOSSES, "loss", name)
+
+
+def lookup(table: dict[str, Callable[..., Any]], kind: str, name: str) -> Callable[..., Any]:
+    """Return the builder for `name` or fail with the list of what exists."""
+    if name not in table:
+        raise ConfigError(f"unknown {kind} '{name}'; available: {', '.join(sorted(table))}")
+    return table[name]
+
+
+def builder_options(fn: Callable[..., Any]) -> dict[str, inspect.Parameter]:
+    """Keyword-only parameters of a builder, by name."""
+    return {
+        n: p for n, p in inspect.signature(fn).parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY
+    }
+
+
+def check_options(fn: Callable[..., Any], options: dict[str, Any], where: str) -> None:
+    """Fail with the dotted key of the first option the builder does not take."""
+    allowed = builder_options(fn)
+    for key in options:
+        if key not in allowed:
+            raise ConfigError(f"{where}.{key}: unknown option; allowed: {', '.join(sorted(allowed)) or 'none'}")

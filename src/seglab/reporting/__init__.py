@@ -1,0 +1,1 @@
+"""Run folder layout, plots and the HTML report."""

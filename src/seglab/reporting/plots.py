@@ -1,0 +1,117 @@
+"""Matplotlib figures of a run, saved as PNG (atomically)."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from ..data.labels import LabelSpace  # noqa: E402
+from ..fileio import atomic_path  # noqa: E402
+
+
+def _save(fig, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def _series(history: list[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
+    pts = [(r["epoch"], r[key]) for r in history if r.get(key) is not None and not _nan(r[key])]
+    return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def _nan(v: Any) -> bool:
+    return isinstance(v, float) and math.isnan(v)
+
+
+def plot_loss_curves(history: list[dict[str, Any]], path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for key, label in (("train_loss", "train"), ("val_loss", "validation")):
+        x, y = _series(history, key)
+        if x:
+            ax.plot(x, y, marker="o", ms=3, label=label)
+    ax.set(xlabel="epoch", ylabel="loss", title="Loss")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(fig, path)
+
+
+def plot_metric_curves(history: list[dict[str, Any]], path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for key, label in (("val_miou", "mIoU"), ("val_pixel_accuracy", "pixel accuracy"),
+                       ("val_mean_boundary_iou", "mean Boundary IoU")):
+        x, y = _series(history, key)
+        if x:
+            ax.plot(x, y, marker="o", ms=3, label=label)
+    ax.set(xlabel="epoch", ylabel="validation score", title="Validation metrics", ylim=(0, 1))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(fig, path)
+
+
+def plot_per_class(names: Sequence[str], iou: Sequence[float], biou: Sequence[float], path: Path) -> Path:
+    y = np.arange(len(names))
+    vals = lambda v: [0.0 if x is None or _nan(x) else x for x in v]  # noqa: E731
+    fig, ax = plt.subplots(figsize=(6.4, 0.35 * len(names) + 1.4))
+    ax.barh(y - 0.2, vals(iou), height=0.4, label="IoU")
+    ax.barh(y + 0.2, vals(biou), height=0.4, label="Boundary IoU")
+    ax.set_yticks(y, names)
+    ax.invert_yaxis()
+    ax.set(xlim=(0, 1), xlabel="score", title="Per-class IoU")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(loc="lower right")
+    return _save(fig, path)
+
+
+def plot_confusion(matrix: np.ndarray, names: Sequence[str], path: Path) -> Path:
+    """Rows = ground truth, normalised to sum 1."""
+    m = np.asarray(matrix, np.float64)
+    rows = m.sum(1, keepdims=True)
+    norm = np.divide(m, rows, out=np.zeros_like(m), where=rows > 0)
+    n = len(names)
+    fig, ax = plt.subplots(figsize=(0.5 * n + 2.5, 0.5 * n + 2))
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(n), names, rotation=45, ha="right")
+    ax.set_yticks(range(n), names)
+    ax.set(xlabel="predicted", ylabel="ground truth", title="Confusion matrix (row-normalised)")
+    if n <= 16:
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                        color="white" if norm[i, j] > 0.5 else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    return _save(fig, path)
+
+
+def plot_grid(rows: list[list[np.ndarray]], titles: Sequence[str], path: Path, row_labels: Sequence[str] = ()) -> Path:
+    """A grid of images: one list of panels per row, one title per column."""
+    nr, nc = len(rows), len(titles)
+    fig, axes = plt.subplots(max(nr, 1), nc, figsize=(2.6 * nc, 2.2 * max(nr, 1)), squeeze=False)
+    for i, row in enumerate(rows):
+        for j, panel in enumerate(row):
+            ax = axes[i][j]
+            ax.imshow(panel.squeeze() if panel.ndim == 3 and panel.shape[-1] == 1 else panel,
+                      cmap="gray" if panel.ndim == 2 or panel.shape[-1] == 1 else None)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(titles[j], fontsize=9)
+            if j == 0 and i < len(row_labels):
+                ax.set_ylabel(row_labels[i], fontsize=7)
+    return _save(fig, path)
+
+
+def plot_samples(samples, labels: LabelSpace, path: Path, overlay_fn) -> Path:
+    """Input, ground truth, prediction and overlay for each (image, gt, pred) sample."""
+    rows = []
+    for image, gt, pred in samples:
+        color = labels.colorize(pred)
+        rows.append([image[..., :3] if image.shape[-1] >= 3 else image, labels.colorize(gt), color, overlay_fn(image, color)])
+    return plot_grid(rows, ["input", "ground truth", "prediction", "overlay"], path)

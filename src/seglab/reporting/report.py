@@ -1,0 +1,116 @@
+"""A self-contained HTML report of one run: plots inlined as data URIs, no external assets."""
+from __future__ import annotations
+
+import base64
+import csv
+import html
+from pathlib import Path
+from typing import Any, Optional
+
+from ..fileio import atomic_write_text
+from .run_dir import RunDir
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;background:#f5f6f8;color:#1d2330}
+header{background:#1d2330;color:#fff;padding:18px 32px}header h1{margin:0;font-size:22px}
+header p{margin:4px 0 0;color:#b8c0d0;font-size:13px}
+main{padding:20px 32px;max-width:1200px}
+section{background:#fff;border-radius:8px;padding:16px 20px;margin-bottom:18px;box-shadow:0 1px 3px #0002}
+h2{font-size:17px;margin:0 0 12px}
+.cards{display:flex;flex-wrap:wrap;gap:12px}.card{background:#eef2fb;border-radius:6px;padding:10px 16px;min-width:130px}
+.card b{display:block;font-size:22px}.card span{font-size:12px;color:#556}
+table{border-collapse:collapse;font-size:13px}td,th{padding:4px 10px;border-bottom:1px solid #e3e6ec;text-align:right}
+th{background:#f0f2f6}td:first-child,th:first-child{text-align:left}
+.figs{display:flex;flex-wrap:wrap;gap:14px}.figs img{max-width:100%;border:1px solid #e3e6ec;border-radius:4px}
+pre{background:#f7f7f9;padding:10px;font-size:12px;overflow:auto;max-height:420px}
+"""
+
+
+def _img(path: Path, alt: str) -> str:
+    if not path.is_file():
+        return ""
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"></figure>'
+
+
+def _num(v: Any, pct: bool = False) -> str:
+    if v is None or (isinstance(v, float) and v != v):
+        return "–"
+    return f"{100 * v:.2f}" if pct else (f"{v:.4g}" if isinstance(v, float) else html.escape(str(v)))
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def per_class_rows(names: list[str], metrics: dict[str, Any]) -> list[list[str]]:
+    keys = ("iou", "boundary_iou", "dice", "precision", "recall")
+    return [[html.escape(n)] + [_num(metrics.get(k, [None] * len(names))[i], pct=True) for k in keys]
+            for i, n in enumerate(names)]
+
+
+PER_CLASS_HEADER = ["class", "IoU %", "Boundary IoU %", "Dice %", "precision %", "recall %"]
+
+
+def _eval_section(run: RunDir, split: str, names: list[str]) -> str:
+    m = run.read_json(run.eval_dir(split) / "metrics.json")
+    if not m:
+        return ""
+    cards = [("mIoU", m.get("miou")), ("pixel accuracy", m.get("pixel_accuracy")),
+             ("mean Boundary IoU", m.get("mean_boundary_iou")), ("mean class accuracy", m.get("mean_accuracy")),
+             ("mean Dice", m.get("mean_dice")), ("frequency-weighted IoU", m.get("fwiou"))]
+    card_html = "".join(f'<div class="card"><b>{_num(v, pct=True)}</b><span>{k} (%)</span></div>' for k, v in cards)
+    d = run.eval_dir(split)
+    figs = "".join(_img(d / f, f) for f in ("per_class_iou.png", "confusion.png"))
+    samples = _img(d / "samples.png", "samples")
+    ckpt = html.escape(str(m.get("checkpoint", "")))
+    return (
+        f"<section><h2>{split} split: {m.get('num_images', '?')} images at full resolution "
+        f"<small>({ckpt})</small></h2><div class='cards'>{card_html}</div><br>"
+        f"{_table(PER_CLASS_HEADER, per_class_rows(names, m))}<div class='figs'>{figs}</div>"
+        f"{'<h2>Predictions</h2>' + samples if samples else ''}</section>"
+    )
+
+
+def _history_rows(run: RunDir) -> tuple[list[str], list[list[str]]]:
+    if not run.metrics_csv.is_file():
+        return [], []
+    with run.metrics_csv.open() as f:
+        rows = list(csv.reader(f))
+    return (rows[0], rows[1:]) if rows else ([], [])
+
+
+def build_report(run: RunDir, title: Optional[str] = None) -> Path:
+    """Write run/report.html from the run folder's files; returns its path."""
+    summary = run.read_json(run.summary) or {}
+    names = summary.get("class_names", [])
+    splits = sorted(p.name for p in (run.path / "eval").iterdir()) if (run.path / "eval").is_dir() else []
+    timing = summary.get("timing", {})
+    info = [("model", summary.get("model", "?")), ("parameters", f"{summary.get('parameters', 0):,}"),
+            ("epochs run", timing.get("epochs_run")), ("total training time", _secs(timing.get("train_seconds"))),
+            ("mean epoch time", _secs(timing.get("mean_epoch_seconds"))),
+            ("training images/s", _num(timing.get("train_images_per_s"))),
+            ("best epoch", summary.get("best_epoch")), ("device", summary.get("device"))]
+    info_html = _table(["", ""], [[html.escape(k), html.escape(str(v))] for k, v in info])
+    header, hist = _history_rows(run)
+    curves = "".join(_img(run.plots / f, f) for f in ("loss.png", "metrics.png"))
+    config = html.escape(run.config.read_text()) if run.config.is_file() else ""
+    body = (
+        f"<header><h1>{html.escape(title or run.path.name)}</h1><p>{html.escape(str(run.path.resolve()))}</p></header><main>"
+        + "".join(_eval_section(run, s, names) for s in splits)
+        + f"<section><h2>Training</h2>{info_html}<div class='figs'>{curves}</div></section>"
+        + (f"<section><h2>Per-epoch history</h2>{_table(header, [[html.escape(c) for c in r] for r in hist])}</section>" if hist else "")
+        + f"<section><h2>Resolved config</h2><pre>{config}</pre></section></main>"
+    )
+    page = f"<!doctype html><html><head><meta charset='utf-8'><title>seglab: {html.escape(run.path.name)}</title><style>{CSS}</style></head><body>{body}</body></html>"
+    atomic_write_text(run.report, page)
+    return run.report
+
+
+def _secs(v: Any) -> str:
+    if v is None:
+        return "–"
+    v = float(v)
+    return f"{v:.1f} s" if v < 120 else f"{v / 60:.1f} min"
