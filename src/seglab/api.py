@@ -114,10 +114,11 @@ def evaluate(target: PathLike, *, split: str = "val", overrides: Sequence[str] =
     atomic_write_text(out_dir / "per_class.csv", per_class_csv(lm.labels.names, metrics))
     table = per_class_markdown(lm.labels.names, metrics)
     atomic_write_text(out_dir / "per_class.md", table)
-    plots.plot_per_class(lm.labels.names, metrics["iou"], metrics["boundary_iou"], out_dir / "per_class_iou.png")
-    plots.plot_confusion(res.confusion.numpy(), lm.labels.names, out_dir / "confusion.png")
+    fig_dir = run.plots if run is not None and out is None else out_dir
+    plots.plot_per_class(lm.labels.names, metrics["iou"], metrics["boundary_iou"], fig_dir / f"per_class_iou_{split}.png")
+    plots.plot_confusion(res.confusion.numpy(), lm.labels.names, fig_dir / f"confusion_{split}.png")
     if res.samples:
-        plots.plot_samples(res.samples, lm.labels, out_dir / "samples.png", overlay)
+        plots.plot_samples(res.samples, lm.labels, fig_dir / f"samples_{split}.png", overlay)
     log.info(f"{split}: mIoU {metrics['miou']:.4f}  pixel accuracy {metrics['pixel_accuracy']:.4f}  "
              f"mean Boundary IoU {metrics['mean_boundary_iou']:.4f}  ({len(dataset)} images, {res.seconds:.1f} s)")
     log.info(table)

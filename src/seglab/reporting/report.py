@@ -62,9 +62,8 @@ def _eval_section(run: RunDir, split: str, names: list[str]) -> str:
              ("mean Boundary IoU", m.get("mean_boundary_iou")), ("mean class accuracy", m.get("mean_accuracy")),
              ("mean Dice", m.get("mean_dice")), ("frequency-weighted IoU", m.get("fwiou"))]
     card_html = "".join(f'<div class="card"><b>{_num(v, pct=True)}</b><span>{k} (%)</span></div>' for k, v in cards)
-    d = run.eval_dir(split)
-    figs = "".join(_img(d / f, f) for f in ("per_class_iou.png", "confusion.png"))
-    samples = _img(d / "samples.png", "samples")
+    figs = "".join(_img(run.plots / f"{f}_{split}.png", f) for f in ("per_class_iou", "confusion"))
+    samples = _img(run.plots / f"samples_{split}.png", "samples")
     ckpt = html.escape(str(m.get("checkpoint", "")))
     return (
         f"<section><h2>{split} split: {m.get('num_images', '?')} images at full resolution "

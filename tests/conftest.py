@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+TINY = {
+    "seed": 0,
+    "data": {"kind": "synthetic", "synthetic": {"num_train": 24, "num_val": 8, "num_test": 8, "size": [32, 40],
+                                                "num_classes": 3, "seed": 0}},
+    "augment": {"hflip": 0.5, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]},
+    "model": {"name": "unet", "base_channels": 4, "depth": 2},
+    "loss": {"name": "ce_dice"},
+    "optimizer": {"name": "adam", "lr": 0.01},
+    "schedule": {"name": "cosine", "warmup_epochs": 0.5},
+    "train": {"epochs": 2, "batch_size": 8, "num_workers": 0, "channels_last": False},
+    "eval": {"batch_size": 8, "num_samples": 2},
+    "output": {"dir": "runs", "name": "tiny"},
+}
+
+
+@pytest.fixture
+def tiny_raw(tmp_path) -> dict:
+    raw = copy.deepcopy(TINY)
+    raw["output"]["dir"] = str(tmp_path / "runs")
+    return raw
+
+
+def save_png(path: Path, arr: np.ndarray, mode: str | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr, mode=mode).save(path) if mode else Image.fromarray(arr).save(path)
+    return path
+
+
+def make_folder_dataset(root: Path, n: int = 6, size=(20, 24), num_classes: int = 3, mask_suffix: str = "",
+                        image_ext: str = ".png") -> Path:
+    """images/NAME.ext + masks/NAME<suffix>.png with index masks 0..num_classes-1."""
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        h, w = size
+        mask = np.zeros((h, w), np.uint8)
+        mask[: h // 2, : w // 2] = 1 % num_classes
+        mask[h // 2 :, w // 2 :] = 2 % num_classes
+        img = (rng.random((h, w, 3)) * 60 + mask[..., None] * 60).astype(np.uint8)
+        save_png(root / "masks" / f"img{i:02d}{mask_suffix}.png", mask)
+        p = root / "images" / f"img{i:02d}{image_ext}"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(p)
+    return root
+
+
+def folder_raw(tiny_raw: dict, root: Path, **data) -> dict:
+    raw = copy.deepcopy(tiny_raw)
+    raw["data"] = {"kind": "folder", "root": str(root), "train": {"images": "images", "masks": "masks"},
+                   "random_split": {"val": 0.34, "seed": 0}, "mask_encoding": "index",
+                   "class_names": ["bg", "a", "b"], **data}
+    return raw

@@ -1,0 +1,87 @@
+from pathlib import Path
+
+import pytest
+
+from seglab.config import config_from_dict, dump_config, load_config
+from seglab.errors import ConfigError
+from seglab.models import create_model
+
+from conftest import ROOT
+
+CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+
+
+def test_defaults_validate(tiny_raw):
+    cfg = config_from_dict(tiny_raw)
+    assert cfg.train.epochs == 2 and cfg.model.options() == {"base_channels": 4, "depth": 2}
+
+
+def test_unknown_key_names_dotted_path_and_allowed(tiny_raw):
+    tiny_raw["train"]["epocs"] = 3
+    with pytest.raises(ConfigError, match=r"train\.epocs: unknown key; allowed: epochs"):
+        config_from_dict(tiny_raw, "x.yaml")
+
+
+def test_wrong_type(tiny_raw):
+    tiny_raw["train"]["batch_size"] = "many"
+    with pytest.raises(ConfigError, match=r"x.yaml: train\.batch_size: .*integer.*'many'"):
+        config_from_dict(tiny_raw, "x.yaml")
+
+
+def test_bad_value_lists_allowed(tiny_raw):
+    tiny_raw["optimizer"]["name"] = "adagrad"
+    with pytest.raises(ConfigError, match=r"optimizer\.name: bad value 'adagrad'.*'adam'"):
+        config_from_dict(tiny_raw)
+
+
+def test_out_of_range_value(tiny_raw):
+    tiny_raw["train"]["epochs"] = 0
+    with pytest.raises(ConfigError, match=r"train\.epochs: .*greater than or equal to 1"):
+        config_from_dict(tiny_raw)
+
+
+def test_set_overrides_parse_yaml_values(tiny_raw):
+    cfg = config_from_dict(tiny_raw, overrides=["train.epochs=5", "optimizer.lr=3e-4", "augment.resize=[64, 80]",
+                                                "model.dropout=0.2"])
+    assert cfg.train.epochs == 5 and cfg.optimizer.lr == 3e-4
+    assert cfg.augment.resize == (64, 80) and cfg.model.options()["dropout"] == 0.2
+
+
+@pytest.mark.parametrize("bad", ["train.epochs", "=3", "train..epochs=3"])
+def test_bad_override_syntax(tiny_raw, bad):
+    with pytest.raises(ConfigError, match="--set"):
+        config_from_dict(tiny_raw, overrides=[bad])
+
+
+def test_override_unknown_key_fails(tiny_raw):
+    with pytest.raises(ConfigError, match=r"train\.nope: unknown key"):
+        config_from_dict(tiny_raw, overrides=["train.nope=1"])
+
+
+def test_dump_roundtrip(tiny_raw, tmp_path):
+    cfg = config_from_dict(tiny_raw)
+    p = tmp_path / "c.yaml"
+    p.write_text(dump_config(cfg))
+    assert load_config(p) == cfg
+
+
+def test_missing_and_invalid_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "none.yaml")
+    p = tmp_path / "bad.yaml"
+    p.write_text("train: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(p)
+
+
+def test_folder_dataset_needs_train(tiny_raw):
+    tiny_raw["data"] = {"kind": "folder"}
+    with pytest.raises(ConfigError, match="data: .*needs data.train"):
+        config_from_dict(tiny_raw)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_shipped_config_loads_and_builds_its_model(path):
+    cfg = load_config(path)
+    model = create_model(cfg.model.name, in_channels=cfg.data.in_channels, num_classes=3, **cfg.model.options())
+    assert sum(p.numel() for p in model.parameters()) > 0
