@@ -119,8 +119,12 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
-    logging.getLogger("seglab").setLevel(logging.INFO)
+    logger = logging.getLogger("seglab")
+    console = logging.StreamHandler(sys.stdout)
+    console.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(console)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
     try:
         return run(args)
     except KeyboardInterrupt:
@@ -136,6 +140,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise
         print(f"error: {type(exc).__name__}: {_one_line(exc)} (rerun with --debug for the traceback)", file=sys.stderr)
         return 1
+    finally:
+        logger.removeHandler(console)
 
 
 if __name__ == "__main__":

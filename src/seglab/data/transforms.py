@@ -41,7 +41,10 @@ def build_train_transform(aug: AugmentConfig, ignore_index: int) -> A.Compose:
 
 def to_tensor(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """(H, W, C) uint8 -> normalised (C, H, W) float32."""
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
+    image = np.ascontiguousarray(image)
+    if not image.flags.writeable:  # PIL-backed arrays are read-only; torch wants writable memory
+        image = image.copy()
+    x = torch.from_numpy(image).permute(2, 0, 1).float().div_(255.0)
     c = x.shape[0]
     m = torch.tensor(list(mean)[:c] + [0.5] * max(0, c - len(mean))).view(c, 1, 1)
     s = torch.tensor(list(std)[:c] + [0.25] * max(0, c - len(std))).view(c, 1, 1)

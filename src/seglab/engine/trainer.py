@@ -57,6 +57,9 @@ def _class_weights(cfg: Config, counts: Optional[np.ndarray], image_pixels: Opti
 
 def _attach_log_file(path: Path) -> logging.Handler:
     handler = logging.FileHandler(path)
+    handler.setLevel(logging.INFO)
+    if log.getEffectiveLevel() > logging.INFO:
+        log.setLevel(logging.INFO)  # the run's log file gets every line even when the console shows none
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
     log.addHandler(handler)
     return handler

@@ -1,0 +1,137 @@
+import copy
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+import seglab
+from seglab.config import config_from_dict
+from seglab.errors import SeglabError
+
+from conftest import ROOT, TINY
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    raw = copy.deepcopy(TINY)
+    raw["output"]["dir"] = str(tmp_path_factory.mktemp("runs"))
+    raw["train"]["epochs"] = 3
+    raw["eval"]["split"] = "test"
+    return seglab.train(config_from_dict(raw))
+
+
+def _rows(path: Path) -> list[dict]:
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_smoke_training_writes_every_artefact(trained_run):
+    run = trained_run
+    rows = _rows(run.metrics_csv)
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
+    for key in ("val_loss", "val_miou", "val_pixel_accuracy", "val_mean_boundary_iou", "lr", "epoch_seconds"):
+        assert rows[-1][key] != ""
+    for p in (run.config, run.split, run.log, run.best, run.last, run.report, run.summary,
+              run.eval_dir("val") / "metrics.json", run.eval_dir("test") / "per_class.csv",
+              run.eval_dir("val") / "per_class.md"):
+        assert p.is_file(), p
+    for name in ("loss", "metrics", "per_class_iou_val", "confusion_val", "samples_val", "confusion_test"):
+        assert (run.plots / f"{name}.png").is_file(), name
+    assert any(f.name.startswith("events.out.tfevents") for f in run.tensorboard.iterdir())
+    assert yaml.safe_load(run.config.read_text())["train"]["epochs"] == 3
+    assert "epoch 3/3" in run.log.read_text() and "training done" in run.log.read_text()
+
+
+def test_report_is_self_contained(trained_run):
+    html = trained_run.report.read_text()
+    assert "data:image/png;base64," in html and "<table>" in html
+    assert "src=\"http" not in html and "href=\"http" not in html and "<link" not in html
+    assert "mIoU" in html and "Resolved config" in html and "total training time" in html
+
+
+def test_checkpoint_is_weights_only_loadable_and_complete(trained_run):
+    ckpt = torch.load(trained_run.best, weights_only=True)
+    assert ckpt["format"] == "seglab-checkpoint"
+    assert ckpt["labels"]["names"] == ["background", "disc", "box"]
+    assert ckpt["model"]["name"] == "unet" and ckpt["normalization"]["mean"] == [0.5, 0.5, 0.5]
+    assert ckpt["config"]["model"]["base_channels"] == 4
+
+
+def test_eval_metrics_match_training_validation(trained_run):
+    m = seglab.evaluate(trained_run.path, split="val", report=False)
+    best = yaml.safe_load(trained_run.summary.read_text())["best_value"]
+    assert m["miou"] == pytest.approx(best, abs=1e-9)
+    assert 0.0 <= m["mean_boundary_iou"] <= 1.0 and len(m["iou"]) == 3
+
+
+def test_existing_run_folder_needs_resume_or_overwrite(trained_run):
+    cfg = config_from_dict(yaml.safe_load(trained_run.config.read_text()))
+    with pytest.raises(SeglabError, match="run folder exists; pass --resume .* or --overwrite"):
+        seglab.train(cfg)
+
+
+def test_early_stopping(tiny_raw):
+    tiny_raw["train"].update(epochs=6, early_stopping_patience=1)
+    tiny_raw["optimizer"]["lr"] = 1e-12  # nothing improves after the first validation
+    run = seglab.train(config_from_dict(tiny_raw))
+    assert len(_rows(run.metrics_csv)) == 2
+    assert "early stopping" in run.log.read_text()
+
+
+def _write_cfg(tmp_path: Path, name: str, **train) -> Path:
+    raw = copy.deepcopy(TINY)
+    raw["data"]["synthetic"].update(num_train=96, size=[48, 48])
+    raw["train"].update(epochs=6, batch_size=8, threads=1, **train)
+    raw["model"]["dropout"] = 0.2  # the resumed run must also restore the dropout RNG
+    raw["augment"].update(scale=[0.8, 1.2], crop=[40, 40], rotate=10)
+    raw["output"] = {"dir": str(tmp_path), "name": name}
+    p = tmp_path / f"{name}.yaml"
+    p.write_text(yaml.safe_dump(raw))
+    return p
+
+
+def _seglab(*args, **kw):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-m", "seglab", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, **kw)
+
+
+def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
+    full = _seglab("train", str(_write_cfg(tmp_path, "full")))
+    assert full.wait(timeout=300) == 0, full.stdout.read()
+
+    proc = _seglab("train", str(_write_cfg(tmp_path, "killed")))
+    metrics = tmp_path / "killed" / "metrics.csv"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.is_file() and len(_rows(metrics)) >= 2:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "training ended before it could be interrupted"
+    time.sleep(0.3)  # land somewhere inside the next epoch
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len(_rows(metrics))
+    assert done < 6
+    resumed = _seglab("train", "--resume", str(tmp_path / "killed"))
+    out = resumed.communicate(timeout=300)[0]
+    assert resumed.returncode == 0, out
+    assert "resuming" in out
+
+    a = torch.load(tmp_path / "full" / "checkpoints" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "killed" / "checkpoints" / "last.pt", weights_only=True)
+    for k, v in a["model_state"].items():
+        assert torch.equal(v, b["model_state"][k]), k
+    ra, rb = _rows(tmp_path / "full" / "metrics.csv"), _rows(metrics)
+    assert len(ra) == len(rb) == 6
+    for x, y in zip(ra, rb):
+        for key in ("epoch", "train_loss", "val_loss", "val_miou", "val_mean_boundary_iou", "lr"):
+            assert x[key] == y[key], (key, x, y)
