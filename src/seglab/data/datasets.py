@@ -151,16 +151,25 @@ class PairLoader:
 class SplitStats:
     counts: np.ndarray  # pixels per class
     image_pixels: np.ndarray  # pixels of the images in which each class appears
-    sizes: list[tuple[int, int]]  # (H, W) per sample
+    sizes: list[tuple[int, int]]  # (H, W) per readable sample
     ignored: int = 0
 
 
-def check_split(loader: PairLoader) -> SplitStats:
-    """Decode every pair (raising on the first bad file) and count class pixels."""
+def check_split(loader: PairLoader, problems: Optional[list[str]] = None) -> SplitStats:
+    """Decode every pair and count class pixels.
+
+    A bad file raises, or is skipped and described in `problems` when a list is given.
+    """
     n = loader.labels.num_classes
     stats = SplitStats(np.zeros(n, np.int64), np.zeros(n, np.int64), [])
     for i in range(len(loader)):
-        _, mask = loader.load(i)
+        try:
+            _, mask = loader.load(i)
+        except DataError as exc:
+            if problems is None:
+                raise
+            problems.append(str(exc))
+            continue
         hist = np.bincount(mask.ravel(), minlength=256)
         stats.counts += hist[:n]
         stats.image_pixels += np.where(hist[:n] > 0, mask.size, 0)

@@ -60,8 +60,9 @@ def plot_per_class(names: Sequence[str], iou: Sequence[float], biou: Sequence[fl
     y = np.arange(len(names))
     vals = lambda v: [0.0 if x is None or _nan(x) else x for x in v]  # noqa: E731
     fig, ax = plt.subplots(figsize=(6.4, 0.35 * len(names) + 1.4))
-    ax.barh(y - 0.2, vals(iou), height=0.4, label="IoU")
-    ax.barh(y + 0.2, vals(biou), height=0.4, label="Boundary IoU")
+    for offset, v, label in ((-0.2, iou, "IoU"), (0.2, biou, "Boundary IoU")):
+        bars = ax.barh(y + offset, vals(v), height=0.4, label=label)
+        ax.bar_label(bars, labels=["–" if x is None or _nan(x) else f"{x:.2f}" for x in v], fontsize=7, padding=2)
     ax.set_yticks(y, names)
     ax.invert_yaxis()
     ax.set(xlim=(0, 1), xlabel="score", title="Per-class IoU")
