@@ -116,7 +116,7 @@ def test_empty_split(capsys, folder, tmp_path):
     ("train.epochs=many", r"train\.epochs: .*integer.*'many'"),
     ("loss.name=focal", r"loss\.name: bad value 'focal'"),
     ("train.epochs", r"--set 'train\.epochs': expected KEY=VALUE"),
-    ("model.widht=3", r"model\.widht: unknown option; allowed: base_channels, depth, dropout"),
+    ("model.widht=3", r"model\.widht: unknown option; allowed: base_channels, decoder_channels, depth, dropout, encoder"),
 ])
 def test_bad_config_values(capsys, tmp_path, tiny_raw, override, pattern):
     _fails(capsys, ["train", _cfg_file(tmp_path, tiny_raw), "--set", override], pattern)
@@ -187,4 +187,9 @@ def test_module_entry_point_and_help():
     r = subprocess.run([sys.executable, "-m", "seglab", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "train" in r.stdout and "predict" in r.stdout
     r = subprocess.run([sys.executable, "-m", "seglab", "models"], capture_output=True, text=True)
-    assert r.returncode == 0 and r.stdout.startswith("unet:")
+    assert r.returncode == 0, r.stderr
+    lines = {l.split()[0]: l for l in r.stdout.splitlines()[1:]}
+    from seglab.models import list_models
+
+    assert sorted(lines) == list_models()
+    assert "resnet50" in lines["pspnet"] and "M" in lines["pspnet"]

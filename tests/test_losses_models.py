@@ -68,10 +68,9 @@ def test_unknown_loss_lists_available():
         _loss("focal")
 
 
-@pytest.mark.parametrize("name", list_models())
 @pytest.mark.parametrize("batch", [1, 2])
-def test_every_model_any_size_train_and_eval(name, batch):
-    model = create_model(name, in_channels=3, num_classes=5, base_channels=4, depth=3, dropout=0.1)
+def test_unet_from_scratch_any_size_train_and_eval(batch):
+    model = create_model("unet", in_channels=3, num_classes=5, base_channels=4, depth=3, dropout=0.1)
     for mode in (True, False):
         model.train(mode)
         x = torch.randn(batch, 3, 97, 131, requires_grad=mode)
@@ -94,7 +93,7 @@ def test_unknown_model_lists_available():
 
 
 def test_bad_model_option_name_type_value():
-    with pytest.raises(ConfigError, match=r"model\.width: unknown option; allowed: base_channels, depth, dropout"):
+    with pytest.raises(ConfigError, match=r"model\.width: unknown option; allowed: base_channels, decoder_channels, depth, dropout, encoder"):
         create_model("unet", num_classes=2, width=3)
     with pytest.raises(ConfigError, match=r"model\.depth: .*integer.*'deep'"):
         create_model("unet", num_classes=2, depth="deep")

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from .config import Config, config_from_dict, load_config
-from .data.datasets import EvalDataset, build_data, build_labels, build_split, check_split
+from .data.datasets import EvalDataset, build_data, build_split, check_split
 from .data.splits import load_split
 from .engine.trainer import fit, pick_device
 from .errors import DataError, SeglabError
@@ -150,9 +150,20 @@ def per_class_markdown(names: list[str], m: dict[str, Any]) -> str:
 
 
 def predict(checkpoint: PathLike, inputs: Sequence[str], out: PathLike, *, device: str = "cpu",
-            progress: bool = True) -> list[Path]:
-    """Write index masks, colour masks and overlays for images or folders of images."""
-    return predict_files(Path(checkpoint), inputs, Path(out), pick_device(device), progress)
+            progress: bool = True, engine: str = "torch") -> list[Path]:
+    """Write index masks, colour masks and overlays for images or folders of images.
+
+    engine: 'torch' (a seglab checkpoint) or 'onnxruntime' (an ONNX file from `export`).
+    """
+    return predict_files(Path(checkpoint), inputs, Path(out), pick_device(device), progress, engine)
+
+
+def export(checkpoint: PathLike, *, fmt: str = "onnx", out: Optional[PathLike] = None,
+           size: Optional[Sequence[int]] = None) -> Path:
+    """Export a checkpoint's model to ONNX or TorchScript (fixed input size; see evaluation/export.py)."""
+    from .evaluation.export import export_checkpoint
+
+    return export_checkpoint(Path(checkpoint), fmt, Path(out) if out else None, size)
 
 
 def inspect(config: Union[Config, PathLike], *, overrides: Sequence[str] = (), out: Optional[PathLike] = None,
@@ -163,26 +174,17 @@ def inspect(config: Union[Config, PathLike], *, overrides: Sequence[str] = (), o
     """
     cfg = config if isinstance(config, Config) else load_config(config, list(overrides))
     problems: list[str] = []
-    labels, _ = build_labels(cfg.data)
-    split = build_split(cfg.data, problems)
-    data = build_data(cfg, split=split)
+    data = build_data(cfg, split=build_split(cfg.data, problems))
+    labels = data.labels
     summary: dict[str, Any] = {"classes": labels.names, "ignore_index": labels.ignore_index, "splits": {}}
     for name, loader in data.loaders.items():
-        good = []
-        for i in range(len(loader)):
-            try:
-                loader.load(i)
-                good.append(i)
-            except DataError as exc:
-                problems.append(str(exc))
-        sub = type(loader)(loader.data, labels, loader.decoder.remap, name, [loader.items[i] for i in good])
-        stats = check_split(sub)
+        stats = check_split(loader, problems)
         total = int(stats.counts.sum())
         sizes: dict[str, int] = {}
         for h, w in stats.sizes:
             sizes[f"{w}x{h}"] = sizes.get(f"{w}x{h}", 0) + 1
         summary["splits"][name] = {
-            "samples": len(loader), "readable": len(good), "sizes_wxh": sizes,
+            "samples": len(loader), "readable": len(stats.sizes), "sizes_wxh": sizes,
             "class_pixel_fraction": {n: (int(c) / total if total else 0.0) for n, c in zip(labels.names, stats.counts)},
             "ignored_pixels": stats.ignored,
         }

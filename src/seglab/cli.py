@@ -37,6 +37,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", metavar="INPUT")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--device", default="auto")
+    p.add_argument("--engine", choices=["torch", "onnxruntime"], default="torch",
+                   help="onnxruntime: CHECKPOINT is an .onnx file written by `seglab export`")
+    _common(p, sets=False)
+
+    p = sub.add_parser("export", help="export a checkpoint to ONNX or TorchScript")
+    p.add_argument("checkpoint")
+    p.add_argument("--format", dest="fmt", choices=["onnx", "torchscript"], default="onnx")
+    p.add_argument("--out", help="output file (default: beside the checkpoint)")
+    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="input size (default: the training input size)")
     _common(p, sets=False)
 
     p = sub.add_parser("inspect", help="check a dataset: counts, sizes, class frequencies, problems, sample grid")
@@ -94,8 +103,10 @@ def run(args: argparse.Namespace) -> int:
     elif args.command == "eval":
         api.evaluate(args.target, split=args.split, overrides=args.overrides, out=args.out)
     elif args.command == "predict":
-        files = api.predict(args.checkpoint, args.inputs, args.out, device=args.device)
+        files = api.predict(args.checkpoint, args.inputs, args.out, device=args.device, engine=args.engine)
         print(f"wrote {len(files)} files to {args.out}")
+    elif args.command == "export":
+        print(f"wrote {api.export(args.checkpoint, fmt=args.fmt, out=args.out, size=args.size)}")
     elif args.command == "inspect":
         _print_inspect(api.inspect(args.config, overrides=args.overrides, out=args.out))
     elif args.command == "demo":
@@ -109,11 +120,19 @@ def run(args: argparse.Namespace) -> int:
             raise SeglabError(f"{r.path}: not a run folder (no config.yaml)")
         print(api.finish_report(r))
     elif args.command == "models":
-        from .models import list_models, model_options
+        from .models import describe_model, list_models
 
+        print(f"{'model':<14} {'params':>9} {'GFLOPs@512':>11}  encoders (default first)")
         for name in list_models():
-            opts = ", ".join(f"{k}={v!r}" for k, v in model_options(name).items() if k not in ("in_channels", "num_classes"))
-            print(f"{name}: {opts}")
+            d = describe_model(name)
+            encs = list(d["encoders"])
+            if d["default_encoder"] in encs:
+                encs.remove(d["default_encoder"])
+                encs.insert(0, d["default_encoder"])
+            text = ", ".join(encs) if encs else "-"
+            if name == "unet":
+                text = "none (from scratch) or " + text
+            print(f"{name:<14} {d['parameters'] / 1e6:>8.2f}M {d['gflops_512']:>11.1f}  {text}")
     return 0
 
 

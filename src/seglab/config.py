@@ -115,6 +115,8 @@ class LossConfig(_Strict):
     ce_weight: float = Field(1.0, ge=0.0)
     dice_weight: float = Field(1.0, ge=0.0)
     dice_smooth: float = Field(1.0, ge=0.0)
+    # Weight of each auxiliary / side output's loss (PSPNet, FCN and DeepLabV3 aux heads, U²-Net sides).
+    aux_weight: Union[float, list[float]] = 0.4
 
 
 class OptimizerConfig(_Strict):
@@ -124,6 +126,7 @@ class OptimizerConfig(_Strict):
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
     nesterov: bool = False
     betas: tuple[float, float] = (0.9, 0.999)
+    backbone_lr_mult: float = Field(1.0, ge=0.0)
 
 
 class ScheduleConfig(_Strict):

@@ -1,7 +1,7 @@
 """Segmentation losses; every one skips pixels equal to `ignore_index`."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Union
 
 import numpy as np
 import torch
@@ -72,6 +72,22 @@ def build_ce_dice(
     dice_weight: float = 1.0, dice_smooth: float = 1.0,
 ) -> nn.Module:
     return Weighted([(ce_weight, CrossEntropy(ignore_index, weight)), (dice_weight, SoftDice(ignore_index, dice_smooth))])
+
+
+def total_loss(
+    loss_fn: nn.Module, outputs: Union[torch.Tensor, dict], target: torch.Tensor, aux_weight: Union[float, list[float]]
+) -> torch.Tensor:
+    """Loss of the main logits plus weighted losses of auxiliary outputs (training-mode dict outputs)."""
+    if isinstance(outputs, torch.Tensor):
+        return loss_fn(outputs, target)
+    aux = outputs.get("aux", [])
+    weights = aux_weight if isinstance(aux_weight, list) else [aux_weight] * len(aux)
+    if len(weights) != len(aux):
+        raise ConfigError(f"loss.aux_weight: the model has {len(aux)} auxiliary outputs, {len(weights)} weights given")
+    loss = loss_fn(outputs["out"], target)
+    for w, a in zip(weights, aux):
+        loss = loss + w * loss_fn(a, target)
+    return loss
 
 
 def class_weights_from_counts(method: str, counts: np.ndarray, image_pixels: np.ndarray) -> np.ndarray:

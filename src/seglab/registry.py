@@ -8,6 +8,7 @@ from .errors import ConfigError
 
 MODELS: dict[str, Callable[..., Any]] = {}
 LOSSES: dict[str, Callable[..., Any]] = {}
+MODEL_ENCODERS: dict[str, tuple[str, ...]] = {}  # model name -> encoders it takes (empty: none)
 
 
 def _register(table: dict[str, Callable[..., Any]], kind: str, name: str):
@@ -20,8 +21,9 @@ def _register(table: dict[str, Callable[..., Any]], kind: str, name: str):
     return deco
 
 
-def register_model(name: str):
-    """Decorator: register a model builder taking keyword-only arguments."""
+def register_model(name: str, encoders: tuple[str, ...] = ()):
+    """Decorator: register a model builder taking keyword-only arguments, and the encoders it takes."""
+    MODEL_ENCODERS[name] = tuple(encoders)
     return _register(MODELS, "model", name)
 
 
@@ -46,7 +48,8 @@ def builder_options(fn: Callable[..., Any]) -> dict[str, inspect.Parameter]:
 
 def check_options(fn: Callable[..., Any], options: dict[str, Any], where: str) -> None:
     """Fail with the dotted key of the first option the builder does not take."""
-    allowed = builder_options(fn)
+    # in_channels and num_classes come from the dataset, not from the model section.
+    allowed = {k: v for k, v in builder_options(fn).items() if k not in ("in_channels", "num_classes")}
     for key in options:
         if key not in allowed:
             raise ConfigError(f"{where}.{key}: unknown option; allowed: {', '.join(sorted(allowed)) or 'none'}")

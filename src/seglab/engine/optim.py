@@ -10,7 +10,20 @@ from torch import nn
 from ..config import OptimizerConfig, ScheduleConfig
 
 
-def build_optimizer(params, cfg: OptimizerConfig) -> torch.optim.Optimizer:
+def parameter_groups(model: nn.Module, cfg: OptimizerConfig) -> list[dict]:
+    """Trainable parameters; those of `model.encoder` get lr x backbone_lr_mult."""
+    encoder = getattr(model, "encoder", None)
+    backbone = {id(p) for p in encoder.parameters()} if isinstance(encoder, nn.Module) else set()
+    head = [p for p in model.parameters() if p.requires_grad and id(p) not in backbone]
+    groups = [{"params": head, "lr": cfg.lr}]
+    body = [p for p in model.parameters() if p.requires_grad and id(p) in backbone]
+    if body:
+        groups.append({"params": body, "lr": cfg.lr * cfg.backbone_lr_mult})
+    return groups
+
+
+def build_optimizer(model: nn.Module, cfg: OptimizerConfig) -> torch.optim.Optimizer:
+    params = parameter_groups(model, cfg)
     if cfg.name == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     if cfg.name == "adamw":

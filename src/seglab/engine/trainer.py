@@ -20,7 +20,7 @@ from ..data.splits import load_split, save_split
 from ..errors import SeglabError
 from ..evaluation.evaluate import run_evaluation
 from ..fileio import atomic_write_text
-from ..losses import build_loss, class_weights_from_counts
+from ..losses import build_loss, class_weights_from_counts, total_loss
 from ..models import create_model
 from ..reporting.run_dir import RunDir
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -98,7 +98,7 @@ def fit(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> RunDir
     train_loader = DataLoader(train_set, batch_size=cfg.train.batch_size, sampler=sampler, drop_last=len(train_set) > cfg.train.batch_size,
                               num_workers=cfg.train.num_workers, persistent_workers=cfg.train.num_workers > 0,
                               pin_memory=device.type == "cuda")
-    optimizer = build_optimizer(model.parameters(), cfg.optimizer)
+    optimizer = build_optimizer(model, cfg.optimizer)
     scheduler = build_scheduler(optimizer, cfg.schedule, len(train_loader), cfg.train.epochs)
 
     state: dict[str, Any] = {"epoch": 0, "global_step": 0, "history": [], "best_value": None, "best_epoch": None,
@@ -150,7 +150,7 @@ def fit(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> RunDir
                 masks = masks.to(device, non_blocking=True)
                 if cfg.train.channels_last:
                     images = images.contiguous(memory_format=torch.channels_last)
-                loss = loss_fn(model(images), masks)
+                loss = total_loss(loss_fn, model(images), masks, cfg.loss.aux_weight)
                 if not torch.isfinite(loss):
                     raise SeglabError(f"training diverged at epoch {epoch}, step {state['global_step']}: loss is {float(loss)}; "
                                       "lower optimizer.lr")

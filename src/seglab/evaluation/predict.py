@@ -25,6 +25,8 @@ def logits_at(model: nn.Module, images: torch.Tensor, size: Sequence[int], chann
     if channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
     out = model(images)
+    if isinstance(out, dict):  # a model left in training mode
+        out = out["out"]
     if tuple(out.shape[-2:]) != tuple(size):
         out = F.interpolate(out, size=tuple(size), mode="bilinear", align_corners=False)
     return out
@@ -68,16 +70,22 @@ def load_model(path: Path, device: str = "cpu") -> LoadedModel:
     )
 
 
-def predict_image(lm: LoadedModel, image: np.ndarray, device: str = "cpu") -> np.ndarray:
-    """(H, W, C) uint8 image -> (H, W) uint8 class map at the image's own size."""
-    x = prepare_eval_image(image, lm.input_size, lm.mean, lm.std).unsqueeze(0).to(device)
-    logits = logits_at(lm.model, x, image.shape[:2])
+def predict_image(lm: Any, image: np.ndarray, device: str = "cpu") -> np.ndarray:
+    """(H, W, C) uint8 image -> (H, W) uint8 class map at the image's own size.
+
+    `lm` is a LoadedModel (PyTorch) or an OnnxModel (onnxruntime); both carry the preprocessing.
+    """
+    x = prepare_eval_image(image, lm.input_size, lm.mean, lm.std).unsqueeze(0)
+    net = lm.model if isinstance(lm, LoadedModel) else lm
+    logits = logits_at(net, x.to(device) if isinstance(lm, LoadedModel) else x, image.shape[:2])
     return logits.argmax(1)[0].to(torch.uint8).cpu().numpy()
 
 
 def overlay(image: np.ndarray, color_mask: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """Blend class colours into the image; black (background or ignored) pixels are left untouched."""
     rgb = image[..., :3] if image.shape[-1] >= 3 else np.repeat(image, 3, axis=-1)
-    return (rgb.astype(np.float32) * (1 - alpha) + color_mask.astype(np.float32) * alpha).astype(np.uint8)
+    blended = rgb.astype(np.float32) * (1 - alpha) + color_mask.astype(np.float32) * alpha
+    return np.where(color_mask.any(-1, keepdims=True), blended, rgb).astype(np.uint8)
 
 
 def collect_inputs(inputs: Sequence[str]) -> list[Path]:
@@ -97,12 +105,22 @@ def collect_inputs(inputs: Sequence[str]) -> list[Path]:
     return out
 
 
-def predict_files(checkpoint: Path, inputs: Sequence[str], out_dir: Path, device: str = "cpu", progress: bool = True):
-    """Write `<stem>_mask.png` (indices), `<stem>_color.png` and `<stem>_overlay.png` per input image."""
+def predict_files(checkpoint: Path, inputs: Sequence[str], out_dir: Path, device: str = "cpu", progress: bool = True,
+                  engine: str = "torch"):
+    """Write `<stem>_mask.png` (indices), `<stem>_color.png` and `<stem>_overlay.png` per input image.
+
+    engine 'torch' reads a seglab checkpoint; 'onnxruntime' an ONNX file from `seglab export`.
+    """
     from PIL import Image
     from tqdm import tqdm
 
-    lm = load_model(checkpoint, device)
+    if engine == "onnxruntime":
+        from .export import OnnxModel
+
+        lm: Any = OnnxModel(checkpoint)
+        device = "cpu"
+    else:
+        lm = load_model(checkpoint, device)
     files = collect_inputs(inputs)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []

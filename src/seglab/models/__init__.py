@@ -5,11 +5,12 @@ import typing
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
+import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..registry import MODELS, builder_options, check_options, lookup
-from . import unet  # noqa: F401  (registers)
+from ..registry import MODEL_ENCODERS, MODELS, builder_options, check_options, lookup
+from . import deeplab, fcn, lraspp, pspnet, segformer, u2net, unet  # noqa: F401  (registers)
 
 
 def list_models() -> list[str]:
@@ -37,9 +38,34 @@ def create_model(name: str, *, in_channels: int = 3, num_classes: int, **options
         raise ConfigError(msg if msg.startswith("model.") else f"model.{msg}") from None
 
 
+def count_flops(model: nn.Module, size: tuple[int, int] = (512, 512), in_channels: int = 3) -> float:
+    """Forward FLOPs (multiply and add counted separately) of one image, counted on the meta device."""
+    import copy
+
+    from torch.utils.flop_counter import FlopCounterMode
+
+    meta = copy.deepcopy(model).to("meta").eval()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        meta(torch.empty(1, in_channels, *size, device="meta"))
+    return float(counter.get_total_flops())
+
+
+def describe_model(name: str, num_classes: int = 21) -> dict[str, Any]:
+    """Parameters, GFLOPs at 512x512 and encoders of a registered model with its default options."""
+    with torch.device("meta"):
+        model = create_model(name, num_classes=num_classes)
+    return {
+        "name": name,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "gflops_512": count_flops(model) / 1e9,
+        "encoders": MODEL_ENCODERS.get(name, ()),
+        "default_encoder": model_options(name).get("encoder"),
+    }
+
+
 def model_options(name: str) -> dict[str, Any]:
     """Defaults of a model's options, e.g. for `seglab models`."""
     return {k: p.default for k, p in builder_options(lookup(MODELS, "model", name)).items()}
 
 
-__all__ = ["create_model", "list_models", "model_options"]
+__all__ = ["count_flops", "create_model", "describe_model", "list_models", "model_options"]

@@ -6,12 +6,22 @@ from torch import nn
 import torch.nn.functional as F
 
 
+class PooledBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm for globally pooled features: with a single value per channel (batch 1 at 1x1),
+    where batch statistics are undefined, it normalises with the running statistics instead."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and x.shape[0] * x.shape[2] * x.shape[3] == 1:
+            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+        return super().forward(x)
+
+
 class ConvBNReLU(nn.Sequential):
-    def __init__(self, cin: int, cout: int, kernel: int = 3, dilation: int = 1) -> None:
+    def __init__(self, cin: int, cout: int, kernel: int = 3, dilation: int = 1, pooled: bool = False) -> None:
         pad = dilation * (kernel - 1) // 2
         super().__init__(
             nn.Conv2d(cin, cout, kernel, padding=pad, dilation=dilation, bias=False),
-            nn.BatchNorm2d(cout),
+            PooledBatchNorm2d(cout) if pooled else nn.BatchNorm2d(cout),
             nn.ReLU(inplace=True),
         )
 
@@ -29,3 +39,10 @@ def match_size(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     if dh == 0 and dw == 0:
         return x
     return F.pad(x, (dw // 2, dw - dw // 2, dh // 2, dh - dh // 2))
+
+
+def upsample_like(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """Bilinear resize of x to ref's spatial size."""
+    if x.shape[-2:] == ref.shape[-2:]:
+        return x
+    return F.interpolate(x, size=ref.shape[-2:], mode="bilinear", align_corners=False)

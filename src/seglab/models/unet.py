@@ -1,11 +1,17 @@
 """U-Net (Ronneberger et al., 2015) with BatchNorm, configurable width and depth, optional dropout."""
 from __future__ import annotations
 
+from typing import Optional, Union
+
 import torch
 from torch import nn
+import torch.nn.functional as F
 
 from ..registry import register_model
+from ._common import make_encoder
+from .base import SegmentationModel
 from .blocks import DoubleConv, match_size
+from .encoders import ENCODER_NAMES
 
 
 class UNet(nn.Module):
@@ -36,11 +42,47 @@ class UNet(nn.Module):
         return self.head(y)
 
 
-@register_model("unet")
+class EncoderUNet(SegmentationModel):
+    """U-Net decoder over a pretrained-style encoder's five stages (strides 2..32), then to input size."""
+
+    def __init__(self, encoder, num_classes: int, decoder_channels: tuple[int, ...], dropout: float):
+        super().__init__()
+        self.encoder = encoder
+        skips = encoder.out_channels[:4][::-1]  # strides 16, 8, 4, 2
+        cin = encoder.out_channels[4]
+        blocks = []
+        for skip, cout in zip(skips + [0], decoder_channels):
+            blocks.append(DoubleConv(cin + skip, cout))
+            cin = cout
+        self.blocks = nn.ModuleList(blocks)
+        self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
+        self.head = nn.Conv2d(cin, num_classes, 3, padding=1)
+
+    def decode(self, x):
+        feats = self.encoder(x)
+        y = self.dropout(feats[4])
+        targets = feats[:4][::-1] + [x]  # skips at strides 16, 8, 4, 2, then the input size
+        for i, (block, ref) in enumerate(zip(self.blocks, targets)):
+            y = F.interpolate(y, size=ref.shape[-2:], mode="nearest")
+            y = block(torch.cat([y, ref], 1) if i < 4 else y)
+        return self.head(y), []
+
+
+@register_model("unet", ENCODER_NAMES)
 def build_unet(
-    *, in_channels: int = 3, num_classes: int, base_channels: int = 32, depth: int = 4, dropout: float = 0.0
-) -> UNet:
-    """U-Net from scratch: `depth` poolings, widths base_channels * 2**i."""
+    *, in_channels: int = 3, num_classes: int, base_channels: int = 32, depth: int = 4, dropout: float = 0.0,
+    encoder: Optional[str] = None, pretrained: Optional[str] = None,
+    decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16), freeze_backbone: Union[bool, int] = False,
+) -> nn.Module:
+    """U-Net: from scratch (`depth` poolings, widths base_channels * 2**i) or on a torchvision `encoder`."""
+    if encoder is not None:
+        if len(decoder_channels) != 5:
+            raise ValueError("decoder_channels: expected 5 widths, one per decoder stage")
+        enc = make_encoder(encoder, allowed=ENCODER_NAMES, in_channels=in_channels, output_stride=32,
+                           pretrained=pretrained, freeze_backbone=freeze_backbone, model="unet")
+        return EncoderUNet(enc, num_classes, tuple(decoder_channels), dropout)
+    if pretrained is not None or freeze_backbone is not False:
+        raise ValueError("pretrained: a U-Net from scratch has no backbone; set model.encoder (e.g. resnet34)")
     if not 1 <= depth <= 6:
         raise ValueError("depth: expected 1..6")
     if base_channels < 1:

@@ -1,0 +1,193 @@
+"""Speed of seglab's models against the same architectures in segmentation_models_pytorch and torchvision.
+
+Measures, each in a fresh subprocess (so peak memory is that measurement's own), on the same machine,
+input size, batch size and thread count:
+  - training-step images/s (forward, backward, AdamW step),
+  - inference latency of one batch (eval mode, no grad),
+  - peak resident memory of the process,
+for seglab in fp32 eager mode (contiguous), seglab's recommended CPU setting (channels_last) and the peer
+in its default fp32 eager mode; plus ONNX Runtime vs eager PyTorch inference latency for seglab models.
+
+segmentation_models_pytorch is needed only here:  pip install segmentation-models-pytorch
+Usage:  python benchmarks/throughput.py --out docs/benchmarks.md [--size 256 --batch 8 --threads 2]
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+# (label, seglab model and options, peer library, peer constructor expression)
+PAIRS = [
+    ("U-Net ResNet-34", ("unet", {"encoder": "resnet34"}), "smp", "smp.Unet('resnet34', encoder_weights=None, classes=K)"),
+    ("DeepLabV3+ ResNet-50", ("deeplabv3plus", {"encoder": "resnet50"}), "smp",
+     "smp.DeepLabV3Plus('resnet50', encoder_weights=None, classes=K)"),
+    ("DeepLabV3 ResNet-50", ("deeplabv3", {"encoder": "resnet50", "aux": True}), "torchvision",
+     "tvs.deeplabv3_resnet50(weights=None, weights_backbone=None, num_classes=K, aux_loss=True)"),
+    ("FCN ResNet-50", ("fcn", {"encoder": "resnet50", "aux": True}), "torchvision",
+     "tvs.fcn_resnet50(weights=None, weights_backbone=None, num_classes=K, aux_loss=True)"),
+    ("LR-ASPP MobileNetV3-L", ("lraspp", {}), "torchvision",
+     "tvs.lraspp_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=K)"),
+    ("SegFormer MiT-B0", ("segformer", {"encoder": "mit_b0"}), "smp", "smp.Segformer('mit_b0', encoder_weights=None, classes=K)"),
+]
+ONNX_MODELS = [("U-Net ResNet-34", "unet", {"encoder": "resnet34"}), ("DeepLabV3+ ResNet-50", "deeplabv3plus", {"encoder": "resnet50"}),
+               ("LR-ASPP MobileNetV3-L", "lraspp", {})]
+
+WORKER = r'''
+import json, resource, sys, time, torch
+import torch.nn.functional as F
+spec = json.loads(sys.argv[1])
+torch.set_num_threads(spec["threads"]); torch.manual_seed(0)
+K, S, B = 12, spec["size"], spec["batch"]
+if spec["lib"] == "seglab":
+    from seglab.models import create_model
+    model = create_model(spec["name"], num_classes=K, **spec["options"])
+elif spec["lib"] == "smp":
+    import segmentation_models_pytorch as smp
+    model = eval(spec["expr"])
+else:
+    import torchvision.models.segmentation as tvs
+    model = eval(spec["expr"])
+fmt = torch.channels_last if spec["channels_last"] else torch.contiguous_format
+model = model.to(memory_format=fmt)
+x = torch.randn(B, 3, S, S).contiguous(memory_format=fmt)
+y = torch.randint(0, K, (B, S, S))
+def loss_of(out):
+    if isinstance(out, dict):  # torchvision: {"out", "aux"}; seglab in training: {"out", "aux": [...]}
+        aux = out.get("aux", [])
+        aux = aux if isinstance(aux, list) else [aux]
+        return F.cross_entropy(out["out"], y) + sum(0.4 * F.cross_entropy(a, y) for a in aux)
+    return F.cross_entropy(out, y)
+result = {}
+if spec["mode"] == "train":
+    model.train(); opt = torch.optim.AdamW(model.parameters(), 1e-4)
+    for i in range(spec["warmup"] + spec["steps"]):
+        if i == spec["warmup"]: t0 = time.perf_counter()
+        loss = loss_of(model(x)); opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
+    result["train_img_s"] = B * spec["steps"] / (time.perf_counter() - t0)
+else:
+    model.eval(); times = []
+    with torch.no_grad():
+        for i in range(spec["warmup"] + spec["steps"]):
+            t0 = time.perf_counter(); model(x); times.append(time.perf_counter() - t0)
+    times = sorted(times[spec["warmup"]:]); result["latency_ms"] = 1000 * times[len(times) // 2]
+result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print("RESULT " + json.dumps(result))
+'''
+
+ONNX_WORKER = r'''
+import json, sys, time, torch, numpy as np, onnxruntime as ort
+spec = json.loads(sys.argv[1])
+torch.set_num_threads(spec["threads"]); torch.manual_seed(0)
+from seglab.models import create_model
+K, S, B = 12, spec["size"], spec["batch"]
+model = create_model(spec["name"], num_classes=K, **spec["options"]).eval()
+x = torch.randn(B, 3, S, S)
+path = spec["path"]
+torch.onnx.export(model, (x,), path, input_names=["image"], output_names=["logits"], opset_version=17, dynamo=False)
+opts = ort.SessionOptions(); opts.intra_op_num_threads = spec["threads"]
+sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+def median(fn):
+    ts = []
+    for i in range(spec["warmup"] + spec["steps"]):
+        t0 = time.perf_counter(); fn(); ts.append(time.perf_counter() - t0)
+    ts = sorted(ts[spec["warmup"]:]); return 1000 * ts[len(ts) // 2]
+xn = x.numpy()
+out = {"ort_ms": median(lambda: sess.run(None, {"image": xn}))}
+xc = x.contiguous(memory_format=torch.channels_last); mc = model.to(memory_format=torch.channels_last)
+with torch.no_grad():
+    out["eager_ms"] = median(lambda: mc(xc))
+print("RESULT " + json.dumps(out))
+'''
+
+
+def run(code: str, spec: dict) -> dict:
+    proc = subprocess.run([sys.executable, "-c", code, json.dumps(spec)], capture_output=True, text=True)
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[7:])
+    raise RuntimeError(f"{spec}: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else 'no result'}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--out", default="docs/benchmarks.md")
+    args = ap.parse_args()
+    common = {"size": args.size, "batch": args.batch, "threads": args.threads, "steps": args.steps, "warmup": args.warmup}
+    rows = []
+    for label, (name, options), lib, expr in PAIRS:
+        r = {"label": label, "peer": lib}
+        for who, cl in (("seglab", False), ("seglab_cl", True), ("peer", False)):
+            base = {"lib": "seglab", "name": name, "options": options} if who != "peer" else {"lib": lib, "expr": expr}
+            for mode in ("train", "infer"):
+                res = run(WORKER, {**common, **base, "channels_last": cl, "mode": mode})
+                for k, v in res.items():
+                    r[f"{who}_{mode}_{k}"] = v
+            print(label, who, {k: round(v, 2) for k, v in r.items() if k.startswith(who) and isinstance(v, float)}, flush=True)
+        rows.append(r)
+    onnx_rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, name, options in ONNX_MODELS:
+            res = run(ONNX_WORKER, {**common, "batch": 1, "name": name, "options": options,
+                                    "path": os.path.join(tmp, f"{name}.onnx")})
+            onnx_rows.append({"label": label, **res})
+            print(label, res, flush=True)
+    write_markdown(args, rows, onnx_rows)
+
+
+def write_markdown(args, rows, onnx_rows) -> None:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    cmd = f"python benchmarks/throughput.py --size {args.size} --batch {args.batch} --threads {args.threads} --steps {args.steps} --warmup {args.warmup}"
+    lines = [
+        "# Speed: seglab against segmentation_models_pytorch and torchvision", "",
+        f"Measured {datetime.date.today().isoformat()} on {cpu}, {args.threads} threads, torch {torch.__version__}, "
+        f"input {args.size}x{args.size}, batch {args.batch}, 12 classes, fp32. Command:", "", f"    {cmd}", "",
+        "Each number comes from a fresh process (median latency over the timed steps; peak RSS of that process).",
+        "`seglab` is fp32 eager with contiguous tensors, `seglab CL` is seglab's recommended CPU setting "
+        "(channels_last, the default in configs), `peer` is the peer library's model in its default fp32 eager mode.", "",
+        "## Training step (images/s, higher is better)", "",
+        "| architecture | peer | peer img/s | seglab img/s | seglab CL img/s | seglab / peer | seglab CL / peer |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        p, s, c = r["peer_train_train_img_s"], r["seglab_train_train_img_s"], r["seglab_cl_train_train_img_s"]
+        lines.append(f"| {r['label']} | {r['peer']} | {p:.2f} | {s:.2f} | {c:.2f} | {s / p:.2f}x | {c / p:.2f}x |")
+    lines += ["", "## Inference latency of one batch (ms, lower is better; ratios are peer / seglab)", "",
+              "| architecture | peer | peer ms | seglab ms | seglab CL ms | speed-up | speed-up CL |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        p, s, c = r["peer_infer_latency_ms"], r["seglab_infer_latency_ms"], r["seglab_cl_infer_latency_ms"]
+        lines.append(f"| {r['label']} | {r['peer']} | {p:.0f} | {s:.0f} | {c:.0f} | {p / s:.2f}x | {p / c:.2f}x |")
+    lines += ["", "## Peak memory (MB resident, training step)", "",
+              "| architecture | peer | seglab | seglab CL |", "|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['label']} | {r['peer_train_peak_rss_mb']:.0f} | {r['seglab_train_peak_rss_mb']:.0f} | "
+                     f"{r['seglab_cl_train_peak_rss_mb']:.0f} |")
+    lines += ["", "## ONNX Runtime against eager PyTorch (seglab models, batch 1, ms)", "",
+              "| model | eager PyTorch (channels_last) | ONNX Runtime | speed-up |", "|---|---|---|---|"]
+    for r in onnx_rows:
+        lines.append(f"| {r['label']} | {r['eager_ms']:.1f} | {r['ort_ms']:.1f} | {r['eager_ms'] / r['ort_ms']:.2f}x |")
+    with open(args.out, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""Helpers shared by the builders: encoder construction with freezing and pretrained reporting."""
+from __future__ import annotations
+
+import logging
+from typing import Optional, Union
+
+from torch import nn
+
+from ..errors import ConfigError
+from .encoders import Encoder, build_encoder
+
+log = logging.getLogger("seglab")
+
+
+def make_encoder(
+    name: str, *, allowed: tuple[str, ...], in_channels: int, output_stride: int, pretrained: Optional[str],
+    freeze_backbone: Union[bool, int], model: str,
+) -> Encoder:
+    """Build `name` if this architecture takes it, load weights, freeze as asked."""
+    if name not in allowed:
+        raise ConfigError(f"model.encoder: '{model}' takes {', '.join(allowed)}; got '{name}'")
+    report: list[str] = []
+    enc = build_encoder(name, in_channels=in_channels, output_stride=output_stride, pretrained=pretrained, report=report)
+    for line in report:
+        log.info(line)
+    freeze_stages(enc, freeze_backbone)
+    return enc
+
+
+def freeze_stages(enc: Encoder, freeze: Union[bool, int]) -> None:
+    """freeze=True freezes every stage; an int N leaves the top N stages trainable (0 = all frozen).
+
+    Frozen stages also keep their BatchNorm statistics fixed (see `SegmentationModel.train`).
+    """
+    if freeze is False:
+        return
+    n = len(enc.stages)
+    keep = 0 if freeze is True else int(freeze)
+    if not 0 <= keep <= n:
+        raise ConfigError(f"model.freeze_backbone: expected true, false or 0..{n} trainable top stages, got {freeze}")
+    for stage in list(enc.stages)[: n - keep]:
+        stage.requires_grad_(False)
+        stage.frozen = True  # type: ignore[attr-defined]
+
+
+def frozen_eval(module: nn.Module) -> None:
+    """Put frozen stages' BatchNorm layers back in eval mode after model.train()."""
+    for m in module.modules():
+        if getattr(m, "frozen", False):
+            m.eval()

@@ -1,0 +1,184 @@
+"""Backbones from torchvision as multi-scale feature extractors, with dilation and pretrained weights.
+
+An encoder maps (N, C, H, W) to five feature maps at strides 2, 4, 8, 16, 32; with output_stride 16
+or 8 the last one or two stages keep their resolution and use dilated convolutions instead.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+from torch import nn
+import torchvision.models as tvm
+
+from ..errors import ConfigError, SeglabError
+
+ENCODER_NAMES = ("resnet18", "resnet34", "resnet50", "resnet101", "vgg16_bn", "mobilenet_v2", "mobilenet_v3_large")
+
+_TV_BUILDERS: dict[str, tuple[Callable[..., nn.Module], Callable[[], object]]] = {
+    "resnet18": (tvm.resnet18, lambda: tvm.ResNet18_Weights.IMAGENET1K_V1),
+    "resnet34": (tvm.resnet34, lambda: tvm.ResNet34_Weights.IMAGENET1K_V1),
+    "resnet50": (tvm.resnet50, lambda: tvm.ResNet50_Weights.IMAGENET1K_V1),
+    "resnet101": (tvm.resnet101, lambda: tvm.ResNet101_Weights.IMAGENET1K_V1),
+    "vgg16_bn": (tvm.vgg16_bn, lambda: tvm.VGG16_BN_Weights.IMAGENET1K_V1),
+    "mobilenet_v2": (tvm.mobilenet_v2, lambda: tvm.MobileNet_V2_Weights.IMAGENET1K_V1),
+    "mobilenet_v3_large": (tvm.mobilenet_v3_large, lambda: tvm.MobileNet_V3_Large_Weights.IMAGENET1K_V1),
+}
+
+
+def dilate_stage(stage: nn.Module, dilation: int) -> None:
+    """Turn a stage's stride-2 convolutions into stride 1 and dilate its spatial kernels.
+
+    Keeps the stage's receptive field while keeping its input resolution (DeepLab's atrous trick).
+    """
+    for m in stage.modules():
+        if isinstance(m, nn.Conv2d):
+            if m.stride == (2, 2):
+                m.stride = (1, 1)
+            k = m.kernel_size[0]
+            if k > 1:
+                m.dilation = (dilation, dilation)
+                m.padding = ((k // 2) * dilation, (k // 2) * dilation)
+        elif isinstance(m, nn.MaxPool2d) and m.stride == 2:
+            m.stride, m.kernel_size, m.padding = 1, 3, 1
+
+
+class Encoder(nn.Module):
+    """Runs `stages` in order and returns every stage's output (strides 2, 4, 8, 16, 32 before dilation)."""
+
+    def __init__(self, name: str, stages: list[nn.Module], channels: list[int], output_stride: int):
+        super().__init__()
+        self.name = name
+        self.stages = nn.ModuleList(stages)
+        self.out_channels = list(channels)
+        strides = [2, 4, 8, 16, 32]
+        if output_stride not in (8, 16, 32):
+            raise ConfigError(f"model.output_stride: expected 8, 16 or 32, got {output_stride}")
+        dilation = 1
+        for i in range(len(strides)):
+            if strides[i] > output_stride:
+                dilation *= 2
+                dilate_stage(self.stages[i], dilation)
+                strides[i] = output_stride
+        self.strides = strides
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        feats = []
+        for stage in self.stages:
+            x = stage(x)
+            feats.append(x)
+        return feats
+
+
+def _stages(name: str, net: nn.Module) -> tuple[list[nn.Module], list[int]]:
+    if name.startswith("resnet"):
+        wide = name in ("resnet50", "resnet101")
+        ch = [64, 256, 512, 1024, 2048] if wide else [64, 64, 128, 256, 512]
+        return [nn.Sequential(net.conv1, net.bn1, net.relu), nn.Sequential(net.maxpool, net.layer1),
+                net.layer2, net.layer3, net.layer4], ch
+    if name == "vgg16_bn":
+        f = net.features  # each conv block ends with its max-pool at 6, 13, 23, 33, 43
+        cuts = [0, 7, 14, 24, 34, 44]
+        return [nn.Sequential(*f[a:b]) for a, b in zip(cuts[:-1], cuts[1:])], [64, 128, 256, 512, 512]
+    if name == "mobilenet_v2":
+        f = net.features
+        cuts = [0, 2, 4, 7, 14, 18]
+        return [nn.Sequential(*f[a:b]) for a, b in zip(cuts[:-1], cuts[1:])], [16, 24, 32, 96, 320]
+    f = net.features  # mobilenet_v3_large
+    cuts = [0, 2, 4, 7, 13, 17]
+    return [nn.Sequential(*f[a:b]) for a, b in zip(cuts[:-1], cuts[1:])], [16, 24, 40, 112, 960]
+
+
+def hub_checkpoint_path(weights: object) -> Path:
+    """Where torch hub keeps the file of a torchvision weights enum (TORCH_HOME/hub/checkpoints/...)."""
+    url = getattr(weights, "url")
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+
+
+def load_imagenet_state(name: str) -> dict[str, torch.Tensor]:
+    """ImageNet weights of a torchvision backbone from the local hub cache; never touches the network."""
+    weights = _TV_BUILDERS[name][1]()
+    path = hub_checkpoint_path(weights)
+    if not path.is_file():
+        raise SeglabError(
+            f"pretrained '{name}' weights not found offline: put {path.name} into {path.parent} "
+            f"(from {getattr(weights, 'url')}) or set model.pretrained to a local file"
+        )
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def load_state_file(path: Path) -> dict[str, torch.Tensor]:
+    """A local state dict: torch (.pt/.pth, optionally under 'state_dict'/'model') or safetensors."""
+    if not path.is_file():
+        raise SeglabError(f"model.pretrained: file {path} not found")
+    if path.suffix == ".safetensors":
+        try:
+            from safetensors.torch import load_file
+        except ImportError:
+            raise SeglabError("model.pretrained: reading .safetensors needs the 'safetensors' package") from None
+        return load_file(str(path))
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # any unpickling failure is the user's file, not our bug
+        raise SeglabError(f"model.pretrained: {path} is not a readable state dict ({str(exc).splitlines()[0][:100]})") from None
+    for key in ("state_dict", "model", "model_state"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise SeglabError(f"model.pretrained: {path} holds no state dict")
+    return state
+
+
+def load_into(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> list[str]:
+    """Load matching tensors; returns two report lines (missing and unexpected keys)."""
+    own = module.state_dict()
+    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    result = module.load_state_dict(usable, strict=False)
+    unexpected = sorted(set(state) - set(usable))
+    lines = [
+        f"{source}: {len(usable)} tensors loaded; missing {len(result.missing_keys)}"
+        + (f": {', '.join(result.missing_keys[:8])}{' ...' if len(result.missing_keys) > 8 else ''}" if result.missing_keys else ""),
+        f"{source}: unexpected {len(unexpected)}"
+        + (f": {', '.join(unexpected[:8])}{' ...' if len(unexpected) > 8 else ''}" if unexpected else ""),
+    ]
+    return lines
+
+
+def _adapt_first_conv(net: nn.Module, in_channels: int) -> None:
+    """Replace the first convolution for a channel count other than 3, reusing RGB weights."""
+    for parent in net.modules():
+        for cname, child in parent.named_children():
+            if isinstance(child, nn.Conv2d) and child.in_channels == 3:
+                new = nn.Conv2d(in_channels, child.out_channels, child.kernel_size, child.stride, child.padding,
+                                child.dilation, child.groups, child.bias is not None)
+                with torch.no_grad():
+                    mean = child.weight.mean(1, keepdim=True)
+                    new.weight.copy_(mean.repeat(1, in_channels, 1, 1) * 3.0 / in_channels)
+                    if child.bias is not None:
+                        new.bias.copy_(child.bias)
+                setattr(parent, cname, new)
+                return
+
+
+def build_encoder(
+    name: str, *, in_channels: int = 3, output_stride: int = 32, pretrained: Optional[str] = None,
+    report: Optional[list[str]] = None,
+) -> Encoder:
+    """A torchvision backbone as an Encoder; pretrained: None, 'imagenet' (hub cache) or a file path."""
+    if name not in _TV_BUILDERS:
+        raise ConfigError(f"model.encoder: unknown encoder '{name}'; available: {', '.join(ENCODER_NAMES)}")
+    net = _TV_BUILDERS[name][0](weights=None)
+    if pretrained:
+        if pretrained == "imagenet":
+            state, source = load_imagenet_state(name), f"imagenet {name}"
+        else:
+            state, source = load_state_file(Path(pretrained)), str(pretrained)
+        lines = load_into(net, state, source)
+        if report is not None:
+            report.extend(lines)
+    if in_channels != 3:
+        _adapt_first_conv(net, in_channels)
+    stages, channels = _stages(name, net)
+    return Encoder(name, stages, channels, output_stride)

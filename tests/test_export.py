@@ -1,0 +1,90 @@
+"""Export of every registered model: ONNX run by onnxruntime matches eager PyTorch; TorchScript too."""
+import numpy as np
+import pytest
+import torch
+
+from seglab.cli import main
+from seglab.engine.checkpoint import save_checkpoint
+from seglab.data.synthetic import synthetic_labels
+from seglab.evaluation.export import OnnxModel, export_checkpoint
+from seglab.models import create_model, list_models
+
+from test_zoo import FAST
+from conftest import save_png
+
+
+def _checkpoint(tmp_path, name):
+    torch.manual_seed(0)
+    options = FAST.get(name, {})
+    model = create_model(name, in_channels=3, num_classes=3, **options)
+    # Realistic BatchNorm statistics (cumulative over a few batches), so eval-mode export is really checked.
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = None
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.randn(2, 3, 64, 80))
+    model.eval()
+    path = tmp_path / f"{name}.pt"
+    save_checkpoint(path, {
+        "model_state": model.state_dict(), "labels": synthetic_labels(3).to_dict(), "config": {},
+        "model": {"name": name, "options": options, "in_channels": 3, "num_classes": 3},
+        "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}, "input_size": [64, 80],
+    })
+    return model, path
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_onnx_matches_eager(tmp_path, name):
+    model, ckpt = _checkpoint(tmp_path, name)
+    onnx_path = export_checkpoint(ckpt, "onnx")
+    x = torch.randn(2, 3, 64, 80)
+    with torch.no_grad():
+        ref = model(x)
+    ort = OnnxModel(onnx_path)
+    assert ort.labels.names == ["background", "disc", "box"] and ort.input_size == (64, 80)
+    got = ort(x)
+    assert got.shape == ref.shape
+    err = float((got - ref).abs().max())
+    scale = max(1.0, float(ref.abs().max()))
+    if err > 1e-4 * scale:
+        # Deep nets (U²-Net) accumulate fp32 rounding: then ONNX must be as close to the exact (fp64) result
+        # as eager fp32 PyTorch itself is.
+        import copy
+
+        with torch.no_grad():
+            exact = copy.deepcopy(model).double()(x.double()).float()
+        own = float((ref - exact).abs().max())
+        assert own > 1e-4 * scale and float((got - exact).abs().max()) <= 2 * own, (err, own, scale)
+
+
+@pytest.mark.parametrize("name", ["unet", "deeplabv3plus", "u2net_small"])
+def test_torchscript_matches_eager(tmp_path, name):
+    model, ckpt = _checkpoint(tmp_path, name)
+    path = export_checkpoint(ckpt, "torchscript")
+    x = torch.randn(1, 3, 64, 80)
+    loaded = torch.jit.load(str(path))
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), model(x), atol=1e-5)
+
+
+def test_cli_export_and_predict_with_onnxruntime(tmp_path, capsys):
+    _, ckpt = _checkpoint(tmp_path, "lraspp")
+    out = tmp_path / "m.onnx"
+    assert main(["export", str(ckpt), "--format", "onnx", "--out", str(out)]) == 0
+    img = save_png(tmp_path / "in" / "a.png", np.random.default_rng(0).integers(0, 255, (50, 70, 3), dtype=np.uint8))
+    assert main(["predict", str(out), str(img), "--out", str(tmp_path / "o1"), "--engine", "onnxruntime"]) == 0
+    assert main(["predict", str(ckpt), str(img), "--out", str(tmp_path / "o2")]) == 0
+    from PIL import Image
+
+    a = np.asarray(Image.open(tmp_path / "o1" / "a_mask.png"))
+    b = np.asarray(Image.open(tmp_path / "o2" / "a_mask.png"))
+    assert a.shape == (50, 70) and (a == b).mean() > 0.999
+
+
+def test_predict_onnxruntime_rejects_foreign_file(tmp_path, capsys):
+    bad = tmp_path / "x.onnx"
+    bad.write_bytes(b"nope")
+    assert main(["predict", str(bad), str(tmp_path), "--out", str(tmp_path / "o"), "--engine", "onnxruntime"]) == 2
+    assert "x.onnx: not a loadable ONNX model" in capsys.readouterr().err

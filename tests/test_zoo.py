@@ -1,0 +1,181 @@
+"""Registry-wide model tests: a newly registered model is covered without new test code."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from seglab.data.synthetic import make_synthetic_sample
+from seglab.errors import ConfigError, SeglabError
+from seglab.losses import total_loss
+from seglab.models import create_model, describe_model, list_models
+from seglab.registry import MODEL_ENCODERS
+
+# Smaller widths only where the default is too slow for a 2-core CPU test; the architecture is the same.
+FAST = {"unet": {"base_channels": 8, "depth": 3}, "fcn32s": {"fc_channels": 256}, "fcn16s": {"fc_channels": 256},
+        "fcn8s": {"fc_channels": 256}, "fcn": {"encoder": "resnet18"}, "pspnet": {"encoder": "resnet18"},
+        "deeplabv2": {"encoder": "resnet18"}, "deeplabv3": {"encoder": "resnet18"},
+        "deeplabv3plus": {"encoder": "resnet18"}}
+MODELS = list_models()
+
+
+def _model(name, **kw):
+    return create_model(name, in_channels=kw.pop("in_channels", 3), num_classes=kw.pop("num_classes", 4),
+                        **{**FAST.get(name, {}), **kw})
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_forward_backward_odd_sizes_train_and_eval(name):
+    torch.manual_seed(0)
+    model = _model(name)
+    for batch in (1, 2):
+        model.train()
+        x = torch.randn(batch, 3, 97, 131)
+        out = model(x)
+        logits = out["out"] if isinstance(out, dict) else out
+        assert logits.shape == (batch, 4, 97, 131)
+        for aux in (out.get("aux", []) if isinstance(out, dict) else []):
+            assert aux.shape == logits.shape
+        total_loss(torch.nn.CrossEntropyLoss(), out, torch.randint(0, 4, (batch, 97, 131)), 0.4).backward()
+        grads = [p.grad for p in model.parameters() if p.requires_grad]
+        assert all(g is not None and torch.isfinite(g).all() for g in grads)
+        model.zero_grad()
+        model.eval()
+        with torch.no_grad():
+            y = model(x)
+        assert isinstance(y, torch.Tensor) and y.shape == (batch, 4, 97, 131)  # no aux outputs in eval
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_other_input_channel_counts(name):
+    model = _model(name, in_channels=1, num_classes=2).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 1, 64, 72)).shape == (1, 2, 64, 72)
+
+
+def _batch():
+    """Two 64x64 images of 2x2 noisy 32-pixel cells of 3 classes: learnable even at FCN-32s' output stride."""
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 3, (2, 2, 2), generator=g).repeat_interleave(32, 1).repeat_interleave(32, 2)
+    colours = torch.tensor([[0.8, -0.5, 0.1], [-0.6, 0.7, -0.2], [0.0, 0.1, 0.9]])
+    x = colours[y].permute(0, 3, 1, 2) + 0.3 * torch.randn(2, 3, 64, 64, generator=g)
+    return x, y
+
+
+def _without_dropout(model):
+    """Training-mode forward (batch statistics) with dropout off: what the weights have learnt."""
+    for m in model.modules():
+        if isinstance(m, (torch.nn.Dropout, torch.nn.Dropout2d)):
+            m.eval()
+    return model
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_every_model_overfits_one_batch(name):
+    torch.manual_seed(0)
+    x, y = _batch()
+    model = _model(name, num_classes=3).train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    acc = 0.0
+    for step in range(150):
+        loss = total_loss(torch.nn.CrossEntropyLoss(), model(x), y, 0.4)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step % 10 == 9:
+            with torch.no_grad():
+                out = _without_dropout(model)(x)
+                acc = ((out["out"] if isinstance(out, dict) else out).argmax(1) == y).float().mean().item()
+            model.train()
+            if acc >= 0.95:
+                break
+    assert acc >= 0.95, f"{name}: pixel accuracy {acc:.3f} after {step + 1} steps"
+
+
+def test_parameter_counts_match_torchvision():
+    import torchvision.models.segmentation as tvs
+
+    for ours, theirs in (("fcn", tvs.fcn_resnet50), ("deeplabv3", tvs.deeplabv3_resnet50)):
+        ref = theirs(weights=None, weights_backbone=None, num_classes=21, aux_loss=True)
+        n_ref = sum(p.numel() for p in ref.parameters())
+        n = sum(p.numel() for p in create_model(ours, num_classes=21, encoder="resnet50").parameters())
+        assert abs(n - n_ref) / n_ref < 0.01, (ours, n, n_ref)
+    ref = tvs.lraspp_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=21)
+    n_ref = sum(p.numel() for p in ref.parameters())
+    n = sum(p.numel() for p in create_model("lraspp", num_classes=21).parameters())
+    assert abs(n - n_ref) / n_ref < 0.01
+
+
+@pytest.mark.parametrize("os_,stride", [(32, 32), (16, 16), (8, 8)])
+def test_output_stride_dilates_resnet(os_, stride):
+    from seglab.models.encoders import build_encoder
+
+    enc = build_encoder("resnet18", output_stride=os_).eval()
+    with torch.no_grad():
+        feats = enc(torch.randn(1, 3, 64, 64))
+    assert [64 // f.shape[-1] for f in feats] == [2, 4, 8, min(16, stride), stride]
+
+
+def test_backbone_errors_list_what_exists():
+    with pytest.raises(ConfigError, match=r"model\.encoder: 'pspnet' takes resnet18, resnet34, resnet50, resnet101; got 'vgg16_bn'"):
+        create_model("pspnet", num_classes=2, encoder="vgg16_bn")
+    with pytest.raises(ConfigError, match=r"model\.encoder: 'unet' takes resnet18, .*mobilenet_v3_large; got 'resnet9'"):
+        create_model("unet", num_classes=2, encoder="resnet9")
+    with pytest.raises(ConfigError, match=r"'segformer' takes mit_b0, mit_b1, mit_b2; got 'resnet50'"):
+        create_model("segformer", num_classes=2, encoder="resnet50")
+
+
+def test_pretrained_from_local_state_dict_without_network(tmp_path, monkeypatch):
+    import torchvision
+
+    def no_network(*a, **k):
+        raise AssertionError("network access attempted")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_network)
+    ref = torchvision.models.resnet18(weights=None)
+    path = tmp_path / "resnet18.pth"
+    torch.save(ref.state_dict(), path)
+    model = create_model("deeplabv3plus", num_classes=3, encoder="resnet18", pretrained=str(path))
+    assert torch.equal(model.encoder.stages[2][0].conv1.weight, ref.layer2[0].conv1.weight)
+
+
+def test_pretrained_imagenet_offline_names_file_and_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(SeglabError, match=r"resnet34-\w+\.pth into .*hub/checkpoints"):
+        create_model("unet", num_classes=2, encoder="resnet34", pretrained="imagenet")
+    # The same file placed in the hub cache is used.
+    import torchvision
+
+    folder = tmp_path / "hub" / "checkpoints"
+    folder.mkdir(parents=True)
+    ref = torchvision.models.resnet34(weights=None)
+    name = torchvision.models.ResNet34_Weights.IMAGENET1K_V1.url.rsplit("/", 1)[1]
+    torch.save(ref.state_dict(), folder / name)
+    model = create_model("unet", num_classes=2, encoder="resnet34", pretrained="imagenet")
+    assert torch.equal(model.encoder.stages[0][0].weight, ref.conv1.weight)
+
+
+def test_freeze_backbone_and_top_stages():
+    m = create_model("fcn", num_classes=2, encoder="resnet18", freeze_backbone=True)
+    assert not any(p.requires_grad for p in m.encoder.parameters())
+    assert all(p.requires_grad for p in m.head.parameters())
+    m = create_model("fcn", num_classes=2, encoder="resnet18", freeze_backbone=2)
+    trainable = [any(p.requires_grad for p in s.parameters()) for s in m.encoder.stages]
+    assert trainable == [False, False, False, True, True]
+    m.train()
+    assert not m.encoder.stages[0][1].training and m.encoder.stages[4].training  # frozen BN stays in eval
+
+
+def test_backbone_lr_mult_makes_two_groups():
+    from seglab.config import OptimizerConfig
+    from seglab.engine.optim import build_optimizer
+
+    m = create_model("deeplabv3plus", num_classes=2, encoder="resnet18")
+    opt = build_optimizer(m, OptimizerConfig(lr=0.01, backbone_lr_mult=0.1))
+    assert [g["lr"] for g in opt.param_groups] == [0.01, pytest.approx(0.001)]
+    n = sum(p.numel() for g in opt.param_groups for p in g["params"])
+    assert n == sum(p.numel() for p in m.parameters())
+
+
+def test_describe_lists_params_flops_and_encoders():
+    d = describe_model("deeplabv3plus")
+    assert d["parameters"] > 1e7 and d["gflops_512"] > 10 and "mobilenet_v2" in d["encoders"]
+    assert set(MODEL_ENCODERS) == set(MODELS)
