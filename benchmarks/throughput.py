@@ -26,7 +26,7 @@ import time
 # (label, seglab model and options, peer library, peer constructor expression)
 PAIRS = [
     ("U-Net ResNet-34", ("unet", {"encoder": "resnet34"}), "smp", "smp.Unet('resnet34', encoder_weights=None, classes=K)"),
-    ("DeepLabV3+ ResNet-50", ("deeplabv3plus", {"encoder": "resnet50"}), "smp",
+    ("DeepLabV3+ ResNet-50 (separable)", ("deeplabv3plus", {"encoder": "resnet50", "separable": True}), "smp",
      "smp.DeepLabV3Plus('resnet50', encoder_weights=None, classes=K)"),
     ("DeepLabV3 ResNet-50", ("deeplabv3", {"encoder": "resnet50", "aux": True}), "torchvision",
      "tvs.deeplabv3_resnet50(weights=None, weights_backbone=None, num_classes=K, aux_loss=True)"),
@@ -36,7 +36,8 @@ PAIRS = [
      "tvs.lraspp_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=K)"),
     ("SegFormer MiT-B0", ("segformer", {"encoder": "mit_b0"}), "smp", "smp.Segformer('mit_b0', encoder_weights=None, classes=K)"),
 ]
-ONNX_MODELS = [("U-Net ResNet-34", "unet", {"encoder": "resnet34"}), ("DeepLabV3+ ResNet-50", "deeplabv3plus", {"encoder": "resnet50"}),
+ONNX_MODELS = [("U-Net ResNet-34", "unet", {"encoder": "resnet34"}),
+               ("DeepLabV3+ ResNet-50 (separable)", "deeplabv3plus", {"encoder": "resnet50", "separable": True}),
                ("LR-ASPP MobileNetV3-L", "lraspp", {})]
 
 WORKER = r'''
@@ -65,19 +66,17 @@ def loss_of(out):
         return F.cross_entropy(out["out"], y) + sum(0.4 * F.cross_entropy(a, y) for a in aux)
     return F.cross_entropy(out, y)
 result = {}
-if spec["mode"] == "train":
-    model.train(); opt = torch.optim.AdamW(model.parameters(), 1e-4)
-    for i in range(spec["warmup"] + spec["steps"]):
-        if i == spec["warmup"]: t0 = time.perf_counter()
-        loss = loss_of(model(x)); opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
-    result["train_img_s"] = B * spec["steps"] / (time.perf_counter() - t0)
-else:
-    model.eval(); times = []
-    with torch.no_grad():
-        for i in range(spec["warmup"] + spec["steps"]):
-            t0 = time.perf_counter(); model(x); times.append(time.perf_counter() - t0)
-    times = sorted(times[spec["warmup"]:]); result["latency_ms"] = 1000 * times[len(times) // 2]
+model.train(); opt = torch.optim.AdamW(model.parameters(), 1e-4)
+for i in range(spec["warmup"] + spec["steps"]):
+    if i == spec["warmup"]: t0 = time.perf_counter()
+    loss = loss_of(model(x)); opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
+result["train_img_s"] = B * spec["steps"] / (time.perf_counter() - t0)
 result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+model.eval(); times = []
+with torch.no_grad():
+    for i in range(spec["warmup"] + spec["steps"]):
+        t0 = time.perf_counter(); model(x); times.append(time.perf_counter() - t0)
+times = sorted(times[spec["warmup"]:]); result["latency_ms"] = 1000 * times[len(times) // 2]
 print("RESULT " + json.dumps(result))
 '''
 
@@ -122,19 +121,24 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--out", default="docs/benchmarks.md")
     args = ap.parse_args()
     common = {"size": args.size, "batch": args.batch, "threads": args.threads, "steps": args.steps, "warmup": args.warmup}
     rows = []
     for label, (name, options), lib, expr in PAIRS:
         r = {"label": label, "peer": lib}
-        for who, cl in (("seglab", False), ("seglab_cl", True), ("peer", False)):
-            base = {"lib": "seglab", "name": name, "options": options} if who != "peer" else {"lib": lib, "expr": expr}
-            for mode in ("train", "infer"):
-                res = run(WORKER, {**common, **base, "channels_last": cl, "mode": mode})
+        runs: dict = {}
+        # Repetitions interleave the three settings, so slow phases of a shared machine hit all of them.
+        for rep in range(args.repeats):
+            for who, cl in (("seglab", False), ("seglab_cl", True), ("peer", False)):
+                base = {"lib": "seglab", "name": name, "options": options} if who != "peer" else {"lib": lib, "expr": expr}
+                res = run(WORKER, {**common, **base, "channels_last": cl})
                 for k, v in res.items():
-                    r[f"{who}_{mode}_{k}"] = v
-            print(label, who, {k: round(v, 2) for k, v in r.items() if k.startswith(who) and isinstance(v, float)}, flush=True)
+                    runs.setdefault(f"{who}_{k}", []).append(v)
+        for k, v in runs.items():
+            r[k] = sorted(v)[len(v) // 2] if len(v) % 2 else sum(sorted(v)[len(v) // 2 - 1:len(v) // 2 + 1]) / 2
+        print(label, {k: round(v, 2) for k, v in r.items() if isinstance(v, float)}, flush=True)
         rows.append(r)
     onnx_rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -155,12 +159,13 @@ def write_markdown(args, rows, onnx_rows) -> None:
             cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    cmd = f"python benchmarks/throughput.py --size {args.size} --batch {args.batch} --threads {args.threads} --steps {args.steps} --warmup {args.warmup}"
+    cmd = f"python benchmarks/throughput.py --size {args.size} --batch {args.batch} --threads {args.threads} --steps {args.steps} --warmup {args.warmup} --repeats {args.repeats}"
     lines = [
         "# Speed: seglab against segmentation_models_pytorch and torchvision", "",
         f"Measured {datetime.date.today().isoformat()} on {cpu}, {args.threads} threads, torch {torch.__version__}, "
         f"input {args.size}x{args.size}, batch {args.batch}, 12 classes, fp32. Command:", "", f"    {cmd}", "",
-        "Each number comes from a fresh process (median latency over the timed steps; peak RSS of that process).",
+        "Each setting runs in a fresh process (training steps, then inference; median latency over the timed steps; "
+        "peak RSS of that process), repeated with the settings interleaved; the table gives the median over repetitions.",
         "`seglab` is fp32 eager with contiguous tensors, `seglab CL` is seglab's recommended CPU setting "
         "(channels_last, the default in configs), `peer` is the peer library's model in its default fp32 eager mode.", "",
         "## Training step (images/s, higher is better)", "",
@@ -168,18 +173,18 @@ def write_markdown(args, rows, onnx_rows) -> None:
         "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        p, s, c = r["peer_train_train_img_s"], r["seglab_train_train_img_s"], r["seglab_cl_train_train_img_s"]
+        p, s, c = r["peer_train_img_s"], r["seglab_train_img_s"], r["seglab_cl_train_img_s"]
         lines.append(f"| {r['label']} | {r['peer']} | {p:.2f} | {s:.2f} | {c:.2f} | {s / p:.2f}x | {c / p:.2f}x |")
     lines += ["", "## Inference latency of one batch (ms, lower is better; ratios are peer / seglab)", "",
               "| architecture | peer | peer ms | seglab ms | seglab CL ms | speed-up | speed-up CL |", "|---|---|---|---|---|---|---|"]
     for r in rows:
-        p, s, c = r["peer_infer_latency_ms"], r["seglab_infer_latency_ms"], r["seglab_cl_infer_latency_ms"]
+        p, s, c = r["peer_latency_ms"], r["seglab_latency_ms"], r["seglab_cl_latency_ms"]
         lines.append(f"| {r['label']} | {r['peer']} | {p:.0f} | {s:.0f} | {c:.0f} | {p / s:.2f}x | {p / c:.2f}x |")
     lines += ["", "## Peak memory (MB resident, training step)", "",
               "| architecture | peer | seglab | seglab CL |", "|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['label']} | {r['peer_train_peak_rss_mb']:.0f} | {r['seglab_train_peak_rss_mb']:.0f} | "
-                     f"{r['seglab_cl_train_peak_rss_mb']:.0f} |")
+        lines.append(f"| {r['label']} | {r['peer_peak_rss_mb']:.0f} | {r['seglab_peak_rss_mb']:.0f} | "
+                     f"{r['seglab_cl_peak_rss_mb']:.0f} |")
     lines += ["", "## ONNX Runtime against eager PyTorch (seglab models, batch 1, ms)", "",
               "| model | eager PyTorch (channels_last) | ONNX Runtime | speed-up |", "|---|---|---|---|"]
     for r in onnx_rows:

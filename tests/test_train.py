@@ -135,3 +135,22 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
     for x, y in zip(ra, rb):
         for key in ("epoch", "train_loss", "val_loss", "val_miou", "val_mean_boundary_iou", "lr"):
             assert x[key] == y[key], (key, x, y)
+
+
+@pytest.mark.parametrize("model", [{"name": "u2net_small"}, {"name": "pspnet", "encoder": "resnet18"},
+                                   {"name": "lraspp"}])
+def test_zoo_models_train_through_the_same_trainer(tiny_raw, model):
+    tiny_raw["model"] = model
+    tiny_raw["train"]["epochs"] = 1
+    tiny_raw["loss"]["aux_weight"] = 1.0 if model["name"] == "u2net_small" else 0.4
+    run = seglab.train(config_from_dict(tiny_raw))
+    assert len(_rows(run.metrics_csv)) == 1 and run.best.is_file()
+    ckpt = torch.load(run.best, weights_only=True)
+    assert ckpt["model"]["name"] == model["name"] and ckpt["model"]["options"] == {k: v for k, v in model.items() if k != "name"}
+
+
+def test_aux_weight_count_mismatch_is_a_config_error(tiny_raw):
+    tiny_raw["model"] = {"name": "u2net_small"}
+    tiny_raw["loss"]["aux_weight"] = [1.0, 1.0]
+    with pytest.raises(SeglabError, match=r"loss\.aux_weight: the model has 6 auxiliary outputs, 2 weights given"):
+        seglab.train(config_from_dict(tiny_raw))

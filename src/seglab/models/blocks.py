@@ -26,6 +26,18 @@ class ConvBNReLU(nn.Sequential):
         )
 
 
+class SeparableConvBNReLU(nn.Sequential):
+    """Depthwise (dilated) 3x3 then pointwise 1x1, BN, ReLU: DeepLabV3+'s atrous separable convolution."""
+
+    def __init__(self, cin: int, cout: int, dilation: int = 1) -> None:
+        super().__init__(
+            nn.Conv2d(cin, cin, 3, padding=dilation, dilation=dilation, groups=cin, bias=False),
+            nn.Conv2d(cin, cout, 1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+        )
+
+
 class DoubleConv(nn.Sequential):
     """Two 3x3 conv-BN-ReLU layers, the U-Net stage."""
 

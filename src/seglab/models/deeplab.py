@@ -10,7 +10,7 @@ from ..errors import ConfigError
 from ..registry import register_model
 from ._common import make_encoder
 from .base import SegmentationModel
-from .blocks import ConvBNReLU, upsample_like
+from .blocks import ConvBNReLU, SeparableConvBNReLU, upsample_like
 from .fcn import RESNETS
 from .heads import ASPP, FCNHead
 
@@ -52,13 +52,21 @@ class DeepLabV3(SegmentationModel):
 
 
 class DeepLabV3Plus(SegmentationModel):
-    def __init__(self, encoder, num_classes: int, rates):
+    """separable=False: the paper's ResNet variant (plain ASPP, two 3x3 decoder convs); True: atrous
+    separable convolutions in ASPP, after it and in a single decoder conv (the Xception-style design)."""
+
+    def __init__(self, encoder, num_classes: int, rates, separable: bool):
         super().__init__()
         self.encoder = encoder
         c = encoder.out_channels
-        self.aspp = ASPP(c[4], rates, dropout=0.1)
+        if separable:
+            self.aspp = nn.Sequential(ASPP(c[4], rates, separable=True), SeparableConvBNReLU(256, 256))
+            decoder = [SeparableConvBNReLU(256 + 48, 256)]
+        else:
+            self.aspp = ASPP(c[4], rates, dropout=0.1)
+            decoder = [ConvBNReLU(256 + 48, 256), ConvBNReLU(256, 256)]
         self.low = ConvBNReLU(c[1], 48, 1)
-        self.head = nn.Sequential(ConvBNReLU(256 + 48, 256), ConvBNReLU(256, 256), nn.Conv2d(256, num_classes, 1))
+        self.head = nn.Sequential(*decoder, nn.Conv2d(256, num_classes, 1))
 
     def decode(self, x):
         f = self.encoder(x)
@@ -94,8 +102,8 @@ def build_deeplabv3(
 @register_model("deeplabv3plus", BACKBONES)
 def build_deeplabv3plus(
     *, in_channels: int = 3, num_classes: int, encoder: str = "resnet50", pretrained: Optional[str] = None,
-    output_stride: int = 16, freeze_backbone: Union[bool, int] = False,
+    output_stride: int = 16, separable: bool = False, freeze_backbone: Union[bool, int] = False,
 ) -> DeepLabV3Plus:
-    """DeepLab v3+: ASPP encoder and a decoder fusing stride-4 features."""
+    """DeepLab v3+: ASPP encoder and a decoder fusing stride-4 features; `separable` for atrous separable convs."""
     enc = _encoder("deeplabv3plus", encoder, in_channels, output_stride, pretrained, freeze_backbone)
-    return DeepLabV3Plus(enc, num_classes, _rates(output_stride))
+    return DeepLabV3Plus(enc, num_classes, _rates(output_stride), separable)

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from .blocks import ConvBNReLU
+from .blocks import ConvBNReLU, SeparableConvBNReLU
 
 
 class FCNHead(nn.Sequential):
@@ -30,9 +30,11 @@ class ASPPPooling(nn.Module):
 class ASPP(nn.Module):
     """DeepLabV3 atrous spatial pyramid pooling: 1x1, dilated 3x3 branches and image pooling, projected."""
 
-    def __init__(self, cin: int, rates: Sequence[int], cout: int = 256, dropout: float = 0.5) -> None:
+    def __init__(self, cin: int, rates: Sequence[int], cout: int = 256, dropout: float = 0.5,
+                 separable: bool = False) -> None:
         super().__init__()
-        branches = [ConvBNReLU(cin, cout, 1)] + [ConvBNReLU(cin, cout, 3, dilation=r) for r in rates]
+        conv = (lambda r: SeparableConvBNReLU(cin, cout, r)) if separable else (lambda r: ConvBNReLU(cin, cout, 3, dilation=r))
+        branches = [ConvBNReLU(cin, cout, 1)] + [conv(r) for r in rates]
         self.branches = nn.ModuleList(branches + [ASPPPooling(cin, cout)])
         self.project = nn.Sequential(ConvBNReLU(len(self.branches) * cout, cout, 1), nn.Dropout(dropout))
 

@@ -65,9 +65,9 @@ def plot_per_class(names: Sequence[str], iou: Sequence[float], biou: Sequence[fl
         ax.bar_label(bars, labels=["–" if x is None or _nan(x) else f"{x:.2f}" for x in v], fontsize=7, padding=2)
     ax.set_yticks(y, names)
     ax.invert_yaxis()
-    ax.set(xlim=(0, 1), xlabel="score", title="Per-class IoU")
+    ax.set(xlim=(0, 1.08), xlabel="score", title="Per-class IoU")
     ax.grid(axis="x", alpha=0.3)
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     return _save(fig, path)
 
 

@@ -21,7 +21,7 @@ h2{font-size:17px;margin:0 0 12px}
 .card b{display:block;font-size:22px}.card span{font-size:12px;color:#556}
 table{border-collapse:collapse;font-size:13px}td,th{padding:4px 10px;border-bottom:1px solid #e3e6ec;text-align:right}
 th{background:#f0f2f6}td:first-child,th:first-child{text-align:left}
-.figs{display:flex;flex-wrap:wrap;gap:14px}.figs img{max-width:100%;border:1px solid #e3e6ec;border-radius:4px}
+.figs{display:flex;flex-wrap:wrap;gap:14px;align-items:flex-start}figure{margin:0}.figs img{max-width:100%;border:1px solid #e3e6ec;border-radius:4px}
 pre{background:#f7f7f9;padding:10px;font-size:12px;overflow:auto;max-height:420px}
 """
 
