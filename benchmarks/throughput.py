@@ -28,7 +28,7 @@ PAIRS = [
     ("U-Net ResNet-34", ("unet", {"encoder": "resnet34"}), "smp", "smp.Unet('resnet34', encoder_weights=None, classes=K)"),
     ("DeepLabV3+ ResNet-50 (separable)", ("deeplabv3plus", {"encoder": "resnet50", "separable": True}), "smp",
      "smp.DeepLabV3Plus('resnet50', encoder_weights=None, classes=K)"),
-    ("DeepLabV3 ResNet-50", ("deeplabv3", {"encoder": "resnet50", "aux": True}), "torchvision",
+    ("DeepLabV3 ResNet-50 OS8", ("deeplabv3", {"encoder": "resnet50", "aux": True, "output_stride": 8}), "torchvision",
      "tvs.deeplabv3_resnet50(weights=None, weights_backbone=None, num_classes=K, aux_loss=True)"),
     ("FCN ResNet-50", ("fcn", {"encoder": "resnet50", "aux": True}), "torchvision",
      "tvs.fcn_resnet50(weights=None, weights_backbone=None, num_classes=K, aux_loss=True)"),
@@ -122,11 +122,14 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--only", help="measure only the architectures whose label contains this text (no ONNX part)")
     ap.add_argument("--out", default="docs/benchmarks.md")
     args = ap.parse_args()
     common = {"size": args.size, "batch": args.batch, "threads": args.threads, "steps": args.steps, "warmup": args.warmup}
     rows = []
     for label, (name, options), lib, expr in PAIRS:
+        if args.only and args.only not in label:
+            continue
         r = {"label": label, "peer": lib}
         runs: dict = {}
         # Repetitions interleave the three settings, so slow phases of a shared machine hit all of them.
@@ -142,7 +145,7 @@ def main() -> None:
         rows.append(r)
     onnx_rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for label, name, options in ONNX_MODELS:
+        for label, name, options in ([] if args.only else ONNX_MODELS):
             res = run(ONNX_WORKER, {**common, "batch": 1, "name": name, "options": options,
                                     "path": os.path.join(tmp, f"{name}.onnx")})
             onnx_rows.append({"label": label, **res})

@@ -126,10 +126,12 @@ def test_backbone_errors_list_what_exists():
 def test_pretrained_from_local_state_dict_without_network(tmp_path, monkeypatch):
     import torchvision
 
+    import socket
+
     def no_network(*a, **k):
         raise AssertionError("network access attempted")
 
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_network)
+    monkeypatch.setattr(socket, "socket", no_network)  # any download attempt would open a socket
     ref = torchvision.models.resnet18(weights=None)
     path = tmp_path / "resnet18.pth"
     torch.save(ref.state_dict(), path)
@@ -138,7 +140,10 @@ def test_pretrained_from_local_state_dict_without_network(tmp_path, monkeypatch)
 
 
 def test_pretrained_imagenet_offline_names_file_and_folder(tmp_path, monkeypatch):
+    import socket
+
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(socket, "socket", lambda *a, **k: (_ for _ in ()).throw(AssertionError("network used")))
     with pytest.raises(SeglabError, match=r"resnet34-\w+\.pth into .*hub/checkpoints"):
         create_model("unet", num_classes=2, encoder="resnet34", pretrained="imagenet")
     # The same file placed in the hub cache is used.
