@@ -116,7 +116,7 @@ def test_empty_split(capsys, folder, tmp_path):
     ("train.epochs=many", r"train\.epochs: .*integer.*'many'"),
     ("loss.name=focal", r"loss\.name: bad value 'focal'"),
     ("train.epochs", r"--set 'train\.epochs': expected KEY=VALUE"),
-    ("model.widht=3", r"model\.widht: unknown option; allowed: base_channels, decoder_channels, depth, dropout, encoder"),
+    ("model.widht=3", r"model\.widht: unknown option; allowed: base_channels, condition_channels, decoder_channels, depth, dropout, encoder"),
 ])
 def test_bad_config_values(capsys, tmp_path, tiny_raw, override, pattern):
     _fails(capsys, ["train", _cfg_file(tmp_path, tiny_raw), "--set", override], pattern)

@@ -2,6 +2,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 from PIL import Image
 
@@ -189,8 +190,9 @@ def test_augmentation_is_reproducible_and_keeps_labels(tiny_raw):
     cfg = config_from_dict(tiny_raw)
     bundle = build_data(cfg)
     ds = TrainDataset(bundle.loaders["train"], cfg)
-    x1, y1 = ds[(2, 1234)]
-    x2, y2 = ds[(2, 1234)]
+    x1, y1, lab = ds[(2, 1234)]
+    assert lab.dtype == torch.bool and bool(lab.all())  # a fully labelled dataset annotates every class
+    x2, y2, _ = ds[(2, 1234)]
     assert x1.shape == (3, 28, 36) and y1.shape == (28, 36)
     assert (x1 == x2).all() and (y1 == y2).all()
     assert set(y1.unique().tolist()) <= {0, 1, 2, 255}  # nearest masks, ignore as fill

@@ -93,7 +93,7 @@ def test_unknown_model_lists_available():
 
 
 def test_bad_model_option_name_type_value():
-    with pytest.raises(ConfigError, match=r"model\.width: unknown option; allowed: base_channels, decoder_channels, depth, dropout, encoder"):
+    with pytest.raises(ConfigError, match=r"model\.width: unknown option; allowed: base_channels, condition_channels, decoder_channels, depth, dropout, encoder"):
         create_model("unet", num_classes=2, width=3)
     with pytest.raises(ConfigError, match=r"model\.depth: .*integer.*'deep'"):
         create_model("unet", num_classes=2, depth="deep")

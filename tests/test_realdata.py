@@ -77,3 +77,28 @@ def test_weizmann_without_alignment_names_both_files(in_root):
     bundle = build_data(cfg)
     with pytest.raises(DataError, match=r"rgb/horse\d+\.jpg is \d+x\d+ but its mask .*figure_ground/horse\d+\.jpg is \d+x\d+"):
         check_split(bundle.loaders["train"])
+
+
+SINGLE = SHARED_DATA / "single_class"
+
+
+@pytest.mark.skipif(not (SINGLE / "polyp").is_dir() or not (SINGLE / "lung").is_dir(),
+                    reason=f"single-class polyp/lung sets not found under {SINGLE}")
+def test_merged_polyp_lung_config(in_root):
+    cfg = load_config(ROOT / "configs" / "merged_polyp_lung.yaml", ["data.cache=false"])
+    bundle = build_data(cfg)
+    assert bundle.labels.names == ["background", "polyp", "lung"]
+    train = bundle.loaders["train"]
+    per_source = Counter(bundle.sources[k].name for k in train.source_of)
+    assert per_source == {"polyp": 595, "lung": 385}  # 700 and 453 images, 15% of each held out
+    seen = {"polyp": 0, "lung": 0}
+    for i in range(len(train)):
+        name = bundle.sources[train.source_of[i]].name
+        if seen[name] >= 4:
+            continue
+        seen[name] += 1
+        image, mask = train.load(i)
+        own = 1 if name == "polyp" else 2
+        assert set(np.unique(mask)) == {0, own}, name  # soft JPEG edges thresholded, no stray values
+        assert image.shape[:2] == mask.shape
+        assert train.labelled(i).tolist() == [True, own == 1, own == 2]

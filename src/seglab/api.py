@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from .config import Config, config_from_dict, load_config
+from .data.merge import source_summary
 from .data.datasets import EvalDataset, build_data, build_split, check_split
 from .data.splits import load_split
 from .engine.trainer import fit, pick_device
@@ -176,7 +177,14 @@ def inspect(config: Union[Config, PathLike], *, overrides: Sequence[str] = (), o
     problems: list[str] = []
     data = build_data(cfg, split=build_split(cfg.data, problems))
     labels = data.labels
-    summary: dict[str, Any] = {"classes": labels.names, "ignore_index": labels.ignore_index, "splits": {}}
+    summary: dict[str, Any] = {"classes": labels.names, "ignore_index": labels.ignore_index,
+                               "palette": {n: list(c) for n, c in zip(labels.names, labels.palette)}, "splits": {}}
+    if data.sources:
+        rows = source_summary(labels, data.sources)
+        for row, k in zip(rows, range(len(data.sources))):
+            row["samples"] = {name: loader.source_of.count(k) for name, loader in data.loaders.items()}
+        summary["sources"] = rows
+        summary["strategy"] = cfg.loss.strategy
     for name, loader in data.loaders.items():
         stats = check_split(loader, problems)
         total = int(stats.counts.sum())

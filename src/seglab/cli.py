@@ -76,6 +76,12 @@ def _one_line(exc: BaseException) -> str:
 
 def _print_inspect(s: dict) -> None:
     print(f"classes ({len(s['classes'])}): {', '.join(s['classes'])}; ignore index {s['ignore_index']}")
+    if s.get("sources"):
+        print(f"merged from {len(s['sources'])} sources (loss.strategy: {s['strategy']}):")
+        for src in s["sources"]:
+            counts = ", ".join(f"{k} {v}" for k, v in src["samples"].items() if v)
+            left = f"; unannotated: {', '.join(src['unannotated'])}" if src["unannotated"] else "; fully labelled"
+            print(f"  {src['source']} ({src['encoding']} masks): {counts}; annotates {', '.join(src['annotates'])}{left}")
     for name, sp in s["splits"].items():
         sizes = ", ".join(f"{k} ({v})" for k, v in sorted(sp["sizes_wxh"].items(), key=lambda kv: -kv[1])[:5])
         print(f"{name}: {sp['samples']} samples, {sp['readable']} readable; sizes WxH: {sizes}")

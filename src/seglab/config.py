@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, List, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -15,6 +15,13 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+def _check_pairing(images: Optional[str], masks: Optional[str], list_file: Optional[str]) -> None:
+    if list_file is None and (images is None or masks is None):
+        raise ValueError("give either 'list' or both 'images' and 'masks'")
+    if list_file is not None and (images is not None or masks is not None):
+        raise ValueError("give either 'list' or 'images'/'masks', not both")
+
+
 class SplitSource(_Strict):
     """One split of a folder dataset: an image and a mask folder, or a list file of 'image mask' lines."""
 
@@ -24,10 +31,7 @@ class SplitSource(_Strict):
 
     @model_validator(mode="after")
     def _one_form(self) -> "SplitSource":
-        if self.list is None and (self.images is None or self.masks is None):
-            raise ValueError("give either 'list' or both 'images' and 'masks'")
-        if self.list is not None and (self.images is not None or self.masks is not None):
-            raise ValueError("give either 'list' or 'images'/'masks', not both")
+        _check_pairing(self.images, self.masks, self.list)
         return self
 
 
@@ -54,8 +58,47 @@ class SyntheticConfig(_Strict):
     seed: int = 0
 
 
+class SourceConfig(_Strict):
+    """One labelled source of a merged dataset (data.kind: merged) and the shared classes it annotates.
+
+    `classes`: for a binary source, the shared name of its foreground; otherwise a mapping from the
+    source's own class names to shared names ('background' allowed). Source classes left out of the
+    mapping, and shared classes the source does not name, are unannotated: such pixels read as
+    "background or an unannotated class".
+    """
+
+    name: str
+    split: Literal["train", "val", "test"] = "train"
+    images: Optional[str] = None
+    masks: Optional[str] = None
+    mask_suffix: str = ""
+    mask_encoding: Literal["index", "binary", "rgb"] = "binary"
+    palette_file: Optional[str] = None
+    class_names: Optional[List[str]] = None  # typing.List: `list` is a field here
+    void_class: Optional[str] = "Void"
+    align: Literal["none", "resize_image_to_mask", "resize_mask_to_image"] = "none"
+    classes: Union[str, dict[str, str]]
+    # Optional fixed shared ids and colours for the classes this source names; sources must agree.
+    ids: dict[str, int] = {}
+    colors: dict[str, tuple[int, int, int]] = {}
+    list: Optional[str] = None
+
+    @model_validator(mode="after")
+    def _form(self) -> "SourceConfig":
+        _check_pairing(self.images, self.masks, self.list)
+        if isinstance(self.classes, str) and self.mask_encoding != "binary":
+            raise ValueError("a single class name fits a binary source; map the source's classes with a dict")
+        if self.mask_encoding == "rgb" and self.palette_file is None:
+            raise ValueError("mask_encoding 'rgb' needs palette_file (label_colors.txt or class_dict.csv)")
+        return self
+
+    def mapping(self) -> dict[str, str]:
+        """Source class name -> shared class name."""
+        return {"foreground": self.classes} if isinstance(self.classes, str) else dict(self.classes)
+
+
 class DataConfig(_Strict):
-    kind: Literal["folder", "synthetic"] = "synthetic"
+    kind: Literal["folder", "synthetic", "merged"] = "synthetic"
     root: str = "."
     train: Optional[SplitSource] = None
     val: Optional[SplitSource] = None
@@ -71,11 +114,25 @@ class DataConfig(_Strict):
     in_channels: int = Field(3, ge=1, le=4)
     cache: bool = False
     synthetic: SyntheticConfig = SyntheticConfig()
+    sources: Optional[list[SourceConfig]] = None
+    # merged data: draw training samples from every source equally often, whatever their sizes
+    balance_sources: bool = False
 
     @model_validator(mode="after")
     def _sources(self) -> "DataConfig":
         if self.kind == "folder" and self.train is None:
             raise ValueError("a folder dataset needs data.train")
+        if self.kind == "merged":
+            if not self.sources:
+                raise ValueError("a merged dataset needs data.sources (one entry per labelled source)")
+            names = [s.name for s in self.sources]
+            dup = sorted({n for n in names if names.count(n) > 1})
+            if dup:
+                raise ValueError(f"source name {dup[0]!r} is used twice; names must be unique")
+            if not any(s.split == "train" for s in self.sources):
+                raise ValueError("no source has split 'train'")
+        elif self.sources:
+            raise ValueError("data.sources needs data.kind: merged")
         if self.mask_encoding == "rgb" and self.kind == "folder" and self.palette_file is None:
             raise ValueError("mask_encoding 'rgb' needs data.palette_file (label_colors.txt or class_dict.csv)")
         return self
@@ -117,6 +174,14 @@ class LossConfig(_Strict):
     dice_smooth: float = Field(1.0, ge=0.0)
     # Weight of each auxiliary / side output's loss (PSPNet, FCN and DeepLabV3 aux heads, U²-Net sides).
     aux_weight: Union[float, list[float]] = 0.4
+    # How pixels outside a sample's annotated classes are treated (merged single-class sources):
+    # naive = as background; marginal = background or any unannotated class (Shi et al. 2021);
+    # marginal_exclusion = marginal plus the exclusion loss; conditional = Dmitriev & Kaufman's
+    # class-conditioned binary model. On fully labelled data marginal equals the plain loss.
+    strategy: Literal["naive", "marginal", "marginal_exclusion", "conditional"] = "naive"
+    exclusion_weight: float = Field(1.0, ge=0.0)
+    # conditional: a pixel is background unless some class's foreground probability exceeds this
+    conditional_threshold: float = Field(0.5, gt=0.0, lt=1.0)
 
 
 class OptimizerConfig(_Strict):

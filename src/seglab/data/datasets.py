@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence, Union
 
@@ -11,11 +11,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from ..config import Config, DataConfig, SplitSource
+from ..config import Config, DataConfig, SourceConfig, SplitSource
 from ..errors import ConfigError, DataError
 from .folder import Sample, pair_folders, read_list_file
 from .labels import LabelSpace, build_label_space
 from .masks import MaskDecoder, read_image
+from .merge import MergedSource, build_merged, source_index
 from .splits import random_split
 from .synthetic import make_synthetic_sample, synthetic_labels
 from .transforms import build_train_transform, prepare_eval_image, to_tensor
@@ -30,7 +31,7 @@ def resolve_path(root: Path, value: str) -> Path:
 
 def data_root(data: DataConfig) -> Path:
     root = Path(data.root)
-    if data.kind == "folder" and not root.is_dir():
+    if data.kind in ("folder", "merged") and not root.is_dir():
         raise ConfigError(f"data.root: folder '{data.root}' not found (resolved to {root.resolve()})")
     return root
 
@@ -39,6 +40,8 @@ def build_labels(data: DataConfig) -> tuple[LabelSpace, dict[int, int]]:
     """The label space and raw-index remap of the configured dataset."""
     if data.kind == "synthetic":
         return synthetic_labels(data.synthetic.num_classes), {}
+    if data.kind == "merged":
+        return build_merged(data, data_root(data))[0], {}
     palette = resolve_path(data_root(data), data.palette_file) if data.palette_file else None
     return build_label_space(
         encoding=data.mask_encoding,
@@ -49,10 +52,34 @@ def build_labels(data: DataConfig) -> tuple[LabelSpace, dict[int, int]]:
     )
 
 
-def _read_source(src: SplitSource, root: Path, data: DataConfig, problems: Optional[list[str]]) -> list[Sample]:
+def _read_source(src: Union[SplitSource, SourceConfig], root: Path, mask_suffix: str,
+                 problems: Optional[list[str]]) -> list[Sample]:
     if src.list is not None:
         return read_list_file(resolve_path(root, src.list), root)
-    return pair_folders(resolve_path(root, src.images), resolve_path(root, src.masks), data.mask_suffix, problems)
+    return pair_folders(resolve_path(root, src.images), resolve_path(root, src.masks), mask_suffix, problems)
+
+
+def _merged_split(data: DataConfig, root: Path, problems: Optional[list[str]]) -> dict[str, Any]:
+    """Given-split sources are used whole; each train source is split at random on its own."""
+    assert data.sources
+    rs = data.random_split
+    has = {name: any(s.split == name for s in data.sources) for name in ("val", "test")}
+    out: dict[str, Any] = {"kind": "merged", "train": [], "val": [], "test": []}
+    for src in data.sources:
+        try:
+            items = [Sample(s.image, s.mask, src.name) for s in _read_source(src, root, src.mask_suffix, problems)]
+        except DataError as exc:
+            raise DataError(f"data.sources[{src.name}]: {exc}") from None
+        if src.split != "train":
+            out[src.split] += items
+            continue
+        parts = random_split(items, val=0.0 if has["val"] else rs.val, test=0.0 if has["test"] else rs.test,
+                             seed=rs.seed)
+        for name in ("train", "val", "test"):
+            out[name] += parts[name]
+    for name in ("train", "val", "test"):
+        out[name] = [[s.image, s.mask, s.source] for s in out[name]]
+    return out
 
 
 def build_split(data: DataConfig, problems: Optional[list[str]] = None) -> dict[str, Any]:
@@ -70,10 +97,12 @@ def build_split(data: DataConfig, problems: Optional[list[str]] = None) -> dict[
             "test": list(range(s.num_test)),
         }
     root = data_root(data)
+    if data.kind == "merged":
+        return _merged_split(data, root, problems)
     assert data.train is not None
-    train = _read_source(data.train, root, data, problems)
-    val = _read_source(data.val, root, data, problems) if data.val else None
-    test = _read_source(data.test, root, data, problems) if data.test else None
+    train = _read_source(data.train, root, data.mask_suffix, problems)
+    val = _read_source(data.val, root, data.mask_suffix, problems) if data.val else None
+    test = _read_source(data.test, root, data.mask_suffix, problems) if data.test else None
     rs = data.random_split
     if val is None:
         parts = random_split(train, val=rs.val, test=0.0 if test is not None else rs.test, seed=rs.seed)
@@ -91,19 +120,34 @@ def split_items(split: dict[str, Any], name: str) -> list[Item]:
         raise DataError(f"the {name} split is empty")
     if split.get("kind") == "synthetic":
         return [int(i) for i in items]
-    return [Sample(str(a), str(b)) for a, b in items]
+    return [Sample(str(it[0]), str(it[1]), str(it[2]) if len(it) > 2 else "") for it in items]
 
 
 class PairLoader:
     """Loads aligned (image (H, W, C) uint8, mask (H, W) uint8) pairs for one split."""
 
-    def __init__(self, data: DataConfig, labels: LabelSpace, remap: dict[int, int], split: str, items: list[Item]):
+    def __init__(self, data: DataConfig, labels: LabelSpace, remap: dict[int, int], split: str, items: list[Item],
+                 sources: Optional[list[MergedSource]] = None):
         self.data = data
         self.split = split
         self.items = items
         self.labels = labels
-        self.decoder = MaskDecoder(data.mask_encoding, labels, remap)
+        self.decoder = MaskDecoder(data.mask_encoding, labels, remap) if data.kind != "merged" else None
+        self.sources = sources or []
+        # per item: index into `sources` (merged data) or -1
+        self.source_of = [source_index(self.sources, it.source, f"{split} split") if isinstance(it, Sample) and it.source
+                          else -1 for it in items]
+        self._all = np.ones(labels.num_classes, bool)
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def labelled(self, i: int) -> np.ndarray:
+        """(K,) bool: the classes item i's source annotates (all of them outside merged data)."""
+        k = self.source_of[i]
+        return self.sources[k].labelled if k >= 0 else self._all
+
+    def align_rule(self, i: int) -> str:
+        k = self.source_of[i]
+        return self.sources[k].config.align if k >= 0 else self.data.align
 
     def __len__(self) -> int:
         return len(self.items)
@@ -122,21 +166,23 @@ class PairLoader:
                 split=self.split, index=it, size=tuple(s.size), num_classes=s.num_classes, seed=s.seed
             )
         else:
-            pair = self._load_files(it)
+            pair = self._load_files(it, i)
         if self.data.cache:
             self._cache[i] = pair
         return pair
 
-    def _load_files(self, s: Sample) -> tuple[np.ndarray, np.ndarray]:
+    def _load_files(self, s: Sample, i: int) -> tuple[np.ndarray, np.ndarray]:
         image = read_image(Path(s.image), self.data.in_channels)
-        mask = self.decoder(Path(s.mask))
+        k = self.source_of[i]
+        mask = self.sources[k].decode(Path(s.mask)) if k >= 0 else self.decoder(Path(s.mask))
         (ih, iw), (mh, mw) = image.shape[:2], mask.shape
         if (ih, iw) != (mh, mw):
-            rule = self.data.align
+            rule = self.align_rule(i)
             if rule == "none":
+                key = f"data.sources[{self.sources[k].name}].align" if k >= 0 else "data.align"
                 raise DataError(
                     f"{s.image} is {iw}x{ih} but its mask {s.mask} is {mw}x{mh}; "
-                    "set data.align to resize_image_to_mask or resize_mask_to_image"
+                    f"set {key} to resize_image_to_mask or resize_mask_to_image"
                 )
             if rule == "resize_image_to_mask":
                 interp = cv2.INTER_AREA if mh * mw < ih * iw else cv2.INTER_LINEAR
@@ -189,13 +235,15 @@ class TrainDataset(Dataset):
     def __len__(self) -> int:
         return len(self.loader)
 
-    def __getitem__(self, key: Union[int, tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, key: Union[int, tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """-> image (C, H, W) float, mask (H, W) long, annotated classes (K,) bool."""
         index, seed = key if isinstance(key, tuple) else (key, None)
         image, mask = self.loader.load(index)
         if seed is not None:
             self.transform.set_random_seed(seed)
         out = self.transform(image=image, mask=mask)
-        return to_tensor(out["image"], self.mean, self.std), torch.from_numpy(np.ascontiguousarray(out["mask"])).long()
+        return (to_tensor(out["image"], self.mean, self.std), torch.from_numpy(np.ascontiguousarray(out["mask"])).long(),
+                torch.from_numpy(self.loader.labelled(index).copy()))
 
 
 class EvalDataset(Dataset):
@@ -216,6 +264,7 @@ class EvalDataset(Dataset):
             "mask": torch.from_numpy(np.ascontiguousarray(mask)).long(),
             "raw": image,
             "index": index,
+            "labelled": torch.from_numpy(self.loader.labelled(index).copy()),
         }
 
 
@@ -227,11 +276,15 @@ class EpochSampler(Sampler):
     """Yields (index, augmentation seed); order and seeds depend only on (seed, epoch).
 
     With `num_replicas` > 1 each rank takes every num_replicas-th item of the same permutation.
+    With `groups` (a group id per item, e.g. its source), each of the n draws picks a group uniformly
+    and then the next item of that group's own shuffled order, so small groups are seen as often as big ones.
     """
 
-    def __init__(self, n: int, *, seed: int, shuffle: bool = True, rank: int = 0, num_replicas: int = 1):
+    def __init__(self, n: int, *, seed: int, shuffle: bool = True, rank: int = 0, num_replicas: int = 1,
+                 groups: Optional[Sequence[int]] = None):
         self.n, self.seed, self.shuffle = n, seed, shuffle
         self.rank, self.num_replicas = rank, num_replicas
+        self.groups = list(groups) if groups is not None else None
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -239,10 +292,27 @@ class EpochSampler(Sampler):
 
     def _order(self) -> list[int]:
         g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
+        if self.groups is not None:
+            return self._balanced(g)[self.rank :: self.num_replicas]
         order = torch.randperm(self.n, generator=g).tolist() if self.shuffle else list(range(self.n))
         total = -(-self.n // self.num_replicas) * self.num_replicas
         order += order[: total - len(order)]
         return order[self.rank :: self.num_replicas]
+
+    def _balanced(self, g: torch.Generator) -> list[int]:
+        members: dict[int, list[int]] = {}
+        for i, grp in enumerate(self.groups or []):
+            members.setdefault(grp, []).append(i)
+        keys = sorted(members)
+        queues = {k: [members[k][j] for j in torch.randperm(len(members[k]), generator=g).tolist()] for k in keys}
+        pos = {k: 0 for k in keys}
+        total = -(-self.n // self.num_replicas) * self.num_replicas
+        order = []
+        for pick in torch.randint(len(keys), (total,), generator=g).tolist():
+            k = keys[pick]
+            order.append(queues[k][pos[k] % len(queues[k])])
+            pos[k] += 1
+        return order
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         rng = random.Random(self.seed * 7919 + self.epoch)
@@ -258,6 +328,7 @@ class DataBundle:
     labels: LabelSpace
     split: dict[str, Any]
     loaders: dict[str, PairLoader]
+    sources: list[MergedSource] = field(default_factory=list)
     train_counts: Optional[np.ndarray] = None
     train_image_pixels: Optional[np.ndarray] = None
 
@@ -267,13 +338,18 @@ def build_data(cfg: Config, split: Optional[dict[str, Any]] = None, check: Seque
 
     Splits named in `check` are decoded in full up front so a bad file fails before any run output.
     """
-    labels, remap = build_labels(cfg.data)
+    sources: list[MergedSource] = []
+    if cfg.data.kind == "merged":
+        labels, sources = build_merged(cfg.data, data_root(cfg.data))
+        remap: dict[int, int] = {}
+    else:
+        labels, remap = build_labels(cfg.data)
     split = split if split is not None else build_split(cfg.data)
     loaders = {}
     for name in ("train", "val", "test"):
         if split.get(name):
-            loaders[name] = PairLoader(cfg.data, labels, remap, name, split_items(split, name))
-    bundle = DataBundle(labels, split, loaders)
+            loaders[name] = PairLoader(cfg.data, labels, remap, name, split_items(split, name), sources)
+    bundle = DataBundle(labels, split, loaders, sources)
     for name in check:
         if name not in loaders:
             raise DataError(f"the {name} split is empty")

@@ -14,6 +14,7 @@ from .masks import IMAGE_EXTENSIONS
 class Sample:
     image: str
     mask: str
+    source: str = ""  # the data.sources entry of a merged dataset
 
 
 def _images_in(folder: Path) -> list[Path]:
@@ -33,7 +34,8 @@ def pair_folders(
     for m in _images_in(masks):
         by_stem.setdefault(m.stem, m)
     samples = []
-    for img in _images_in(images):
+    image_files = _images_in(images)
+    for img in image_files:
         mask = by_stem.get(img.stem + mask_suffix)
         if mask is None:
             msg = f"{img}: no mask '{img.stem}{mask_suffix}.*' in {masks}"
@@ -43,6 +45,9 @@ def pair_folders(
             continue
         samples.append(Sample(str(img), str(mask)))
     if not samples:
+        if image_files:
+            raise DataError(f"{masks}: no mask for any of the {len(image_files)} images in {images} "
+                            f"({len(by_stem)} mask files; expected NAME{mask_suffix}.png or another image extension)")
         raise DataError(f"{images}: no images ({', '.join(IMAGE_EXTENSIONS)})")
     return samples
 

@@ -21,7 +21,7 @@ from ..errors import SeglabError
 from ..evaluation.evaluate import run_evaluation
 from ..fileio import atomic_write_text
 from ..losses import build_loss, class_weights_from_counts, total_loss
-from ..models import create_model
+from ..models import build_model_from_meta
 from ..reporting.run_dir import RunDir
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .optim import build_optimizer, build_scheduler, count_parameters
@@ -85,16 +85,20 @@ def fit(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> RunDir
     labels = data.labels
     weights = (ckpt["class_weights"] if ckpt is not None else
                _class_weights(cfg, data.train_counts, data.train_image_pixels, labels.num_classes))
-    model = create_model(cfg.model.name, in_channels=cfg.data.in_channels, num_classes=labels.num_classes,
-                         **cfg.model.options()).to(device)
+    lc = cfg.loss
+    conditional = {"threshold": lc.conditional_threshold} if lc.strategy == "conditional" else None
+    model_meta = {"name": cfg.model.name, "options": cfg.model.options(), "in_channels": cfg.data.in_channels,
+                  "num_classes": labels.num_classes, "conditional": conditional}
+    model = build_model_from_meta(model_meta).to(device)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    lc = cfg.loss
     loss_fn = build_loss(lc.name, ignore_index=labels.ignore_index, weight=weights, ce_weight=lc.ce_weight,
-                         dice_weight=lc.dice_weight, dice_smooth=lc.dice_smooth).to(device)
+                         dice_weight=lc.dice_weight, dice_smooth=lc.dice_smooth, strategy=lc.strategy,
+                         exclusion_weight=lc.exclusion_weight).to(device)
     train_set = TrainDataset(data.loaders["train"], cfg)
     val_set = EvalDataset(data.loaders["val"], cfg)
-    sampler = EpochSampler(len(train_set), seed=cfg.seed)
+    groups = data.loaders["train"].source_of if cfg.data.balance_sources and data.sources else None
+    sampler = EpochSampler(len(train_set), seed=cfg.seed, groups=groups)
     train_loader = DataLoader(train_set, batch_size=cfg.train.batch_size, sampler=sampler, drop_last=len(train_set) > cfg.train.batch_size,
                               num_workers=cfg.train.num_workers, persistent_workers=cfg.train.num_workers > 0,
                               pin_memory=device.type == "cuda")
@@ -123,6 +127,9 @@ def fit(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> RunDir
     else:
         log.info(f"run {run.path}: {cfg.model.name} ({n_params:,} parameters) on {device}, "
                  f"{len(train_set)} train / {len(val_set)} val images, {labels.num_classes} classes")
+        for src in data.sources:
+            log.info(f"source {src.name} ({src.config.split}): annotates "
+                     f"{', '.join(labels.names[c] for c in src.annotated)}; strategy {lc.strategy}")
     better = (lambda a, b: a > b) if cfg.train.best_mode == "max" else (lambda a, b: a < b)
 
     def payload() -> dict[str, Any]:
@@ -130,8 +137,7 @@ def fit(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> RunDir
             "model_state": model.state_dict(), "optimizer_state": optimizer.state_dict(),
             "scheduler_state": scheduler.state_dict(), "train_state": dict(state), "rng": rng_state(),
             "class_weights": weights, "config": cfg.to_dict(), "labels": labels.to_dict(),
-            "model": {"name": cfg.model.name, "options": cfg.model.options(), "in_channels": cfg.data.in_channels,
-                      "num_classes": labels.num_classes},
+            "model": model_meta,
             "normalization": {"mean": list(cfg.augment.mean), "std": list(cfg.augment.std)},
             "input_size": list(cfg.augment.resize) if cfg.augment.resize else None,
         }
@@ -145,12 +151,14 @@ def fit(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> RunDir
             loss_sum, seen = 0.0, 0
             bar = tqdm(train_loader, desc=f"epoch {epoch}/{cfg.train.epochs}", unit="batch", leave=False,
                        disable=not sys.stderr.isatty(), dynamic_ncols=True)
-            for images, masks in bar:
+            for images, masks, labelled in bar:
                 images = images.to(device, non_blocking=True)
                 masks = masks.to(device, non_blocking=True)
+                labelled = labelled.to(device, non_blocking=True)
                 if cfg.train.channels_last:
                     images = images.contiguous(memory_format=torch.channels_last)
-                loss = total_loss(loss_fn, model(images), masks, cfg.loss.aux_weight)
+                outputs = model(images, labelled) if conditional else model(images)
+                loss = total_loss(loss_fn, outputs, masks, cfg.loss.aux_weight, labelled)
                 if not torch.isfinite(loss):
                     raise SeglabError(f"training diverged at epoch {epoch}, step {state['global_step']}: loss is {float(loss)}; "
                                       "lower optimizer.lr")

@@ -51,6 +51,9 @@ def run_evaluation(
 ) -> EvalResult:
     """Predict every sample at its mask's full resolution and compute all metrics.
 
+    Samples of a merged dataset that annotate only some classes are scored in their own terms:
+    a predicted class the sample does not annotate counts as background.
+
     Returns metrics (pixel_accuracy, mean_accuracy, miou, mean_dice, fwiou, per-class lists,
     boundary_iou per class, mean_boundary_iou and, with `loss_fn`, loss).
     """
@@ -76,10 +79,15 @@ def run_evaluation(
             for logit, it in zip(outs, group):
                 target = it["mask"].to(device)
                 pred = logit.argmax(0)
+                labelled = it["labelled"].to(device)
+                if not bool(labelled.all()):
+                    # a partially labelled sample: its 0 pixels may be any class it does not annotate,
+                    # so predictions of those classes count as background
+                    pred = torch.where(labelled[pred], pred, torch.zeros_like(pred))
                 cm.update(pred, target)
                 biou.update(pred, target)
                 if loss_fn is not None and (target != labels.ignore_index).any():
-                    loss_sum += float(loss_fn(logit[None].float(), target[None]))
+                    loss_sum += float(loss_fn(logit[None].float(), target[None], labelled[None]))
                     loss_n += 1
                 if len(samples) < num_samples:
                     samples.append((it["raw"], it["mask"].numpy().astype(np.uint8), pred.cpu().numpy().astype(np.uint8)))

@@ -16,7 +16,7 @@ from ..data.transforms import prepare_eval_image
 from ..engine.checkpoint import load_checkpoint
 from ..errors import CheckpointError, DataError
 from ..fileio import atomic_path
-from ..models import create_model
+from ..models import build_model_from_meta
 
 
 @torch.no_grad()
@@ -50,9 +50,7 @@ def load_model(path: Path, device: str = "cpu") -> LoadedModel:
     ckpt = load_checkpoint(path)
     meta = ckpt["model"]
     try:
-        model = create_model(
-            meta["name"], in_channels=meta["in_channels"], num_classes=meta["num_classes"], **meta["options"]
-        )
+        model = build_model_from_meta(meta)
         model.load_state_dict(ckpt["model_state"])
     except (KeyError, RuntimeError) as exc:
         raise CheckpointError(f"{path}: model weights do not match the stored model config ({str(exc)[:120]})") from None

@@ -38,6 +38,35 @@ def create_model(name: str, *, in_channels: int = 3, num_classes: int, **options
         raise ConfigError(msg if msg.startswith("model.") else f"model.{msg}") from None
 
 
+def create_conditional_model(name: str, *, in_channels: int = 3, num_classes: int, threshold: float = 0.5,
+                             **options: Any) -> nn.Module:
+    """A class-conditioned version of a registered model (Dmitriev & Kaufman): one binary output per class.
+
+    A U-Net from scratch takes the class code in every decoder stage; any other model as extra input planes.
+    Returns a module mapping (N, in_channels, H, W) to combined scores (N, num_classes, H, W) in eval mode.
+    """
+    from .conditional import ConditionalSegmenter
+
+    if num_classes < 2:
+        raise ConfigError("the conditional strategy needs at least one class besides background")
+    decoder_code = name == "unet" and options.get("encoder") is None
+    if decoder_code:
+        net = create_model(name, in_channels=in_channels, num_classes=1, condition_channels=num_classes - 1, **options)
+    else:
+        net = create_model(name, in_channels=in_channels + num_classes - 1, num_classes=1, **options)
+    return ConditionalSegmenter(net, num_classes, threshold, decoder_code)
+
+
+def build_model_from_meta(meta: dict[str, Any]) -> nn.Module:
+    """Rebuild a model from a checkpoint's plain "model" metadata (name, options, sizes, conditional)."""
+    options = dict(meta["options"])
+    cond = meta.get("conditional")
+    if cond:
+        return create_conditional_model(meta["name"], in_channels=meta["in_channels"], num_classes=meta["num_classes"],
+                                        threshold=float(cond["threshold"]), **options)
+    return create_model(meta["name"], in_channels=meta["in_channels"], num_classes=meta["num_classes"], **options)
+
+
 def count_flops(model: nn.Module, size: tuple[int, int] = (512, 512), in_channels: int = 3) -> float:
     """Forward FLOPs (multiply and add counted separately) of one image, counted on the meta device."""
     import copy

@@ -17,8 +17,10 @@ from .encoders import ENCODER_NAMES
 class UNet(nn.Module):
     """(N, in_channels, H, W) -> logits (N, num_classes, H, W) for any H, W."""
 
-    def __init__(self, in_channels: int, num_classes: int, base_channels: int, depth: int, dropout: float):
+    def __init__(self, in_channels: int, num_classes: int, base_channels: int, depth: int, dropout: float,
+                 condition_channels: int = 0):
         super().__init__()
+        self.condition_channels = condition_channels
         widths = [base_channels * 2**i for i in range(depth + 1)]
         self.stem = DoubleConv(in_channels, widths[0])
         self.down = nn.ModuleList(
@@ -28,17 +30,24 @@ class UNet(nn.Module):
         self.up = nn.ModuleList(
             nn.ConvTranspose2d(widths[i + 1], widths[i], 2, stride=2) for i in reversed(range(depth))
         )
-        self.fuse = nn.ModuleList(DoubleConv(2 * widths[i], widths[i]) for i in reversed(range(depth)))
+        cc = condition_channels
+        self.fuse = nn.ModuleList(DoubleConv(2 * widths[i] + cc, widths[i]) for i in reversed(range(depth)))
         self.head = nn.Conv2d(widths[0], num_classes, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, code: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """code (N, condition_channels): a class code tiled into every decoder stage (conditional U-Net)."""
+        if self.condition_channels and code is None:
+            code = x.new_zeros(x.shape[0], self.condition_channels)
         skips = [self.stem(x)]
         for down in self.down:
             skips.append(down(skips[-1]))
         y = self.dropout(skips.pop())
         for up, fuse in zip(self.up, self.fuse):
             skip = skips.pop()
-            y = fuse(torch.cat([skip, match_size(up(y), skip)], dim=1))
+            parts = [skip, match_size(up(y), skip)]
+            if self.condition_channels:
+                parts.append(code[:, :, None, None].to(skip.dtype).expand(-1, -1, *skip.shape[-2:]))
+            y = fuse(torch.cat(parts, dim=1))
         return self.head(y)
 
 
@@ -73,9 +82,16 @@ def build_unet(
     *, in_channels: int = 3, num_classes: int, base_channels: int = 32, depth: int = 4, dropout: float = 0.0,
     encoder: Optional[str] = None, pretrained: Optional[str] = None,
     decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16), freeze_backbone: Union[bool, int] = False,
+    condition_channels: int = 0,
 ) -> nn.Module:
-    """U-Net: from scratch (`depth` poolings, widths base_channels * 2**i) or on a torchvision `encoder`."""
+    """U-Net: from scratch (`depth` poolings, widths base_channels * 2**i) or on a torchvision `encoder`.
+
+    condition_channels: width of a class code concatenated to every decoder stage (from scratch only;
+    set by the conditional partial-label strategy).
+    """
     if encoder is not None:
+        if condition_channels:
+            raise ValueError("condition_channels: only a U-Net from scratch takes a class code in its decoder")
         if len(decoder_channels) != 5:
             raise ValueError("decoder_channels: expected 5 widths, one per decoder stage")
         enc = make_encoder(encoder, allowed=ENCODER_NAMES, in_channels=in_channels, output_stride=32,
@@ -89,4 +105,6 @@ def build_unet(
         raise ValueError("base_channels: expected a positive integer")
     if not 0.0 <= dropout < 1.0:
         raise ValueError("dropout: expected 0 <= dropout < 1")
-    return UNet(in_channels, num_classes, base_channels, depth, dropout)
+    if condition_channels < 0:
+        raise ValueError("condition_channels: expected 0 or more")
+    return UNet(in_channels, num_classes, base_channels, depth, dropout, condition_channels)
