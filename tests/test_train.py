@@ -53,7 +53,12 @@ def test_smoke_training_writes_every_artefact(trained_run):
 def test_report_is_self_contained(trained_run):
     html = trained_run.report.read_text()
     assert "data:image/png;base64," in html and "<table>" in html
-    assert "src=\"http" not in html and "href=\"http" not in html and "<link" not in html
+    import re
+
+    assert not re.search(r"<script[^>]*\ssrc=", html)  # scripts (plotly.js) inlined
+    markup = re.sub(r"<script[^>]*>.*?</script>", "", html, flags=re.S)
+    assert "src=\"http" not in markup and "href=\"http" not in markup and "<link" not in markup
+    assert 'id="curve_loss"' in html and 'id="curve_metrics"' in html  # interactive curves
     assert "mIoU" in html and "Resolved config" in html and "total training time" in html
 
 

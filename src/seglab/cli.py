@@ -57,9 +57,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", default="runs")
     _common(p)
 
-    p = sub.add_parser("report", help="rebuild report.html of a run folder")
-    p.add_argument("run_dir")
+    p = sub.add_parser("report", help="rebuild report.html of a run folder, or compare several run folders")
+    p.add_argument("run_dir", nargs="+")
+    p.add_argument("--out", help="comparison output folder when several run folders are given (default runs/comparison)")
+    p.add_argument("--split", choices=("val", "test"), help="split to compare on (default test when every run has it)")
+    p.add_argument("--images", type=int, default=4, help="images predicted side by side by every model")
     _common(p, sets=False)
+
+    p = sub.add_parser("compare", help="train every experiment that is not finished, then compare them in one report")
+    p.add_argument("configs", nargs="+", help="config files, or sweep files listing experiments")
+    p.add_argument("--out", required=True, help="folder for runs/, report.html, results.csv and results.md")
+    p.add_argument("--images", type=int, default=4, help="images predicted side by side by every model")
+    _common(p)
 
     p = sub.add_parser("models", help="list the registered models and their options")
     _common(p, sets=False)
@@ -121,10 +130,24 @@ def run(args: argparse.Namespace) -> int:
     elif args.command == "report":
         from .reporting.run_dir import RunDir
 
-        r = RunDir(args.run_dir)
-        if not r.is_run():
-            raise SeglabError(f"{r.path}: not a run folder (no config.yaml)")
-        print(api.finish_report(r))
+        runs = [RunDir(d) for d in args.run_dir]
+        for r in runs:
+            if not r.is_run():
+                raise SeglabError(f"{r.path}: not a run folder (no config.yaml)")
+        if len(runs) == 1 and args.out is None:
+            print(api.finish_report(runs[0]))
+        else:
+            from .experiments import compare_runs
+
+            names = [r.path.name for r in runs]
+            if len(set(names)) != len(names):  # same folder names in different places
+                names = [str(r.path) for r in runs]
+            print(compare_runs(dict(zip(names, runs)), args.out or "runs/comparison", split=args.split,
+                               num_images=args.images))
+    elif args.command == "compare":
+        from .experiments import compare
+
+        print(compare(args.configs, out=args.out, overrides=args.overrides, num_images=args.images))
     elif args.command == "models":
         from .models import describe_model, list_models
 

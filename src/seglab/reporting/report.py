@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..fileio import atomic_write_text
+from .interactive import line_chart, plotly_script
 from .run_dir import RunDir
 
 CSS = """
@@ -22,6 +23,7 @@ h2{font-size:17px;margin:0 0 12px}
 table{border-collapse:collapse;font-size:13px}td,th{padding:4px 10px;border-bottom:1px solid #e3e6ec;text-align:right}
 th{background:#f0f2f6}td:first-child,th:first-child{text-align:left}
 .figs{display:flex;flex-wrap:wrap;gap:14px;align-items:flex-start}figure{margin:0}.figs img{max-width:100%;border:1px solid #e3e6ec;border-radius:4px}
+.charts{display:grid;grid-template-columns:repeat(auto-fit,minmax(460px,1fr));gap:14px;width:100%}
 pre{background:#f7f7f9;padding:10px;font-size:12px;overflow:auto;max-height:420px}
 """
 
@@ -94,18 +96,44 @@ def build_report(run: RunDir, title: Optional[str] = None) -> Path:
             ("best epoch", summary.get("best_epoch")), ("device", summary.get("device"))]
     info_html = _table(["", ""], [[html.escape(k), html.escape(str(v))] for k, v in info])
     header, hist = _history_rows(run)
-    curves = "".join(_img(run.plots / f, f) for f in ("loss.png", "metrics.png"))
+    curves = _curves(header, hist)
     config = html.escape(run.config.read_text()) if run.config.is_file() else ""
     body = (
         f"<header><h1>{html.escape(title or run.path.name)}</h1><p>{html.escape(str(run.path.resolve()))}</p></header><main>"
         + "".join(_eval_section(run, s, names) for s in splits)
-        + f"<section><h2>Training</h2>{info_html}<div class='figs'>{curves}</div></section>"
+        + f"<section><h2>Training</h2>{info_html}<br>{curves}</section>"
         + (f"<section><h2>Per-epoch history</h2>{_table(header, [[html.escape(c) for c in r] for r in hist])}</section>" if hist else "")
         + f"<section><h2>Resolved config</h2><pre>{config}</pre></section></main>"
     )
-    page = f"<!doctype html><html><head><meta charset='utf-8'><title>seglab: {html.escape(run.path.name)}</title><style>{CSS}</style></head><body>{body}</body></html>"
-    atomic_write_text(run.report, page)
+    atomic_write_text(run.report, page(f"seglab: {run.path.name}", body, interactive=bool(curves)))
     return run.report
+
+
+def page(title: str, body: str, interactive: bool) -> str:
+    """A whole HTML document; with `interactive`, plotly.js is inlined in the head (no network needed)."""
+    script = plotly_script() if interactive else ""
+    # charts drawn before the page finished its layout (scrollbar, grid) take their final width here
+    fit = ("<script>window.addEventListener('load',function(){document.querySelectorAll('.plotly-graph-div')"
+           ".forEach(function(d){Plotly.Plots.resize(d);});});</script>") if interactive else ""
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{CSS}</style>{script}</head><body>{body}{fit}</body></html>")
+
+
+def _curves(header: list[str], rows: list[list[str]]) -> str:
+    """Interactive loss and validation-metric curves from metrics.csv rows."""
+    if not rows:
+        return ""
+    col = {h: i for i, h in enumerate(header)}
+    epochs = [int(float(r[col["epoch"]])) for r in rows]
+
+    def series(key: str, name: str) -> dict:
+        return {"name": name, "x": epochs, "y": [r[col[key]] if r[col[key]] != "" else None for r in rows]}
+
+    loss = line_chart("curve_loss", "Loss", [series("train_loss", "train"), series("val_loss", "validation")], ylabel="loss")
+    metrics = line_chart("curve_metrics", "Validation metrics",
+                         [series("val_miou", "mIoU"), series("val_pixel_accuracy", "pixel accuracy"),
+                          series("val_mean_boundary_iou", "mean Boundary IoU")], ylabel="score", yrange=(0, 1))
+    return f"<div class='charts'><div>{loss}</div><div>{metrics}</div></div>"
 
 
 def _secs(v: Any) -> str:

@@ -1,0 +1,183 @@
+"""Several experiments at once: `seglab compare` (train what is missing, then one comparison page)."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+import numpy as np
+import yaml
+
+from . import api
+from .config import Config, load_config
+from .data.datasets import build_data
+from .data.splits import load_split
+from .errors import ConfigError, SeglabError
+from .evaluation.predict import load_model, predict_image
+from .reporting import plots
+from .reporting.compare import result_row, write_comparison
+from .reporting.run_dir import RunDir
+
+log = logging.getLogger("seglab")
+PathLike = Union[str, Path]
+
+
+def expand_experiments(inputs: Sequence[PathLike], overrides: Sequence[str] = ()) -> list[tuple[str, Config]]:
+    """Config files and sweep files -> [(experiment name, config)], names made unique.
+
+    A sweep file is YAML with `experiments: [{config: PATH, name: NAME, set: [KEY=VALUE, ...]}, ...]`
+    and an optional top-level `set` applied to every experiment; paths are relative to the sweep file.
+    """
+    out: list[tuple[str, Config]] = []
+    for raw_path in inputs:
+        path = Path(raw_path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config or sweep file not found")
+        try:
+            doc = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        if isinstance(doc, dict) and "experiments" in doc:
+            common = list(doc.get("set") or [])
+            exps = doc["experiments"]
+            if not isinstance(exps, list) or not exps:
+                raise ConfigError(f"{path}: experiments: expected a non-empty list of {{config, name, set}} entries")
+            for i, exp in enumerate(exps):
+                if not isinstance(exp, dict) or "config" not in exp:
+                    raise ConfigError(f"{path}: experiments[{i}]: expected a mapping with 'config' (and optional name, set)")
+                unknown = set(exp) - {"config", "name", "set"}
+                if unknown:
+                    raise ConfigError(f"{path}: experiments[{i}]: unknown key {sorted(unknown)[0]!r}; allowed: config, name, set")
+                cfg_path = Path(exp["config"])
+                cfg_path = cfg_path if cfg_path.is_absolute() else path.parent / cfg_path
+                cfg = load_config(cfg_path, common + list(exp.get("set") or []) + list(overrides))
+                out.append((str(exp.get("name") or cfg.output.name), cfg))
+        else:
+            cfg = load_config(path, list(overrides))
+            out.append((cfg.output.name, cfg))
+    seen: dict[str, int] = {}
+    named = []
+    for name, cfg in out:
+        seen[name] = seen.get(name, 0) + 1
+        named.append((name if seen[name] == 1 else f"{name}_{seen[name]}", cfg))
+    return named
+
+
+def _eval_split(cfg: Config) -> str:
+    return cfg.eval.split
+
+
+def _config_text(cfg: Config) -> str:
+    raw = cfg.to_dict()
+    raw.pop("output", None)
+    return yaml.safe_dump(raw, sort_keys=True)
+
+
+def _same_experiment(run: RunDir, cfg: Config) -> bool:
+    stored = load_config(run.config)
+    return _config_text(stored) == _config_text(cfg)
+
+
+def run_experiment(name: str, cfg: Config, runs_dir: Path) -> RunDir:
+    """Train (or resume, or reuse) one experiment in runs_dir/name; evaluate what is missing."""
+    cfg.output.dir, cfg.output.name = str(runs_dir), name
+    run = RunDir(cfg.run_dir())
+    split = _eval_split(cfg)
+    if run.is_run() and not _same_experiment(run, cfg):
+        raise SeglabError(f"{run.path}: holds a run of a different config for experiment '{name}'; "
+                          "remove that folder or give the experiment another name")
+    if run.summary.is_file() and (run.eval_dir(split) / "metrics.json").is_file():
+        log.info(f"{name}: finished, reusing {run.path}")
+        return run
+    if run.summary.is_file():
+        log.info(f"{name}: trained, evaluating")
+        for s in sorted({"val", split}):
+            api.evaluate(run.path, split=s, report=False)
+        api.finish_report(run)
+    elif run.last.is_file():
+        log.info(f"{name}: resuming {run.path}")
+        api.train(cfg, resume=run.path)
+    else:
+        log.info(f"{name}: training into {run.path}")
+        api.train(cfg, overwrite=True)
+    return run
+
+
+def _input_size(cfg: Config) -> tuple[int, int]:
+    size = cfg.augment.resize or cfg.augment.crop
+    return (int(size[0]), int(size[1])) if size else (512, 512)
+
+
+def _gflops(run: RunDir, cfg: Config) -> Optional[float]:
+    import torch
+
+    from .models import build_model_from_meta, count_flops
+
+    ckpt = run.best if run.best.is_file() else run.last
+    try:
+        meta = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)["model"]
+        with torch.device("meta"):
+            model = build_model_from_meta(meta)
+        return count_flops(model, _input_size(cfg), int(meta["in_channels"])) / 1e9
+    except Exception as exc:  # a number in a table must not stop the comparison
+        log.info(f"GFLOPs of {run.path} not counted: {exc}")
+        return None
+
+
+def _prediction_grid(runs: dict[str, RunDir], split: str, out: Path, num_images: int) -> Optional[Path]:
+    """The same `num_images` images of the first run's split, predicted by every run's best checkpoint."""
+    if num_images <= 0 or not runs:
+        return None
+    first = next(iter(runs.values()))
+    cfg = load_config(first.config)
+    data = build_data(cfg, split=load_split(first.split) if first.split.is_file() else None)
+    if split not in data.loaders:
+        return None
+    loader = data.loaders[split]
+    picks = np.linspace(0, len(loader) - 1, min(num_images, len(loader))).astype(int)
+    samples = [loader.load(int(i)) for i in picks]
+    rows = [[img[..., :3] if img.shape[-1] >= 3 else img, data.labels.colorize(mask)] for img, mask in samples]
+    for name, run in runs.items():
+        lm = load_model(run.best if run.best.is_file() else run.last)
+        for row, (img, _) in zip(rows, samples):
+            row.append(lm.labels.colorize(predict_image(lm, img)))
+    return plots.plot_grid(rows, ["image", "ground truth"] + list(runs), out / "predictions.png",
+                           row_labels=[loader.name(int(i)) for i in picks])
+
+
+def compare_runs(runs: dict[str, RunDir], out: PathLike, *, split: Optional[str] = None, num_images: int = 4) -> Path:
+    """results.csv, results.md and report.html in `out` for finished run folders; returns the report path."""
+    out = Path(out)
+    if not runs:
+        raise SeglabError("nothing to compare: no run folders given")
+    configs = {}
+    for name, run in runs.items():
+        if not run.is_run():
+            raise SeglabError(f"{run.path}: not a run folder (no config.yaml)")
+        if not (run.best.is_file() or run.last.is_file()):
+            raise SeglabError(f"{run.path}: run folder has no checkpoint in checkpoints/")
+        configs[name] = load_config(run.config)
+    if split is None:  # the test split when every run has one, else validation
+        split = "test" if all((r.eval_dir("test") / "metrics.json").is_file() for r in runs.values()) else "val"
+    rows = []
+    for name, run in runs.items():
+        if not (run.eval_dir(split) / "metrics.json").is_file():
+            api.evaluate(run.path, split=split, report=False)
+        size = _input_size(configs[name])
+        rows.append(result_row(name, run, split, _gflops(run, configs[name]), f"{size[0]}x{size[1]}"))
+    grid = _prediction_grid(runs, split, out, num_images)
+    report = write_comparison(out, rows, runs, grid, title=f"seglab comparison: {', '.join(runs)}")
+    log.info(f"comparison: {report}")
+    return report
+
+
+def compare(inputs: Sequence[PathLike], *, out: PathLike, overrides: Sequence[str] = (), num_images: int = 4) -> Path:
+    """Run every experiment (skipping finished ones, resuming interrupted ones) into OUT/runs/, then compare."""
+    out = Path(out)
+    experiments = expand_experiments(inputs, overrides)
+    runs: dict[str, RunDir] = {}
+    for i, (name, cfg) in enumerate(experiments, 1):
+        log.info(f"experiment {i}/{len(experiments)}: {name} ({cfg.model.name})")
+        runs[name] = run_experiment(name, cfg, out / "runs")
+    splits = {_eval_split(cfg) for _, cfg in experiments}
+    return compare_runs(runs, out, split="test" if splits == {"test"} else "val", num_images=num_images)

@@ -1,0 +1,153 @@
+"""Comparison of finished runs: results.csv / results.md and one HTML page with overlaid curves."""
+from __future__ import annotations
+
+import csv
+import html
+import io
+from pathlib import Path
+from typing import Any, Optional
+
+from ..fileio import atomic_write_text
+from .interactive import bar_chart, line_chart
+from .report import _img, _num, _secs, _table, page
+from .run_dir import RunDir
+
+COLUMNS = ["experiment", "model", "split", "miou", "pixel_accuracy", "mean_boundary_iou", "mean_dice", "parameters",
+           "gflops", "gflops_input", "train_seconds", "train_images_per_s", "eval_images_per_s", "epochs", "best_epoch"]
+
+
+def read_history(run: RunDir) -> list[dict[str, Optional[float]]]:
+    if not run.metrics_csv.is_file():
+        return []
+    with run.metrics_csv.open() as f:
+        return [{k: (float(v) if v not in ("", None) else None) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def result_row(name: str, run: RunDir, split: str, gflops: Optional[float], gflops_input: str) -> dict[str, Any]:
+    """One experiment's numbers from its run folder (summary.json, eval/<split>/metrics.json)."""
+    summary = run.read_json(run.summary) or {}
+    m = run.read_json(run.eval_dir(split) / "metrics.json") or {}
+    timing = summary.get("timing", {})
+    row: dict[str, Any] = {
+        "experiment": name, "model": summary.get("model"), "split": split, "miou": m.get("miou"),
+        "pixel_accuracy": m.get("pixel_accuracy"), "mean_boundary_iou": m.get("mean_boundary_iou"),
+        "mean_dice": m.get("mean_dice"), "parameters": summary.get("parameters"), "gflops": gflops,
+        "gflops_input": gflops_input, "train_seconds": timing.get("train_seconds"),
+        "train_images_per_s": timing.get("train_images_per_s"),
+        "eval_images_per_s": (m["num_images"] / m["seconds"]) if m.get("seconds") else None,
+        "epochs": timing.get("epochs_run"), "best_epoch": summary.get("best_epoch"),
+    }
+    for cls, v in zip(m.get("class_names", []), m.get("iou", [])):
+        row[f"iou_{cls}"] = v
+    return row
+
+
+def _columns(rows: list[dict[str, Any]]) -> list[str]:
+    extra: list[str] = []
+    for r in rows:
+        extra += [k for k in r if k.startswith("iou_") and k not in extra]
+    return COLUMNS + extra
+
+
+def results_csv(rows: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=_columns(rows), extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in _columns(rows)})
+    return buf.getvalue()
+
+
+def _cells(r: dict[str, Any], classes: list[str]) -> list[str]:
+    params = r.get("parameters")
+    return ([r["experiment"], str(r.get("model") or "–"), _num(r.get("miou"), True), _num(r.get("pixel_accuracy"), True),
+             _num(r.get("mean_boundary_iou"), True)]
+            + [_num(r.get(f"iou_{c}"), True) for c in classes]
+            + [f"{params / 1e6:.2f}M" if params else "–", f"{r['gflops']:.1f}" if r.get("gflops") is not None else "–",
+               _secs(r.get("train_seconds")), _num(r.get("train_images_per_s")), _num(r.get("eval_images_per_s"))])
+
+
+def _header(classes: list[str]) -> list[str]:
+    return (["experiment", "model", "mIoU %", "pixel acc. %", "mean BIoU %"] + [f"{c} IoU %" for c in classes]
+            + ["params", "GFLOPs", "train time", "train img/s", "eval img/s"])
+
+
+def _classes(rows: list[dict[str, Any]]) -> list[str]:
+    out: list[str] = []
+    for r in rows:
+        out += [k[4:] for k in r if k.startswith("iou_") and k[4:] not in out]
+    return out
+
+
+def results_markdown(rows: list[dict[str, Any]]) -> str:
+    classes = _classes(rows)
+    lines = ["| " + " | ".join(_header(classes)) + " |", "|" + "---|" * len(_header(classes))]
+    for r in rows:
+        lines.append("| " + " | ".join(html.unescape(c) for c in _cells(r, classes)) + " |")
+    split = rows[0]["split"] if rows else "?"
+    gi = rows[0].get("gflops_input", "") if rows else ""
+    return "\n".join(lines) + f"\n\nMetrics on the {split} split at full resolution; GFLOPs per image at {gi}.\n"
+
+
+def write_comparison(out_dir: Path, rows: list[dict[str, Any]], runs: dict[str, RunDir],
+                     predictions_png: Optional[Path] = None, title: str = "seglab comparison") -> Path:
+    """Write results.csv, results.md and report.html into out_dir; returns the report path."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / "results.csv", results_csv(rows))
+    atomic_write_text(out_dir / "results.md", results_markdown(rows))
+    classes = _classes(rows)
+    ranked = sorted(rows, key=lambda r: -(r.get("miou") or -1))
+    table = _table(_header(classes), [_cells(r, classes) for r in ranked])
+    best = ranked[0] if ranked else None
+    cards = ""
+    if best is not None:
+        fastest = max(rows, key=lambda r: r.get("eval_images_per_s") or 0)
+        cards = (f"<div class='cards'><div class='card'><b>{html.escape(best['experiment'])}</b><span>best mIoU: "
+                 f"{_num(best.get('miou'), True)} %</span></div><div class='card'><b>{html.escape(fastest['experiment'])}"
+                 f"</b><span>fastest inference: {_num(fastest.get('eval_images_per_s'))} img/s</span></div>"
+                 f"<div class='card'><b>{len(rows)}</b><span>experiments</span></div></div><br>")
+    histories = {name: read_history(run) for name, run in runs.items()}
+
+    def curves(key: str) -> list[dict[str, Any]]:
+        out = []
+        for name, hist in histories.items():
+            pts = [(h["epoch"], h.get(key)) for h in hist if h.get(key) is not None]
+            if pts:
+                out.append({"name": name, "x": [int(p[0]) for p in pts], "y": [p[1] for p in pts]})
+        return out
+
+    charts = [
+        line_chart("cmp_val_miou", "Validation mIoU", curves("val_miou"), ylabel="mIoU", yrange=(0, 1)),
+        line_chart("cmp_train_loss", "Training loss", curves("train_loss"), ylabel="loss"),
+        line_chart("cmp_val_loss", "Validation loss", curves("val_loss"), ylabel="loss"),
+        line_chart("cmp_val_biou", "Validation mean Boundary IoU", curves("val_mean_boundary_iou"), ylabel="Boundary IoU",
+                   yrange=(0, 1)),
+    ]
+    if classes:
+        charts.append(bar_chart("cmp_per_class", f"Per-class IoU ({rows[0]['split']} split)", classes,
+                                [{"name": r["experiment"], "y": [r.get(f"iou_{c}") for c in classes]} for r in rows],
+                                ylabel="IoU", yrange=(0, 1)))
+    chart_html = "<div class='charts'>" + "".join(f"<div>{c}</div>" for c in charts) + "</div>"
+    preds = _img(predictions_png, "predictions") if predictions_png is not None else ""
+    links = "".join(f"<li><a href='{html.escape(_rel(run.report, out_dir))}'>{html.escape(name)}</a> "
+                    f"<small>{html.escape(str(run.path))}</small></li>" for name, run in runs.items())
+    body = (f"<header><h1>{html.escape(title)}</h1><p>{len(rows)} experiments, metrics on the "
+            f"{html.escape(str(rows[0]['split'] if rows else '?'))} split at full resolution</p></header><main>"
+            f"<section><h2>Results</h2>{cards}{table}<p><small>GFLOPs per image at "
+            f"{html.escape(str(rows[0].get('gflops_input', '')) if rows else '')}; train img/s is the mean over epochs; "
+            f"files: results.csv, results.md</small></p></section>"
+            f"<section><h2>Learning curves</h2>{chart_html}</section>"
+            + (f"<section><h2>The same images, every model</h2>{preds}</section>" if preds else "")
+            + f"<section><h2>Runs</h2><ul>{links}</ul></section></main>")
+    report = out_dir / "report.html"
+    atomic_write_text(report, page(title, body, interactive=True))
+    return report
+
+
+def _rel(target: Path, start: Path) -> str:
+    import os
+
+    try:
+        return os.path.relpath(target, start)
+    except ValueError:
+        return str(target)

@@ -1,0 +1,146 @@
+"""`seglab compare` and `seglab report RUN...`: results tables, skipping finished runs, and the interactive
+report opened in a real headless Chromium."""
+import copy
+import csv
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from seglab.cli import main
+
+from conftest import TINY
+
+
+def _write(path: Path, raw: dict) -> str:
+    path.write_text(yaml.safe_dump(raw))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cmp")
+    a = copy.deepcopy(TINY)
+    a["output"]["name"] = "unet_tiny"
+    b = copy.deepcopy(TINY)
+    b["model"] = {"name": "unet", "base_channels": 6, "depth": 1}
+    b["output"]["name"] = "unet_shallow"
+    sweep = {"set": ["train.epochs=1"], "experiments": [{"config": "a.yaml", "name": "unet_lr", "set": ["optimizer.lr=0.003"]}]}
+    files = [_write(d / "a.yaml", a), _write(d / "b.yaml", b), _write(d / "sweep.yaml", sweep)]
+    assert main(["compare", *files, "--out", str(d / "out"), "--images", "2"]) == 0
+    return d, files
+
+
+def test_compare_writes_results_and_report(compared):
+    d, _ = compared
+    out = d / "out"
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert [r["experiment"] for r in rows] == ["unet_tiny", "unet_shallow", "unet_lr"]
+    for r in rows:
+        m = json.loads((out / "runs" / r["experiment"] / "eval" / "val" / "metrics.json").read_text())
+        assert float(r["miou"]) == pytest.approx(m["miou"])
+        assert float(r["iou_disc"]) == pytest.approx(m["iou"][1], nan_ok=True)
+        assert int(r["parameters"]) > 0 and float(r["gflops"]) > 0 and float(r["train_seconds"]) > 0
+    assert rows[2]["epochs"] == "1" and rows[0]["epochs"] == "2"  # the sweep's own overrides applied
+    assert "| unet_shallow | unet |" in (out / "results.md").read_text()
+    page = (out / "report.html").read_text()
+    import re
+
+    assert not re.search(r"<script[^>]+src=|<link[^>]+href=[\"']https?:", page)  # everything inlined, nothing fetched
+    for div in ("cmp_val_miou", "cmp_train_loss", "cmp_per_class"):
+        assert f'id="{div}"' in page
+    assert (out / "predictions.png").is_file()
+
+
+def test_compare_skips_finished_runs(compared, caplog):
+    d, files = compared
+    before = (d / "out" / "runs" / "unet_tiny" / "checkpoints" / "last.pt").stat().st_mtime_ns
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="seglab"):
+        assert main(["compare", *files, "--out", str(d / "out"), "--images", "0"]) == 0
+    assert "unet_tiny: finished, reusing" in caplog.text
+    assert (d / "out" / "runs" / "unet_tiny" / "checkpoints" / "last.pt").stat().st_mtime_ns == before
+
+
+def test_compare_refuses_a_changed_config(compared, capsys):
+    d, files = compared
+    code = main(["compare", files[0], "--out", str(d / "out"), "--set", "optimizer.lr=0.5"])
+    err = capsys.readouterr().err
+    assert code == 2 and "holds a run of a different config for experiment 'unet_tiny'" in err
+
+
+def test_report_of_run_folders(compared, tmp_path):
+    d, _ = compared
+    runs = d / "out" / "runs"
+    assert main(["report", str(runs / "unet_tiny"), str(runs / "unet_lr"), "--out", str(tmp_path / "r"), "--images", "1"]) == 0
+    rows = list(csv.DictReader((tmp_path / "r" / "results.csv").open()))
+    assert [r["experiment"] for r in rows] == ["unet_tiny", "unet_lr"]
+
+
+def test_bad_sweep_file(tmp_path, capsys):
+    p = tmp_path / "sweep.yaml"
+    p.write_text(yaml.safe_dump({"experiments": [{"cfg": "a.yaml"}]}))
+    assert main(["compare", str(p), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "experiments[0]: expected a mapping with 'config'" in err
+
+
+# ---------------------------------------------------------------- a real browser
+
+def _chromium():
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+PROBE_HEAD = ("<script>window.__errors=[];window.addEventListener('error',function(e){window.__errors.push(String(e.message));});"
+              "var __ce=console.error;console.error=function(){window.__errors.push(Array.from(arguments).join(' '));__ce.apply(console,arguments);};</script>")
+PROBE_TAIL = ("<script>window.addEventListener('load',function(){setTimeout(function(){"
+              "document.body.setAttribute('data-errors',JSON.stringify(window.__errors));"
+              "document.body.setAttribute('data-plots',String(document.querySelectorAll('.plotly-graph-div .cartesianlayer .subplot').length));"
+              "document.body.setAttribute('data-traces',String(document.querySelectorAll('.plotly-graph-div .scatterlayer .trace, .plotly-graph-div .barlayer .trace').length));"
+              "},500);});</script>")
+
+
+def _open_in_chromium(chromium: str, page: Path, tmp_path: Path):
+    text = page.read_text()
+    probe = tmp_path / "probe.html"
+    probe.write_text(text.replace("<head>", "<head>" + PROBE_HEAD, 1).replace("</body>", PROBE_TAIL + "</body>", 1))
+    flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+             f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=8000", "--window-size=1280,1600"]
+    dom = subprocess.run(flags + ["--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    shot = tmp_path / "shot.png"
+    subprocess.run(flags + [f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=120)
+    return dom, shot
+
+
+@pytest.mark.skipif(_chromium() is None, reason="no Chromium found (.ci/run installs Debian's chromium; "
+                                                "apt-get install chromium where you can)")
+@pytest.mark.parametrize("which", ["comparison", "run"])
+def test_report_renders_in_chromium(compared, tmp_path, which):
+    import re
+
+    from PIL import Image
+
+    d, _ = compared
+    page = d / "out" / "report.html" if which == "comparison" else d / "out" / "runs" / "unet_tiny" / "report.html"
+    dom, shot = _open_in_chromium(_chromium(), page, tmp_path)
+    errors = re.search(r'data-errors="([^"]*)"', dom)
+    assert errors is not None, "the page did not finish loading in Chromium"
+    assert errors.group(1).replace("&quot;", '"') == "[]", errors.group(1)
+    plots = int(re.search(r'data-plots="(\d+)"', dom).group(1))
+    traces = int(re.search(r'data-traces="(\d+)"', dom).group(1))
+    assert plots == (5 if which == "comparison" else 2), plots
+    assert traces >= (3 * 4 if which == "comparison" else 4), traces
+    img = np.asarray(Image.open(shot).convert("RGB")).astype(np.int16)
+    assert img.std() > 10  # not a blank page
+    # plot lines are drawn in the palette's colours: the first trace colour (#1f77b4) must be on screen
+    blue = (np.abs(img - np.array([0x1f, 0x77, 0xb4])).sum(-1) < 30).sum()
+    assert blue > 200, blue
