@@ -18,6 +18,7 @@ from .data.splits import load_split
 from .engine.trainer import fit, pick_device
 from .errors import DataError, SeglabError
 from .evaluation.evaluate import run_evaluation
+from .evaluation.inference import settings_from_config
 from .evaluation.predict import load_model, overlay, predict_files
 from .fileio import atomic_write_text
 from .reporting import plots
@@ -103,10 +104,11 @@ def evaluate(target: PathLike, *, split: str = "val", overrides: Sequence[str] =
         raise SeglabError(f"{ckpt_path}: checkpoint classes {lm.labels.names} differ from the dataset's {data.labels.names}")
     dataset = EvalDataset(data.loaders[split], cfg)
     dataset.input_size = lm.input_size
+    settings = settings_from_config(cfg.eval)
     res = run_evaluation(lm.model, dataset, lm.labels, device=device, batch_size=cfg.eval.batch_size,
                          dilation_ratio=cfg.eval.boundary_dilation_ratio, num_samples=cfg.eval.num_samples,
-                         channels_last=cfg.train.channels_last)
-    metrics = dict(res.metrics, split=split, num_images=len(dataset), checkpoint=str(ckpt_path),
+                         channels_last=cfg.train.channels_last, settings=settings)
+    metrics = dict(res.metrics, split=split, num_images=len(dataset), checkpoint=str(ckpt_path), inference=settings.describe(),
                    class_names=lm.labels.names, seconds=res.seconds,
                    confusion=res.confusion.tolist())
     out_dir = Path(out) if out is not None else (run.eval_dir(split) if run else ckpt_path.parent / f"eval_{split}")
@@ -121,7 +123,8 @@ def evaluate(target: PathLike, *, split: str = "val", overrides: Sequence[str] =
     if res.samples:
         plots.plot_samples(res.samples, lm.labels, fig_dir / f"samples_{split}.png", overlay)
     log.info(f"{split}: mIoU {metrics['miou']:.4f}  pixel accuracy {metrics['pixel_accuracy']:.4f}  "
-             f"mean Boundary IoU {metrics['mean_boundary_iou']:.4f}  ({len(dataset)} images, {res.seconds:.1f} s)")
+             f"mean Boundary IoU {metrics['mean_boundary_iou']:.4f}  ({len(dataset)} images, {res.seconds:.1f} s, "
+             f"{settings.describe()})")
     log.info(table)
     if run is not None and report and out is None:
         finish_report(run)
@@ -151,12 +154,25 @@ def per_class_markdown(names: list[str], m: dict[str, Any]) -> str:
 
 
 def predict(checkpoint: PathLike, inputs: Sequence[str], out: PathLike, *, device: str = "cpu",
-            progress: bool = True, engine: str = "torch") -> list[Path]:
+            progress: bool = True, engine: str = "torch", overrides: Sequence[str] = (), workers: int = 0) -> list[Path]:
     """Write index masks, colour masks and overlays for images or folders of images.
 
     engine: 'torch' (a seglab checkpoint) or 'onnxruntime' (an ONNX file from `export`).
+    Sliding windows and test-time augmentation follow the eval section of the checkpoint's config,
+    changed with `overrides` such as eval.tta_flip=true.
     """
-    return predict_files(Path(checkpoint), inputs, Path(out), pick_device(device), progress, engine)
+    ckpt_cfg: dict[str, Any] = {}
+    if engine == "torch":
+        from .engine.checkpoint import load_checkpoint
+
+        ckpt_cfg = load_checkpoint(Path(checkpoint)).get("config") or {}
+    cfg = config_from_dict({"eval": dict(ckpt_cfg.get("eval") or {})}, str(checkpoint),
+                           [o for o in overrides if o.startswith("eval.")])
+    bad = [o for o in overrides if not o.startswith("eval.")]
+    if bad:
+        raise SeglabError(f"--set {bad[0]}: predict takes eval.* settings only (sliding window, TTA)")
+    return predict_files(Path(checkpoint), inputs, Path(out), pick_device(device), progress, engine,
+                         settings_from_config(cfg.eval), workers)
 
 
 def export(checkpoint: PathLike, *, fmt: str = "onnx", out: Optional[PathLike] = None,

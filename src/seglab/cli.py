@@ -16,6 +16,27 @@ def _common(p: argparse.ArgumentParser, sets: bool = True) -> None:
     p.add_argument("--debug", action="store_true", help="show full tracebacks")
 
 
+def _inference_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("large images (default: the config's eval section)")
+    g.add_argument("--sliding-window", nargs=2, type=int, metavar=("H", "W"), help="predict in overlapping H x W windows")
+    g.add_argument("--stride", nargs=2, type=int, metavar=("H", "W"), help="window step (default 2/3 of the window)")
+    g.add_argument("--tta-flip", action="store_true", help="average with the horizontally flipped image")
+    g.add_argument("--tta-scales", nargs="+", type=float, metavar="S", help="average over image scales, e.g. 0.75 1 1.25")
+
+
+def _inference_overrides(args: argparse.Namespace) -> list[str]:
+    out = []
+    if args.sliding_window:
+        out.append(f"eval.sliding_window={list(args.sliding_window)}")
+    if args.stride:
+        out.append(f"eval.sliding_stride={list(args.stride)}")
+    if args.tta_flip:
+        out.append("eval.tta_flip=true")
+    if args.tta_scales:
+        out.append(f"eval.tta_scales={list(args.tta_scales)}")
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="seglab", description="Train, evaluate and compare semantic-segmentation models.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -30,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", metavar="RUN_DIR_OR_CHECKPOINT")
     p.add_argument("--split", choices=["val", "test"], default="val")
     p.add_argument("--out", help="output folder (default RUN_DIR/eval/SPLIT)")
+    _inference_flags(p)
     _common(p)
 
     p = sub.add_parser("predict", help="predict masks for images or folders")
@@ -39,7 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--engine", choices=["torch", "onnxruntime"], default="torch",
                    help="onnxruntime: CHECKPOINT is an .onnx file written by `seglab export`")
-    _common(p, sets=False)
+    p.add_argument("--workers", type=int, default=0, help="processes decoding images and threads writing PNGs")
+    _inference_flags(p)
+    _common(p)
 
     p = sub.add_parser("export", help="export a checkpoint to ONNX or TorchScript")
     p.add_argument("checkpoint")
@@ -116,9 +140,10 @@ def run(args: argparse.Namespace) -> int:
         r = api.train(args.config, overrides=args.overrides, resume=args.resume, overwrite=args.overwrite)
         print(f"run folder: {r.path}\nreport: {r.report}")
     elif args.command == "eval":
-        api.evaluate(args.target, split=args.split, overrides=args.overrides, out=args.out)
+        api.evaluate(args.target, split=args.split, overrides=args.overrides + _inference_overrides(args), out=args.out)
     elif args.command == "predict":
-        files = api.predict(args.checkpoint, args.inputs, args.out, device=args.device, engine=args.engine)
+        files = api.predict(args.checkpoint, args.inputs, args.out, device=args.device, engine=args.engine,
+                            overrides=args.overrides + _inference_overrides(args), workers=args.workers)
         print(f"wrote {len(files)} files to {args.out}")
     elif args.command == "export":
         print(f"wrote {api.export(args.checkpoint, fmt=args.fmt, out=args.out, size=args.size)}")

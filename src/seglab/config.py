@@ -237,6 +237,23 @@ class EvalConfig(_Strict):
     batch_size: int = Field(4, ge=1)
     boundary_dilation_ratio: float = Field(0.02, gt=0.0, le=0.5)
     num_samples: int = Field(6, ge=0)
+    # Large images (seglab eval / predict and the final evaluation of a run; validation during training
+    # stays whole-image): windows of this (h, w) over the model-input image, Gaussian-blended.
+    sliding_window: Optional[tuple[int, int]] = None
+    sliding_stride: Optional[tuple[int, int]] = None  # default: two thirds of the window
+    tta_flip: bool = False
+    tta_scales: List[float] = [1.0]
+
+    @model_validator(mode="after")
+    def _inference(self) -> "EvalConfig":
+        w, s = self.sliding_window, self.sliding_stride
+        if w is not None and min(w) < 1:
+            raise ValueError("sliding_window: expected [height, width] of positive integers")
+        if s is not None and (w is None or min(s) < 1 or s[0] > w[0] or s[1] > w[1]):
+            raise ValueError("sliding_stride: needs sliding_window and 1 <= stride <= window on each axis")
+        if not self.tta_scales or any(not 0 < v <= 8 for v in self.tta_scales):
+            raise ValueError("tta_scales: expected a non-empty list of scales in (0, 8]")
+        return self
 
 
 class OutputConfig(_Strict):

@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 from ..data.datasets import EvalDataset, collate_eval
 from ..data.labels import LabelSpace
 from ..metrics import BoundaryIoU, ConfusionMatrix, summarize_confusion
+from .inference import InferenceSettings, logits_with
 from .predict import logits_at
 
 
@@ -48,9 +49,11 @@ def run_evaluation(
     num_samples: int = 0,
     channels_last: bool = False,
     num_workers: int = 0,
+    settings: Optional[InferenceSettings] = None,
 ) -> EvalResult:
     """Predict every sample at its mask's full resolution and compute all metrics.
 
+    `settings`: sliding windows and test-time augmentation (None: the whole image once).
     Samples of a merged dataset that annotate only some classes are scored in their own terms:
     a predicted class the sample does not annotate counts as background.
 
@@ -67,14 +70,19 @@ def run_evaluation(
     loss_sum, loss_n = 0.0, 0
     samples: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate_eval)
+
+    def infer(x: torch.Tensor, size) -> torch.Tensor:
+        if settings is None or settings.plain:
+            return logits_at(model, x, size, channels_last)
+        return logits_with(model, x.contiguous(memory_format=torch.channels_last) if channels_last else x, size, settings)
     for batch in loader:
         for group in _groups(batch):
             x = torch.stack([it["image"] for it in group]).to(device)
             sizes = {tuple(it["mask"].shape) for it in group}
             if len(sizes) == 1:
-                outs = list(logits_at(model, x, sizes.pop(), channels_last))
+                outs = list(infer(x, sizes.pop()))
             else:
-                raw = logits_at(model, x, x.shape[-2:], channels_last)
+                raw = infer(x, x.shape[-2:])
                 outs = [logits_at(nn.Identity(), r[None], it["mask"].shape)[0] for r, it in zip(raw, group)]
             for logit, it in zip(outs, group):
                 target = it["mask"].to(device)

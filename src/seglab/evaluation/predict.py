@@ -17,6 +17,7 @@ from ..engine.checkpoint import load_checkpoint
 from ..errors import CheckpointError, DataError
 from ..fileio import atomic_path
 from ..models import build_model_from_meta
+from .inference import InferenceSettings, logits_with
 
 
 @torch.no_grad()
@@ -68,14 +69,20 @@ def load_model(path: Path, device: str = "cpu") -> LoadedModel:
     )
 
 
-def predict_image(lm: Any, image: np.ndarray, device: str = "cpu") -> np.ndarray:
+def predict_image(lm: Any, image: np.ndarray, device: str = "cpu", settings: Optional[InferenceSettings] = None) -> np.ndarray:
     """(H, W, C) uint8 image -> (H, W) uint8 class map at the image's own size.
 
     `lm` is a LoadedModel (PyTorch) or an OnnxModel (onnxruntime); both carry the preprocessing.
+    `settings`: sliding windows / test-time augmentation (None: the whole image once).
     """
     x = prepare_eval_image(image, lm.input_size, lm.mean, lm.std).unsqueeze(0)
     net = lm.model if isinstance(lm, LoadedModel) else lm
-    logits = logits_at(net, x.to(device) if isinstance(lm, LoadedModel) else x, image.shape[:2])
+    x = x.to(device) if isinstance(lm, LoadedModel) else x
+    if settings is not None and not settings.plain:
+        with torch.no_grad():
+            logits = logits_with(net, x, image.shape[:2], settings)
+    else:
+        logits = logits_at(net, x, image.shape[:2])
     return logits.argmax(1)[0].to(torch.uint8).cpu().numpy()
 
 
@@ -103,13 +110,44 @@ def collect_inputs(inputs: Sequence[str]) -> list[Path]:
     return out
 
 
+class _ImageFiles(torch.utils.data.Dataset):
+    """Decodes input images (in DataLoader workers when asked)."""
+
+    def __init__(self, files: list[Path], channels: int):
+        self.files, self.channels = files, channels
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int):
+        return i, read_image(self.files[i], self.channels)
+
+
+def _as_is(item):
+    return item
+
+
+def _write_outputs(path: Path, out_dir: Path, labels: np.ndarray, color: np.ndarray, image: np.ndarray) -> list[Path]:
+    from PIL import Image
+
+    written = []
+    for suffix, arr in (("mask", labels), ("color", color), ("overlay", overlay(image, color))):
+        target = out_dir / f"{path.stem}_{suffix}.png"
+        with atomic_path(target) as tmp:
+            Image.fromarray(arr).save(tmp, format="PNG")
+        written.append(target)
+    return written
+
+
 def predict_files(checkpoint: Path, inputs: Sequence[str], out_dir: Path, device: str = "cpu", progress: bool = True,
-                  engine: str = "torch"):
+                  engine: str = "torch", settings: Optional[InferenceSettings] = None, workers: int = 0):
     """Write `<stem>_mask.png` (indices), `<stem>_color.png` and `<stem>_overlay.png` per input image.
 
     engine 'torch' reads a seglab checkpoint; 'onnxruntime' an ONNX file from `seglab export`.
+    workers > 0 decode images in that many processes and encode the PNGs in as many threads.
     """
-    from PIL import Image
+    from concurrent.futures import ThreadPoolExecutor
+
     from tqdm import tqdm
 
     if engine == "onnxruntime":
@@ -121,14 +159,14 @@ def predict_files(checkpoint: Path, inputs: Sequence[str], out_dir: Path, device
         lm = load_model(checkpoint, device)
     files = collect_inputs(inputs)
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for path in tqdm(files, desc="predict", unit="img", disable=not progress):
-        image = read_image(path, lm.in_channels)
-        labels = predict_image(lm, image, device)
-        color = lm.labels.colorize(labels)
-        for suffix, arr in (("mask", labels), ("color", color), ("overlay", overlay(image, color))):
-            target = out_dir / f"{path.stem}_{suffix}.png"
-            with atomic_path(target) as tmp:
-                Image.fromarray(arr).save(tmp, format="PNG")
-            written.append(target)
+    loader = torch.utils.data.DataLoader(_ImageFiles(files, lm.in_channels), batch_size=None, num_workers=workers,
+                                         collate_fn=_as_is)
+    written: list[Path] = []
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        pending = []
+        for i, image in tqdm(loader, total=len(files), desc="predict", unit="img", disable=not progress):
+            labels = predict_image(lm, image, device, settings)
+            pending.append(pool.submit(_write_outputs, files[i], out_dir, labels, lm.labels.colorize(labels), image))
+        for job in pending:
+            written.extend(job.result())
     return written
