@@ -56,14 +56,12 @@ def test_compare_writes_results_and_report(compared):
     assert (out / "predictions.png").is_file()
 
 
-def test_compare_skips_finished_runs(compared, caplog):
+def test_compare_skips_finished_runs(compared, capsys):
     d, files = compared
     before = (d / "out" / "runs" / "unet_tiny" / "checkpoints" / "last.pt").stat().st_mtime_ns
-    import logging
-
-    with caplog.at_level(logging.INFO, logger="seglab"):
-        assert main(["compare", *files, "--out", str(d / "out"), "--images", "0"]) == 0
-    assert "unet_tiny: finished, reusing" in caplog.text
+    capsys.readouterr()
+    assert main(["compare", *files, "--out", str(d / "out"), "--images", "0"]) == 0
+    assert "unet_tiny: finished, reusing" in capsys.readouterr().out
     assert (d / "out" / "runs" / "unet_tiny" / "checkpoints" / "last.pt").stat().st_mtime_ns == before
 
 
@@ -144,3 +142,35 @@ def test_report_renders_in_chromium(compared, tmp_path, which):
     # plot lines are drawn in the palette's colours: the first trace colour (#1f77b4) must be on screen
     blue = (np.abs(img - np.array([0x1f, 0x77, 0xb4])).sum(-1) < 30).sum()
     assert blue > 200, blue
+
+
+# ---------------------------------------------------------------- cross-validation
+
+def test_k_fold_cross_validation(tmp_path, capsys):
+    raw = copy.deepcopy(TINY)
+    raw.update(k_folds=3)
+    raw["train"]["epochs"] = 1
+    raw["output"] = {"dir": str(tmp_path / "runs"), "name": "cv"}
+    cfg = _write(tmp_path / "cv.yaml", raw)
+    assert main(["train", cfg]) == 0
+    root = tmp_path / "runs" / "cv"
+    pool = set()
+    for k in (1, 2, 3):
+        split = json.loads((root / f"fold_{k}" / "split.json").read_text())
+        val = {str(v) for v in split["val"]}
+        assert not (val & pool) and not (val & {str(t) for t in split["train"]})  # disjoint folds
+        pool |= val
+    assert len(pool) == 24 + 8  # every train + val sample is validated exactly once
+    summary = json.loads((root / "cv_summary.json").read_text())
+    mious = [json.loads((root / f"fold_{k}" / "eval" / "val" / "metrics.json").read_text())["miou"] for k in (1, 2, 3)]
+    assert summary["mean"]["miou"] == pytest.approx(np.mean(mious))
+    assert summary["std"]["miou"] == pytest.approx(np.std(mious, ddof=1))
+    assert "| mean |" in (root / "cv_results.md").read_text() and (root / "report.html").is_file()
+    # an interrupted cross-validation resumes: finished folds are kept
+    (root / "fold_3" / "summary.json").unlink()
+    before = (root / "fold_1" / "checkpoints" / "last.pt").stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(["train", "--resume", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "fold 1/3: finished, reusing" in out and "fold 3/3: resuming" in out
+    assert (root / "fold_1" / "checkpoints" / "last.pt").stat().st_mtime_ns == before

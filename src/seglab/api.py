@@ -30,24 +30,34 @@ PathLike = Union[str, Path]
 
 
 def train(config: Union[Config, PathLike], *, overrides: Sequence[str] = (), resume: Optional[PathLike] = None,
-          overwrite: bool = False) -> RunDir:
-    """Train from a config (or continue the run folder `resume`), then evaluate and write the report."""
+          overwrite: bool = False, split: Optional[dict[str, Any]] = None) -> RunDir:
+    """Train from a config (or continue the run folder `resume`), then evaluate and write the report.
+
+    With `k_folds` set, runs a cross-validation and returns its folder (fold_1..fold_K, cv_summary.json).
+    """
     if resume is not None:
         run = RunDir(Path(resume))
         if not run.is_run():
             raise SeglabError(f"{run.path}: not a run folder (no config.yaml)")
-        if not run.last.is_file():
-            raise SeglabError(f"{run.path}: nothing to resume (no checkpoints/last.pt)")
         cfg = load_config(run.config, list(overrides))
         # The run folder is where it is now, whatever output.* said when it started.
         cfg.output.dir, cfg.output.name = str(run.path.parent), run.path.name
+        if cfg.k_folds:  # a cross-validation folder: finished folds are kept, the interrupted one resumes
+            from .experiments import cross_validate
+
+            return cross_validate(cfg)
+        if not run.last.is_file():
+            raise SeglabError(f"{run.path}: nothing to resume (no checkpoints/last.pt)")
         run = fit(cfg, resume=True)
     else:
         cfg = config if isinstance(config, Config) else load_config(config, list(overrides))
-        run = fit(cfg, overwrite=overwrite)
-    splits = ["val"] + (["test"] if cfg.eval.split == "test" else [])
-    for split in splits:
-        evaluate(run.path, split=split, report=False)
+        if cfg.k_folds:
+            from .experiments import cross_validate
+
+            return cross_validate(cfg, overwrite=overwrite)
+        run = fit(cfg, overwrite=overwrite, split=split)
+    for name in ["val"] + (["test"] if cfg.eval.split == "test" else []):
+        evaluate(run.path, split=name, report=False)
     finish_report(run)
     return run
 

@@ -263,6 +263,9 @@ class OutputConfig(_Strict):
 
 class Config(_Strict):
     seed: int = 0
+    # Cross-validation: K trainings, each validated on one of K disjoint folds of the train + val pool
+    # (the test split stays aside); the run folder gets fold_1..fold_K and the mean and std of every metric.
+    k_folds: Optional[int] = Field(None, ge=2)
     data: DataConfig = DataConfig()
     augment: AugmentConfig = AugmentConfig()
     model: ModelConfig = ModelConfig()

@@ -145,7 +145,8 @@ def _prediction_grid(runs: dict[str, RunDir], split: str, out: Path, num_images:
                            row_labels=[loader.name(int(i)) for i in picks])
 
 
-def compare_runs(runs: dict[str, RunDir], out: PathLike, *, split: Optional[str] = None, num_images: int = 4) -> Path:
+def compare_runs(runs: dict[str, RunDir], out: PathLike, *, split: Optional[str] = None, num_images: int = 4,
+                 extra_rows: Sequence[dict[str, Any]] = (), title: Optional[str] = None) -> Path:
     """results.csv, results.md and report.html in `out` for finished run folders; returns the report path."""
     out = Path(out)
     if not runs:
@@ -166,7 +167,8 @@ def compare_runs(runs: dict[str, RunDir], out: PathLike, *, split: Optional[str]
         size = _input_size(configs[name])
         rows.append(result_row(name, run, split, _gflops(run, configs[name]), f"{size[0]}x{size[1]}"))
     grid = _prediction_grid(runs, split, out, num_images)
-    report = write_comparison(out, rows, runs, grid, title=f"seglab comparison: {', '.join(runs)}")
+    report = write_comparison(out, rows, runs, grid, title=title or f"seglab comparison: {', '.join(runs)}",
+                              summary_rows=extra_rows)
     log.info(f"comparison: {report}")
     return report
 
@@ -181,3 +183,95 @@ def compare(inputs: Sequence[PathLike], *, out: PathLike, overrides: Sequence[st
         runs[name] = run_experiment(name, cfg, out / "runs")
     splits = {_eval_split(cfg) for _, cfg in experiments}
     return compare_runs(runs, out, split="test" if splits == {"test"} else "val", num_images=num_images)
+
+
+# ---------------------------------------------------------------- cross-validation
+
+CV_METRICS = ["miou", "pixel_accuracy", "mean_accuracy", "mean_dice", "fwiou", "mean_boundary_iou"]
+
+
+def make_folds(split: dict[str, Any], k: int, seed: int) -> list[dict[str, Any]]:
+    """K splits whose val parts are disjoint folds of the train + val pool; test is left as it is."""
+    import random
+
+    def tag(items: list, name: str) -> list:  # synthetic indices are per split: keep which split they came from
+        return [f"{name}/{i}" if isinstance(i, int) else i for i in items]
+
+    pool = tag(list(split["train"]), "train") + tag(list(split.get("val") or []), "val")
+    if len(pool) < k:
+        raise ConfigError(f"k_folds: {k} folds need at least {k} train + val samples, found {len(pool)}")
+    order = list(range(len(pool)))
+    random.Random(seed).shuffle(order)
+    folds = [sorted(order[i::k]) for i in range(k)]
+    out = []
+    for i in range(k):
+        held = set(folds[i])
+        out.append({"kind": split["kind"], "train": [pool[j] for j in range(len(pool)) if j not in held],
+                    "val": [pool[j] for j in folds[i]], "test": list(split.get("test") or [])})
+    return out
+
+
+def _mean_std(rows: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    keys = [k for k in rows[0] if k in CV_METRICS or k.startswith("iou_")] + ["train_seconds"]
+    mean: dict[str, Any] = {"experiment": "mean", "model": rows[0].get("model"), "split": rows[0]["split"],
+                            "gflops_input": rows[0].get("gflops_input")}
+    std: dict[str, Any] = {"experiment": "std", "model": "", "split": rows[0]["split"]}
+    for key in keys:
+        vals = np.array([r.get(key) for r in rows if r.get(key) is not None], dtype=float)
+        vals = vals[~np.isnan(vals)]
+        mean[key] = float(vals.mean()) if len(vals) else None
+        std[key] = float(vals.std(ddof=1)) if len(vals) > 1 else None
+    return mean, std
+
+
+def cross_validate(cfg: Config, *, overwrite: bool = False) -> RunDir:
+    """Train cfg.k_folds folds into RUN/fold_k (finished folds kept, an interrupted one resumed), then write
+    RUN/cv_summary.json, RUN/cv_results.md and a comparison report of the folds with mean and std rows."""
+    import shutil
+
+    from .config import dump_config
+    from .data.datasets import build_split
+    from .data.splits import save_split
+    from .fileio import atomic_write_text
+    from .reporting.compare import results_markdown
+
+    k = int(cfg.k_folds or 0)
+    root = RunDir(cfg.run_dir())
+    if root.path.exists() and any(root.path.iterdir()):
+        if overwrite:
+            shutil.rmtree(root.path)
+        elif not root.is_run() or not _same_experiment(root, cfg):
+            raise SeglabError(f"{root.path}: folder exists with other contents; pass --overwrite to replace it")
+    root.path.mkdir(parents=True, exist_ok=True)
+    if root.split.is_file():  # resuming: the same pool and folds as before
+        split = load_split(root.split)
+    else:
+        split = build_split(cfg.data)
+        save_split(root.split, split)
+    atomic_write_text(root.config, dump_config(cfg))
+    runs: dict[str, RunDir] = {}
+    for i, fold in enumerate(make_folds(split, k, cfg.seed), 1):
+        fold_cfg = cfg.model_copy(deep=True)
+        fold_cfg.k_folds = None
+        fold_cfg.output.dir, fold_cfg.output.name = str(root.path), f"fold_{i}"
+        run = RunDir(fold_cfg.run_dir())
+        if run.summary.is_file() and (run.eval_dir("val") / "metrics.json").is_file():
+            log.info(f"fold {i}/{k}: finished, reusing {run.path}")
+        elif run.last.is_file():
+            log.info(f"fold {i}/{k}: resuming {run.path}")
+            api.train(fold_cfg, resume=run.path)
+        else:
+            log.info(f"fold {i}/{k}: {len(fold['train'])} train / {len(fold['val'])} val samples")
+            api.train(fold_cfg, overwrite=True, split=fold)
+        runs[f"fold_{i}"] = run
+    size = _input_size(cfg)
+    rows = [result_row(name, run, "val", None, f"{size[0]}x{size[1]}") for name, run in runs.items()]
+    mean, std = _mean_std(rows)
+    summary = {"k_folds": k, "folds": rows, "mean": mean, "std": std}
+    root.write_json(root.path / "cv_summary.json", summary)
+    atomic_write_text(root.path / "cv_results.md", results_markdown(rows + [mean, std]))
+    log.info(f"{k}-fold cross-validation: mIoU {mean['miou']:.4f} +- {std['miou'] or 0:.4f}, "
+             f"mean Boundary IoU {mean['mean_boundary_iou']:.4f} +- {std['mean_boundary_iou'] or 0:.4f}")
+    compare_runs(runs, root.path, split="val", num_images=2, extra_rows=[mean, std],
+                 title=f"{cfg.output.name}: {k}-fold cross-validation")
+    return root

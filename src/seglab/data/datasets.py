@@ -21,7 +21,8 @@ from .splits import random_split
 from .synthetic import make_synthetic_sample, synthetic_labels
 from .transforms import build_train_transform, prepare_eval_image, to_tensor
 
-Item = Union[Sample, int]  # a file pair, or the index of a synthetic sample
+# a file pair, or a synthetic sample: its index in the loader's split, or "split/index" (e.g. CV folds)
+Item = Union[Sample, int, str]
 
 
 def resolve_path(root: Path, value: str) -> Path:
@@ -119,7 +120,7 @@ def split_items(split: dict[str, Any], name: str) -> list[Item]:
     if not items:
         raise DataError(f"the {name} split is empty")
     if split.get("kind") == "synthetic":
-        return [int(i) for i in items]
+        return [i if isinstance(i, str) else int(i) for i in items]
     return [Sample(str(it[0]), str(it[1]), str(it[2]) if len(it) > 2 else "") for it in items]
 
 
@@ -154,16 +155,26 @@ class PairLoader:
 
     def name(self, i: int) -> str:
         it = self.items[i]
-        return f"{self.split}/{it:05d}" if isinstance(it, int) else Path(it.image).name
+        if isinstance(it, (int, str)):
+            split, index = self._synthetic(it)
+            return f"{split}/{index:05d}"
+        return Path(it.image).name
+
+    def _synthetic(self, it: Union[int, str]) -> tuple[str, int]:
+        if isinstance(it, int):
+            return self.split, it
+        split, _, index = it.partition("/")
+        return split, int(index)
 
     def load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         if i in self._cache:
             return self._cache[i]
         it = self.items[i]
-        if isinstance(it, int):
+        if isinstance(it, (int, str)):
             s = self.data.synthetic
+            split, index = self._synthetic(it)
             pair = make_synthetic_sample(
-                split=self.split, index=it, size=tuple(s.size), num_classes=s.num_classes, seed=s.seed
+                split=split, index=index, size=tuple(s.size), num_classes=s.num_classes, seed=s.seed
             )
         else:
             pair = self._load_files(it, i)

@@ -65,9 +65,10 @@ def _attach_log_file(path: Path) -> logging.Handler:
     return handler
 
 
-def fit(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> RunDir:
+def fit(cfg: Config, *, resume: bool = False, overwrite: bool = False, split: Optional[dict[str, Any]] = None) -> RunDir:
     """Train `cfg` into its run folder (or continue the run there); returns the run folder.
 
+    `split` (split.json form) replaces resolving the config's sources, e.g. one cross-validation fold.
     Writes config.yaml, split.json, metrics.csv, train.log, tb/ and checkpoints/{last,best}.pt.
     """
     run = RunDir(cfg.run_dir())
@@ -80,7 +81,7 @@ def fit(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> RunDir
     device = pick_device(cfg.train.device)
 
     # Data first: every training and validation file is decoded before anything is written.
-    split = load_split(run.split) if resume else None
+    split = load_split(run.split) if resume else split
     data = build_data(cfg, split=split, check=() if resume else ("train", "val"))
     labels = data.labels
     weights = (ckpt["class_weights"] if ckpt is not None else

@@ -5,7 +5,7 @@ import csv
 import html
 import io
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from ..fileio import atomic_write_text
 from .interactive import bar_chart, line_chart
@@ -90,14 +90,17 @@ def results_markdown(rows: list[dict[str, Any]]) -> str:
 
 
 def write_comparison(out_dir: Path, rows: list[dict[str, Any]], runs: dict[str, RunDir],
-                     predictions_png: Optional[Path] = None, title: str = "seglab comparison") -> Path:
-    """Write results.csv, results.md and report.html into out_dir; returns the report path."""
+                     predictions_png: Optional[Path] = None, title: str = "seglab comparison",
+                     summary_rows: Sequence[dict[str, Any]] = ()) -> Path:
+    """Write results.csv, results.md and report.html into out_dir; returns the report path.
+
+    summary_rows (e.g. mean and std over folds) follow the ranked experiment rows in every table."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_dir / "results.csv", results_csv(rows))
-    atomic_write_text(out_dir / "results.md", results_markdown(rows))
+    atomic_write_text(out_dir / "results.csv", results_csv(rows + list(summary_rows)))
+    atomic_write_text(out_dir / "results.md", results_markdown(rows + list(summary_rows)))
     classes = _classes(rows)
     ranked = sorted(rows, key=lambda r: -(r.get("miou") or -1))
-    table = _table(_header(classes), [_cells(r, classes) for r in ranked])
+    table = _table(_header(classes), [_cells(r, classes) for r in ranked + list(summary_rows)])
     best = ranked[0] if ranked else None
     cards = ""
     if best is not None:
