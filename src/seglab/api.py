@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import os
 from importlib import resources
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
@@ -56,6 +57,8 @@ def train(config: Union[Config, PathLike], *, overrides: Sequence[str] = (), res
 
             return cross_validate(cfg, overwrite=overwrite)
         run = fit(cfg, overwrite=overwrite, split=split)
+    if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 evaluates and reports
+        return run
     for name in ["val"] + (["test"] if cfg.eval.split == "test" else []):
         evaluate(run.path, split=name, report=False)
     finish_report(run)

@@ -215,6 +215,9 @@ class TrainConfig(_Strict):
     channels_last: bool = True
     grad_clip: Optional[float] = Field(None, gt=0.0)
     threads: Optional[int] = Field(None, ge=1)
+    # torchrun: batch_size is the global batch, split evenly over the processes; sync_bn pools
+    # BatchNorm statistics over them (torch's SyncBatchNorm on GPUs, seglab's own on CPU)
+    sync_bn: bool = False
 
     @field_validator("best_metric")
     @classmethod

@@ -302,13 +302,13 @@ class EpochSampler(Sampler):
         self.epoch = epoch
 
     def _order(self) -> list[int]:
+        """The epoch's whole order, padded to a multiple of num_replicas (every rank sees the same list)."""
         g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
         if self.groups is not None:
-            return self._balanced(g)[self.rank :: self.num_replicas]
+            return self._balanced(g)
         order = torch.randperm(self.n, generator=g).tolist() if self.shuffle else list(range(self.n))
         total = -(-self.n // self.num_replicas) * self.num_replicas
-        order += order[: total - len(order)]
-        return order[self.rank :: self.num_replicas]
+        return order + order[: total - len(order)]
 
     def _balanced(self, g: torch.Generator) -> list[int]:
         members: dict[int, list[int]] = {}
@@ -326,9 +326,11 @@ class EpochSampler(Sampler):
         return order
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
+        # Seeds belong to positions in the whole order, so N ranks together draw exactly the samples and
+        # augmentations that one process would.
         rng = random.Random(self.seed * 7919 + self.epoch)
-        for i in self._order():
-            yield i, rng.randrange(2**31)
+        pairs = [(i, rng.randrange(2**31)) for i in self._order()]
+        yield from pairs[self.rank :: self.num_replicas]
 
     def __len__(self) -> int:
         return -(-self.n // self.num_replicas)

@@ -11,6 +11,7 @@ from typing import Any, Optional
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -24,6 +25,7 @@ from ..losses import build_loss, class_weights_from_counts, total_loss
 from ..models import build_model_from_meta
 from ..reporting.run_dir import RunDir
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .distributed import all_reduce_sum, barrier, cleanup_distributed, convert_sync_batchnorm, init_distributed
 from .optim import build_optimizer, build_scheduler, count_parameters
 
 log = logging.getLogger("seglab")
@@ -78,7 +80,15 @@ def fit(cfg: Config, *, resume: bool = False, overwrite: bool = False, split: Op
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     seed_everything(cfg.seed)
-    device = pick_device(cfg.train.device)
+    dist, device = init_distributed(cfg.train.device)
+    main = dist.is_main  # only rank 0 writes the run folder and logs
+    barrier()  # every rank has checked the folder before rank 0 creates it
+    if not main:
+        log.setLevel(logging.WARNING)
+    if cfg.train.batch_size % dist.world_size:
+        raise SeglabError(f"train.batch_size: {cfg.train.batch_size} (the global batch) does not split over "
+                          f"{dist.world_size} processes")
+    batch_size = cfg.train.batch_size // dist.world_size
 
     # Data first: every training and validation file is decoded before anything is written.
     split = load_split(run.split) if resume else split
@@ -93,14 +103,17 @@ def fit(cfg: Config, *, resume: bool = False, overwrite: bool = False, split: Op
     model = build_model_from_meta(model_meta).to(device)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if dist.enabled and cfg.train.sync_bn:
+        model = convert_sync_batchnorm(model, device)
+    net = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None) if dist.enabled else model
     loss_fn = build_loss(lc.name, ignore_index=labels.ignore_index, weight=weights, ce_weight=lc.ce_weight,
                          dice_weight=lc.dice_weight, dice_smooth=lc.dice_smooth, strategy=lc.strategy,
                          exclusion_weight=lc.exclusion_weight).to(device)
     train_set = TrainDataset(data.loaders["train"], cfg)
     val_set = EvalDataset(data.loaders["val"], cfg)
     groups = data.loaders["train"].source_of if cfg.data.balance_sources and data.sources else None
-    sampler = EpochSampler(len(train_set), seed=cfg.seed, groups=groups)
-    train_loader = DataLoader(train_set, batch_size=cfg.train.batch_size, sampler=sampler, drop_last=len(train_set) > cfg.train.batch_size,
+    sampler = EpochSampler(len(train_set), seed=cfg.seed, groups=groups, rank=dist.rank, num_replicas=dist.world_size)
+    train_loader = DataLoader(train_set, batch_size=batch_size, sampler=sampler, drop_last=len(train_set) > cfg.train.batch_size,
                               num_workers=cfg.train.num_workers, persistent_workers=cfg.train.num_workers > 0,
                               pin_memory=device.type == "cuda")
     optimizer = build_optimizer(model, cfg.optimizer)
@@ -115,18 +128,20 @@ def fit(cfg: Config, *, resume: bool = False, overwrite: bool = False, split: Op
         state.update(ckpt["train_state"])
         set_rng_state(ckpt["rng"])
     else:
-        run.prepare_new(overwrite)
-        atomic_write_text(run.config, dump_config(cfg))
-        save_split(run.split, data.split)
-    handler = _attach_log_file(run.log)
+        if main:
+            run.prepare_new(overwrite)
+            atomic_write_text(run.config, dump_config(cfg))
+            save_split(run.split, data.split)
+    handler = _attach_log_file(run.log) if main else None
     from torch.utils.tensorboard import SummaryWriter
 
-    writer = SummaryWriter(str(run.tensorboard), purge_step=state["epoch"] + 1 if resume else None)
+    writer = SummaryWriter(str(run.tensorboard), purge_step=state["epoch"] + 1 if resume else None) if main else None
     n_params = count_parameters(model)
     if resume:
         log.info(f"resuming {run.path} after epoch {state['epoch']} of {cfg.train.epochs}")
     else:
-        log.info(f"run {run.path}: {cfg.model.name} ({n_params:,} parameters) on {device}, "
+        log.info(f"run {run.path}: {cfg.model.name} ({n_params:,} parameters) on {device}"
+                 f"{f' x {dist.world_size} processes' if dist.enabled else ''}, "
                  f"{len(train_set)} train / {len(val_set)} val images, {labels.num_classes} classes")
         for src in data.sources:
             log.info(f"source {src.name} ({src.config.split}): annotates "
@@ -151,14 +166,14 @@ def fit(cfg: Config, *, resume: bool = False, overwrite: bool = False, split: Op
             t0 = time.perf_counter()
             loss_sum, seen = 0.0, 0
             bar = tqdm(train_loader, desc=f"epoch {epoch}/{cfg.train.epochs}", unit="batch", leave=False,
-                       disable=not sys.stderr.isatty(), dynamic_ncols=True)
+                       disable=not (main and sys.stderr.isatty()), dynamic_ncols=True)
             for images, masks, labelled in bar:
                 images = images.to(device, non_blocking=True)
                 masks = masks.to(device, non_blocking=True)
                 labelled = labelled.to(device, non_blocking=True)
                 if cfg.train.channels_last:
                     images = images.contiguous(memory_format=torch.channels_last)
-                outputs = model(images, labelled) if conditional else model(images)
+                outputs = net(images, labelled) if conditional else net(images)
                 loss = total_loss(loss_fn, outputs, masks, cfg.loss.aux_weight, labelled)
                 if not torch.isfinite(loss):
                     raise SeglabError(f"training diverged at epoch {epoch}, step {state['global_step']}: loss is {float(loss)}; "
@@ -174,13 +189,15 @@ def fit(cfg: Config, *, resume: bool = False, overwrite: bool = False, split: Op
                 seen += images.shape[0]
                 bar.set_postfix(loss=f"{loss_sum / seen:.4f}", img_s=f"{seen / (time.perf_counter() - t0):.1f}")
             train_time = time.perf_counter() - t0
+            loss_sum, seen = all_reduce_sum([loss_sum, float(seen)], device)
             row: dict[str, Any] = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1),
                                    "lr": optimizer.param_groups[0]["lr"], "train_images_per_s": seen / train_time}
             improved = False
             if epoch % cfg.train.val_every == 0 or epoch == cfg.train.epochs:
                 res = run_evaluation(model, val_set, labels, device=device, batch_size=cfg.eval.batch_size,
                                      dilation_ratio=cfg.eval.boundary_dilation_ratio, loss_fn=loss_fn,
-                                     channels_last=cfg.train.channels_last, num_workers=cfg.train.num_workers)
+                                     channels_last=cfg.train.channels_last, num_workers=cfg.train.num_workers,
+                                     shard=(dist.rank, dist.world_size))
                 m = res.metrics
                 row.update(val_loss=m["loss"], val_miou=m["miou"], val_pixel_accuracy=m["pixel_accuracy"],
                            val_mean_boundary_iou=m["mean_boundary_iou"])
@@ -198,14 +215,16 @@ def fit(cfg: Config, *, resume: bool = False, overwrite: bool = False, split: Op
             state["history"].append(row)
             state["epoch"] = epoch
             # last.pt is the resume point: written after the epoch is complete, atomically.
-            save_checkpoint(run.last, payload())
-            if improved:
-                save_checkpoint(run.best, payload())
-            run.write_metrics_csv(state["history"])
-            for key, value in row.items():
-                if key != "epoch" and value is not None:
-                    writer.add_scalar(key.replace("_", "/", 1) if key.startswith(("train_", "val_")) else key, value, epoch)
-            writer.flush()
+            if main:
+                save_checkpoint(run.last, payload())
+                if improved:
+                    save_checkpoint(run.best, payload())
+                run.write_metrics_csv(state["history"])
+                for key, value in row.items():
+                    if key != "epoch" and value is not None:
+                        writer.add_scalar(key.replace("_", "/", 1) if key.startswith(("train_", "val_")) else key, value, epoch)
+                writer.flush()
+            barrier()  # a resumed rank must find this epoch's last.pt
             val_txt = (f" val_loss {row['val_loss']:.4f} mIoU {row['val_miou']:.4f} pixel_acc {row['val_pixel_accuracy']:.4f} "
                        f"BIoU {row['val_mean_boundary_iou']:.4f}{' *' if improved else ''}" if "val_miou" in row else "")
             log.info(f"epoch {epoch}/{cfg.train.epochs} train_loss {row['train_loss']:.4f}{val_txt} "
@@ -216,9 +235,16 @@ def fit(cfg: Config, *, resume: bool = False, overwrite: bool = False, split: Op
         log.info(f"training done: {state['epoch']} epochs in {state['train_seconds']:.1f} s; "
                  f"best {cfg.train.best_metric} {best} at epoch {state['best_epoch']}")
     finally:
-        writer.close()
-        log.removeHandler(handler)
-        handler.close()
+        if writer is not None:
+            writer.close()
+        if handler is not None:
+            log.removeHandler(handler)
+            handler.close()
+        cleanup_distributed()
+        if not main:
+            log.setLevel(logging.INFO)
+    if not main:
+        return run
     run.write_json(run.summary, {
         "model": cfg.model.name, "parameters": n_params, "device": str(device), "class_names": labels.names,
         "best_metric": cfg.train.best_metric, "best_value": state["best_value"], "best_epoch": state["best_epoch"],

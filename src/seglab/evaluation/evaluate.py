@@ -50,6 +50,7 @@ def run_evaluation(
     channels_last: bool = False,
     num_workers: int = 0,
     settings: Optional[InferenceSettings] = None,
+    shard: tuple[int, int] = (0, 1),
 ) -> EvalResult:
     """Predict every sample at its mask's full resolution and compute all metrics.
 
@@ -69,7 +70,10 @@ def run_evaluation(
     biou = BoundaryIoU(labels.num_classes, labels.ignore_index, dilation_ratio)
     loss_sum, loss_n = 0.0, 0
     samples: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate_eval)
+    rank, world = shard
+    # under torchrun each rank scores every world-th sample; the accumulators are summed over ranks
+    part = dataset if world == 1 else torch.utils.data.Subset(dataset, range(rank, len(dataset), world))
+    loader = DataLoader(part, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate_eval)
 
     def infer(x: torch.Tensor, size) -> torch.Tensor:
         if settings is None or settings.plain:
@@ -101,6 +105,13 @@ def run_evaluation(
                     samples.append((it["raw"], it["mask"].numpy().astype(np.uint8), pred.cpu().numpy().astype(np.uint8)))
     cm.all_reduce()
     biou.all_reduce()
+    if world > 1 and loss_fn is not None:
+        import torch.distributed as dist
+
+        t = torch.tensor([loss_sum, float(loss_n)], dtype=torch.float64,
+                         device=device if dist.get_backend() == "nccl" else "cpu")
+        dist.all_reduce(t)
+        loss_sum, loss_n = float(t[0]), int(t[1])
     metrics = summarize_confusion(cm.matrix)
     metrics["boundary_iou"] = biou.per_class().tolist()
     metrics["mean_boundary_iou"] = biou.mean()

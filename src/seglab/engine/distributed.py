@@ -1,0 +1,128 @@
+"""torchrun / DistributedDataParallel support: process group, rank helpers, SyncBatchNorm on CPU too.
+
+`torchrun --nproc_per_node N -m seglab train CONFIG` sets RANK, WORLD_SIZE, LOCAL_RANK (and the
+rendezvous for several machines); one process per GPU with NCCL, or CPU processes with gloo.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device_name: str) -> tuple[DistInfo, torch.device]:
+    """Join the torchrun process group when WORLD_SIZE > 1; returns (info, this process's device)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo(), _device(device_name, 0)
+    info = DistInfo(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+    device = _device(device_name, info.local_rank)
+    if not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend=backend)
+    return info, device
+
+
+def _device(name: str, local_rank: int) -> torch.device:
+    from ..errors import SeglabError
+
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise SeglabError(f"train.device: '{name}' requested but CUDA is not available")
+        if name == "cuda":  # one GPU per local process
+            return torch.device("cuda", local_rank % torch.cuda.device_count())
+    return torch.device(name)
+
+
+def cleanup_distributed() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
+    """Sum plain numbers over ranks (identity without a process group)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device if dist.get_backend() == "nccl" else "cpu")
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def barrier() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+class CpuSyncBatchNorm(nn.BatchNorm2d):
+    """BatchNorm whose training statistics are pooled over all ranks, for CPU (gloo) process groups,
+    where torch.nn.SyncBatchNorm refuses CPU tensors. Eval mode uses the running statistics as usual."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and dist.is_available() and dist.is_initialized()):
+            return super().forward(x)
+        import warnings
+
+        from torch.distributed.nn.functional import all_reduce
+
+        xf = x.float()
+        n = torch.tensor([float(x.shape[0] * x.shape[2] * x.shape[3])])
+        stats = torch.cat([xf.sum((0, 2, 3)), (xf * xf).sum((0, 2, 3)), n])
+        with warnings.catch_warnings():  # deprecated in favour of a private API; still the public differentiable one
+            warnings.simplefilter("ignore", FutureWarning)
+            stats = all_reduce(stats)  # differentiable: gradients flow through the pooled statistics
+        c = x.shape[1]
+        count = stats[-1]
+        mean = stats[:c] / count
+        var = (stats[c:2 * c] / count - mean * mean).clamp_min(0)
+        if self.track_running_stats:
+            with torch.no_grad():
+                m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked + 1)
+                self.num_batches_tracked += 1
+                self.running_mean.mul_(1 - m).add_(m * mean.detach())
+                self.running_var.mul_(1 - m).add_(m * var.detach() * count / max(float(count) - 1, 1.0))
+        y = (xf - mean[None, :, None, None]) / torch.sqrt(var[None, :, None, None] + self.eps)
+        if self.affine:
+            y = y * self.weight[None, :, None, None] + self.bias[None, :, None, None]
+        return y.to(x.dtype)
+
+
+def convert_sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
+    """Every BatchNorm2d pools its statistics across ranks: torch's SyncBatchNorm on GPUs, CpuSyncBatchNorm on CPU."""
+    if device.type != "cpu":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+
+    def swap(module: nn.Module) -> nn.Module:
+        if isinstance(module, nn.BatchNorm2d) and type(module) is not CpuSyncBatchNorm:
+            new = CpuSyncBatchNorm(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats)
+            new.load_state_dict(module.state_dict())
+            new.train(module.training)
+            for p_new, p_old in zip(new.parameters(), module.parameters()):
+                p_new.requires_grad_(p_old.requires_grad)
+            return new
+        for name, child in module.named_children():
+            setattr(module, name, swap(child))
+        return module
+
+    return swap(model)
