@@ -88,6 +88,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=int, default=4, help="images predicted side by side by every model")
     _common(p, sets=False)
 
+    p = sub.add_parser("tune", help="hyperparameter search (Optuna) over the config's tune.space")
+    p.add_argument("config")
+    p.add_argument("--trials", type=int, required=True, help="trials to run in this process")
+    p.add_argument("--storage", help="study database URL (default sqlite:///OUTPUT_DIR/tune_NAME.db); "
+                                     "several processes or machines may share one")
+    p.add_argument("--study", help="study name (default tune.study_name or output.name)")
+    p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    _common(p)
+
     p = sub.add_parser("compare", help="train every experiment that is not finished, then compare them in one report")
     p.add_argument("configs", nargs="+", help="config files, or sweep files listing experiments")
     p.add_argument("--out", required=True, help="folder for runs/, report.html, results.csv and results.md")
@@ -169,6 +178,14 @@ def run(args: argparse.Namespace) -> int:
                 names = [str(r.path) for r in runs]
             print(compare_runs(dict(zip(names, runs)), args.out or "runs/comparison", split=args.split,
                                num_images=args.images))
+    elif args.command == "tune":
+        from .tuning import tune
+
+        if args.trials < 1:
+            raise SeglabError(f"--trials: expected 1 or more, got {args.trials}")
+        res = tune(args.config, trials=args.trials, overrides=args.overrides, storage=args.storage,
+                   study_name=args.study, timeout=args.timeout)
+        print(f"best {res['best_value']:.4f} with {res['best_params']}\nbest config: {res['best_config']}")
     elif args.command == "compare":
         from .experiments import compare
 

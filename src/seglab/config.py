@@ -155,6 +155,12 @@ class AugmentConfig(_Strict):
             raise ValueError("scale must be [low, high] with 0 < low <= high")
         return v
 
+    @model_validator(mode="after")
+    def _fixed_size(self) -> "AugmentConfig":
+        if self.scale is not None and self.crop is None and tuple(self.scale) != (1.0, 1.0):
+            raise ValueError("scale: random scaling changes the image size; set augment.crop [h, w] so batches stack")
+        return self
+
 
 class ModelConfig(BaseModel):
     """`name` picks a registered model; every other key is a keyword option of its builder."""
@@ -264,6 +270,42 @@ class OutputConfig(_Strict):
     name: str = "experiment"
 
 
+class SearchParam(_Strict):
+    """One dimension of a search space: float / int ranges (optionally log-scaled) or a list of choices."""
+
+    type: Literal["float", "int", "categorical"]
+    low: Optional[float] = None
+    high: Optional[float] = None
+    log: bool = False
+    step: Optional[float] = None
+    choices: Optional[List[Any]] = None
+
+    @model_validator(mode="after")
+    def _form(self) -> "SearchParam":
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("a categorical parameter needs a non-empty 'choices' list")
+        elif self.low is None or self.high is None or self.low > self.high:
+            raise ValueError(f"a {self.type} parameter needs low <= high")
+        elif self.log and self.low <= 0:
+            raise ValueError("log scale needs low > 0")
+        return self
+
+
+class TuneConfig(_Strict):
+    """`seglab tune`: an Optuna study over `space` (dotted config keys), maximising a validation metric."""
+
+    space: dict[str, SearchParam] = {}
+    metric: str = "miou"
+    direction: Literal["maximize", "minimize"] = "maximize"
+    storage: Optional[str] = None  # any SQLAlchemy URL; default sqlite:///OUTPUT_DIR/tune_NAME.db
+    study_name: Optional[str] = None  # default output.name
+    pruner: Literal["median", "none"] = "median"
+    pruner_warmup_epochs: int = Field(1, ge=0)  # epochs of a trial before it may be pruned
+    pruner_startup_trials: int = Field(3, ge=0)  # trials that always run to the end first
+    sampler_seed: Optional[int] = None
+
+
 class Config(_Strict):
     seed: int = 0
     # Cross-validation: K trainings, each validated on one of K disjoint folds of the train + val pool
@@ -278,6 +320,7 @@ class Config(_Strict):
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     output: OutputConfig = OutputConfig()
+    tune: TuneConfig = TuneConfig()
 
     def run_dir(self) -> Path:
         return Path(self.output.dir) / self.output.name

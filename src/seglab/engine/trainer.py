@@ -7,7 +7,7 @@ import random
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -67,10 +67,12 @@ def _attach_log_file(path: Path) -> logging.Handler:
     return handler
 
 
-def fit(cfg: Config, *, resume: bool = False, overwrite: bool = False, split: Optional[dict[str, Any]] = None) -> RunDir:
+def fit(cfg: Config, *, resume: bool = False, overwrite: bool = False, split: Optional[dict[str, Any]] = None,
+        on_epoch: Optional[Callable[[dict[str, Any]], None]] = None) -> RunDir:
     """Train `cfg` into its run folder (or continue the run there); returns the run folder.
 
     `split` (split.json form) replaces resolving the config's sources, e.g. one cross-validation fold.
+    `on_epoch(row)` sees every finished epoch's metrics row (e.g. to prune a tuning trial by raising).
     Writes config.yaml, split.json, metrics.csv, train.log, tb/ and checkpoints/{last,best}.pt.
     """
     run = RunDir(cfg.run_dir())
@@ -229,6 +231,8 @@ def fit(cfg: Config, *, resume: bool = False, overwrite: bool = False, split: Op
                        f"BIoU {row['val_mean_boundary_iou']:.4f}{' *' if improved else ''}" if "val_miou" in row else "")
             log.info(f"epoch {epoch}/{cfg.train.epochs} train_loss {row['train_loss']:.4f}{val_txt} "
                      f"lr {row['lr']:.3g} {row['train_images_per_s']:.1f} img/s {row['epoch_seconds']:.1f} s")
+            if on_epoch is not None:
+                on_epoch(row)
             if state["stopped_early"]:
                 log.info(f"early stopping: no improvement of {cfg.train.best_metric} in {cfg.train.early_stopping_patience} validations")
         best = "none" if state["best_value"] is None else f"{state['best_value']:.4f}"

@@ -1,0 +1,153 @@
+"""`seglab tune`: hyperparameter search with Optuna over the config's `tune.space`.
+
+Trials are pruned from their per-epoch validation metric; the study lives in a database given by URL
+(SQLite file by default; any SQLAlchemy URL lets several machines work on one study at once); the best
+trial's config is written out as a ready YAML file.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+import yaml
+
+from .config import Config, config_from_dict, dump_config, load_config
+from .errors import ConfigError, SeglabError
+from .fileio import atomic_write_text
+
+log = logging.getLogger("seglab")
+PathLike = Union[str, Path]
+
+
+def _optuna():
+    try:
+        import optuna
+    except ImportError:  # pragma: no cover - a declared dependency
+        raise SeglabError("seglab tune needs optuna: pip install optuna") from None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna
+
+
+def default_storage(cfg: Config) -> str:
+    path = (Path(cfg.output.dir) / f"tune_{cfg.output.name}.db").resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path}"
+
+
+def _set_key(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = raw
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"tune.space: {dotted!r}: {p!r} is not a config section")
+    node[parts[-1]] = value
+
+
+def _scalars(choices: list) -> bool:
+    return all(c is None or isinstance(c, (bool, int, float, str)) for c in choices)
+
+
+def _text(value: Any) -> str:
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def suggest(trial, space: dict[str, Any]) -> dict[str, Any]:
+    """Draw one value per dotted key from the trial."""
+    params = {}
+    for key, p in space.items():
+        if p.type == "categorical":
+            if _scalars(p.choices):
+                params[key] = trial.suggest_categorical(key, p.choices)
+            else:  # Optuna stores scalars only: lists (e.g. augment.scale) go through their YAML text
+                params[key] = yaml.safe_load(trial.suggest_categorical(key, [_text(c) for c in p.choices]))
+        elif p.type == "int":
+            params[key] = trial.suggest_int(key, int(p.low), int(p.high), step=int(p.step or 1), log=p.log)
+        else:
+            params[key] = trial.suggest_float(key, p.low, p.high, step=p.step, log=p.log)
+    return params
+
+
+def config_with(cfg: Config, params: dict[str, Any], name: str) -> Config:
+    raw = cfg.to_dict()
+    for key, value in params.items():
+        _set_key(raw, key, value)
+    raw["output"]["name"] = name
+    return config_from_dict(raw, f"tune trial {name}")
+
+
+def tune(config: Union[Config, PathLike], *, trials: int, overrides: Sequence[str] = (), storage: Optional[str] = None,
+         study_name: Optional[str] = None, timeout: Optional[float] = None) -> dict[str, Any]:
+    """Run `trials` trials of the study (joining it when it exists); write the best config as YAML.
+
+    Returns {"study", "storage", "best_value", "best_params", "best_config", "trials"}.
+    """
+    from .engine.trainer import fit
+
+    optuna = _optuna()
+    cfg = config if isinstance(config, Config) else load_config(config, list(overrides))
+    tc = cfg.tune
+    if not tc.space:
+        raise ConfigError("tune.space: empty; declare at least one parameter, e.g. optimizer.lr: "
+                          "{type: float, low: 1.0e-4, high: 1.0e-2, log: true}")
+    for key in tc.space:  # every key must be a valid config key: check with a sample value now
+        config_with(cfg, {key: tc.space[key].choices[0] if tc.space[key].type == "categorical" else
+                          (int(tc.space[key].low) if tc.space[key].type == "int" else tc.space[key].low)}, "check")
+    storage = storage or tc.storage or default_storage(cfg)
+    name = study_name or tc.study_name or cfg.output.name
+    key = "val_loss" if tc.metric in ("loss", "val_loss") else f"val_{tc.metric}"
+    pruner = (optuna.pruners.MedianPruner(n_startup_trials=tc.pruner_startup_trials,
+                                                 n_warmup_steps=tc.pruner_warmup_epochs) if tc.pruner == "median"
+              else optuna.pruners.NopPruner())
+    sampler = optuna.samplers.TPESampler(seed=tc.sampler_seed)
+    try:
+        study = optuna.create_study(study_name=name, storage=storage, direction=tc.direction, load_if_exists=True,
+                                    pruner=pruner, sampler=sampler)
+    except Exception as exc:  # bad URL, unreachable database, ...
+        raise SeglabError(f"tune.storage: cannot open study {name!r} at {storage}: {str(exc).splitlines()[0]}") from None
+    out_dir = Path(cfg.output.dir) / f"tune_{name}"
+
+    def objective(trial) -> float:
+        params = suggest(trial, tc.space)
+        trial_cfg = config_with(cfg, params, f"trial_{trial.number:04d}")
+        trial_cfg.output.dir = str(out_dir)
+        log.info(f"trial {trial.number}: {params}")
+        best: dict[str, Optional[float]] = {"value": None}
+
+        def report(row: dict[str, Any]) -> None:
+            value = row.get(key)
+            if value is None or (isinstance(value, float) and math.isnan(value)):
+                return
+            better = best["value"] is None or ((value > best["value"]) if tc.direction == "maximize" else (value < best["value"]))
+            if better:
+                best["value"] = value
+            trial.report(value, row["epoch"])
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"epoch {row['epoch']}: {key} {value:.4f}")
+
+        fit(trial_cfg, overwrite=True, on_epoch=report)
+        if best["value"] is None:
+            raise SeglabError(f"trial {trial.number}: no validation {key} was recorded")
+        return float(best["value"])
+
+    study.optimize(objective, n_trials=trials, timeout=timeout, catch=())
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not done:
+        raise SeglabError(f"study {name!r}: no trial has completed yet")
+    best = study.best_trial
+    params = {k: (yaml.safe_load(v) if tc.space[k].type == "categorical" and not _scalars(tc.space[k].choices) else v)
+              for k, v in best.params.items()}
+    best_cfg = config_with(cfg, params, f"{cfg.output.name}_best")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "best_config.yaml"
+    header = (f"# Best of study '{name}' ({storage}): trial {best.number}, validation {tc.metric} "
+              f"{best.value:.4f}\n# params: {params}\n")
+    atomic_write_text(path, header + dump_config(best_cfg))
+    counts = {s.name.lower(): sum(1 for t in study.trials if t.state == s) for s in optuna.trial.TrialState}
+    log.info(f"study {name}: {len(study.trials)} trials ({counts.get('complete', 0)} complete, "
+             f"{counts.get('pruned', 0)} pruned); best {tc.metric} {best.value:.4f} with {params}")
+    log.info(f"best config: {path}")
+    return {"study": name, "storage": storage, "best_value": best.value, "best_params": params,
+            "best_config": str(path), "trials": counts}

@@ -1,0 +1,65 @@
+"""`seglab tune`: a tiny Optuna study on synthetic data, then a second process joining the same SQLite study."""
+import copy
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from seglab.cli import main
+from seglab.config import load_config
+
+from conftest import TINY
+
+optuna = pytest.importorskip("optuna")
+
+
+def test_tune_study_shared_by_two_processes(tmp_path, capsys):
+    raw = copy.deepcopy(TINY)
+    raw["train"]["epochs"] = 2
+    raw["augment"]["crop"] = [32, 40]
+    raw["output"] = {"dir": str(tmp_path / "runs"), "name": "study"}
+    raw["tune"] = {
+        "space": {
+            "optimizer.lr": {"type": "float", "low": 1e-3, "high": 3e-2, "log": True},
+            "optimizer.name": {"type": "categorical", "choices": ["adam", "adamw"]},
+            "augment.scale": {"type": "categorical", "choices": [[0.9, 1.1], [0.75, 1.25]]},  # with crop below
+            "model.base_channels": {"type": "int", "low": 4, "high": 6, "step": 2},
+        },
+        "sampler_seed": 0,
+    }
+    cfg = tmp_path / "tune.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    db = tmp_path / "study.db"
+    url = f"sqlite:///{db}"
+    assert main(["tune", str(cfg), "--trials", "2", "--storage", url]) == 0
+    out = capsys.readouterr().out
+    assert "best config:" in out
+    # a second process joins the same study through the database
+    res = subprocess.run([sys.executable, "-m", "seglab", "tune", str(cfg), "--trials", "1", "--storage", url],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    study = optuna.load_study(study_name="study", storage=url)
+    assert len(study.trials) == 3
+    assert {t.state for t in study.trials} <= {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED}
+    assert len({t.number for t in study.trials}) == 3
+    for t in study.trials:
+        assert 1e-3 <= t.params["optimizer.lr"] <= 3e-2 and t.params["model.base_channels"] in (4, 6)
+    # the best config is a ready YAML file carrying the best trial's values
+    best = load_config(tmp_path / "runs" / "tune_study" / "best_config.yaml")
+    bt = study.best_trial
+    assert best.optimizer.lr == pytest.approx(bt.params["optimizer.lr"])
+    assert best.optimizer.name == bt.params["optimizer.name"] and list(best.augment.scale) == yaml.safe_load(bt.params["augment.scale"])
+    assert best.output.name == "study_best"
+
+
+def test_tune_needs_a_space(tmp_path, capsys):
+    raw = copy.deepcopy(TINY)
+    cfg = tmp_path / "t.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    assert main(["tune", str(cfg), "--trials", "1"]) == 2
+    assert "tune.space: empty" in capsys.readouterr().err
+    raw["tune"] = {"space": {"optimizer.lrr": {"type": "float", "low": 0.1, "high": 0.2}}}
+    cfg.write_text(yaml.safe_dump(raw))
+    assert main(["tune", str(cfg), "--trials", "1"]) == 2
+    assert "optimizer.lrr: unknown key" in capsys.readouterr().err
