@@ -62,7 +62,27 @@ def train(config: Union[Config, PathLike], *, overrides: Sequence[str] = (), res
     for name in ["val"] + (["test"] if cfg.eval.split == "test" else []):
         evaluate(run.path, split=name, report=False)
     finish_report(run)
+    _track_final(cfg, run)
     return run
+
+
+def _track_final(cfg: Config, run: RunDir) -> None:
+    """MLflow: the evaluation metrics, the report and the evaluation tables as artefacts; closes the run."""
+    from .reporting.tracking import create_tracker
+
+    summary = run.read_json(run.summary) or {}
+    tracker = create_tracker(cfg.tracking, cfg.output.name, summary.get("mlflow_run_id"))
+    if tracker is None:
+        return
+    for split_dir in sorted((run.path / "eval").glob("*")):
+        m = run.read_json(split_dir / "metrics.json") or {}
+        row = {f"final_{split_dir.name}_{k}": v for k, v in m.items() if k in
+               ("miou", "pixel_accuracy", "mean_boundary_iou", "mean_dice", "mean_accuracy", "fwiou")}
+        tracker.log_epoch({"epoch": summary.get("timing", {}).get("epochs_run", 0), **row})
+        tracker.log_artifact(split_dir / "per_class.csv", f"eval/{split_dir.name}")
+    tracker.log_artifact(run.report)
+    tracker.log_artifact(run.config)
+    tracker.finish()
 
 
 def finish_report(run: RunDir) -> Path:

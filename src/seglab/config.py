@@ -270,6 +270,14 @@ class OutputConfig(_Strict):
     name: str = "experiment"
 
 
+class TrackingConfig(_Strict):
+    """CSV and TensorBoard are always written; MLflow too when mlflow_uri is set (a folder or file:// URI
+    for a local store, sqlite:///mlflow.db, or an http(s):// tracking server)."""
+
+    mlflow_uri: Optional[str] = None
+    mlflow_experiment: Optional[str] = None  # default "seglab"
+
+
 class SearchParam(_Strict):
     """One dimension of a search space: float / int ranges (optionally log-scaled) or a list of choices."""
 
@@ -321,6 +329,7 @@ class Config(_Strict):
     eval: EvalConfig = EvalConfig()
     output: OutputConfig = OutputConfig()
     tune: TuneConfig = TuneConfig()
+    tracking: TrackingConfig = TrackingConfig()
 
     def run_dir(self) -> Path:
         return Path(self.output.dir) / self.output.name

@@ -24,6 +24,7 @@ from ..fileio import atomic_write_text
 from ..losses import build_loss, class_weights_from_counts, total_loss
 from ..models import build_model_from_meta
 from ..reporting.run_dir import RunDir
+from ..reporting.tracking import create_tracker
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .distributed import all_reduce_sum, barrier, cleanup_distributed, convert_sync_batchnorm, init_distributed
 from .optim import build_optimizer, build_scheduler, count_parameters
@@ -138,6 +139,10 @@ def fit(cfg: Config, *, resume: bool = False, overwrite: bool = False, split: Op
     from torch.utils.tensorboard import SummaryWriter
 
     writer = SummaryWriter(str(run.tensorboard), purge_step=state["epoch"] + 1 if resume else None) if main else None
+    tracker = create_tracker(cfg.tracking, cfg.output.name, state.get("mlflow_run_id")) if main else None
+    if tracker is not None and not resume:
+        tracker.log_config(cfg.to_dict())
+    state["mlflow_run_id"] = tracker.run_id if tracker is not None else None
     n_params = count_parameters(model)
     if resume:
         log.info(f"resuming {run.path} after epoch {state['epoch']} of {cfg.train.epochs}")
@@ -226,6 +231,8 @@ def fit(cfg: Config, *, resume: bool = False, overwrite: bool = False, split: Op
                     if key != "epoch" and value is not None:
                         writer.add_scalar(key.replace("_", "/", 1) if key.startswith(("train_", "val_")) else key, value, epoch)
                 writer.flush()
+                if tracker is not None:
+                    tracker.log_epoch(row)
             barrier()  # a resumed rank must find this epoch's last.pt
             val_txt = (f" val_loss {row['val_loss']:.4f} mIoU {row['val_miou']:.4f} pixel_acc {row['val_pixel_accuracy']:.4f} "
                        f"BIoU {row['val_mean_boundary_iou']:.4f}{' *' if improved else ''}" if "val_miou" in row else "")
@@ -249,8 +256,10 @@ def fit(cfg: Config, *, resume: bool = False, overwrite: bool = False, split: Op
             log.setLevel(logging.INFO)
     if not main:
         return run
+    if tracker is not None:
+        tracker.log_artifact(run.best, "checkpoints")
     run.write_json(run.summary, {
-        "model": cfg.model.name, "parameters": n_params, "device": str(device), "class_names": labels.names,
+        "mlflow_run_id": state["mlflow_run_id"], "model": cfg.model.name, "parameters": n_params, "device": str(device), "class_names": labels.names,
         "best_metric": cfg.train.best_metric, "best_value": state["best_value"], "best_epoch": state["best_epoch"],
         "timing": {"epochs_run": state["epoch"], "train_seconds": state["train_seconds"],
                    "mean_epoch_seconds": state["train_seconds"] / max(state["epoch"], 1),
