@@ -13,6 +13,7 @@ import yaml
 
 import seglab
 from seglab.config import config_from_dict
+from seglab.engine.trainer import fit
 from seglab.errors import SeglabError
 
 from conftest import ROOT, TINY
@@ -159,3 +160,28 @@ def test_aux_weight_count_mismatch_is_a_config_error(tiny_raw):
     tiny_raw["loss"]["aux_weight"] = [1.0, 1.0]
     with pytest.raises(SeglabError, match=r"loss\.aux_weight: the model has 6 auxiliary outputs, 2 weights given"):
         seglab.train(config_from_dict(tiny_raw))
+
+
+def _losses(run_dir):
+    import csv
+
+    with open(run_dir / "metrics.csv") as f:
+        return [float(r["train_loss"]) for r in csv.DictReader(f)]
+
+
+def test_speed_switches_compile_and_bf16(tiny_raw, tmp_path):
+    """torch.compile trains the same model as eager; bf16 autocast trains close to fp32; fp16 needs CUDA."""
+
+    tiny_raw["model"] = {"name": "unet", "base_channels": 4, "depth": 1}
+    tiny_raw["loss"] = {"name": "cross_entropy"}
+    runs = {}
+    for name, sets in (("eager", {}), ("compiled", {"compile": True}), ("bf16", {"amp": "bf16"})):
+        raw = copy.deepcopy(tiny_raw)
+        raw["train"].update(epochs=2, **sets)
+        raw["output"]["name"] = name
+        runs[name] = _losses(fit(config_from_dict(raw)).path)
+    assert runs["compiled"] == pytest.approx(runs["eager"], rel=1e-3)
+    assert runs["bf16"] == pytest.approx(runs["eager"], rel=5e-2)
+    tiny_raw["train"]["amp"] = "fp16"
+    with pytest.raises(SeglabError, match="train.amp: fp16 autocast needs a CUDA device"):
+        fit(config_from_dict(tiny_raw))

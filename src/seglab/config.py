@@ -224,6 +224,10 @@ class TrainConfig(_Strict):
     # torchrun: batch_size is the global batch, split evenly over the processes; sync_bn pools
     # BatchNorm statistics over them (torch's SyncBatchNorm on GPUs, seglab's own on CPU)
     sync_bn: bool = False
+    # Speed switches (measured on 2 CPU cores in docs/benchmarks.md): torch.compile of the model, and mixed
+    # precision (bf16 autocast; fp16 autocast with a gradient scaler, CUDA only).
+    compile: bool = False
+    amp: Literal["none", "bf16", "fp16"] = "none"
 
     @field_validator("best_metric")
     @classmethod

@@ -109,6 +109,12 @@ def fit(cfg: Config, *, resume: bool = False, overwrite: bool = False, split: Op
     if dist.enabled and cfg.train.sync_bn:
         model = convert_sync_batchnorm(model, device)
     net = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None) if dist.enabled else model
+    if cfg.train.compile:
+        net = torch.compile(net)
+    if cfg.train.amp == "fp16" and device.type != "cuda":
+        raise SeglabError("train.amp: fp16 autocast needs a CUDA device; use bf16 on CPU (or none)")
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.amp)
+    scaler = torch.amp.GradScaler("cuda", enabled=cfg.train.amp == "fp16")
     loss_fn = build_loss(lc.name, ignore_index=labels.ignore_index, weight=weights, ce_weight=lc.ce_weight,
                          dice_weight=lc.dice_weight, dice_smooth=lc.dice_smooth, strategy=lc.strategy,
                          exclusion_weight=lc.exclusion_weight).to(device)
@@ -171,34 +177,44 @@ def fit(cfg: Config, *, resume: bool = False, overwrite: bool = False, split: Op
             sampler.set_epoch(epoch)
             model.train()
             t0 = time.perf_counter()
-            loss_sum, seen = 0.0, 0
+            loss_sum, seen, data_seconds = 0.0, 0, 0.0
+            t_data = time.perf_counter()
             bar = tqdm(train_loader, desc=f"epoch {epoch}/{cfg.train.epochs}", unit="batch", leave=False,
                        disable=not (main and sys.stderr.isatty()), dynamic_ncols=True)
             for images, masks, labelled in bar:
+                data_seconds += time.perf_counter() - t_data  # time spent waiting for the loader
                 images = images.to(device, non_blocking=True)
                 masks = masks.to(device, non_blocking=True)
                 labelled = labelled.to(device, non_blocking=True)
                 if cfg.train.channels_last:
                     images = images.contiguous(memory_format=torch.channels_last)
-                outputs = net(images, labelled) if conditional else net(images)
-                loss = total_loss(loss_fn, outputs, masks, cfg.loss.aux_weight, labelled)
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                    outputs = net(images, labelled) if conditional else net(images)
+                    loss = total_loss(loss_fn, outputs, masks, cfg.loss.aux_weight, labelled)
                 if not torch.isfinite(loss):
                     raise SeglabError(f"training diverged at epoch {epoch}, step {state['global_step']}: loss is {float(loss)}; "
                                       "lower optimizer.lr")
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                scaler.scale(loss).backward()
                 if cfg.train.grad_clip:
+                    scaler.unscale_(optimizer)
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-                optimizer.step()
+                scaler.step(optimizer)
+                scaler.update()
                 scheduler.step()
                 state["global_step"] += 1
                 loss_sum += loss.item() * images.shape[0]
                 seen += images.shape[0]
                 bar.set_postfix(loss=f"{loss_sum / seen:.4f}", img_s=f"{seen / (time.perf_counter() - t0):.1f}")
+                t_data = time.perf_counter()
             train_time = time.perf_counter() - t0
+            local_seen = seen
             loss_sum, seen = all_reduce_sum([loss_sum, float(seen)], device)
+            # loader vs model throughput: a loader slower than the model starves it
             row: dict[str, Any] = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1),
-                                   "lr": optimizer.param_groups[0]["lr"], "train_images_per_s": seen / train_time}
+                                   "lr": optimizer.param_groups[0]["lr"], "train_images_per_s": seen / train_time,
+                                   "loader_images_per_s": local_seen / max(data_seconds, 1e-9),
+                                   "model_images_per_s": local_seen / max(train_time - data_seconds, 1e-9)}
             improved = False
             if epoch % cfg.train.val_every == 0 or epoch == cfg.train.epochs:
                 res = run_evaluation(model, val_set, labels, device=device, batch_size=cfg.eval.batch_size,
@@ -237,7 +253,8 @@ def fit(cfg: Config, *, resume: bool = False, overwrite: bool = False, split: Op
             val_txt = (f" val_loss {row['val_loss']:.4f} mIoU {row['val_miou']:.4f} pixel_acc {row['val_pixel_accuracy']:.4f} "
                        f"BIoU {row['val_mean_boundary_iou']:.4f}{' *' if improved else ''}" if "val_miou" in row else "")
             log.info(f"epoch {epoch}/{cfg.train.epochs} train_loss {row['train_loss']:.4f}{val_txt} "
-                     f"lr {row['lr']:.3g} {row['train_images_per_s']:.1f} img/s {row['epoch_seconds']:.1f} s")
+                     f"lr {row['lr']:.3g} {row['train_images_per_s']:.1f} img/s (loader {row['loader_images_per_s']:.0f}, "
+                     f"model {row['model_images_per_s']:.1f}) {row['epoch_seconds']:.1f} s")
             if on_epoch is not None:
                 on_epoch(row)
             if state["stopped_early"]:
