@@ -395,3 +395,21 @@ def test_conditional_checkpoint_predicts_and_exports(tmp_path, fmt):
             got = torch.jit.load(str(out))(x)
     assert got.shape == (2, 3, 32, 40)
     assert float((got - ref).abs().max()) <= 1e-4 * max(1.0, float(ref.abs().max()))
+
+
+@pytest.mark.parametrize("name,strategy", [("pspnet", "marginal_exclusion"), ("u2net_small", "conditional"),
+                                           ("segformer", "marginal")])
+def test_strategies_train_zoo_models_with_auxiliary_outputs(tmp_path, name, strategy):
+    # the strategies work with any zoo model: partial-label losses also score aux / side outputs
+    from test_zoo import FAST
+
+    sources = _two_binary(tmp_path, n=4)
+    raw = _merged_raw(tmp_path, sources)
+    raw["model"] = {"name": name, **FAST.get(name, {})}
+    raw["loss"] = {"name": "ce_dice", "strategy": strategy}
+    raw["train"].update(epochs=1, batch_size=2)
+    raw["eval"]["num_samples"] = 0
+    raw["output"]["name"] = f"{name}_{strategy}"
+    run = api.train(config_from_dict(raw, strategy))
+    m = json.loads((run.eval_dir("val") / "metrics.json").read_text())
+    assert 0.0 <= m["miou"] <= 1.0 and math.isfinite(m["loss"] if "loss" in m else 0.0)

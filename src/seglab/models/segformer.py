@@ -138,11 +138,20 @@ class SegFormer(SegmentationModel):
         self.classifier = nn.Conv2d(e, num_classes, 1)
 
     def decode(self, x):
+        h, w = x.shape[-2:]
+        # the stage-1 spatial reduction (kernel 8 on stride-4 features) needs inputs of at least 32 px
+        ph, pw = max(0, 32 - h), max(0, 32 - w)
+        if ph or pw:
+            x = F.pad(x, (0, pw, 0, ph))
         feats = self.encoder(x)
         size = feats[0].shape[-2:]
         ups = [F.interpolate(l(f), size=size, mode="bilinear", align_corners=False) if i else l(f)
                for i, (l, f) in enumerate(zip(self.linear, feats))]
-        return self.classifier(self.dropout(self.fuse(torch.cat(ups[::-1], dim=1)))), []
+        out = self.classifier(self.dropout(self.fuse(torch.cat(ups[::-1], dim=1))))
+        if ph or pw:  # back to the unpadded extent (stride 4), then the base class resizes to the input
+            out = F.interpolate(out, size=(x.shape[-2] // 4, x.shape[-1] // 4), mode="bilinear", align_corners=False)
+            out = out[..., : -(-h // 4), : -(-w // 4)]
+        return out, []
 
 
 _HF_RULES = [
