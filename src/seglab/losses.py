@@ -249,16 +249,17 @@ def total_loss(
     labelled (N, K) bool: the classes each sample annotates (None: all); a conditional model's
     training output also carries its (sample, class) `pairs`.
     """
+    args = (labelled,) if labelled is not None else ()  # plain (logits, target) losses work too
     if isinstance(outputs, torch.Tensor):
-        return loss_fn(outputs, target, labelled)
+        return loss_fn(outputs, target, *args)
     extra = {"pairs": outputs["pairs"]} if "pairs" in outputs else {}
     aux = outputs.get("aux", [])
     weights = aux_weight if isinstance(aux_weight, list) else [aux_weight] * len(aux)
     if len(weights) != len(aux):
         raise ConfigError(f"loss.aux_weight: the model has {len(aux)} auxiliary outputs, {len(weights)} weights given")
-    loss = loss_fn(outputs["out"], target, labelled, **extra)
+    loss = loss_fn(outputs["out"], target, *args, **extra)
     for w, a in zip(weights, aux):
-        loss = loss + w * loss_fn(a, target, labelled, **extra)
+        loss = loss + w * loss_fn(a, target, *args, **extra)
     return loss
 
 
