@@ -63,6 +63,12 @@ def expand_experiments(inputs: Sequence[PathLike], overrides: Sequence[str] = ()
     return named
 
 
+def _rank() -> int:
+    import os
+
+    return int(os.environ.get("RANK", "0"))
+
+
 def _eval_split(cfg: Config) -> str:
     return cfg.eval.split
 
@@ -181,6 +187,8 @@ def compare(inputs: Sequence[PathLike], *, out: PathLike, overrides: Sequence[st
     for i, (name, cfg) in enumerate(experiments, 1):
         log.info(f"experiment {i}/{len(experiments)}: {name} ({cfg.model.name})")
         runs[name] = run_experiment(name, cfg, out / "runs")
+    if _rank() != 0:  # torchrun: rank 0 writes the comparison
+        return out / "report.html"
     splits = {_eval_split(cfg) for _, cfg in experiments}
     return compare_runs(runs, out, split="test" if splits == {"test"} else "val", num_images=num_images)
 
