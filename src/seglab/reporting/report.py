@@ -16,7 +16,7 @@ body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;bac
 header{background:#1d2330;color:#fff;padding:18px 32px}header h1{margin:0;font-size:22px}
 header p{margin:4px 0 0;color:#b8c0d0;font-size:13px}
 main{padding:20px 32px;max-width:1200px}
-section{background:#fff;border-radius:8px;padding:16px 20px;margin-bottom:18px;box-shadow:0 1px 3px #0002}
+section{background:#fff;border-radius:8px;padding:16px 20px;margin-bottom:18px;box-shadow:0 1px 3px #0002;overflow-x:auto}
 h2{font-size:17px;margin:0 0 12px}
 .cards{display:flex;flex-wrap:wrap;gap:12px}.card{background:#eef2fb;border-radius:6px;padding:10px 16px;min-width:130px}
 .card b{display:block;font-size:22px}.card span{font-size:12px;color:#556}
