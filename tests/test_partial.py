@@ -23,6 +23,7 @@ from seglab.models import create_conditional_model
 from seglab.models.conditional import ConditionalSegmenter
 
 from conftest import TINY, save_png
+from test_cli import _cfg_file, _fails
 
 IGNORE = 255
 
@@ -250,21 +251,6 @@ def test_balanced_sampler_draws_groups_equally():
     s.set_epoch(0)
     first = [i for i, _ in s]
     assert first == [i for i, _ in s] and len(first) == 100  # deterministic per epoch
-
-
-def _cfg_file(tmp_path, raw):
-    p = tmp_path / "cfg.yaml"
-    p.write_text(yaml.safe_dump(raw))
-    return str(p)
-
-
-def _fails(capsys, argv, pattern):
-    import re
-
-    code = main(argv)
-    err = capsys.readouterr().err.strip()
-    assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
-    assert re.search(pattern, err), err
 
 
 def test_bad_merged_inputs(tmp_path, capsys):

@@ -23,6 +23,7 @@ from .evaluation.inference import settings_from_config
 from .evaluation.predict import load_model, overlay, predict_files
 from .fileio import atomic_write_text
 from .reporting import plots
+from .reporting.compare import read_history
 from .reporting.report import PER_CLASS_HEADER, build_report
 from .reporting.run_dir import RunDir, clean_json
 
@@ -86,20 +87,13 @@ def _track_final(cfg: Config, run: RunDir) -> None:
 
 
 def finish_report(run: RunDir) -> Path:
-    history = _read_history(run)
+    history = read_history(run)
     if history:
         plots.plot_loss_curves(history, run.plots / "loss.png")
         plots.plot_metric_curves(history, run.plots / "metrics.png")
     path = build_report(run)
     log.info(f"report: {path}")
     return path
-
-
-def _read_history(run: RunDir) -> list[dict[str, Any]]:
-    if not run.metrics_csv.is_file():
-        return []
-    with run.metrics_csv.open() as f:
-        return [{k: (float(v) if v not in ("", None) else None) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
 def _resolve_target(target: PathLike) -> tuple[Path, Optional[RunDir]]:

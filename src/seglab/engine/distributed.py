@@ -32,9 +32,9 @@ def init_distributed(device_name: str) -> tuple[DistInfo, torch.device]:
     """Join the torchrun process group when WORLD_SIZE > 1; returns (info, this process's device)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        return DistInfo(), _device(device_name, 0)
+        return DistInfo(), resolve_device(device_name, 0)
     info = DistInfo(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
-    device = _device(device_name, info.local_rank)
+    device = resolve_device(device_name, info.local_rank)
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":
@@ -43,7 +43,7 @@ def init_distributed(device_name: str) -> tuple[DistInfo, torch.device]:
     return info, device
 
 
-def _device(name: str, local_rank: int) -> torch.device:
+def resolve_device(name: str, local_rank: int) -> torch.device:
     from ..errors import SeglabError
 
     if name == "auto":

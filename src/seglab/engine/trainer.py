@@ -26,18 +26,16 @@ from ..models import build_model_from_meta
 from ..reporting.run_dir import RunDir
 from ..reporting.tracking import create_tracker
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .distributed import all_reduce_sum, barrier, cleanup_distributed, convert_sync_batchnorm, init_distributed
+from .distributed import (all_reduce_sum, barrier, cleanup_distributed, convert_sync_batchnorm, init_distributed,
+                          resolve_device)
 from .optim import build_optimizer, build_scheduler, count_parameters
 
 log = logging.getLogger("seglab")
 
 
 def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise SeglabError(f"train.device: '{name}' requested but CUDA is not available")
-    return torch.device(name)
+    """train.device ('auto', 'cpu', 'cuda[:N]') -> the device of a single process."""
+    return resolve_device(name, 0)
 
 
 def seed_everything(seed: int) -> None:
