@@ -63,3 +63,30 @@ def test_tune_needs_a_space(tmp_path, capsys):
     cfg.write_text(yaml.safe_dump(raw))
     assert main(["tune", str(cfg), "--trials", "1"]) == 2
     assert "optimizer.lrr: unknown key" in capsys.readouterr().err
+
+
+def test_tune_prunes_a_poor_trial(tmp_path):
+    """A trial that cannot learn (learning rate ~0) falls below the median of the finished trial at the same
+    epoch and is pruned there: its run stops early and the study records it as PRUNED."""
+    from seglab.tuning import tune
+
+    raw = copy.deepcopy(TINY)
+    raw["train"]["epochs"] = 4
+    raw["output"] = {"dir": str(tmp_path / "runs"), "name": "prune"}
+    raw["tune"] = {"space": {"optimizer.lr": {"type": "categorical", "choices": [0.02, 1.0e-12]}},
+                   "pruner": "median", "pruner_startup_trials": 1, "pruner_warmup_epochs": 0}
+    cfg = tmp_path / "tune.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(study_name="prune", storage=url, direction="maximize")
+    study.enqueue_trial({"optimizer.lr": 0.02})  # fixed order: the learner first, then the non-learner
+    study.enqueue_trial({"optimizer.lr": 1.0e-12})
+    result = tune(cfg, trials=2, storage=url)
+    study = optuna.load_study(study_name="prune", storage=url)
+    good, poor = study.trials
+    assert good.state == optuna.trial.TrialState.COMPLETE and good.params["optimizer.lr"] == 0.02
+    assert poor.state == optuna.trial.TrialState.PRUNED and poor.params["optimizer.lr"] == 1.0e-12
+    assert max(poor.intermediate_values) < raw["train"]["epochs"]  # stopped before its last epoch
+    assert result["trials"]["pruned"] == 1 and result["best_params"] == {"optimizer.lr": 0.02}
+    log = (tmp_path / "runs" / "tune_prune" / "trial_0001" / "train.log").read_text()
+    assert f"trial 1 pruned at epoch {max(poor.intermediate_values)}" in log

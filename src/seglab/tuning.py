@@ -125,6 +125,9 @@ def tune(config: Union[Config, PathLike], *, trials: int, overrides: Sequence[st
                 best["value"] = value
             trial.report(value, row["epoch"])
             if trial.should_prune():
+                # logged while the run's train.log is still attached, so the folder says why it stopped
+                log.info(f"trial {trial.number} pruned at epoch {row['epoch']}: {key} {value:.4f} is worse than the "
+                         f"median of earlier trials at this epoch")
                 raise optuna.TrialPruned(f"epoch {row['epoch']}: {key} {value:.4f}")
 
         fit(trial_cfg, overwrite=True, on_epoch=report)
