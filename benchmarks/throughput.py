@@ -5,8 +5,10 @@ input size, batch size and thread count:
   - training-step images/s (forward, backward, AdamW step),
   - inference latency of one batch (eval mode, no grad),
   - peak resident memory of the process,
-for seglab in fp32 eager mode (contiguous), seglab's recommended CPU setting (channels_last) and the peer
-in its default fp32 eager mode; plus ONNX Runtime vs eager PyTorch inference latency for seglab models.
+for seglab in fp32 eager mode (contiguous), with channels_last, with its default training setting (channels_last
+plus `train.amp: auto`, i.e. bf16 autocast on CPUs with native bf16) and the peer in its default fp32 eager mode;
+plus ONNX Runtime vs eager PyTorch inference latency for seglab models.
+The tables are written between the throughput markers of --out; the rest of that file is kept.
 
 segmentation_models_pytorch is needed only here:  pip install segmentation-models-pytorch
 Usage:  python benchmarks/throughput.py --out docs/benchmarks.md [--size 256 --batch 8 --threads 2]
@@ -58,6 +60,10 @@ else:
 fmt = torch.channels_last if spec["channels_last"] else torch.contiguous_format
 model = model.to(memory_format=fmt)
 x = torch.randn(B, 3, S, S).contiguous(memory_format=fmt)
+amp = None
+if spec.get("amp", "none") != "none":  # seglab's own resolution of train.amp (auto -> bf16 only with native bf16)
+    from seglab.engine.precision import amp_dtype, resolve_amp
+    amp = amp_dtype(resolve_amp(spec["amp"], torch.device("cpu")))
 y = torch.randint(0, K, (B, S, S))
 def loss_of(out):
     if isinstance(out, dict):  # torchvision: {"out", "aux"}; seglab in training: {"out", "aux": [...]}
@@ -69,9 +75,13 @@ result = {}
 model.train(); opt = torch.optim.AdamW(model.parameters(), 1e-4)
 for i in range(spec["warmup"] + spec["steps"]):
     if i == spec["warmup"]: t0 = time.perf_counter()
-    loss = loss_of(model(x)); opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
+    with torch.autocast("cpu", dtype=amp, enabled=amp is not None):
+        loss = loss_of(model(x))
+    opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
 result["train_img_s"] = B * spec["steps"] / (time.perf_counter() - t0)
 result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+if spec.get("train_only"):
+    print("RESULT " + json.dumps(result)); sys.exit(0)
 model.eval(); times = []
 with torch.no_grad():
     for i in range(spec["warmup"] + spec["steps"]):
@@ -126,17 +136,25 @@ def main() -> None:
     ap.add_argument("--out", default="docs/benchmarks.md")
     args = ap.parse_args()
     common = {"size": args.size, "batch": args.batch, "threads": args.threads, "steps": args.steps, "warmup": args.warmup}
+    from seglab.engine.precision import resolve_amp
+    import torch
+
+    args.default_amp = resolve_amp("auto", torch.device("cpu"))
+    settings = [("seglab", False, "none"), ("seglab_cl", True, "none"), ("peer", False, "none")]
+    if args.default_amp != "none":  # otherwise seglab's default is exactly the CL column
+        settings.insert(2, ("seglab_rec", True, "auto"))
     rows = []
     for label, (name, options), lib, expr in PAIRS:
         if args.only and args.only not in label:
             continue
         r = {"label": label, "peer": lib}
         runs: dict = {}
-        # Repetitions interleave the three settings, so slow phases of a shared machine hit all of them.
+        # Repetitions interleave the settings, so slow phases of a shared machine hit all of them.
         for rep in range(args.repeats):
-            for who, cl in (("seglab", False), ("seglab_cl", True), ("peer", False)):
+            for who, cl, amp in settings:
                 base = {"lib": "seglab", "name": name, "options": options} if who != "peer" else {"lib": lib, "expr": expr}
-                res = run(WORKER, {**common, **base, "channels_last": cl})
+                # seglab evaluates and predicts in fp32, so the default setting's inference is the CL column's
+                res = run(WORKER, {**common, **base, "channels_last": cl, "amp": amp, "train_only": who == "seglab_rec"})
                 for k, v in res.items():
                     runs.setdefault(f"{who}_{k}", []).append(v)
         for k, v in runs.items():
@@ -153,6 +171,9 @@ def main() -> None:
     write_markdown(args, rows, onnx_rows)
 
 
+BEGIN, END = "<!-- throughput:begin -->", "<!-- throughput:end -->"
+
+
 def write_markdown(args, rows, onnx_rows) -> None:
     import torch
 
@@ -162,38 +183,58 @@ def write_markdown(args, rows, onnx_rows) -> None:
             cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    cmd = f"python benchmarks/throughput.py --size {args.size} --batch {args.batch} --threads {args.threads} --steps {args.steps} --warmup {args.warmup} --repeats {args.repeats}"
+    rec = args.default_amp != "none"
+    cmd = (f"python benchmarks/throughput.py --size {args.size} --batch {args.batch} --threads {args.threads} "
+           f"--steps {args.steps} --warmup {args.warmup} --repeats {args.repeats}"
+           + (f' --only "{args.only}"' if args.only else ""))
     lines = [
-        "# Speed: seglab against segmentation_models_pytorch and torchvision", "",
+        BEGIN,
         f"Measured {datetime.date.today().isoformat()} on {cpu}, {args.threads} threads, torch {torch.__version__}, "
-        f"input {args.size}x{args.size}, batch {args.batch}, 12 classes, fp32. Command:", "", f"    {cmd}", "",
+        f"input {args.size}x{args.size}, batch {args.batch}, 12 classes. Command:", "", f"    {cmd}", "",
         "Each setting runs in a fresh process (training steps, then inference; median latency over the timed steps; "
         "peak RSS of that process), repeated with the settings interleaved; the table gives the median over repetitions.",
-        "`seglab` is fp32 eager with contiguous tensors, `seglab CL` is seglab's recommended CPU setting "
-        "(channels_last, the default in configs), `peer` is the peer library's model in its default fp32 eager mode.", "",
+        "`seglab` is fp32 eager with contiguous tensors, `seglab CL` the same with channels_last, "
+        + (f"`seglab default` seglab's default training setting on this CPU (channels_last + `train.amp: auto`, which "
+           f"resolves to {args.default_amp} autocast here), " if rec else
+           "which is also seglab's default training setting on this CPU (`train.amp: auto` resolves to fp32 here), ")
+        + "`peer` the peer library's model in its default fp32 eager mode.", "",
         "## Training step (images/s, higher is better)", "",
-        "| architecture | peer | peer img/s | seglab img/s | seglab CL img/s | seglab / peer | seglab CL / peer |",
-        "|---|---|---|---|---|---|---|",
+        "| architecture | peer | peer img/s | seglab img/s | seglab CL img/s |" + (" seglab default img/s |" if rec else "")
+        + " seglab / peer | seglab CL / peer |" + (" seglab default / peer |" if rec else ""),
+        "|---|---|---|---|---|---|---|" + ("---|---|" if rec else ""),
     ]
     for r in rows:
         p, s, c = r["peer_train_img_s"], r["seglab_train_img_s"], r["seglab_cl_train_img_s"]
-        lines.append(f"| {r['label']} | {r['peer']} | {p:.2f} | {s:.2f} | {c:.2f} | {s / p:.2f}x | {c / p:.2f}x |")
-    lines += ["", "## Inference latency of one batch (ms, lower is better; ratios are peer / seglab)", "",
-              "| architecture | peer | peer ms | seglab ms | seglab CL ms | speed-up | speed-up CL |", "|---|---|---|---|---|---|---|"]
+        d = r.get("seglab_rec_train_img_s")
+        lines.append(f"| {r['label']} | {r['peer']} | {p:.2f} | {s:.2f} | {c:.2f} |" + (f" {d:.2f} |" if rec else "")
+                     + f" {s / p:.2f}x | {c / p:.2f}x |" + (f" {d / p:.2f}x |" if rec else ""))
+    lines += ["", "## Inference latency of one batch (ms, lower is better; ratios are peer / seglab; seglab infers in fp32)",
+              "", "| architecture | peer | peer ms | seglab ms | seglab CL ms | speed-up | speed-up CL |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         p, s, c = r["peer_latency_ms"], r["seglab_latency_ms"], r["seglab_cl_latency_ms"]
         lines.append(f"| {r['label']} | {r['peer']} | {p:.0f} | {s:.0f} | {c:.0f} | {p / s:.2f}x | {p / c:.2f}x |")
     lines += ["", "## Peak memory (MB resident, training step)", "",
-              "| architecture | peer | seglab | seglab CL |", "|---|---|---|---|"]
+              "| architecture | peer | seglab | seglab CL |" + (" seglab default |" if rec else ""),
+              "|---|---|---|---|" + ("---|" if rec else "")]
     for r in rows:
         lines.append(f"| {r['label']} | {r['peer_peak_rss_mb']:.0f} | {r['seglab_peak_rss_mb']:.0f} | "
-                     f"{r['seglab_cl_peak_rss_mb']:.0f} |")
-    lines += ["", "## ONNX Runtime against eager PyTorch (seglab models, batch 1, ms)", "",
-              "| model | eager PyTorch (channels_last) | ONNX Runtime | speed-up |", "|---|---|---|---|"]
-    for r in onnx_rows:
-        lines.append(f"| {r['label']} | {r['eager_ms']:.1f} | {r['ort_ms']:.1f} | {r['eager_ms'] / r['ort_ms']:.2f}x |")
-    with open(args.out, "w") as f:
-        f.write("\n".join(lines) + "\n")
+                     f"{r['seglab_cl_peak_rss_mb']:.0f} |" + (f" {r['seglab_rec_peak_rss_mb']:.0f} |" if rec else ""))
+    if onnx_rows:
+        lines += ["", "## ONNX Runtime against eager PyTorch (seglab models, batch 1, ms)", "",
+                  "| model | eager PyTorch (channels_last) | ONNX Runtime | speed-up |", "|---|---|---|---|"]
+        for r in onnx_rows:
+            lines.append(f"| {r['label']} | {r['eager_ms']:.1f} | {r['ort_ms']:.1f} | {r['eager_ms'] / r['ort_ms']:.2f}x |")
+    lines.append(END)
+    block = "\n".join(lines)
+    text = open(args.out).read() if os.path.exists(args.out) else "# Speed: seglab against segmentation_models_pytorch and torchvision\n\n"
+    if BEGIN in text and END in text:  # replace only the measured block; hand-written reading of it stays
+        text = text[:text.index(BEGIN)] + block + text[text.index(END) + len(END):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    tmp = args.out + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, args.out)
     print(f"wrote {args.out}")
 
 

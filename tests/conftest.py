@@ -19,7 +19,8 @@ TINY = {
     "loss": {"name": "ce_dice"},
     "optimizer": {"name": "adam", "lr": 0.01},
     "schedule": {"name": "cosine", "warmup_epochs": 0.5},
-    "train": {"epochs": 2, "batch_size": 8, "num_workers": 0, "channels_last": False},
+    # fp32 on purpose (not `auto`): several tests compare two runs to float rounding
+    "train": {"epochs": 2, "batch_size": 8, "num_workers": 0, "channels_last": False, "amp": "none"},
     "eval": {"batch_size": 8, "num_samples": 2},
     "output": {"dir": "runs", "name": "tiny"},
 }

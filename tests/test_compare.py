@@ -45,6 +45,7 @@ def test_compare_writes_results_and_report(compared):
         assert float(r["miou"]) == pytest.approx(m["miou"])
         assert float(r["iou_disc"]) == pytest.approx(m["iou"][1], nan_ok=True)
         assert int(r["parameters"]) > 0 and float(r["gflops"]) > 0 and float(r["train_seconds"]) > 0
+        assert r["device"] == "cpu" and r["precision"] == "none"  # TINY pins amp: none
     assert rows[2]["epochs"] == "1" and rows[0]["epochs"] == "2"  # the sweep's own overrides applied
     assert "| unet_shallow | unet |" in (out / "results.md").read_text()
     page = (out / "report.html").read_text()

@@ -72,3 +72,33 @@ def test_two_processes_match_one_and_resume(tmp_path):
     _torchrun("train", _raw(tmp_path, "ddp_resumed", 3), cwd=tmp_path)
     _torchrun("train", "--resume", str(tmp_path / "runs" / "ddp_resumed"), "--set", "train.epochs=6", cwd=tmp_path)
     _close(_history(tmp_path / "runs" / "ddp_resumed"), single)
+
+
+def test_compare_and_k_fold_under_torchrun(tmp_path):
+    """`seglab compare` and `k_folds` run unchanged under torchrun: every experiment and fold trains on both ranks,
+    rank 0 alone writes the tables and reports, and the numbers match a one-process run of the same configs."""
+    a, b = _raw(tmp_path, "a", 2), _raw(tmp_path, "b", 2)
+    raw = yaml.safe_load(open(b))
+    raw["model"] = {"name": "unet", "base_channels": 6, "depth": 1}
+    open(b, "w").write(yaml.safe_dump(raw))
+    assert main(["compare", a, b, "--out", str(tmp_path / "single"), "--images", "2"]) == 0
+    _torchrun("compare", a, b, "--out", str(tmp_path / "ddp"), "--images", "2", cwd=tmp_path)
+    rows = {w: list(csv.DictReader(open(tmp_path / w / "results.csv"))) for w in ("single", "ddp")}
+    assert [r["experiment"] for r in rows["ddp"]] == ["a", "b"]
+    for rs, rd in zip(rows["single"], rows["ddp"]):
+        assert float(rd["miou"]) == pytest.approx(float(rs["miou"]), abs=0.005)
+    assert (tmp_path / "ddp" / "report.html").is_file() and (tmp_path / "ddp" / "predictions.png").is_file()
+
+    cv = yaml.safe_load(open(a))
+    cv.update(k_folds=2)
+    cv["output"]["name"] = "cv"
+    path = tmp_path / "cv.yaml"
+    path.write_text(yaml.safe_dump(cv))
+    _torchrun("train", str(path), cwd=tmp_path)
+    import json
+
+    summary = json.loads((tmp_path / "runs" / "cv" / "cv_summary.json").read_text())
+    mious = [json.loads((tmp_path / "runs" / "cv" / f"fold_{k}" / "eval" / "val" / "metrics.json").read_text())["miou"]
+             for k in (1, 2)]
+    assert summary["mean"]["miou"] == pytest.approx(sum(mious) / 2)
+    assert not list(tmp_path.rglob("*rank*"))

@@ -185,3 +185,27 @@ def test_speed_switches_compile_and_bf16(tiny_raw, tmp_path):
     tiny_raw["train"]["amp"] = "fp16"
     with pytest.raises(SeglabError, match="train.amp: fp16 autocast needs a CUDA device"):
         fit(config_from_dict(tiny_raw))
+
+
+def test_amp_auto_uses_bf16_only_on_cpus_with_native_bf16(tiny_raw, monkeypatch):
+    """`train.amp: auto` -> bf16 autocast on a CPU with AVX512-BF16/AMX (measured faster there), fp32 on other
+    CPUs (where bf16 is emulated and slower) and on GPUs (not measured); the run records what it used."""
+    import json
+
+    from seglab.engine import precision
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    assert precision.resolve_amp("auto", cpu) == "bf16"
+    assert precision.resolve_amp("auto", cuda) == "none"
+    assert precision.resolve_amp("none", cpu) == "none" and precision.resolve_amp("fp16", cuda) == "fp16"
+    with pytest.raises(SeglabError, match="train.amp: fp16 autocast needs a CUDA device"):
+        precision.resolve_amp("fp16", cpu)
+    tiny_raw["train"].update(epochs=1, amp="auto")
+    summary = json.loads((fit(config_from_dict(tiny_raw)).path / "summary.json").read_text())
+    assert summary["precision"] == "bf16"
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
+    assert precision.resolve_amp("auto", cpu) == "none"
+    tiny_raw["output"]["name"] = "fp32"
+    summary = json.loads((fit(config_from_dict(tiny_raw)).path / "summary.json").read_text())
+    assert summary["precision"] == "none"

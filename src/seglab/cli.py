@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from typing import Optional, Sequence
 
@@ -138,6 +139,10 @@ def _print_inspect(s: dict) -> None:
     print(f"written: {s['out_dir']}/inspect.json" + (f", {s['sample_grid']}" if s.get("sample_grid") else ""))
 
 
+def _main_rank() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def run(args: argparse.Namespace) -> int:
     from . import api
 
@@ -147,7 +152,8 @@ def run(args: argparse.Namespace) -> int:
         if args.config is not None and args.resume is not None:
             raise SeglabError("train: give either a CONFIG file or --resume RUN_DIR, not both")
         r = api.train(args.config, overrides=args.overrides, resume=args.resume, overwrite=args.overwrite)
-        print(f"run folder: {r.path}\nreport: {r.report}")
+        if _main_rank():
+            print(f"run folder: {r.path}\nreport: {r.report}")
     elif args.command == "eval":
         api.evaluate(args.target, split=args.split, overrides=args.overrides + _inference_overrides(args), out=args.out)
     elif args.command == "predict":
@@ -189,7 +195,9 @@ def run(args: argparse.Namespace) -> int:
     elif args.command == "compare":
         from .experiments import compare
 
-        print(compare(args.configs, out=args.out, overrides=args.overrides, num_images=args.images))
+        page = compare(args.configs, out=args.out, overrides=args.overrides, num_images=args.images)
+        if _main_rank():
+            print(page)
     elif args.command == "models":
         from .models import describe_model, list_models
 
@@ -213,7 +221,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     console = logging.StreamHandler(sys.stdout)
     console.setFormatter(logging.Formatter("%(message)s"))
     logger.addHandler(console)
-    logger.setLevel(logging.INFO)
+    # torchrun: the other ranks print only warnings and errors, so the console reads like one process
+    logger.setLevel(logging.INFO if _main_rank() else logging.WARNING)
     logger.propagate = False
     try:
         return run(args)

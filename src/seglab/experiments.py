@@ -97,9 +97,10 @@ def run_experiment(name: str, cfg: Config, runs_dir: Path) -> RunDir:
         return run
     if run.summary.is_file():
         log.info(f"{name}: trained, evaluating")
-        for s in sorted({"val", split}):
-            api.evaluate(run.path, split=s, report=False)
-        api.finish_report(run)
+        if _rank() == 0:  # torchrun: rank 0 evaluates, as after a training
+            for s in sorted({"val", split}):
+                api.evaluate(run.path, split=s, report=False)
+            api.finish_report(run)
     elif run.last.is_file():
         log.info(f"{name}: resuming {run.path}")
         api.train(cfg, resume=run.path)
@@ -181,12 +182,15 @@ def compare_runs(runs: dict[str, RunDir], out: PathLike, *, split: Optional[str]
 
 def compare(inputs: Sequence[PathLike], *, out: PathLike, overrides: Sequence[str] = (), num_images: int = 4) -> Path:
     """Run every experiment (skipping finished ones, resuming interrupted ones) into OUT/runs/, then compare."""
+    from .engine.distributed import process_group
+
     out = Path(out)
     experiments = expand_experiments(inputs, overrides)
     runs: dict[str, RunDir] = {}
-    for i, (name, cfg) in enumerate(experiments, 1):
-        log.info(f"experiment {i}/{len(experiments)}: {name} ({cfg.model.name})")
-        runs[name] = run_experiment(name, cfg, out / "runs")
+    with process_group(experiments[0][1].train.device if experiments else "auto"):
+        for i, (name, cfg) in enumerate(experiments, 1):
+            log.info(f"experiment {i}/{len(experiments)}: {name} ({cfg.model.name})")
+            runs[name] = run_experiment(name, cfg, out / "runs")
     if _rank() != 0:  # torchrun: rank 0 writes the comparison
         return out / "report.html"
     splits = {_eval_split(cfg) for _, cfg in experiments}
@@ -240,38 +244,44 @@ def cross_validate(cfg: Config, *, overwrite: bool = False) -> RunDir:
     from .config import dump_config
     from .data.datasets import build_split
     from .data.splits import save_split
+    from .engine.distributed import barrier, process_group
     from .fileio import atomic_write_text
     from .reporting.compare import results_markdown
 
     k = int(cfg.k_folds or 0)
     root = RunDir(cfg.run_dir())
-    if root.path.exists() and any(root.path.iterdir()):
-        if overwrite:
-            shutil.rmtree(root.path)
-        elif not root.is_run() or not _same_experiment(root, cfg):
-            raise SeglabError(f"{root.path}: folder exists with other contents; pass --overwrite to replace it")
-    root.path.mkdir(parents=True, exist_ok=True)
-    if root.split.is_file():  # resuming: the same pool and folds as before
-        split = load_split(root.split)
-    else:
-        split = build_split(cfg.data)
-        save_split(root.split, split)
-    atomic_write_text(root.config, dump_config(cfg))
     runs: dict[str, RunDir] = {}
-    for i, fold in enumerate(make_folds(split, k, cfg.seed), 1):
-        fold_cfg = cfg.model_copy(deep=True)
-        fold_cfg.k_folds = None
-        fold_cfg.output.dir, fold_cfg.output.name = str(root.path), f"fold_{i}"
-        run = RunDir(fold_cfg.run_dir())
-        if run.summary.is_file() and (run.eval_dir("val") / "metrics.json").is_file():
-            log.info(f"fold {i}/{k}: finished, reusing {run.path}")
-        elif run.last.is_file():
-            log.info(f"fold {i}/{k}: resuming {run.path}")
-            api.train(fold_cfg, resume=run.path)
-        else:
-            log.info(f"fold {i}/{k}: {len(fold['train'])} train / {len(fold['val'])} val samples")
-            api.train(fold_cfg, overwrite=True, split=fold)
-        runs[f"fold_{i}"] = run
+    with process_group(cfg.train.device):
+        # torchrun: every rank checks the folder, rank 0 alone prepares it, then all read the same split
+        existing = root.path.exists() and any(root.path.iterdir())
+        if existing and not overwrite and (not root.is_run() or not _same_experiment(root, cfg)):
+            raise SeglabError(f"{root.path}: folder exists with other contents; pass --overwrite to replace it")
+        barrier()
+        if _rank() == 0:
+            if existing and overwrite:
+                shutil.rmtree(root.path)
+            root.path.mkdir(parents=True, exist_ok=True)
+            if not root.split.is_file():  # when resuming: the same pool and folds as before
+                save_split(root.split, build_split(cfg.data))
+            atomic_write_text(root.config, dump_config(cfg))
+        barrier()
+        split = load_split(root.split)
+        for i, fold in enumerate(make_folds(split, k, cfg.seed), 1):
+            fold_cfg = cfg.model_copy(deep=True)
+            fold_cfg.k_folds = None
+            fold_cfg.output.dir, fold_cfg.output.name = str(root.path), f"fold_{i}"
+            run = RunDir(fold_cfg.run_dir())
+            if run.summary.is_file() and (run.eval_dir("val") / "metrics.json").is_file():
+                log.info(f"fold {i}/{k}: finished, reusing {run.path}")
+            elif run.last.is_file():
+                log.info(f"fold {i}/{k}: resuming {run.path}")
+                api.train(fold_cfg, resume=run.path)
+            else:
+                log.info(f"fold {i}/{k}: {len(fold['train'])} train / {len(fold['val'])} val samples")
+                api.train(fold_cfg, overwrite=True, split=fold)
+            runs[f"fold_{i}"] = run
+    if _rank() != 0:
+        return root
     size = _input_size(cfg)
     rows = [result_row(name, run, "val", None, f"{size[0]}x{size[1]}") for name, run in runs.items()]
     mean, std = _mean_std(rows)

@@ -5,8 +5,10 @@ rendezvous for several machines); one process per GPU with NCCL, or CPU processe
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 import torch.distributed as dist
@@ -59,6 +61,26 @@ def resolve_device(name: str, local_rank: int) -> torch.device:
 def cleanup_distributed() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def group_is_initialized() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+@contextlib.contextmanager
+def process_group(device_name: str) -> Iterator[tuple[DistInfo, torch.device]]:
+    """Hold one torchrun process group over several trainings (compare, k-fold).
+
+    Each `fit` would otherwise create and destroy its own group; a rank that finishes first would then join
+    the next group through stale rendezvous keys while rank 0 is still evaluating, and fail to connect.
+    """
+    owned = not group_is_initialized()
+    info, device = init_distributed(device_name)
+    try:
+        yield info, device
+    finally:
+        if owned:
+            cleanup_distributed()
 
 
 def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:

@@ -26,9 +26,10 @@ from ..models import build_model_from_meta
 from ..reporting.run_dir import RunDir
 from ..reporting.tracking import create_tracker
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .distributed import (all_reduce_sum, barrier, cleanup_distributed, convert_sync_batchnorm, init_distributed,
-                          resolve_device)
+from .distributed import (all_reduce_sum, barrier, cleanup_distributed, convert_sync_batchnorm,
+                          group_is_initialized, init_distributed, resolve_device)
 from .optim import build_optimizer, build_scheduler, count_parameters
+from .precision import amp_dtype, resolve_amp
 
 log = logging.getLogger("seglab")
 
@@ -81,9 +82,11 @@ def fit(cfg: Config, *, resume: bool = False, overwrite: bool = False, split: Op
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     seed_everything(cfg.seed)
+    owns_group = not group_is_initialized()  # compare / k-fold hold one group over all their trainings
     dist, device = init_distributed(cfg.train.device)
     main = dist.is_main  # only rank 0 writes the run folder and logs
     barrier()  # every rank has checked the folder before rank 0 creates it
+    log_level = log.level
     if not main:
         log.setLevel(logging.WARNING)
     if cfg.train.batch_size % dist.world_size:
@@ -109,10 +112,9 @@ def fit(cfg: Config, *, resume: bool = False, overwrite: bool = False, split: Op
     net = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None) if dist.enabled else model
     if cfg.train.compile:
         net = torch.compile(net)
-    if cfg.train.amp == "fp16" and device.type != "cuda":
-        raise SeglabError("train.amp: fp16 autocast needs a CUDA device; use bf16 on CPU (or none)")
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.amp)
-    scaler = torch.amp.GradScaler("cuda", enabled=cfg.train.amp == "fp16")
+    precision = resolve_amp(cfg.train.amp, device)
+    autocast_dtype = amp_dtype(precision)
+    scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
     loss_fn = build_loss(lc.name, ignore_index=labels.ignore_index, weight=weights, ce_weight=lc.ce_weight,
                          dice_weight=lc.dice_weight, dice_smooth=lc.dice_smooth, strategy=lc.strategy,
                          exclusion_weight=lc.exclusion_weight).to(device)
@@ -152,7 +154,8 @@ def fit(cfg: Config, *, resume: bool = False, overwrite: bool = False, split: Op
         log.info(f"resuming {run.path} after epoch {state['epoch']} of {cfg.train.epochs}")
     else:
         log.info(f"run {run.path}: {cfg.model.name} ({n_params:,} parameters) on {device}"
-                 f"{f' x {dist.world_size} processes' if dist.enabled else ''}, "
+                 f"{f' x {dist.world_size} processes' if dist.enabled else ''}"
+                 f"{f', {precision} autocast' if precision != 'none' else ''}, "
                  f"{len(train_set)} train / {len(val_set)} val images, {labels.num_classes} classes")
         for src in data.sources:
             log.info(f"source {src.name} ({src.config.split}): annotates "
@@ -186,7 +189,7 @@ def fit(cfg: Config, *, resume: bool = False, overwrite: bool = False, split: Op
                 labelled = labelled.to(device, non_blocking=True)
                 if cfg.train.channels_last:
                     images = images.contiguous(memory_format=torch.channels_last)
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                     outputs = net(images, labelled) if conditional else net(images)
                     loss = total_loss(loss_fn, outputs, masks, cfg.loss.aux_weight, labelled)
                 if not torch.isfinite(loss):
@@ -266,15 +269,16 @@ def fit(cfg: Config, *, resume: bool = False, overwrite: bool = False, split: Op
         if handler is not None:
             log.removeHandler(handler)
             handler.close()
-        cleanup_distributed()
-        if not main:
-            log.setLevel(logging.INFO)
+        if owns_group:
+            cleanup_distributed()
+        log.setLevel(log_level)
     if not main:
         return run
     if tracker is not None:
         tracker.log_artifact(run.best, "checkpoints")
     run.write_json(run.summary, {
-        "mlflow_run_id": state["mlflow_run_id"], "model": cfg.model.name, "parameters": n_params, "device": str(device), "class_names": labels.names,
+        "mlflow_run_id": state["mlflow_run_id"], "model": cfg.model.name, "parameters": n_params, "device": str(device),
+        "precision": precision, "class_names": labels.names,
         "best_metric": cfg.train.best_metric, "best_value": state["best_value"], "best_epoch": state["best_epoch"],
         "timing": {"epochs_run": state["epoch"], "train_seconds": state["train_seconds"],
                    "mean_epoch_seconds": state["train_seconds"] / max(state["epoch"], 1),

@@ -103,8 +103,9 @@ def run_evaluation(
                     loss_n += 1
                 if len(samples) < num_samples:
                     samples.append((it["raw"], it["mask"].numpy().astype(np.uint8), pred.cpu().numpy().astype(np.uint8)))
-    cm.all_reduce()
-    biou.all_reduce()
+    if world > 1:  # a sharded evaluation; an unsharded one (rank 0 alone, process group alive) must not wait
+        cm.all_reduce()
+        biou.all_reduce()
     if world > 1 and loss_fn is not None:
         import torch.distributed as dist
 

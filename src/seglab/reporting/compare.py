@@ -13,7 +13,8 @@ from .report import _img, _num, _secs, _table, page
 from .run_dir import RunDir
 
 COLUMNS = ["experiment", "model", "split", "miou", "pixel_accuracy", "mean_boundary_iou", "mean_dice", "parameters",
-           "gflops", "gflops_input", "train_seconds", "train_images_per_s", "eval_images_per_s", "epochs", "best_epoch"]
+           "gflops", "gflops_input", "train_seconds", "train_images_per_s", "eval_images_per_s", "epochs", "best_epoch",
+           "device", "precision"]
 
 
 def read_history(run: RunDir) -> list[dict[str, Optional[float]]]:
@@ -36,6 +37,7 @@ def result_row(name: str, run: RunDir, split: str, gflops: Optional[float], gflo
         "train_images_per_s": timing.get("train_images_per_s"),
         "eval_images_per_s": (m["num_images"] / m["seconds"]) if m.get("seconds") else None,
         "epochs": timing.get("epochs_run"), "best_epoch": summary.get("best_epoch"),
+        "device": summary.get("device"), "precision": summary.get("precision"),  # timings mean little without them
     }
     for cls, v in zip(m.get("class_names", []), m.get("iou", [])):
         row[f"iou_{cls}"] = v
