@@ -4,7 +4,6 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import os
 from importlib import resources
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
@@ -16,6 +15,7 @@ from .config import Config, config_from_dict, load_config
 from .data.merge import source_summary
 from .data.datasets import EvalDataset, build_data, build_split, check_split
 from .data.splits import load_split
+from .engine.distributed import is_main_process
 from .engine.trainer import fit, pick_device
 from .errors import DataError, SeglabError
 from .evaluation.evaluate import run_evaluation
@@ -58,7 +58,7 @@ def train(config: Union[Config, PathLike], *, overrides: Sequence[str] = (), res
 
             return cross_validate(cfg, overwrite=overwrite)
         run = fit(cfg, overwrite=overwrite, split=split)
-    if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 evaluates and reports
+    if not is_main_process():  # torchrun: rank 0 evaluates and reports
         return run
     for name in ["val"] + (["test"] if cfg.eval.split == "test" else []):
         evaluate(run.path, split=name, report=False)

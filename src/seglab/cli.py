@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from typing import Optional, Sequence
 
@@ -139,12 +138,9 @@ def _print_inspect(s: dict) -> None:
     print(f"written: {s['out_dir']}/inspect.json" + (f", {s['sample_grid']}" if s.get("sample_grid") else ""))
 
 
-def _main_rank() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
-
-
 def run(args: argparse.Namespace) -> int:
     from . import api
+    from .engine.distributed import is_main_process
 
     if args.command == "train":
         if args.config is None and args.resume is None:
@@ -152,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
         if args.config is not None and args.resume is not None:
             raise SeglabError("train: give either a CONFIG file or --resume RUN_DIR, not both")
         r = api.train(args.config, overrides=args.overrides, resume=args.resume, overwrite=args.overwrite)
-        if _main_rank():
+        if is_main_process():
             print(f"run folder: {r.path}\nreport: {r.report}")
     elif args.command == "eval":
         api.evaluate(args.target, split=args.split, overrides=args.overrides + _inference_overrides(args), out=args.out)
@@ -196,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
         from .experiments import compare
 
         page = compare(args.configs, out=args.out, overrides=args.overrides, num_images=args.images)
-        if _main_rank():
+        if is_main_process():
             print(page)
     elif args.command == "models":
         from .models import describe_model, list_models
@@ -217,12 +213,13 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    from .engine.distributed import is_main_process  # imports torch: not before the arguments parse
     logger = logging.getLogger("seglab")
     console = logging.StreamHandler(sys.stdout)
     console.setFormatter(logging.Formatter("%(message)s"))
     logger.addHandler(console)
     # torchrun: the other ranks print only warnings and errors, so the console reads like one process
-    logger.setLevel(logging.INFO if _main_rank() else logging.WARNING)
+    logger.setLevel(logging.INFO if is_main_process() else logging.WARNING)
     logger.propagate = False
     try:
         return run(args)

@@ -12,6 +12,7 @@ from . import api
 from .config import Config, load_config
 from .data.datasets import build_data
 from .data.splits import load_split
+from .engine.distributed import is_main_process
 from .errors import ConfigError, SeglabError
 from .evaluation.predict import load_model, predict_image
 from .reporting import plots
@@ -63,12 +64,6 @@ def expand_experiments(inputs: Sequence[PathLike], overrides: Sequence[str] = ()
     return named
 
 
-def _rank() -> int:
-    import os
-
-    return int(os.environ.get("RANK", "0"))
-
-
 def _eval_split(cfg: Config) -> str:
     return cfg.eval.split
 
@@ -97,7 +92,7 @@ def run_experiment(name: str, cfg: Config, runs_dir: Path) -> RunDir:
         return run
     if run.summary.is_file():
         log.info(f"{name}: trained, evaluating")
-        if _rank() == 0:  # torchrun: rank 0 evaluates, as after a training
+        if is_main_process():  # torchrun: rank 0 evaluates, as after a training
             for s in sorted({"val", split}):
                 api.evaluate(run.path, split=s, report=False)
             api.finish_report(run)
@@ -191,7 +186,7 @@ def compare(inputs: Sequence[PathLike], *, out: PathLike, overrides: Sequence[st
         for i, (name, cfg) in enumerate(experiments, 1):
             log.info(f"experiment {i}/{len(experiments)}: {name} ({cfg.model.name})")
             runs[name] = run_experiment(name, cfg, out / "runs")
-    if _rank() != 0:  # torchrun: rank 0 writes the comparison
+    if not is_main_process():  # torchrun: rank 0 writes the comparison
         return out / "report.html"
     splits = {_eval_split(cfg) for _, cfg in experiments}
     return compare_runs(runs, out, split="test" if splits == {"test"} else "val", num_images=num_images)
@@ -257,7 +252,7 @@ def cross_validate(cfg: Config, *, overwrite: bool = False) -> RunDir:
         if existing and not overwrite and (not root.is_run() or not _same_experiment(root, cfg)):
             raise SeglabError(f"{root.path}: folder exists with other contents; pass --overwrite to replace it")
         barrier()
-        if _rank() == 0:
+        if is_main_process():
             if existing and overwrite:
                 shutil.rmtree(root.path)
             root.path.mkdir(parents=True, exist_ok=True)
@@ -280,7 +275,7 @@ def cross_validate(cfg: Config, *, overwrite: bool = False) -> RunDir:
                 log.info(f"fold {i}/{k}: {len(fold['train'])} train / {len(fold['val'])} val samples")
                 api.train(fold_cfg, overwrite=True, split=fold)
             runs[f"fold_{i}"] = run
-    if _rank() != 0:
+    if not is_main_process():
         return root
     size = _input_size(cfg)
     rows = [result_row(name, run, "val", None, f"{size[0]}x{size[1]}") for name, run in runs.items()]

@@ -30,6 +30,11 @@ class DistInfo:
         return self.rank == 0
 
 
+def is_main_process() -> bool:
+    """False on torchrun ranks other than 0 (True outside torchrun); readable before any process group exists."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def init_distributed(device_name: str) -> tuple[DistInfo, torch.device]:
     """Join the torchrun process group when WORLD_SIZE > 1; returns (info, this process's device)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
