@@ -63,13 +63,13 @@ def resolve_device(name: str, local_rank: int) -> torch.device:
     return torch.device(name)
 
 
-def cleanup_distributed() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
-
-
 def group_is_initialized() -> bool:
     return dist.is_available() and dist.is_initialized()
+
+
+def cleanup_distributed() -> None:
+    if group_is_initialized():
+        dist.destroy_process_group()
 
 
 @contextlib.contextmanager
@@ -90,7 +90,7 @@ def process_group(device_name: str) -> Iterator[tuple[DistInfo, torch.device]]:
 
 def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
     """Sum plain numbers over ranks (identity without a process group)."""
-    if not (dist.is_available() and dist.is_initialized()):
+    if not group_is_initialized():
         return values
     t = torch.tensor(values, dtype=torch.float64, device=device if dist.get_backend() == "nccl" else "cpu")
     dist.all_reduce(t)
@@ -98,7 +98,7 @@ def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
 
 
 def barrier() -> None:
-    if dist.is_available() and dist.is_initialized():
+    if group_is_initialized():
         dist.barrier()
 
 
@@ -107,7 +107,7 @@ class CpuSyncBatchNorm(nn.BatchNorm2d):
     where torch.nn.SyncBatchNorm refuses CPU tensors. Eval mode uses the running statistics as usual."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self.training and dist.is_available() and dist.is_initialized()):
+        if not (self.training and group_is_initialized()):
             return super().forward(x)
         import warnings
 
