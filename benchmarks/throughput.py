@@ -10,6 +10,11 @@ plus `train.amp: auto`, i.e. bf16 autocast on CPUs with native bf16) and the pee
 plus ONNX Runtime vs eager PyTorch inference latency for seglab models.
 The tables are written between the throughput markers of --out; the rest of that file is kept.
 
+`--paired ROUNDS` measures instead the fp32 eager training step of seglab and its peer in ONE process, alternating
+one step of each for ROUNDS rounds (the order flips every round), and ONNX Runtime against eager PyTorch the same
+way; a shared 2-vCPU machine varies by 20% from step to step, which a few steps per process cannot average out.
+It writes its own block (paired markers) of --out.
+
 segmentation_models_pytorch is needed only here:  pip install segmentation-models-pytorch
 Usage:  python benchmarks/throughput.py --out docs/benchmarks.md [--size 256 --batch 8 --threads 2]
 """
@@ -116,6 +121,148 @@ print("RESULT " + json.dumps(out))
 '''
 
 
+PAIRED_WORKER = r'''
+import json, sys, time, torch
+import torch.nn.functional as F
+spec = json.loads(sys.argv[1])
+torch.set_num_threads(spec["threads"]); torch.manual_seed(0)
+K, S, B = 12, spec["size"], spec["batch"]
+from seglab.models import create_model
+if spec["lib"] == "smp":
+    import segmentation_models_pytorch as smp
+else:
+    import torchvision.models.segmentation as tvs
+models = {"seglab": create_model(spec["name"], num_classes=K, **spec["options"]), "peer": eval(spec["expr"])}
+x, y = torch.randn(B, 3, S, S), torch.randint(0, K, (B, S, S))
+opts = {k: torch.optim.AdamW(m.parameters(), 1e-4) for k, m in models.items()}
+def loss_of(out):
+    if isinstance(out, dict):
+        aux = out.get("aux", [])
+        aux = aux if isinstance(aux, list) else [aux]
+        return F.cross_entropy(out["out"], y) + sum(0.4 * F.cross_entropy(a, y) for a in aux)
+    return F.cross_entropy(out, y)
+def step(k):
+    t0 = time.perf_counter()
+    loss = loss_of(models[k](x)); opts[k].zero_grad(set_to_none=True); loss.backward(); opts[k].step()
+    return time.perf_counter() - t0
+for m in models.values():
+    m.train()
+for i in range(spec["warmup"]):
+    step("seglab"); step("peer")
+times = {"seglab": [], "peer": []}
+for r in range(spec["rounds"]):
+    for k in (["seglab", "peer"] if r % 2 == 0 else ["peer", "seglab"]):
+        times[k].append(step(k))
+print("RESULT " + json.dumps(times))
+'''
+
+PAIRED_ONNX_WORKER = r'''
+import json, sys, time, torch, onnxruntime as ort
+spec = json.loads(sys.argv[1])
+torch.set_num_threads(spec["threads"]); torch.manual_seed(0)
+from seglab.models import create_model
+model = create_model(spec["name"], num_classes=12, **spec["options"]).eval()
+x = torch.randn(1, 3, spec["size"], spec["size"])
+torch.onnx.export(model, (x,), spec["path"], input_names=["image"], output_names=["logits"], opset_version=17, dynamo=False)
+opts = ort.SessionOptions(); opts.intra_op_num_threads = spec["threads"]
+sess = ort.InferenceSession(spec["path"], opts, providers=["CPUExecutionProvider"])
+xn, xc = x.numpy(), x.contiguous(memory_format=torch.channels_last)
+mc = model.to(memory_format=torch.channels_last)
+def timed(fn):
+    t0 = time.perf_counter(); fn(); return time.perf_counter() - t0
+fns = {"ort": lambda: sess.run(None, {"image": xn}), "eager": lambda: mc(xc)}
+times = {"ort": [], "eager": []}
+with torch.no_grad():
+    for i in range(spec["warmup"]):
+        fns["ort"](); fns["eager"]()
+    for r in range(spec["rounds"]):
+        for k in (["eager", "ort"] if r % 2 == 0 else ["ort", "eager"]):
+            times[k].append(timed(fns[k]))
+print("RESULT " + json.dumps(times))
+'''
+
+
+def quartiles(v: list) -> tuple:
+    v = sorted(v)
+    def q(f):
+        i = f * (len(v) - 1); lo = int(i)
+        return v[lo] + (v[min(lo + 1, len(v) - 1)] - v[lo]) * (i - lo)
+    return q(0.25), q(0.5), q(0.75)
+
+
+def paired(args, common: dict) -> None:
+    """Same-process, interleaved fp32 comparison; writes the paired block of --out."""
+    rows, onnx_rows = [], []
+    for label, (name, options), lib, expr in PAIRS:
+        if args.only and args.only not in label:
+            continue
+        t = run(PAIRED_WORKER, {**common, "lib": lib, "name": name, "options": options, "expr": expr,
+                                "rounds": args.paired})
+        # per-round ratio of images/s: peer step time over seglab step time of the same round
+        ratios = [p / s for s, p in zip(t["seglab"], t["peer"])]
+        rows.append({"label": label, "peer": lib, "seglab_s": quartiles(t["seglab"])[1], "peer_s": quartiles(t["peer"])[1],
+                     "ratio": quartiles(ratios), "faster": sum(r > 1 for r in ratios), "n": len(ratios)})
+        print(label, rows[-1], flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, name, options in ([] if args.only else ONNX_MODELS):
+            t = run(PAIRED_ONNX_WORKER, {**common, "name": name, "options": options, "rounds": 5 * args.paired,
+                                         "path": os.path.join(tmp, f"{name}.onnx")})
+            ratios = [e / o for e, o in zip(t["eager"], t["ort"])]
+            onnx_rows.append({"label": label, "eager_ms": 1000 * quartiles(t["eager"])[1],
+                              "ort_ms": 1000 * quartiles(t["ort"])[1], "ratio": quartiles(ratios), "n": len(ratios)})
+            print(label, onnx_rows[-1], flush=True)
+    cmd = (f"python benchmarks/throughput.py --paired {args.paired} --size {args.size} --batch {args.batch} "
+           f"--threads {args.threads} --warmup {args.warmup}" + (f' --only "{args.only}"' if args.only else ""))
+    lines = [PBEGIN, f"Measured {datetime.date.today().isoformat()} on {cpu_name()}, {args.threads} threads, torch "
+             f"{torch_version()}, input {args.size}x{args.size}, batch {args.batch}, 12 classes, fp32 eager, contiguous "
+             "tensors. Command:", "", f"    {cmd}", "",
+             f"seglab's model and the peer's live in one process and alternate one training step each for {args.paired} "
+             "rounds (the order flips every round), after warm-up steps. The ratio of each round is peer step time / "
+             "seglab step time (> 1: seglab faster); the table gives its median and quartiles over rounds.", "",
+             "| architecture | peer | peer s/step | seglab s/step | seglab / peer (median) | quartiles | rounds seglab faster |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lo, med, hi = r["ratio"]
+        lines.append(f"| {r['label']} | {r['peer']} | {r['peer_s']:.2f} | {r['seglab_s']:.2f} | {med:.2f}x | "
+                     f"{lo:.2f}-{hi:.2f} | {r['faster']} of {r['n']} |")
+    if onnx_rows:
+        lines += ["", f"ONNX Runtime against eager PyTorch (channels_last), batch 1, fp32, inference alternating for "
+                  f"{5 * args.paired} rounds in one process:", "",
+                  "| model | eager ms (median) | ONNX Runtime ms (median) | speed-up (median) | quartiles |", "|---|---|---|---|---|"]
+        for r in onnx_rows:
+            lo, med, hi = r["ratio"]
+            lines.append(f"| {r['label']} | {r['eager_ms']:.1f} | {r['ort_ms']:.1f} | {med:.2f}x | {lo:.2f}-{hi:.2f} |")
+    lines.append(PEND)
+    replace_block(args.out, PBEGIN, PEND, "\n".join(lines))
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
+def torch_version() -> str:
+    import torch
+    return torch.__version__
+
+
+def replace_block(path: str, begin: str, end: str, block: str) -> None:
+    """Replace the text between the markers of path (appended if absent), atomically; the rest is kept."""
+    text = open(path).read() if os.path.exists(path) else "# Speed: seglab against segmentation_models_pytorch and torchvision\n\n"
+    if begin in text and end in text:
+        text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+    print(f"wrote {path}")
+
+
 def run(code: str, spec: dict) -> dict:
     proc = subprocess.run([sys.executable, "-c", code, json.dumps(spec)], capture_output=True, text=True)
     for line in proc.stdout.splitlines():
@@ -134,8 +281,12 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--only", help="measure only the architectures whose label contains this text (no ONNX part)")
     ap.add_argument("--out", default="docs/benchmarks.md")
+    ap.add_argument("--paired", type=int, metavar="ROUNDS",
+                    help="only the same-process, interleaved fp32 comparison (and ONNX), ROUNDS steps of each")
     args = ap.parse_args()
     common = {"size": args.size, "batch": args.batch, "threads": args.threads, "steps": args.steps, "warmup": args.warmup}
+    if args.paired:
+        return paired(args, common)
     from seglab.engine.precision import resolve_amp
     import torch
 
@@ -172,17 +323,13 @@ def main() -> None:
 
 
 BEGIN, END = "<!-- throughput:begin -->", "<!-- throughput:end -->"
+PBEGIN, PEND = "<!-- paired:begin -->", "<!-- paired:end -->"
 
 
 def write_markdown(args, rows, onnx_rows) -> None:
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_name()
     rec = args.default_amp != "none"
     cmd = (f"python benchmarks/throughput.py --size {args.size} --batch {args.batch} --threads {args.threads} "
            f"--steps {args.steps} --warmup {args.warmup} --repeats {args.repeats}"
@@ -225,17 +372,7 @@ def write_markdown(args, rows, onnx_rows) -> None:
         for r in onnx_rows:
             lines.append(f"| {r['label']} | {r['eager_ms']:.1f} | {r['ort_ms']:.1f} | {r['eager_ms'] / r['ort_ms']:.2f}x |")
     lines.append(END)
-    block = "\n".join(lines)
-    text = open(args.out).read() if os.path.exists(args.out) else "# Speed: seglab against segmentation_models_pytorch and torchvision\n\n"
-    if BEGIN in text and END in text:  # replace only the measured block; hand-written reading of it stays
-        text = text[:text.index(BEGIN)] + block + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    tmp = args.out + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, args.out)
-    print(f"wrote {args.out}")
+    replace_block(args.out, BEGIN, END, "\n".join(lines))
 
 
 if __name__ == "__main__":
