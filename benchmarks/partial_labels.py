@@ -25,6 +25,7 @@ from pathlib import Path
 
 CLASSES = ["Road", "Building", "Car", "Pedestrian"]
 SHARED = ["road", "building", "car", "pedestrian"]
+BEGIN, END = "<!-- partial_labels:begin -->", "<!-- partial_labels:end -->"
 STRATEGIES = ["naive", "marginal", "marginal_exclusion", "conditional", "full"]
 
 
@@ -56,12 +57,12 @@ def make_config(strategy: str, args, lists: dict[str, str], root: Path) -> dict:
                  "class_names": ["background"] + SHARED, "cache": True},
         "augment": {"resize": [h, w], "scale": [0.8, 1.25], "crop": [h, w], "hflip": 0.5, "color_jitter": 0.2},
         "model": {"name": "unet", "base_channels": args.base_channels, "depth": 4, "dropout": 0.1},
-        "loss": {"name": "cross_entropy", "strategy": "marginal" if strategy == "full" else strategy},
+        "loss": {"name": args.loss, "strategy": "marginal" if strategy == "full" else strategy},
         "optimizer": {"name": "adamw", "lr": 0.002, "weight_decay": 0.0001},
         "schedule": {"name": "cosine", "warmup_epochs": 1},
         # one validation at the end: no checkpoint selection, every strategy is scored after the same budget
         "train": {"epochs": args.epochs, "batch_size": 8, "num_workers": 0, "val_every": args.epochs,
-                  "threads": args.threads},
+                  "threads": args.threads, "amp": args.amp},
         "eval": {"split": "test", "batch_size": 4, "num_samples": 4},
         "output": {"dir": str(Path(args.out).resolve()), "name": strategy},
     }
@@ -86,6 +87,7 @@ def run_one(strategy: str, args, lists, root: Path) -> dict:
     metrics = json.loads(test.read_text())
     return {"strategy": strategy, "miou": metrics["miou"], "iou": metrics["iou"], "pixel_accuracy": metrics["pixel_accuracy"],
             "mean_boundary_iou": metrics["mean_boundary_iou"], "train_seconds": summary["timing"]["train_seconds"],
+            "precision": summary.get("precision", "fp32"),
             "class_names": metrics["class_names"]}
 
 
@@ -127,20 +129,22 @@ def write_doc(results: list[dict], args, path: Path, seconds: float) -> None:
         pass
     import torch
 
+    loss = {"cross_entropy": "cross-entropy", "ce_dice": "cross-entropy + Dice (weights 1 and 1)"}[args.loss]
+    precision = ", ".join(sorted({r["precision"] for r in results}))
     lines = [
-        "# Partial labels on CamVid: one model from four single-class sources",
-        "",
+        BEGIN,
         f"Measured {datetime.date.today()} on {cpu}, {args.threads} threads, torch {torch.__version__}, no GPU. Command:",
         "",
         f"    python benchmarks/partial_labels.py --epochs {args.epochs} --size {args.size[0]} {args.size[1]} "
-        f"--base-channels {args.base_channels} --threads {args.threads}",
+        f"--base-channels {args.base_channels} --threads {args.threads} --loss {args.loss} --amp {args.amp}",
         "",
         "Protocol: CamVid's 367 train images cut into four disjoint random quarters (seed 0); quarter k is labelled",
         "only for class k of Road, Building, Car, Pedestrian (all other pixels unannotated). Every strategy trains the",
         f"same U-Net from scratch (base {args.base_channels} channels, depth 4) at {args.size[0]}x{args.size[1]}, "
         f"{args.epochs} epochs, AdamW lr 0.002, cosine",
-        "schedule, batch 8, seed 0, cross-entropy family loss; `full` is the same training with all four classes",
-        "labelled on every train image (the upper bound). No checkpoint selection: the model after the last epoch is",
+        f"schedule, batch 8, seed 0, {loss} in its partial-label form, training precision {precision}; `full` is",
+        "the same training with all four classes labelled on every train image (the upper bound). No checkpoint",
+        "selection: the model after the last epoch is",
         "evaluated on CamVid's 233 test images at full 360x480 resolution, mIoU over background + the four classes,",
         "Void ignored. `background` here is every pixel of the other seven CamVid classes.",
         "",
@@ -160,8 +164,17 @@ def write_doc(results: list[dict], args, path: Path, seconds: float) -> None:
                 lines.append(f"- `{r['strategy']}`: {100 * ratio:.1f}% of the fully supervised mIoU (target >= 90%: "
                              f"{'met' if ratio >= 0.9 else 'not met'}); {gain:+.1f} mIoU points over naive merging "
                              f"(target >= +10: {'met' if gain >= 10 else 'not met'}).")
-    lines += ["", f"Whole benchmark: {seconds / 60:.1f} min of wall time (finished runs reused count as 0).", ""]
-    path.write_text("\n".join(lines))
+    lines += ["", f"Whole benchmark: {seconds / 60:.1f} min of wall time (finished runs reused count as 0).", END]
+    # only the measured block is rewritten; the hand-written reading of it around the markers stays
+    text = path.read_text() if path.is_file() else "# Partial labels on CamVid: one model from four single-class sources\n\n"
+    block = "\n".join(lines)
+    if BEGIN in text and END in text:
+        text = text[:text.index(BEGIN)] + block + text[text.index(END) + len(END):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def main() -> int:
@@ -174,6 +187,9 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--strategies", nargs="+", default=STRATEGIES, choices=STRATEGIES)
     ap.add_argument("--doc", default="docs/partial_labels.md")
+    ap.add_argument("--loss", default="cross_entropy", choices=["cross_entropy", "ce_dice"])
+    ap.add_argument("--amp", default="auto", choices=["auto", "none", "bf16"],
+                    help="train.amp of every run (auto: bf16 on CPUs with native bf16)")
     args = ap.parse_args()
     root = Path(args.data)
     if not (root / "label_colors.txt").is_file():
