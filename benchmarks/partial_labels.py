@@ -17,11 +17,12 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import random
 import sys
 import time
 from pathlib import Path
+
+from _docs import cpu_name, replace_block
 
 CLASSES = ["Road", "Building", "Car", "Pedestrian"]
 SHARED = ["road", "building", "car", "pedestrian"]
@@ -119,14 +120,7 @@ def plot(results: list[dict], path: Path) -> None:
 def write_doc(results: list[dict], args, path: Path, seconds: float) -> None:
     full = next((r for r in results if r["strategy"] == "full"), None)
     naive = next((r for r in results if r["strategy"] == "naive"), None)
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     import torch
 
     loss = {"cross_entropy": "cross-entropy", "ce_dice": "cross-entropy + Dice (weights 1 and 1)"}[args.loss]
@@ -166,15 +160,7 @@ def write_doc(results: list[dict], args, path: Path, seconds: float) -> None:
                              f"(target >= +10: {'met' if gain >= 10 else 'not met'}).")
     lines += ["", f"Whole benchmark: {seconds / 60:.1f} min of wall time (finished runs reused count as 0).", END]
     # only the measured block is rewritten; the hand-written reading of it around the markers stays
-    text = path.read_text() if path.is_file() else "# Partial labels on CamVid: one model from four single-class sources\n\n"
-    block = "\n".join(lines)
-    if BEGIN in text and END in text:
-        text = text[:text.index(BEGIN)] + block + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    replace_block(str(path), BEGIN, END, "\n".join(lines), "Partial labels on CamVid: one model from four single-class sources")
 
 
 def main() -> int:

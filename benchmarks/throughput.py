@@ -24,11 +24,12 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
+
+from _docs import cpu_name, replace_block
 
 # (label, seglab model and options, peer library, peer constructor expression)
 PAIRS = [
@@ -192,6 +193,8 @@ def quartiles(v: list) -> tuple:
 
 def paired(args, common: dict) -> None:
     """Same-process, interleaved fp32 comparison; writes the paired block of --out."""
+    import torch
+
     rows, onnx_rows = [], []
     for label, (name, options), lib, expr in PAIRS:
         if args.only and args.only not in label:
@@ -214,7 +217,7 @@ def paired(args, common: dict) -> None:
     cmd = (f"python benchmarks/throughput.py --paired {args.paired} --size {args.size} --batch {args.batch} "
            f"--threads {args.threads} --warmup {args.warmup}" + (f' --only "{args.only}"' if args.only else ""))
     lines = [PBEGIN, f"Measured {datetime.date.today().isoformat()} on {cpu_name()}, {args.threads} threads, torch "
-             f"{torch_version()}, input {args.size}x{args.size}, batch {args.batch}, 12 classes, fp32 eager, contiguous "
+             f"{torch.__version__}, input {args.size}x{args.size}, batch {args.batch}, 12 classes, fp32 eager, contiguous "
              "tensors. Command:", "", f"    {cmd}", "",
              f"seglab's model and the peer's live in one process and alternate one training step each for {args.paired} "
              "rounds (the order flips every round), after warm-up steps. The ratio of each round is peer step time / "
@@ -233,34 +236,8 @@ def paired(args, common: dict) -> None:
             lo, med, hi = r["ratio"]
             lines.append(f"| {r['label']} | {r['eager_ms']:.1f} | {r['ort_ms']:.1f} | {med:.2f}x | {lo:.2f}-{hi:.2f} |")
     lines.append(PEND)
-    replace_block(args.out, PBEGIN, PEND, "\n".join(lines))
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
-
-
-def torch_version() -> str:
-    import torch
-    return torch.__version__
-
-
-def replace_block(path: str, begin: str, end: str, block: str) -> None:
-    """Replace the text between the markers of path (appended if absent), atomically; the rest is kept."""
-    text = open(path).read() if os.path.exists(path) else "# Speed: seglab against segmentation_models_pytorch and torchvision\n\n"
-    if begin in text and end in text:
-        text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-    print(f"wrote {path}")
+    replace_block(args.out, PBEGIN, PEND, "\n".join(lines), TITLE)
+    print(f"wrote {args.out}")
 
 
 def run(code: str, spec: dict) -> dict:
@@ -324,6 +301,7 @@ def main() -> None:
 
 BEGIN, END = "<!-- throughput:begin -->", "<!-- throughput:end -->"
 PBEGIN, PEND = "<!-- paired:begin -->", "<!-- paired:end -->"
+TITLE = "Speed: seglab against segmentation_models_pytorch and torchvision"
 
 
 def write_markdown(args, rows, onnx_rows) -> None:
@@ -372,7 +350,8 @@ def write_markdown(args, rows, onnx_rows) -> None:
         for r in onnx_rows:
             lines.append(f"| {r['label']} | {r['eager_ms']:.1f} | {r['ort_ms']:.1f} | {r['eager_ms'] / r['ort_ms']:.2f}x |")
     lines.append(END)
-    replace_block(args.out, BEGIN, END, "\n".join(lines))
+    replace_block(args.out, BEGIN, END, "\n".join(lines), TITLE)
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
