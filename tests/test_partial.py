@@ -88,6 +88,16 @@ def test_exclusion_hand_checked():
     assert ExclusionLoss(IGNORE, "ce")(z, torch.ones(1, 1, 1, dtype=torch.long), torch.ones(1, 3, dtype=torch.bool)).item() == 0.0
 
 
+def test_exclusion_ce_is_per_labelled_pixel():
+    # one foreground pixel among four labelled ones (and one ignored): the sum is divided by 4, as the
+    # cross-entropy it is added to is, not by the one excluded pixel
+    z = torch.tensor([0.5, 1.0, 2.0]).view(1, 3, 1, 1).expand(1, 3, 1, 5).contiguous()
+    target = torch.tensor([[[1, 0, 0, 0, IGNORE]]])
+    loss = ExclusionLoss(IGNORE, "ce")(z, target, torch.tensor([[True, True, False]]))
+    e = np.exp([0.5, 1.0, 2.0])
+    assert loss.item() == pytest.approx(-math.log(1 - e[2] / e.sum()) / 4, rel=1e-6)
+
+
 @pytest.mark.parametrize("strategy", ["naive", "marginal", "marginal_exclusion", "conditional"])
 @pytest.mark.parametrize("name", ["cross_entropy", "dice", "ce_dice"])
 def test_losses_finite_with_extreme_logits(strategy, name):

@@ -132,8 +132,9 @@ class ExclusionLoss(nn.Module):
     """Exclusion loss (Shi et al. 2021): a class the sample does not annotate cannot be on the pixels that
     the sample labels as another foreground class, so its probability there is pushed to 0.
 
-    kind 'ce': mean of -log(1 - p_c) over those pixels and classes; 'dice': mean over classes of
-    2 sum(e p_c) / (sum(e) + sum(p_c) + s), e the exclusion mask.
+    kind 'ce': sum over those pixels and excluded classes of -log(1 - p_c), divided by the number of
+    labelled (not ignored) pixels of the batch, the denominator of the cross-entropy it is added to;
+    'dice': mean over classes of 2 sum(e p_c) / (sum(e) + sum(p_c) + s), e the exclusion mask.
     """
 
     def __init__(self, ignore_index: int, kind: str = "ce", smooth: float = 1.0):
@@ -145,7 +146,8 @@ class ExclusionLoss(nn.Module):
         if labelled is None:
             return logits.sum() * 0.0
         logits = logits.float()
-        excl = ((target != self.ignore_index) & (target > 0)).float()  # (N, H, W): labelled foreground
+        valid = target != self.ignore_index
+        excl = (valid & (target > 0)).float()  # (N, H, W): labelled foreground
         unannotated = ~labelled.to(logits.device, torch.bool)
         unannotated[:, 0] = False
         lse = torch.logsumexp(logits, 1)
@@ -160,11 +162,14 @@ class ExclusionLoss(nn.Module):
                 others = torch.cat([logits[rows, :c], logits[rows, c + 1:]], 1)
                 log_not_c = torch.logsumexp(others, 1) - lse[rows]  # log(1 - p_c), stable
                 total = total - (e * log_not_c).sum()
-                terms = terms + e.sum()
             else:
                 p = (logits[rows, c] - lse[rows]).exp()
                 total = total + 2 * (e * p).sum() / (e.sum() + p.sum() + self.smooth)
                 terms = terms + 1
+        if self.kind == "ce":
+            # Per labelled pixel, like the cross-entropy: a mean over the excluded pixels alone would give a
+            # quarter's few car pixels the weight of whole images and tilt the model towards foreground.
+            return total / valid.sum().clamp_min(1)
         return total / terms.clamp_min(1.0)
 
 
