@@ -167,7 +167,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default="../shared/data/camvid")
     ap.add_argument("--out", default="runs/partial_labels")
-    ap.add_argument("--epochs", type=int, default=15)
+    ap.add_argument("--epochs", type=int, default=36, help="epochs of every run (36: the table in docs/partial_labels.md)")
     ap.add_argument("--size", type=int, nargs=2, default=[192, 256])
     ap.add_argument("--base-channels", type=int, default=16)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
