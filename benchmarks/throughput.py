@@ -167,17 +167,21 @@ x = torch.randn(1, 3, spec["size"], spec["size"])
 torch.onnx.export(model, (x,), spec["path"], input_names=["image"], output_names=["logits"], opset_version=17, dynamo=False)
 opts = ort.SessionOptions(); opts.intra_op_num_threads = spec["threads"]
 sess = ort.InferenceSession(spec["path"], opts, providers=["CPUExecutionProvider"])
+import copy
 xn, xc = x.numpy(), x.contiguous(memory_format=torch.channels_last)
-mc = model.to(memory_format=torch.channels_last)
+mc = copy.deepcopy(model).to(memory_format=torch.channels_last)
 def timed(fn):
     t0 = time.perf_counter(); fn(); return time.perf_counter() - t0
-fns = {"ort": lambda: sess.run(None, {"image": xn}), "eager": lambda: mc(xc)}
-times = {"ort": [], "eager": []}
+# eager: PyTorch's default (contiguous); eager_cl: seglab's faster channels_last eager
+fns = {"ort": lambda: sess.run(None, {"image": xn}), "eager": lambda: model(x), "eager_cl": lambda: mc(xc)}
+order = list(fns)
+times = {k: [] for k in order}
 with torch.no_grad():
     for i in range(spec["warmup"]):
-        fns["ort"](); fns["eager"]()
+        for k in order:
+            fns[k]()
     for r in range(spec["rounds"]):
-        for k in (["eager", "ort"] if r % 2 == 0 else ["ort", "eager"]):
+        for k in order[r % 3:] + order[:r % 3]:  # every engine takes every position in turn
             times[k].append(timed(fns[k]))
 print("RESULT " + json.dumps(times))
 '''
@@ -192,10 +196,23 @@ def quartiles(v: list) -> tuple:
 
 
 def paired(args, common: dict) -> None:
-    """Same-process, interleaved fp32 comparison; writes the paired block of --out."""
+    """Same-process, interleaved fp32 comparisons; each part rewrites its own block of --out."""
+    if args.paired_part in ("training", "both"):
+        paired_training(args, common)
+    if args.paired_part in ("onnx", "both") and not args.only:
+        paired_onnx(args, common)
+
+
+def paired_command(args) -> str:
+    return (f"python benchmarks/throughput.py --paired {args.paired} --paired-part {args.paired_part} --size {args.size} "
+            f"--batch {args.batch} --threads {args.threads} --warmup {args.warmup}"
+            + (f' --only "{args.only}"' if args.only else ""))
+
+
+def paired_training(args, common: dict) -> None:
     import torch
 
-    rows, onnx_rows = [], []
+    rows = []
     for label, (name, options), lib, expr in PAIRS:
         if args.only and args.only not in label:
             continue
@@ -206,19 +223,9 @@ def paired(args, common: dict) -> None:
         rows.append({"label": label, "peer": lib, "seglab_s": quartiles(t["seglab"])[1], "peer_s": quartiles(t["peer"])[1],
                      "ratio": quartiles(ratios), "faster": sum(r > 1 for r in ratios), "n": len(ratios)})
         print(label, rows[-1], flush=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        for label, name, options in ([] if args.only else ONNX_MODELS):
-            t = run(PAIRED_ONNX_WORKER, {**common, "name": name, "options": options, "rounds": 5 * args.paired,
-                                         "path": os.path.join(tmp, f"{name}.onnx")})
-            ratios = [e / o for e, o in zip(t["eager"], t["ort"])]
-            onnx_rows.append({"label": label, "eager_ms": 1000 * quartiles(t["eager"])[1],
-                              "ort_ms": 1000 * quartiles(t["ort"])[1], "ratio": quartiles(ratios), "n": len(ratios)})
-            print(label, onnx_rows[-1], flush=True)
-    cmd = (f"python benchmarks/throughput.py --paired {args.paired} --size {args.size} --batch {args.batch} "
-           f"--threads {args.threads} --warmup {args.warmup}" + (f' --only "{args.only}"' if args.only else ""))
     lines = [PBEGIN, f"Measured {datetime.date.today().isoformat()} on {cpu_name()}, {args.threads} threads, torch "
              f"{torch.__version__}, input {args.size}x{args.size}, batch {args.batch}, 12 classes, fp32 eager, contiguous "
-             "tensors. Command:", "", f"    {cmd}", "",
+             "tensors. Command:", "", f"    {paired_command(args)}", "",
              f"seglab's model and the peer's live in one process and alternate one training step each for {args.paired} "
              "rounds (the order flips every round), after warm-up steps. The ratio of each round is peer step time / "
              "seglab step time (> 1: seglab faster); the table gives its median and quartiles over rounds.", "",
@@ -228,15 +235,42 @@ def paired(args, common: dict) -> None:
         lo, med, hi = r["ratio"]
         lines.append(f"| {r['label']} | {r['peer']} | {r['peer_s']:.2f} | {r['seglab_s']:.2f} | {med:.2f}x | "
                      f"{lo:.2f}-{hi:.2f} | {r['faster']} of {r['n']} |")
-    if onnx_rows:
-        lines += ["", f"ONNX Runtime against eager PyTorch (channels_last), batch 1, fp32, inference alternating for "
-                  f"{5 * args.paired} rounds in one process:", "",
-                  "| model | eager ms (median) | ONNX Runtime ms (median) | speed-up (median) | quartiles |", "|---|---|---|---|---|"]
-        for r in onnx_rows:
-            lo, med, hi = r["ratio"]
-            lines.append(f"| {r['label']} | {r['eager_ms']:.1f} | {r['ort_ms']:.1f} | {med:.2f}x | {lo:.2f}-{hi:.2f} |")
     lines.append(PEND)
     replace_block(args.out, PBEGIN, PEND, "\n".join(lines), TITLE)
+    print(f"wrote {args.out}")
+
+
+def paired_onnx(args, common: dict) -> None:
+    import onnxruntime
+    import torch
+
+    rows, rounds = [], 5 * args.paired
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, name, options in ONNX_MODELS:
+            t = run(PAIRED_ONNX_WORKER, {**common, "name": name, "options": options, "rounds": rounds,
+                                         "path": os.path.join(tmp, f"{name}.onnx")})
+            r = {"label": label, **{f"{k}_ms": 1000 * quartiles(v)[1] for k, v in t.items()}}
+            for k in ("eager", "eager_cl"):
+                ratios = [e / o for e, o in zip(t[k], t["ort"])]
+                r[f"{k}_ratio"], r[f"{k}_faster"] = quartiles(ratios), sum(x > 1 for x in ratios)
+            rows.append(r)
+            print(label, r, flush=True)
+    lines = [OBEGIN, f"Measured {datetime.date.today().isoformat()} on {cpu_name()}, {args.threads} threads, torch "
+             f"{torch.__version__}, onnxruntime {onnxruntime.__version__}, input {args.size}x{args.size}, batch 1, fp32, "
+             "12 classes. Command:", "", f"    {paired_command(args)}", "",
+             f"One process holds the ONNX Runtime session (CPU provider, default graph optimisations, {args.threads} "
+             f"intra-op threads), the eager model with PyTorch's default contiguous tensors, and the same model in "
+             f"channels_last (seglab's faster eager setting); they take turns for {rounds} rounds, each in every position "
+             "of the round in turn. Speed-up = eager latency / ONNX Runtime latency of the same round; median and "
+             "quartiles over rounds.", "",
+             "| model | ORT ms | eager ms | speed-up vs eager (median, quartiles) | rounds ORT faster | "
+             "eager channels_last ms | speed-up vs channels_last (median, quartiles) |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        (lo, med, hi), (clo, cmed, chi) = r["eager_ratio"], r["eager_cl_ratio"]
+        lines.append(f"| {r['label']} | {r['ort_ms']:.1f} | {r['eager_ms']:.1f} | {med:.2f}x ({lo:.2f}-{hi:.2f}) | "
+                     f"{r['eager_faster']} of {rounds} | {r['eager_cl_ms']:.1f} | {cmed:.2f}x ({clo:.2f}-{chi:.2f}) |")
+    lines.append(OEND)
+    replace_block(args.out, OBEGIN, OEND, "\n".join(lines), TITLE)
     print(f"wrote {args.out}")
 
 
@@ -260,6 +294,8 @@ def main() -> None:
     ap.add_argument("--out", default="docs/benchmarks.md")
     ap.add_argument("--paired", type=int, metavar="ROUNDS",
                     help="only the same-process, interleaved fp32 comparison (and ONNX), ROUNDS steps of each")
+    ap.add_argument("--paired-part", choices=["training", "onnx", "both"], default="both",
+                    help="with --paired: the training-step comparison, the ONNX Runtime one (5 x ROUNDS rounds), or both")
     args = ap.parse_args()
     common = {"size": args.size, "batch": args.batch, "threads": args.threads, "steps": args.steps, "warmup": args.warmup}
     if args.paired:
@@ -301,6 +337,7 @@ def main() -> None:
 
 BEGIN, END = "<!-- throughput:begin -->", "<!-- throughput:end -->"
 PBEGIN, PEND = "<!-- paired:begin -->", "<!-- paired:end -->"
+OBEGIN, OEND = "<!-- paired_onnx:begin -->", "<!-- paired_onnx:end -->"
 TITLE = "Speed: seglab against segmentation_models_pytorch and torchvision"
 
 
