@@ -168,7 +168,7 @@ class ExclusionLoss(nn.Module):
                 terms = terms + 1
         if self.kind == "ce":
             # Per labelled pixel, like the cross-entropy: a mean over the excluded pixels alone would give a
-            # quarter's few car pixels the weight of whole images and tilt the model towards foreground.
+            # small labelled object the weight of whole images and tilt the model towards foreground.
             return total / valid.sum().clamp_min(1)
         return total / terms.clamp_min(1.0)
 
