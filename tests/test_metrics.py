@@ -146,3 +146,28 @@ def test_perfect_boundary_iou_is_one():
     b = BoundaryIoU(3)
     b.update(g, g)
     assert b.per_class().tolist() == [1.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize("num_classes,ignore", [(11, 255), (3, 0), (300, 299)])
+def test_boundary_iou_opencv_and_maxpool_backends_count_identically(num_classes, ignore):
+    """The CPU path (OpenCV erosion) and the GPU path (max-pooling) must give the same numbers."""
+    rng = np.random.default_rng(num_classes)
+    a = BoundaryIoU(num_classes, ignore, 0.03, backend="opencv")
+    b = BoundaryIoU(num_classes, ignore, 0.03, backend="torch")
+    for h, w in [(37, 53), (90, 120), (8, 5)]:
+        # blocky maps (real boundaries) with a few classes, some ignored pixels and touching borders
+        small = rng.integers(0, min(num_classes, 6), (max(2, h // 8), max(2, w // 8)))
+        gt = cv2.resize(small.astype(np.float32), (w, h), interpolation=cv2.INTER_NEAREST).astype(np.int64)
+        gt[rng.random((h, w)) < 0.05] = ignore
+        pred = np.roll(gt, (1, 2), (0, 1))
+        pred[pred == ignore] = 1
+        pred[rng.random((h, w)) < 0.02] = num_classes - 1
+        for m in (a, b):
+            m.update(torch.from_numpy(pred), torch.from_numpy(gt))
+    assert int(a.union.sum()) > 0
+    assert torch.equal(a.intersection, b.intersection) and torch.equal(a.union, b.union)
+
+
+def test_boundary_iou_rejects_target_ids_outside_the_classes():
+    with pytest.raises(ValueError, match="outside"):
+        BoundaryIoU(3, backend="opencv").update(torch.zeros(4, 4, dtype=torch.long), torch.full((4, 4), 7))

@@ -6,11 +6,18 @@ outside the image counted as background (so the image border is boundary). Inter
 unions of the ground-truth and predicted bands are summed over all images; a class whose union is
 empty everywhere (absent from ground truth and prediction) is NaN. Ignored pixels are left out of
 both counts; the bands themselves are computed on the full masks.
+
+Two equal implementations of the band: OpenCV's erosion for CPU tensors (30-60x faster than max-pooling
+on a CPU, measured in docs/benchmarks.md) and separable max-pooling for GPU tensors, where the label maps
+already are. The tests check that both give identical counts.
 """
 from __future__ import annotations
 
 import math
+from typing import Literal
 
+import cv2
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -38,13 +45,63 @@ def boundary_band(masks: torch.Tensor, d: int) -> torch.Tensor:
     return masks & ~erode(masks, d)
 
 
-class BoundaryIoU:
-    """Accumulates per-class boundary intersections and unions over (H, W) label maps."""
+def band_counts_torch(pred: torch.Tensor, target: torch.Tensor, classes: torch.Tensor, d: int,
+                      ignore_index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(H, W) label maps -> band intersections and unions (K,) for `classes` (K,), by max-pooling."""
+    cls = classes.to(target.device).view(-1, 1, 1)
+    gt_band = boundary_band(target.unsqueeze(0) == cls, d)
+    pr_band = boundary_band(pred.unsqueeze(0) == cls, d)
+    valid = (target != ignore_index).unsqueeze(0)
+    gt_band, pr_band = gt_band & valid, pr_band & valid
+    return (gt_band & pr_band).sum((1, 2)).cpu(), (gt_band | pr_band).sum((1, 2)).cpu()
 
-    def __init__(self, num_classes: int, ignore_index: int = 255, dilation_ratio: float = 0.02) -> None:
+
+def band_counts_opencv(pred: np.ndarray, target: np.ndarray, classes: list[int], d: int,
+                       ignore_index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same counts as `band_counts_torch` for (H, W) numpy label maps, with OpenCV's erosion."""
+    kernel = np.ones((2 * d + 1, 2 * d + 1), np.uint8)
+    valid = (target != ignore_index).view(np.uint8)
+    inter = torch.zeros(len(classes), dtype=torch.int64)
+    union = torch.zeros(len(classes), dtype=torch.int64)
+
+    def band(mask: np.ndarray) -> np.ndarray:
+        # a zero constant border makes the image border part of every touching mask's boundary
+        eroded = cv2.erode(mask, kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+        return cv2.bitwise_and(cv2.subtract(mask, eroded), valid)
+
+    for k, c in enumerate(classes):
+        gb = band((target == c).view(np.uint8))
+        pb = band((pred == c).view(np.uint8))
+        inter[k] = cv2.countNonZero(cv2.bitwise_and(gb, pb))
+        union[k] = cv2.countNonZero(cv2.bitwise_or(gb, pb))
+    return inter, union
+
+
+def _small_labels(x: torch.Tensor) -> np.ndarray:
+    """A CPU label map as numpy, in uint8 when every value fits (comparisons are then 4-8x faster)."""
+    a = x.numpy()
+    return a.astype(np.uint8) if a.size and 0 <= a.min() and a.max() <= 255 else a
+
+
+def _values(a: np.ndarray) -> np.ndarray:
+    """Sorted distinct values of a 1-D label array (a bincount for uint8: no sort)."""
+    return np.flatnonzero(np.bincount(a, minlength=1)) if a.dtype == np.uint8 else np.unique(a)
+
+
+class BoundaryIoU:
+    """Accumulates per-class boundary intersections and unions over (H, W) label maps.
+
+    `backend`: 'auto' = OpenCV for CPU tensors, max-pooling on the tensor's device otherwise.
+    """
+
+    def __init__(self, num_classes: int, ignore_index: int = 255, dilation_ratio: float = 0.02,
+                 backend: Literal["auto", "opencv", "torch"] = "auto") -> None:
+        if backend not in ("auto", "opencv", "torch"):
+            raise ValueError(f"backend must be 'auto', 'opencv' or 'torch', got {backend!r}")
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.dilation_ratio = dilation_ratio
+        self.backend = backend
         self.intersection = torch.zeros(num_classes, dtype=torch.int64)
         self.union = torch.zeros(num_classes, dtype=torch.int64)
 
@@ -58,19 +115,29 @@ class BoundaryIoU:
     def _update_one(self, pred: torch.Tensor, target: torch.Tensor) -> None:
         h, w = target.shape
         d = boundary_dilation(h, w, self.dilation_ratio)
-        classes = torch.arange(self.num_classes, device=target.device).view(-1, 1, 1)
-        present = torch.zeros(self.num_classes, dtype=torch.bool, device=target.device)
-        present[target[target != self.ignore_index].unique().long()] = True
-        present[pred.unique().long().clamp(max=self.num_classes - 1)] = True
-        idx = present.nonzero().flatten()
-        if idx.numel() == 0:
+        n = self.num_classes
+        if self.backend == "opencv" or (self.backend == "auto" and target.device.type == "cpu"):
+            t, p = _small_labels(target.cpu()), _small_labels(pred.cpu())
+            present = np.zeros(n, dtype=bool)
+            ids = _values(t[t != self.ignore_index])
+            if ids.size and ids[-1] >= n:
+                raise ValueError(f"target holds class ids outside 0..{n - 1}")
+            present[ids] = True
+            present[np.minimum(_values(p.ravel()), n - 1)] = True
+            classes = np.flatnonzero(present).tolist()
+            if classes:
+                inter, union = band_counts_opencv(p, t, classes, d, self.ignore_index)
+                self.intersection[classes] += inter
+                self.union[classes] += union
             return
-        gt_band = boundary_band(target.unsqueeze(0) == classes[idx], d)
-        pr_band = boundary_band(pred.unsqueeze(0) == classes[idx], d)
-        valid = (target != self.ignore_index).unsqueeze(0)
-        gt_band, pr_band = gt_band & valid, pr_band & valid
-        self.intersection[idx.cpu()] += (gt_band & pr_band).sum((1, 2)).cpu()
-        self.union[idx.cpu()] += (gt_band | pr_band).sum((1, 2)).cpu()
+        present = torch.zeros(n, dtype=torch.bool, device=target.device)
+        present[target[target != self.ignore_index].unique().long()] = True
+        present[pred.unique().long().clamp(max=n - 1)] = True
+        idx = present.nonzero().flatten()
+        if idx.numel():
+            inter, union = band_counts_torch(pred, target, idx, d, self.ignore_index)
+            self.intersection[idx.cpu()] += inter
+            self.union[idx.cpu()] += union
 
     def all_reduce(self) -> None:
         import torch.distributed as dist
