@@ -2,15 +2,8 @@
 from __future__ import annotations
 
 import os
-import platform
 
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
+from seglab.engine.hardware import cpu_name  # noqa: F401  (re-exported for the benchmark scripts)
 
 
 def replace_block(path: str, begin: str, end: str, block: str, title: str) -> None:

@@ -15,6 +15,7 @@ from .config import Config, config_from_dict, load_config
 from .data.merge import source_summary
 from .data.datasets import EvalDataset, build_data, build_split, check_split
 from .data.splits import load_split
+from .engine.budget import Estimate
 from .engine.distributed import is_main_process
 from .engine.trainer import fit, pick_device
 from .errors import DataError, SeglabError
@@ -32,9 +33,10 @@ PathLike = Union[str, Path]
 
 
 def train(config: Union[Config, PathLike], *, overrides: Sequence[str] = (), resume: Optional[PathLike] = None,
-          overwrite: bool = False, split: Optional[dict[str, Any]] = None) -> RunDir:
+          overwrite: bool = False, split: Optional[dict[str, Any]] = None, estimate: Optional[Estimate] = None) -> RunDir:
     """Train from a config (or continue the run folder `resume`), then evaluate and write the report.
 
+    `estimate`: the config's speed measured beforehand (`estimate_training`), so the run does not measure it again.
     With `k_folds` set, runs a cross-validation and returns its folder (fold_1..fold_K, cv_summary.json).
     """
     if resume is not None:
@@ -57,7 +59,7 @@ def train(config: Union[Config, PathLike], *, overrides: Sequence[str] = (), res
             from .experiments import cross_validate
 
             return cross_validate(cfg, overwrite=overwrite)
-        run = fit(cfg, overwrite=overwrite, split=split)
+        run = fit(cfg, overwrite=overwrite, split=split, estimate=estimate)
     if not is_main_process():  # torchrun: rank 0 evaluates and reports
         return run
     for name in ["val"] + (["test"] if cfg.eval.split == "test" else []):
@@ -136,7 +138,7 @@ def evaluate(target: PathLike, *, split: str = "val", overrides: Sequence[str] =
                          dilation_ratio=cfg.eval.boundary_dilation_ratio, num_samples=cfg.eval.num_samples,
                          channels_last=cfg.train.channels_last, settings=settings)
     metrics = dict(res.metrics, split=split, num_images=len(dataset), checkpoint=str(ckpt_path), inference=settings.describe(),
-                   class_names=lm.labels.names, seconds=res.seconds,
+                   class_names=lm.labels.names, seconds=res.seconds, metric_seconds=res.metric_seconds,
                    confusion=res.confusion.tolist())
     out_dir = Path(out) if out is not None else (run.eval_dir(split) if run else ckpt_path.parent / f"eval_{split}")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -151,6 +153,7 @@ def evaluate(target: PathLike, *, split: str = "val", overrides: Sequence[str] =
         plots.plot_samples(res.samples, lm.labels, fig_dir / f"samples_{split}.png", overlay)
     log.info(f"{split}: mIoU {metrics['miou']:.4f}  pixel accuracy {metrics['pixel_accuracy']:.4f}  "
              f"mean Boundary IoU {metrics['mean_boundary_iou']:.4f}  ({len(dataset)} images, {res.seconds:.1f} s, "
+             f"of which metrics {res.metric_seconds:.1f} s, "
              f"{settings.describe()})")
     log.info(table)
     if run is not None and report and out is None:

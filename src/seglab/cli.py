@@ -24,6 +24,24 @@ def _inference_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--tta-scales", nargs="+", type=float, metavar="S", help="average over image scales, e.g. 0.75 1 1.25")
 
 
+def _budget_flag(p: argparse.ArgumentParser, extra: str = "") -> None:
+    p.add_argument("--budget", metavar="DURATION",
+                   help="time budget for training (90s, 45m, 2h): the run plans its length so the whole learning-rate "
+                        "schedule ends within it (sets train.time_budget)" + (f"; {extra}" if extra else ""))
+
+
+def _budget_overrides(args: argparse.Namespace) -> list[str]:
+    if args.budget is None:
+        return []
+    from .durations import parse_duration
+
+    try:
+        parse_duration(args.budget)
+    except ValueError as exc:
+        raise SeglabError(f"--budget: {exc}") from None
+    return [f"train.time_budget={args.budget}"]
+
+
 def _inference_overrides(args: argparse.Namespace) -> list[str]:
     out = []
     if args.sliding_window:
@@ -45,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", nargs="?", help="experiment YAML (not needed with --resume)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    _budget_flag(p)
     _common(p)
 
     p = sub.add_parser("eval", help="evaluate a run folder or checkpoint at full resolution")
@@ -101,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("configs", nargs="+", help="config files, or sweep files listing experiments")
     p.add_argument("--out", required=True, help="folder for runs/, report.html, results.csv and results.md")
     p.add_argument("--images", type=int, default=4, help="images predicted side by side by every model")
+    _budget_flag(p, "every experiment gets the same training time, e.g. 20m: the fair answer to "
+                    "'which model is best in 20 minutes of this machine'")
     _common(p)
 
     p = sub.add_parser("models", help="list the registered models and their options")
@@ -147,7 +168,8 @@ def run(args: argparse.Namespace) -> int:
             raise SeglabError("train: give a CONFIG file or --resume RUN_DIR")
         if args.config is not None and args.resume is not None:
             raise SeglabError("train: give either a CONFIG file or --resume RUN_DIR, not both")
-        r = api.train(args.config, overrides=args.overrides, resume=args.resume, overwrite=args.overwrite)
+        r = api.train(args.config, overrides=args.overrides + _budget_overrides(args), resume=args.resume,
+                      overwrite=args.overwrite)
         if is_main_process():
             print(f"run folder: {r.path}\nreport: {r.report}")
     elif args.command == "eval":
@@ -191,7 +213,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.command == "compare":
         from .experiments import compare
 
-        page = compare(args.configs, out=args.out, overrides=args.overrides, num_images=args.images)
+        page = compare(args.configs, out=args.out, overrides=args.overrides + _budget_overrides(args), num_images=args.images)
         if is_main_process():
             print(page)
     elif args.command == "models":

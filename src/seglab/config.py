@@ -8,6 +8,7 @@ from typing import Any, List, Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .durations import parse_duration
 from .errors import ConfigError
 
 
@@ -230,6 +231,25 @@ class TrainConfig(_Strict):
     # Horse; fp32 elsewhere (engine/precision.py)
     compile: bool = False
     amp: Literal["auto", "none", "bf16", "fp16"] = "auto"
+    # Training time to fit the run into ('90s', '45m', '2h', or seconds): the run measures its speed, plans
+    # how many steps fit (validations included) so the whole lr schedule ends on time, and re-plans as it
+    # goes; train.epochs is then not used. null: train.epochs epochs.
+    time_budget: Union[None, str, float] = None
+    # Training steps timed before epoch 1 for the time estimate (the first is warm-up); 0 skips the estimate.
+    estimate_steps: int = Field(4, ge=0)
+
+    @field_validator("time_budget")
+    @classmethod
+    def _budget(cls, v):
+        if v is not None:
+            parse_duration(v)
+        return v
+
+    @model_validator(mode="after")
+    def _budget_needs_estimate(self) -> "TrainConfig":
+        if self.time_budget is not None and self.estimate_steps < 1:
+            raise ValueError("time_budget needs estimate_steps >= 1 (the plan comes from the measured speed)")
+        return self
 
     @field_validator("best_metric")
     @classmethod

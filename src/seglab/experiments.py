@@ -12,6 +12,7 @@ from . import api
 from .config import Config, load_config
 from .data.datasets import build_data
 from .data.splits import load_split
+from .engine.budget import Estimate
 from .engine.distributed import is_main_process
 from .errors import ConfigError, SeglabError
 from .evaluation.predict import load_model, predict_image
@@ -79,14 +80,25 @@ def _same_experiment(run: RunDir, cfg: Config) -> bool:
     return _config_text(stored) == _config_text(cfg)
 
 
-def run_experiment(name: str, cfg: Config, runs_dir: Path) -> RunDir:
-    """Train (or resume, or reuse) one experiment in runs_dir/name; evaluate what is missing."""
+def _check_experiment(name: str, cfg: Config, runs_dir: Path) -> RunDir:
+    """Point cfg's output at runs_dir/name; a folder there must hold this same experiment."""
     cfg.output.dir, cfg.output.name = str(runs_dir), name
     run = RunDir(cfg.run_dir())
-    split = _eval_split(cfg)
     if run.is_run() and not _same_experiment(run, cfg):
         raise SeglabError(f"{run.path}: holds a run of a different config for experiment '{name}'; "
                           "remove that folder or give the experiment another name")
+    return run
+
+
+def _needs_training(run: RunDir) -> bool:
+    """Neither trained nor started: the experiment trains from scratch."""
+    return not run.summary.is_file() and not run.last.is_file()
+
+
+def run_experiment(name: str, cfg: Config, runs_dir: Path, estimate: Optional[Estimate] = None) -> RunDir:
+    """Train (or resume, or reuse) one experiment in runs_dir/name; evaluate what is missing."""
+    run = _check_experiment(name, cfg, runs_dir)
+    split = _eval_split(cfg)
     if run.summary.is_file() and (run.eval_dir(split) / "metrics.json").is_file():
         log.info(f"{name}: finished, reusing {run.path}")
         return run
@@ -101,8 +113,31 @@ def run_experiment(name: str, cfg: Config, runs_dir: Path) -> RunDir:
         api.train(cfg, resume=run.path)
     else:
         log.info(f"{name}: training into {run.path}")
-        api.train(cfg, overwrite=True)
+        api.train(cfg, overwrite=True, estimate=estimate)
     return run
+
+
+def estimate_experiments(experiments: Sequence[tuple[str, Config]], runs_dir: Path) -> dict[str, Estimate]:
+    """Measure every experiment that still has to train, before the first starts, and log how long each
+    will take (or what its time budget buys)."""
+    from .durations import format_duration, parse_duration
+    from .engine.budget import BudgetPlan
+    from .engine.trainer import describe_plan, estimate_training
+
+    estimates: dict[str, Estimate] = {}
+    total = 0.0
+    for name, cfg in experiments:
+        if not _needs_training(_check_experiment(name, cfg, runs_dir)) or cfg.train.estimate_steps < 1:
+            continue
+        est = estimates[name] = estimate_training(cfg)
+        budget = parse_duration(cfg.train.time_budget) if cfg.train.time_budget is not None else None
+        plan = BudgetPlan.create(budget, 0.0, est, cfg.train.val_every) if budget is not None else None
+        total += budget if budget is not None else est.seconds_for(cfg.train.epochs, cfg.train.val_every)
+        log.info(f"{name}: {describe_plan(cfg, est, plan)}")
+    if estimates:
+        log.info(f"{len(estimates)} experiment(s) to train: about {format_duration(total)} of training in all, "
+                 "plus the final evaluations")
+    return estimates
 
 
 def _input_size(cfg: Config) -> tuple[int, int]:
@@ -183,9 +218,10 @@ def compare(inputs: Sequence[PathLike], *, out: PathLike, overrides: Sequence[st
     experiments = expand_experiments(inputs, overrides)
     runs: dict[str, RunDir] = {}
     with process_group(experiments[0][1].train.device if experiments else "auto"):
+        estimates = estimate_experiments(experiments, out / "runs")
         for i, (name, cfg) in enumerate(experiments, 1):
             log.info(f"experiment {i}/{len(experiments)}: {name} ({cfg.model.name})")
-            runs[name] = run_experiment(name, cfg, out / "runs")
+            runs[name] = run_experiment(name, cfg, out / "runs", estimates.get(name))
     if not is_main_process():  # torchrun: rank 0 writes the comparison
         return out / "report.html"
     splits = {_eval_split(cfg) for _, cfg in experiments}

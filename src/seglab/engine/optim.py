@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 from torch import nn
@@ -36,13 +36,16 @@ def build_optimizer(model: nn.Module, cfg: OptimizerConfig) -> torch.optim.Optim
     return torch.optim.RMSprop(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
-def lr_factor(cfg: ScheduleConfig, steps_per_epoch: int, total_epochs: int) -> Callable[[int], float]:
-    """Multiplier of the base learning rate at optimizer step `step` (0-based)."""
-    total = max(1, steps_per_epoch * total_epochs)
-    warm = int(round(cfg.warmup_epochs * steps_per_epoch))
+def lr_factor(cfg: ScheduleConfig, steps_per_epoch: int, total_epochs: int,
+              total_steps: Optional[int] = None) -> Callable[[float], float]:
+    """Multiplier of the base learning rate at schedule position `step` (0-based optimizer steps; a
+    budgeted run passes fractional positions). The schedule spans `total_steps` (default
+    steps_per_epoch x total_epochs); warm-up and step decay stay in epochs of steps_per_epoch."""
+    total = max(1, total_steps if total_steps is not None else steps_per_epoch * total_epochs)
+    warm = min(int(round(cfg.warmup_epochs * steps_per_epoch)), total // 2 if total_steps is not None else total)
     floor = cfg.min_lr_ratio
 
-    def factor(step: int) -> float:
+    def factor(step: float) -> float:
         if step < warm:
             return (step + 1) / warm
         if cfg.name == "constant":
@@ -58,10 +61,15 @@ def lr_factor(cfg: ScheduleConfig, steps_per_epoch: int, total_epochs: int) -> C
 
 
 def build_scheduler(
-    optimizer: torch.optim.Optimizer, cfg: ScheduleConfig, steps_per_epoch: int, total_epochs: int
+    optimizer: torch.optim.Optimizer, cfg: ScheduleConfig, steps_per_epoch: int, total_epochs: int, *,
+    total_steps: Optional[int] = None, position: Optional[Callable[[int], float]] = None,
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """A LambdaLR stepped once per optimizer step."""
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, steps_per_epoch, total_epochs))
+    """A LambdaLR stepped once per optimizer step. A time-budgeted run passes its plan's schedule
+    length (`total_steps`) and `position`, the schedule position of each optimizer step."""
+    factor = lr_factor(cfg, steps_per_epoch, total_epochs, total_steps)
+    if position is None:
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: factor(position(step)))
 
 
 def count_parameters(model: nn.Module) -> int:

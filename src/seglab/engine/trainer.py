@@ -1,23 +1,33 @@
-"""The training loop: one function, read top to bottom; every knob comes from the config."""
+"""The training loop, read top to bottom; every knob comes from the config.
+
+`build_training` sets everything up (data, model, loss, loader, optimizer), `train_step` is one
+optimizer step, `measure_speed` times a few steps and a validation before epoch 1 (the time estimate
+and a time budget's plan come from it), and `fit` runs the epochs into the run folder.
+"""
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import random
 import sys
 import time
+from collections import deque
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from ..config import Config, dump_config
-from ..data.datasets import EpochSampler, EvalDataset, TrainDataset, build_data
+from ..data.datasets import DataBundle, EpochSampler, EvalDataset, TrainDataset, build_data
 from ..data.splits import load_split, save_split
+from ..durations import format_duration, parse_duration
 from ..errors import SeglabError
 from ..evaluation.evaluate import run_evaluation
 from ..fileio import atomic_write_text
@@ -25,15 +35,19 @@ from ..losses import build_loss, class_weights_from_counts, total_loss
 from ..models import build_model_from_meta
 from ..reporting.run_dir import RunDir
 from ..reporting.tracking import create_tracker
+from .budget import BudgetPlan, Estimate
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .distributed import (all_reduce_sum, barrier, cleanup_distributed, convert_sync_batchnorm,
+from .hardware import describe_hardware
+from .distributed import (DistInfo, all_reduce_sum, barrier, cleanup_distributed, convert_sync_batchnorm,
                           group_is_initialized, init_distributed, resolve_device)
 from .optim import build_optimizer, build_scheduler, count_parameters
 from .precision import amp_dtype, resolve_amp
 
 log = logging.getLogger("seglab")
 
-
+# The clock of every duration the trainer measures and of time budgets; tests replace it with a
+# simulated one to check budgets without timing anything.
+clock: Callable[[], float] = time.perf_counter
 def pick_device(name: str) -> torch.device:
     """train.device ('auto', 'cpu', 'cuda[:N]') -> the device of a single process."""
     return resolve_device(name, 0)
@@ -67,13 +81,202 @@ def _attach_log_file(path: Path) -> logging.Handler:
     return handler
 
 
+
+
+@dataclass
+class TrainState:
+    """Everything of a run's progress that a checkpoint carries besides tensors."""
+
+    epoch: int = 0
+    global_step: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_value: Optional[float] = None
+    best_epoch: Optional[int] = None
+    bad_validations: int = 0
+    train_seconds: float = 0.0  # training time so far: measurement, steps, validations, checkpoint writes
+    stopped_early: bool = False
+    mlflow_run_id: Optional[str] = None
+    estimate: Optional[dict[str, Any]] = None  # Estimate.to_dict() measured before epoch 1
+    plan: Optional[dict[str, Any]] = None  # BudgetPlan.to_dict() of a time-budgeted run
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainState":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass
+class Training:
+    """A run's parts, built from its config; nothing is written by building them."""
+
+    cfg: Config
+    dist: DistInfo
+    device: torch.device
+    data: DataBundle
+    model_meta: dict[str, Any]
+    model: nn.Module
+    net: nn.Module  # the model as trained: wrapped in DDP and / or compiled
+    precision: str
+    scaler: torch.amp.GradScaler
+    loss_fn: nn.Module
+    class_weights: Optional[torch.Tensor]
+    train_set: TrainDataset
+    val_set: EvalDataset
+    sampler: EpochSampler
+    train_loader: DataLoader
+    optimizer: torch.optim.Optimizer
+
+    @property
+    def conditional(self) -> bool:
+        return self.model_meta["conditional"] is not None
+
+
+def build_training(cfg: Config, *, split: Optional[dict[str, Any]], dist: DistInfo, device: torch.device,
+                   class_weights: Optional[torch.Tensor] = None, check_files: bool = True) -> Training:
+    """Data, model, loss, loader and optimizer of `cfg` on `device` (the learning-rate schedule is built
+    by the caller: its length may come from a time budget)."""
+    if cfg.train.batch_size % dist.world_size:
+        raise SeglabError(f"train.batch_size: {cfg.train.batch_size} (the global batch) does not split over "
+                          f"{dist.world_size} processes")
+    # Data first: every training and validation file is decoded before anything is written.
+    data = build_data(cfg, split=split, check=("train", "val") if check_files else ())
+    labels = data.labels
+    if class_weights is None:
+        class_weights = _class_weights(cfg, data.train_counts, data.train_image_pixels, labels.num_classes)
+    lc = cfg.loss
+    conditional = {"threshold": lc.conditional_threshold} if lc.strategy == "conditional" else None
+    model_meta = {"name": cfg.model.name, "options": cfg.model.options(), "in_channels": cfg.data.in_channels,
+                  "num_classes": labels.num_classes, "conditional": conditional}
+    model = build_model_from_meta(model_meta).to(device)
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if dist.enabled and cfg.train.sync_bn:
+        model = convert_sync_batchnorm(model, device)
+    net = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None) if dist.enabled else model
+    if cfg.train.compile:
+        net = torch.compile(net)
+    precision = resolve_amp(cfg.train.amp, device)
+    loss_fn = build_loss(lc.name, ignore_index=labels.ignore_index, weight=class_weights, ce_weight=lc.ce_weight,
+                         dice_weight=lc.dice_weight, dice_smooth=lc.dice_smooth, strategy=lc.strategy,
+                         exclusion_weight=lc.exclusion_weight).to(device)
+    train_set = TrainDataset(data.loaders["train"], cfg)
+    val_set = EvalDataset(data.loaders["val"], cfg)
+    groups = data.loaders["train"].source_of if cfg.data.balance_sources and data.sources else None
+    sampler = EpochSampler(len(train_set), seed=cfg.seed, groups=groups, rank=dist.rank, num_replicas=dist.world_size)
+    train_loader = DataLoader(train_set, batch_size=cfg.train.batch_size // dist.world_size, sampler=sampler,
+                              drop_last=len(train_set) > cfg.train.batch_size, num_workers=cfg.train.num_workers,
+                              persistent_workers=cfg.train.num_workers > 0, pin_memory=device.type == "cuda")
+    return Training(cfg=cfg, dist=dist, device=device, data=data, model_meta=model_meta, model=model, net=net,
+                    precision=precision, scaler=torch.amp.GradScaler("cuda", enabled=precision == "fp16"),
+                    loss_fn=loss_fn, class_weights=class_weights, train_set=train_set, val_set=val_set,
+                    sampler=sampler, train_loader=train_loader, optimizer=build_optimizer(model, cfg.optimizer))
+
+
+def train_step(t: Training, images: torch.Tensor, masks: torch.Tensor, labelled: torch.Tensor,
+               where: str) -> torch.Tensor:
+    """One optimizer step on a batch (N, C, H, W) / (N, H, W) / (N, K); returns the detached loss.
+    The caller steps the learning-rate schedule."""
+    cfg, device = t.cfg, t.device
+    images = images.to(device, non_blocking=True)
+    masks = masks.to(device, non_blocking=True)
+    labelled = labelled.to(device, non_blocking=True)
+    if cfg.train.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    dtype = amp_dtype(t.precision)
+    with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+        outputs = t.net(images, labelled) if t.conditional else t.net(images)
+        loss = total_loss(t.loss_fn, outputs, masks, cfg.loss.aux_weight, labelled)
+    if not torch.isfinite(loss):
+        raise SeglabError(f"training diverged at {where}: loss is {float(loss)}; lower optimizer.lr")
+    t.optimizer.zero_grad(set_to_none=True)
+    t.scaler.scale(loss).backward()
+    if cfg.train.grad_clip:
+        t.scaler.unscale_(t.optimizer)
+        torch.nn.utils.clip_grad_norm_(t.model.parameters(), cfg.train.grad_clip)
+    t.scaler.step(t.optimizer)
+    t.scaler.update()
+    return loss.detach()
+
+
+def validate(t: Training, dataset: torch.utils.data.Dataset) -> dict[str, Any]:
+    """Metrics of the model on `dataset` (sharded over torchrun ranks and all-reduced)."""
+    cfg = t.cfg
+    return run_evaluation(t.model, dataset, t.data.labels, device=t.device, batch_size=cfg.eval.batch_size,
+                          dilation_ratio=cfg.eval.boundary_dilation_ratio, loss_fn=t.loss_fn,
+                          channels_last=cfg.train.channels_last, num_workers=cfg.train.num_workers,
+                          shard=(t.dist.rank, t.dist.world_size)).metrics
+
+
+def measure_speed(t: Training, steps: int) -> Estimate:
+    """Time `steps` training steps of epoch 1 (the first is warm-up and not counted; data loading
+    included) and a validation of a few images scaled to the whole split, then put the model,
+    optimizer and random states back as they were: the run trains exactly as without the measurement."""
+    start = clock()
+    saved_model = copy.deepcopy(t.model.state_dict())
+    saved_opt = copy.deepcopy(t.optimizer.state_dict())
+    saved_scaler = copy.deepcopy(t.scaler.state_dict())
+    saved_rng = rng_state()
+    t.model.train()
+    t.sampler.set_epoch(1)
+    steps = max(1, min(steps, len(t.train_loader)))
+    times: list[float] = []
+    mark = clock()
+    for i, (images, masks, labelled) in enumerate(t.train_loader):
+        train_step(t, images, masks, labelled, where="the speed measurement")
+        now = clock()
+        times.append(now - mark)
+        mark = now
+        if i + 1 >= steps:
+            break
+    step_seconds = float(np.mean(times[1:] if len(times) > 1 else times))
+    # validation: one batch to warm up, then two timed batches scaled to the split
+    n_val, bs = len(t.val_set), t.cfg.eval.batch_size * t.dist.world_size
+    warm = min(n_val, bs)
+    timed = list(range(warm, min(n_val, warm + 2 * bs))) or list(range(warm))
+    validate(t, Subset(t.val_set, range(warm)))
+    mark = clock()
+    validate(t, Subset(t.val_set, timed))
+    val_seconds = (clock() - mark) * n_val / len(timed)
+    if t.dist.enabled:  # every rank plans with the same numbers
+        step_seconds, val_seconds = (v / t.dist.world_size for v in all_reduce_sum([step_seconds, val_seconds], t.device))
+    t.model.load_state_dict(saved_model)
+    t.optimizer.load_state_dict(saved_opt)
+    t.scaler.load_state_dict(saved_scaler)
+    set_rng_state(saved_rng)
+    return Estimate(step_seconds=step_seconds, val_seconds=val_seconds, batch_size=t.cfg.train.batch_size,
+                    steps_per_epoch=len(t.train_loader), probe_seconds=clock() - start)
+
+
+def estimate_training(cfg: Config) -> Estimate:
+    """Measure a config's training speed on its own pipeline without training or writing anything
+    (what `seglab compare` prints for every experiment before the first starts)."""
+    dist, device = init_distributed(cfg.train.device)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    seed_everything(cfg.seed)
+    t = build_training(cfg, split=None, dist=dist, device=device, check_files=False)
+    return measure_speed(t, max(1, cfg.train.estimate_steps))
+
+
+def describe_plan(cfg: Config, est: Estimate, plan: Optional[BudgetPlan]) -> str:
+    """The line printed before epoch 1: how long the run will take, or what its budget buys."""
+    if plan is None:
+        return (f"estimate: {est.describe(cfg.train.epochs, cfg.train.val_every)}; "
+                "set train.time_budget (or --budget 30m) to fit a budget")
+    return (f"time budget {format_duration(plan.budget_seconds)}: planned {plan.end_step} steps = "
+            f"{plan.end_step / plan.steps_per_epoch:.1f} epochs, the whole {cfg.schedule.name} schedule "
+            f"({est.train_images_per_s:.1f} train img/s, {format_duration(est.val_seconds)} per validation, "
+            f"measured in {est.probe_seconds:.1f} s)")
+
+
 def fit(cfg: Config, *, resume: bool = False, overwrite: bool = False, split: Optional[dict[str, Any]] = None,
-        on_epoch: Optional[Callable[[dict[str, Any]], None]] = None) -> RunDir:
+        on_epoch: Optional[Callable[[dict[str, Any]], None]] = None, estimate: Optional[Estimate] = None) -> RunDir:
     """Train `cfg` into its run folder (or continue the run there); returns the run folder.
 
     `split` (split.json form) replaces resolving the config's sources, e.g. one cross-validation fold.
     `on_epoch(row)` sees every finished epoch's metrics row (e.g. to prune a tuning trial by raising).
-    Writes config.yaml, split.json, metrics.csv, train.log, tb/ and checkpoints/{last,best}.pt.
+    `estimate`: the speed measured beforehand (`estimate_training`), instead of measuring it here.
+    Writes config.yaml, split.json, metrics.csv, train.log, tb/, checkpoints/{last,best}.pt, summary.json.
     """
     run = RunDir(cfg.run_dir())
     ckpt = load_checkpoint(run.last) if resume else None
@@ -89,161 +292,160 @@ def fit(cfg: Config, *, resume: bool = False, overwrite: bool = False, split: Op
     log_level = log.level
     if not main:
         log.setLevel(logging.WARNING)
-    if cfg.train.batch_size % dist.world_size:
-        raise SeglabError(f"train.batch_size: {cfg.train.batch_size} (the global batch) does not split over "
-                          f"{dist.world_size} processes")
-    batch_size = cfg.train.batch_size // dist.world_size
 
-    # Data first: every training and validation file is decoded before anything is written.
-    split = load_split(run.split) if resume else split
-    data = build_data(cfg, split=split, check=() if resume else ("train", "val"))
-    labels = data.labels
-    weights = (ckpt["class_weights"] if ckpt is not None else
-               _class_weights(cfg, data.train_counts, data.train_image_pixels, labels.num_classes))
-    lc = cfg.loss
-    conditional = {"threshold": lc.conditional_threshold} if lc.strategy == "conditional" else None
-    model_meta = {"name": cfg.model.name, "options": cfg.model.options(), "in_channels": cfg.data.in_channels,
-                  "num_classes": labels.num_classes, "conditional": conditional}
-    model = build_model_from_meta(model_meta).to(device)
-    if cfg.train.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    if dist.enabled and cfg.train.sync_bn:
-        model = convert_sync_batchnorm(model, device)
-    net = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None) if dist.enabled else model
-    if cfg.train.compile:
-        net = torch.compile(net)
-    precision = resolve_amp(cfg.train.amp, device)
-    autocast_dtype = amp_dtype(precision)
-    scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
-    loss_fn = build_loss(lc.name, ignore_index=labels.ignore_index, weight=weights, ce_weight=lc.ce_weight,
-                         dice_weight=lc.dice_weight, dice_smooth=lc.dice_smooth, strategy=lc.strategy,
-                         exclusion_weight=lc.exclusion_weight).to(device)
-    train_set = TrainDataset(data.loaders["train"], cfg)
-    val_set = EvalDataset(data.loaders["val"], cfg)
-    groups = data.loaders["train"].source_of if cfg.data.balance_sources and data.sources else None
-    sampler = EpochSampler(len(train_set), seed=cfg.seed, groups=groups, rank=dist.rank, num_replicas=dist.world_size)
-    train_loader = DataLoader(train_set, batch_size=batch_size, sampler=sampler, drop_last=len(train_set) > cfg.train.batch_size,
-                              num_workers=cfg.train.num_workers, persistent_workers=cfg.train.num_workers > 0,
-                              pin_memory=device.type == "cuda")
-    optimizer = build_optimizer(model, cfg.optimizer)
-    scheduler = build_scheduler(optimizer, cfg.schedule, len(train_loader), cfg.train.epochs)
-
-    state: dict[str, Any] = {"epoch": 0, "global_step": 0, "history": [], "best_value": None, "best_epoch": None,
-                             "bad_validations": 0, "train_seconds": 0.0, "stopped_early": False}
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model_state"])
-        optimizer.load_state_dict(ckpt["optimizer_state"])
-        scheduler.load_state_dict(ckpt["scheduler_state"])
-        state.update(ckpt["train_state"])
-        set_rng_state(ckpt["rng"])
-    else:
-        if main:
-            run.prepare_new(overwrite)
-            atomic_write_text(run.config, dump_config(cfg))
-            save_split(run.split, data.split)
+    t = build_training(cfg, split=load_split(run.split) if resume else split, dist=dist, device=device,
+                       class_weights=ckpt["class_weights"] if ckpt is not None else None, check_files=not resume)
+    labels, model, optimizer = t.data.labels, t.model, t.optimizer
+    state = TrainState.from_dict(ckpt["train_state"]) if ckpt is not None else TrainState()
+    if ckpt is None and main:
+        run.prepare_new(overwrite)
+        atomic_write_text(run.config, dump_config(cfg))
+        save_split(run.split, t.data.split)
     handler = _attach_log_file(run.log) if main else None
-    from torch.utils.tensorboard import SummaryWriter
-
-    writer = SummaryWriter(str(run.tensorboard), purge_step=state["epoch"] + 1 if resume else None) if main else None
-    tracker = create_tracker(cfg.tracking, cfg.output.name, state.get("mlflow_run_id")) if main else None
-    if tracker is not None and not resume:
-        tracker.log_config(cfg.to_dict())
-    state["mlflow_run_id"] = tracker.run_id if tracker is not None else None
     n_params = count_parameters(model)
     if resume:
-        log.info(f"resuming {run.path} after epoch {state['epoch']} of {cfg.train.epochs}")
+        log.info(f"resuming {run.path} after epoch {state.epoch} ({format_duration(state.train_seconds)} of training so far)")
     else:
         log.info(f"run {run.path}: {cfg.model.name} ({n_params:,} parameters) on {device}"
                  f"{f' x {dist.world_size} processes' if dist.enabled else ''}"
-                 f"{f', {precision} autocast' if precision != 'none' else ''}, "
-                 f"{len(train_set)} train / {len(val_set)} val images, {labels.num_classes} classes")
-        for src in data.sources:
+                 f"{f', {t.precision} autocast' if t.precision != 'none' else ''}, "
+                 f"{len(t.train_set)} train / {len(t.val_set)} val images, {labels.num_classes} classes")
+        for src in t.data.sources:
             log.info(f"source {src.name} ({src.config.split}): annotates "
-                     f"{', '.join(labels.names[c] for c in src.annotated)}; strategy {lc.strategy}")
+                     f"{', '.join(labels.names[c] for c in src.annotated)}; strategy {cfg.loss.strategy}")
+
+    # How long the run will take, measured on its own pipeline; a time budget's plan comes from it.
+    budget = parse_duration(cfg.train.time_budget) if cfg.train.time_budget is not None else None
+    if ckpt is None and (cfg.train.estimate_steps > 0 or budget is not None):
+        if estimate is None:
+            estimate = measure_speed(t, max(1, cfg.train.estimate_steps))
+            state.train_seconds += estimate.probe_seconds
+        state.estimate = estimate.to_dict()
+        if budget is not None:
+            state.plan = BudgetPlan.create(budget, state.train_seconds, estimate, cfg.train.val_every).to_dict()
+    plan = BudgetPlan.from_dict(state.plan) if state.plan is not None else None
+    if plan is not None and budget is not None and budget != plan.budget_seconds:  # resumed with a new budget
+        log.info(f"time budget changed from {format_duration(plan.budget_seconds)} to {format_duration(budget)}")
+        plan.budget_seconds = budget
+    if ckpt is None and state.estimate is not None:
+        log.info(describe_plan(cfg, Estimate(**state.estimate), plan))
+    spe = len(t.train_loader)
+    scheduler = build_scheduler(optimizer, cfg.schedule, spe, cfg.train.epochs,
+                                position=plan.position if plan is not None else None,
+                                total_steps=plan.schedule_steps if plan is not None else None)
+    if ckpt is not None:  # after building the schedule, which sets the optimizer's first learning rate
+        model.load_state_dict(ckpt["model_state"])
+        optimizer.load_state_dict(ckpt["optimizer_state"])
+        scheduler.load_state_dict(ckpt["scheduler_state"])
+        set_rng_state(ckpt["rng"])
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(run.tensorboard), purge_step=state.epoch + 1 if resume else None) if main else None
+    tracker = create_tracker(cfg.tracking, cfg.output.name, state.mlflow_run_id) if main else None
+    if tracker is not None and not resume:
+        tracker.log_config(cfg.to_dict())
+    state.mlflow_run_id = tracker.run_id if tracker is not None else None
     better = (lambda a, b: a > b) if cfg.train.best_mode == "max" else (lambda a, b: a < b)
 
+    def planned_epochs() -> int:
+        return plan.planned_epochs if plan is not None else cfg.train.epochs
+
+    def finished() -> bool:
+        done = state.global_step >= plan.end_step if plan is not None else state.epoch >= cfg.train.epochs
+        return done or state.stopped_early
+
     def payload() -> dict[str, Any]:
+        if plan is not None:
+            state.plan = plan.to_dict()
         return {
             "model_state": model.state_dict(), "optimizer_state": optimizer.state_dict(),
-            "scheduler_state": scheduler.state_dict(), "train_state": dict(state), "rng": rng_state(),
-            "class_weights": weights, "config": cfg.to_dict(), "labels": labels.to_dict(),
-            "model": model_meta,
+            "scheduler_state": scheduler.state_dict(), "train_state": asdict(state), "rng": rng_state(),
+            "class_weights": t.class_weights, "config": cfg.to_dict(), "labels": labels.to_dict(),
+            "model": t.model_meta,
             "normalization": {"mean": list(cfg.augment.mean), "std": list(cfg.augment.std)},
             "input_size": list(cfg.augment.resize) if cfg.augment.resize else None,
         }
 
+    step_times: deque[float] = deque(maxlen=max(10, spe))  # the recent speed a budget re-plans from
+    mark = clock()  # training time is counted from here, in state.train_seconds at every epoch end
     try:
-        while state["epoch"] < cfg.train.epochs and not state["stopped_early"]:
-            epoch = state["epoch"] + 1
-            sampler.set_epoch(epoch)
+        while not finished():
+            epoch = state.epoch + 1
+            t.sampler.set_epoch(epoch)
             model.train()
-            t0 = time.perf_counter()
-            loss_sum, seen, data_seconds = 0.0, 0, 0.0
-            t_data = time.perf_counter()
-            bar = tqdm(train_loader, desc=f"epoch {epoch}/{cfg.train.epochs}", unit="batch", leave=False,
+            t0 = clock()
+            loss_sum, seen, data_seconds, step_sum, val_seconds = 0.0, 0, 0.0, 0.0, 0.0
+            t_data = t_step = clock()
+            bar = tqdm(t.train_loader, desc=f"epoch {epoch}/{planned_epochs()}", unit="batch", leave=False,
                        disable=not (main and sys.stderr.isatty()), dynamic_ncols=True)
             for images, masks, labelled in bar:
-                data_seconds += time.perf_counter() - t_data  # time spent waiting for the loader
-                images = images.to(device, non_blocking=True)
-                masks = masks.to(device, non_blocking=True)
-                labelled = labelled.to(device, non_blocking=True)
-                if cfg.train.channels_last:
-                    images = images.contiguous(memory_format=torch.channels_last)
-                with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                    outputs = net(images, labelled) if conditional else net(images)
-                    loss = total_loss(loss_fn, outputs, masks, cfg.loss.aux_weight, labelled)
-                if not torch.isfinite(loss):
-                    raise SeglabError(f"training diverged at epoch {epoch}, step {state['global_step']}: loss is {float(loss)}; "
-                                      "lower optimizer.lr")
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if cfg.train.grad_clip:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
+                data_seconds += clock() - t_data  # time spent waiting for the loader
+                loss = train_step(t, images, masks, labelled, where=f"epoch {epoch}, step {state.global_step}")
                 scheduler.step()
-                state["global_step"] += 1
+                state.global_step += 1
                 loss_sum += loss.item() * images.shape[0]
                 seen += images.shape[0]
-                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", img_s=f"{seen / (time.perf_counter() - t0):.1f}")
-                t_data = time.perf_counter()
-            train_time = time.perf_counter() - t0
+                now = clock()
+                step_times.append(now - t_step)
+                step_sum += now - t_step
+                t_step = now
+                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", img_s=f"{seen / max(now - t0, 1e-9):.1f}")
+                if plan is not None:
+                    used = state.train_seconds + (now - mark)
+                    if state.global_step % spe == 0:  # this epoch's validation and writes are still to come
+                        used += plan.epoch_overhead_seconds + (plan.val_seconds if epoch % cfg.train.val_every == 0 else 0)
+                    speed = float(np.mean(step_times))
+                    if dist.enabled:  # every rank must take the same decision
+                        used, speed = (v / dist.world_size for v in all_reduce_sum([used, speed], device))
+                    old_end = plan.end_step
+                    if len(step_times) >= 3 and plan.recheck(state.global_step, used, step_seconds=speed):
+                        log.info(f"re-planned at step {state.global_step}: {old_end} -> {plan.end_step} steps "
+                                 f"({seen / max(now - t0, 1e-9):.1f} train img/s now; "
+                                 f"{format_duration(used)} of {format_duration(plan.budget_seconds)} used)")
+                    if state.global_step >= plan.end_step:
+                        break  # the plan ends inside this epoch: validate and stop
+                t_data = clock()
+            train_time = clock() - t0
             local_seen = seen
             loss_sum, seen = all_reduce_sum([loss_sum, float(seen)], device)
             # loader vs model throughput: a loader slower than the model starves it
-            row: dict[str, Any] = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1),
-                                   "lr": optimizer.param_groups[0]["lr"], "train_images_per_s": seen / train_time,
+            row: dict[str, Any] = {"epoch": epoch, "step": state.global_step, "train_loss": loss_sum / max(seen, 1),
+                                   "lr": optimizer.param_groups[0]["lr"], "train_images_per_s": seen / max(train_time, 1e-9),
                                    "loader_images_per_s": local_seen / max(data_seconds, 1e-9),
                                    "model_images_per_s": local_seen / max(train_time - data_seconds, 1e-9)}
+            last_epoch = (state.global_step >= plan.end_step) if plan is not None else epoch >= cfg.train.epochs
             improved = False
-            if epoch % cfg.train.val_every == 0 or epoch == cfg.train.epochs:
-                res = run_evaluation(model, val_set, labels, device=device, batch_size=cfg.eval.batch_size,
-                                     dilation_ratio=cfg.eval.boundary_dilation_ratio, loss_fn=loss_fn,
-                                     channels_last=cfg.train.channels_last, num_workers=cfg.train.num_workers,
-                                     shard=(dist.rank, dist.world_size))
-                m = res.metrics
+            if epoch % cfg.train.val_every == 0 or last_epoch:
+                t_val = clock()
+                m = validate(t, t.val_set)
+                val_seconds = clock() - t_val
+                if plan is not None:
+                    plan.val_seconds = val_seconds
                 row.update(val_loss=m["loss"], val_miou=m["miou"], val_pixel_accuracy=m["pixel_accuracy"],
                            val_mean_boundary_iou=m["mean_boundary_iou"])
                 value = m["loss"] if cfg.train.best_metric == "val_loss" else m[cfg.train.best_metric]
-                if not math.isnan(value) and (state["best_value"] is None or better(value, state["best_value"])):
-                    state.update(best_value=value, best_epoch=epoch, bad_validations=0)
+                if not math.isnan(value) and (state.best_value is None or better(value, state.best_value)):
+                    state.best_value, state.best_epoch, state.bad_validations = value, epoch, 0
                     improved = True
                 else:
-                    state["bad_validations"] += 1
+                    state.bad_validations += 1
                     patience = cfg.train.early_stopping_patience
-                    if patience is not None and state["bad_validations"] >= patience:
-                        state["stopped_early"] = True
-            row["epoch_seconds"] = time.perf_counter() - t0
-            state["train_seconds"] += row["epoch_seconds"]
-            state["history"].append(row)
-            state["epoch"] = epoch
+                    if patience is not None and state.bad_validations >= patience:
+                        state.stopped_early = True
+            now = clock()
+            row["epoch_seconds"] = now - t0
+            state.train_seconds += now - mark  # the previous epoch's checkpoint writes count here too
+            mark = now
+            row["elapsed_seconds"] = state.train_seconds
+            state.history.append(row)
+            state.epoch = epoch
             # last.pt is the resume point: written after the epoch is complete, atomically.
             if main:
                 save_checkpoint(run.last, payload())
                 if improved:
                     save_checkpoint(run.best, payload())
-                run.write_metrics_csv(state["history"])
+                run.write_metrics_csv(state.history)
                 for key, value in row.items():
                     if key != "epoch" and value is not None:
                         writer.add_scalar(key.replace("_", "/", 1) if key.startswith(("train_", "val_")) else key, value, epoch)
@@ -251,18 +453,21 @@ def fit(cfg: Config, *, resume: bool = False, overwrite: bool = False, split: Op
                 if tracker is not None:
                     tracker.log_epoch(row)
             barrier()  # a resumed rank must find this epoch's last.pt
+            if plan is not None:  # what an epoch costs beyond its steps and validation: loader start, writes, logs
+                plan.epoch_overhead_seconds = max(0.0, clock() - t0 - step_sum - val_seconds)
             val_txt = (f" val_loss {row['val_loss']:.4f} mIoU {row['val_miou']:.4f} pixel_acc {row['val_pixel_accuracy']:.4f} "
                        f"BIoU {row['val_mean_boundary_iou']:.4f}{' *' if improved else ''}" if "val_miou" in row else "")
-            log.info(f"epoch {epoch}/{cfg.train.epochs} train_loss {row['train_loss']:.4f}{val_txt} "
+            log.info(f"epoch {epoch}/{planned_epochs()} train_loss {row['train_loss']:.4f}{val_txt} "
                      f"lr {row['lr']:.3g} {row['train_images_per_s']:.1f} img/s (loader {row['loader_images_per_s']:.0f}, "
                      f"model {row['model_images_per_s']:.1f}) {row['epoch_seconds']:.1f} s")
             if on_epoch is not None:
                 on_epoch(row)
-            if state["stopped_early"]:
+            if state.stopped_early:
                 log.info(f"early stopping: no improvement of {cfg.train.best_metric} in {cfg.train.early_stopping_patience} validations")
-        best = "none" if state["best_value"] is None else f"{state['best_value']:.4f}"
-        log.info(f"training done: {state['epoch']} epochs in {state['train_seconds']:.1f} s; "
-                 f"best {cfg.train.best_metric} {best} at epoch {state['best_epoch']}")
+        best = "none" if state.best_value is None else f"{state.best_value:.4f}"
+        log.info(f"training done: {state.epoch} epochs ({state.global_step} steps) in {format_duration(state.train_seconds)}"
+                 f"{f' of a {format_duration(plan.budget_seconds)} budget' if plan is not None else ''}"
+                 f"{_estimate_vs_actual(state, cfg, plan)}; best {cfg.train.best_metric} {best} at epoch {state.best_epoch}")
     finally:
         if writer is not None:
             writer.close()
@@ -277,11 +482,46 @@ def fit(cfg: Config, *, resume: bool = False, overwrite: bool = False, split: Op
     if tracker is not None:
         tracker.log_artifact(run.best, "checkpoints")
     run.write_json(run.summary, {
-        "mlflow_run_id": state["mlflow_run_id"], "model": cfg.model.name, "parameters": n_params, "device": str(device),
-        "precision": precision, "class_names": labels.names,
-        "best_metric": cfg.train.best_metric, "best_value": state["best_value"], "best_epoch": state["best_epoch"],
-        "timing": {"epochs_run": state["epoch"], "train_seconds": state["train_seconds"],
-                   "mean_epoch_seconds": state["train_seconds"] / max(state["epoch"], 1),
-                   "train_images_per_s": float(np.mean([r["train_images_per_s"] for r in state["history"]]))},
+        "mlflow_run_id": state.mlflow_run_id, "model": cfg.model.name, "parameters": n_params, "device": str(device),
+        "hardware": describe_hardware(device), "torch": torch.__version__, "precision": t.precision, "class_names": labels.names,
+        "best_metric": cfg.train.best_metric, "best_value": state.best_value, "best_epoch": state.best_epoch,
+        "timing": _timing_summary(state, cfg, plan, spe),
     })
     return run
+
+
+def _estimated_seconds(state: TrainState, cfg: Config, plan: Optional[BudgetPlan]) -> Optional[float]:
+    """What the measurement before epoch 1 predicted for the run as configured (the plan's own length
+    when budgeted), measurement included."""
+    if state.estimate is None:
+        return None
+    est = Estimate(**state.estimate)
+    if plan is not None:  # the first plan's length at the measured speeds
+        first = BudgetPlan(budget_seconds=plan.budget_seconds, steps_per_epoch=plan.steps_per_epoch,
+                           val_every=plan.val_every, end_step=plan.schedule_steps, schedule_steps=plan.schedule_steps,
+                           step_seconds=est.step_seconds, val_seconds=est.val_seconds)
+        return est.probe_seconds + first.cost(0, plan.schedule_steps)
+    return est.probe_seconds + est.seconds_for(cfg.train.epochs, cfg.train.val_every)
+
+
+def _estimate_vs_actual(state: TrainState, cfg: Config, plan: Optional[BudgetPlan]) -> str:
+    expected = _estimated_seconds(state, cfg, plan)
+    if expected is None or state.stopped_early:
+        return ""
+    return f" (estimated {format_duration(expected)}{' at the first plan' if plan is not None else ''})"
+
+
+def _timing_summary(state: TrainState, cfg: Config, plan: Optional[BudgetPlan], steps_per_epoch: int) -> dict[str, Any]:
+    hist = state.history
+    out: dict[str, Any] = {
+        "epochs_run": state.epoch, "steps_run": state.global_step, "train_seconds": state.train_seconds,
+        "mean_epoch_seconds": state.train_seconds / max(state.epoch, 1),
+        "train_images_per_s": float(np.mean([r["train_images_per_s"] for r in hist])) if hist else None,
+        "steps_per_epoch": steps_per_epoch,
+        "estimate": state.estimate, "estimated_seconds": _estimated_seconds(state, cfg, plan),
+    }
+    if plan is not None:
+        out.update(budget_seconds=plan.budget_seconds, planned_steps=plan.end_step,
+                   planned_epochs=round(plan.end_step / steps_per_epoch, 2), replans=plan.replans,
+                   budget_used=state.train_seconds / plan.budget_seconds)
+    return out

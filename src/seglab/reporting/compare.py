@@ -13,8 +13,8 @@ from .report import _img, _num, _secs, _table, page
 from .run_dir import RunDir
 
 COLUMNS = ["experiment", "model", "split", "miou", "pixel_accuracy", "mean_boundary_iou", "mean_dice", "parameters",
-           "gflops", "gflops_input", "train_seconds", "train_images_per_s", "eval_images_per_s", "epochs", "best_epoch",
-           "device", "precision"]
+           "gflops", "gflops_input", "train_seconds", "train_images_per_s", "eval_images_per_s", "epochs", "steps",
+           "best_epoch", "budget_seconds", "planned_epochs", "estimated_seconds", "device", "hardware", "precision"]
 
 
 def read_history(run: RunDir) -> list[dict[str, Optional[float]]]:
@@ -36,12 +36,23 @@ def result_row(name: str, run: RunDir, split: str, gflops: Optional[float], gflo
         "gflops_input": gflops_input, "train_seconds": timing.get("train_seconds"),
         "train_images_per_s": timing.get("train_images_per_s"),
         "eval_images_per_s": (m["num_images"] / m["seconds"]) if m.get("seconds") else None,
-        "epochs": timing.get("epochs_run"), "best_epoch": summary.get("best_epoch"),
-        "device": summary.get("device"), "precision": summary.get("precision"),  # timings mean little without them
+        "epochs": _epochs_completed(timing), "steps": timing.get("steps_run"), "best_epoch": summary.get("best_epoch"),
+        "budget_seconds": timing.get("budget_seconds"), "planned_epochs": timing.get("planned_epochs"),
+        "estimated_seconds": timing.get("estimated_seconds"),
+        # timings mean little without these
+        "device": summary.get("device"), "hardware": summary.get("hardware"), "precision": summary.get("precision"),
     }
     for cls, v in zip(m.get("class_names", []), m.get("iou", [])):
         row[f"iou_{cls}"] = v
     return row
+
+
+def _epochs_completed(timing: dict[str, Any]) -> Optional[float]:
+    """Epochs of training done: fractional when a time budget ended the run inside an epoch."""
+    if not timing.get("steps_per_epoch") or timing.get("steps_run") is None:
+        return timing.get("epochs_run")
+    e = timing["steps_run"] / timing["steps_per_epoch"]
+    return int(e) if e == int(e) else round(e, 2)
 
 
 def _columns(rows: list[dict[str, Any]]) -> list[str]:
@@ -66,12 +77,13 @@ def _cells(r: dict[str, Any], classes: list[str]) -> list[str]:
              _num(r.get("mean_boundary_iou"), True)]
             + [_num(r.get(f"iou_{c}"), True) for c in classes]
             + [f"{params / 1e6:.2f}M" if params else "–", f"{r['gflops']:.1f}" if r.get("gflops") is not None else "–",
-               _secs(r.get("train_seconds")), _num(r.get("train_images_per_s")), _num(r.get("eval_images_per_s"))])
+               _secs(r.get("train_seconds")), _num(r.get("epochs")), _num(r.get("train_images_per_s")),
+               _num(r.get("eval_images_per_s"))])
 
 
 def _header(classes: list[str]) -> list[str]:
     return (["experiment", "model", "mIoU %", "pixel acc. %", "mean BIoU %"] + [f"{c} IoU %" for c in classes]
-            + ["params", "GFLOPs", "train time", "train img/s", "eval img/s"])
+            + ["params", "GFLOPs", "train time", "epochs", "train img/s", "eval img/s"])
 
 
 def _classes(rows: list[dict[str, Any]]) -> list[str]:
@@ -88,7 +100,24 @@ def results_markdown(rows: list[dict[str, Any]]) -> str:
         lines.append("| " + " | ".join(html.unescape(c) for c in _cells(r, classes)) + " |")
     split = rows[0]["split"] if rows else "?"
     gi = rows[0].get("gflops_input", "") if rows else ""
-    return "\n".join(lines) + f"\n\nMetrics on the {split} split at full resolution; GFLOPs per image at {gi}.\n"
+    return (setting_line(rows) + "\n\n" + "\n".join(lines)
+            + f"\n\nMetrics on the {split} split at full resolution; GFLOPs per image at {gi}.\n")
+
+
+def setting_line(rows: list[dict[str, Any]]) -> str:
+    """What the numbers were measured under: the training budget(s), the hardware and the precision."""
+    from ..durations import format_duration
+
+    def distinct(key: str) -> list[Any]:
+        return sorted({r.get(key) for r in rows if r.get(key) is not None}, key=str)
+
+    budgets = distinct("budget_seconds")
+    budget = ("no time budget (each experiment's own epochs)" if not budgets else
+              f"training budget {format_duration(budgets[0])} per experiment" if len(budgets) == 1 else
+              "training budgets " + ", ".join(format_duration(b) for b in budgets))
+    hardware = ", ".join(f"{h}" for h in distinct("hardware")) or "hardware not recorded"
+    precision = "/".join(distinct("precision")) or "?"
+    return f"{budget[0].upper() + budget[1:]}; {hardware}; precision {precision}."
 
 
 def write_comparison(out_dir: Path, rows: list[dict[str, Any]], runs: dict[str, RunDir],
@@ -113,15 +142,23 @@ def write_comparison(out_dir: Path, rows: list[dict[str, Any]], runs: dict[str, 
                  f"<div class='card'><b>{len(rows)}</b><span>experiments</span></div></div><br>")
     histories = {name: read_history(run) for name, run in runs.items()}
 
-    def curves(key: str) -> list[dict[str, Any]]:
+    def curves(key: str, over_time: bool = False) -> list[dict[str, Any]]:
         out = []
         for name, hist in histories.items():
-            pts = [(h["epoch"], h.get(key)) for h in hist if h.get(key) is not None]
+            if over_time:  # minutes of training at each epoch's end (runs from before it was recorded have none)
+                pts = [(h["elapsed_seconds"] / 60, h.get(key)) for h in hist
+                       if h.get(key) is not None and h.get("elapsed_seconds") is not None]
+            else:
+                pts = [(int(h["epoch"]), h.get(key)) for h in hist if h.get(key) is not None]
             if pts:
-                out.append({"name": name, "x": [int(p[0]) for p in pts], "y": [p[1] for p in pts]})
+                out.append({"name": name, "x": [p[0] for p in pts], "y": [p[1] for p in pts]})
         return out
 
     charts = [
+        line_chart("cmp_val_miou_time", "Validation mIoU over training time", curves("val_miou", True),
+                   xlabel="training time (min)", ylabel="mIoU", yrange=(0, 1)),
+        line_chart("cmp_train_loss_time", "Training loss over training time", curves("train_loss", True),
+                   xlabel="training time (min)", ylabel="loss"),
         line_chart("cmp_val_miou", "Validation mIoU", curves("val_miou"), ylabel="mIoU", yrange=(0, 1)),
         line_chart("cmp_train_loss", "Training loss", curves("train_loss"), ylabel="loss"),
         line_chart("cmp_val_loss", "Validation loss", curves("val_loss"), ylabel="loss"),
@@ -138,7 +175,7 @@ def write_comparison(out_dir: Path, rows: list[dict[str, Any]], runs: dict[str, 
                     f"<small>{html.escape(str(run.path))}</small></li>" for name, run in runs.items())
     body = (f"<header><h1>{html.escape(title)}</h1><p>{len(rows)} experiments, metrics on the "
             f"{html.escape(str(rows[0]['split'] if rows else '?'))} split at full resolution</p></header><main>"
-            f"<section><h2>Results</h2>{cards}{table}<p><small>GFLOPs per image at "
+            f"<section><h2>Results</h2><p>{html.escape(setting_line(rows))}</p>{cards}{table}<p><small>GFLOPs per image at "
             f"{html.escape(str(rows[0].get('gflops_input', '')) if rows else '')}; train img/s is the mean over epochs; "
             f"files: results.csv, results.md</small></p></section>"
             f"<section><h2>Learning curves</h2>{chart_html}</section>"

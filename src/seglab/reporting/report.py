@@ -91,9 +91,13 @@ def build_report(run: RunDir, title: Optional[str] = None) -> Path:
     timing = summary.get("timing", {})
     info = [("model", summary.get("model", "?")), ("parameters", f"{summary.get('parameters', 0):,}"),
             ("epochs run", timing.get("epochs_run")), ("total training time", _secs(timing.get("train_seconds"))),
+            ("estimated before epoch 1", _secs(timing.get("estimated_seconds"))),
+            ("time budget", _secs(timing.get("budget_seconds"))),
             ("mean epoch time", _secs(timing.get("mean_epoch_seconds"))),
             ("training images/s", _num(timing.get("train_images_per_s"))),
-            ("best epoch", summary.get("best_epoch")), ("device", summary.get("device"))]
+            ("best epoch", summary.get("best_epoch")), ("device", summary.get("device")),
+            ("hardware", summary.get("hardware"))]
+    info = [(k, v) for k, v in info if v not in (None, "–") or k in ("best epoch",)]
     info_html = _table(["", ""], [[html.escape(k), html.escape(str(v))] for k, v in info])
     header, hist = _history_rows(run)
     curves = _curves(header, hist)

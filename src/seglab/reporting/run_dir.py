@@ -14,7 +14,7 @@ from ..fileio import atomic_write_text
 
 METRICS_COLUMNS = [
     "epoch", "train_loss", "val_loss", "val_miou", "val_pixel_accuracy", "val_mean_boundary_iou",
-    "lr", "epoch_seconds", "train_images_per_s", "loader_images_per_s", "model_images_per_s",
+    "lr", "epoch_seconds", "train_images_per_s", "loader_images_per_s", "model_images_per_s", "step", "elapsed_seconds",
 ]
 
 
