@@ -47,7 +47,11 @@ def test_compare_writes_results_and_report(compared):
         assert int(r["parameters"]) > 0 and float(r["gflops"]) > 0 and float(r["train_seconds"]) > 0
         assert r["device"] == "cpu" and r["precision"] == "none"  # TINY pins amp: none
     assert rows[2]["epochs"] == "1" and rows[0]["epochs"] == "2"  # the sweep's own overrides applied
-    assert "| unet_shallow | unet |" in (out / "results.md").read_text()
+    md = (out / "results.md").read_text()
+    assert "| unet_shallow | unet |" in md
+    ranked = [line.split("|")[1].strip() for line in md.splitlines() if line.startswith("| unet_")]
+    assert ranked == sorted((r["experiment"] for r in rows), key=lambda e: -float(next(
+        r["miou"] for r in rows if r["experiment"] == e)))  # results.md ranks by mIoU; the csv keeps the order
     page = (out / "report.html").read_text()
     import re
 
@@ -175,3 +179,31 @@ def test_k_fold_cross_validation(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "fold 1/3: finished, reusing" in out and "fold 3/3: resuming" in out
     assert (root / "fold_1" / "checkpoints" / "last.pt").stat().st_mtime_ns == before
+
+
+def test_compare_with_a_budget_gives_every_experiment_the_same_time(tmp_path, monkeypatch, capsys):
+    """`compare --budget`: each experiment measured before the first starts, each planned to the same budget
+    (on a simulated clock), and the tables and page say the budget, the hardware and the epochs done."""
+    import seglab.engine.trainer as trainer
+    from test_budget import SimClock
+
+    monkeypatch.setattr(trainer, "clock", SimClock())
+    a = copy.deepcopy(TINY)
+    a["output"]["name"] = "deep"
+    b = copy.deepcopy(TINY)
+    b["model"] = {"name": "unet", "base_channels": 6, "depth": 1}
+    b["output"]["name"] = "shallow"
+    files = [_write(tmp_path / "a.yaml", a), _write(tmp_path / "b.yaml", b)]
+    assert main(["compare", *files, "--out", str(tmp_path / "out"), "--images", "1", "--budget", "2m"]) == 0
+    out = capsys.readouterr().out
+    # both estimates come before the first training starts
+    assert out.index("shallow: time budget 2 min 0 s: planned") < out.index("experiment 1/2")
+    rows = list(csv.DictReader((tmp_path / "out" / "results.csv").open()))
+    for r in rows:
+        assert float(r["budget_seconds"]) == 120 and float(r["train_seconds"]) <= 120 * 1.03
+        assert float(r["epochs"]) > 1 and r["hardware"]
+    md = (tmp_path / "out" / "results.md").read_text()
+    assert md.startswith("Training budget 2 min 0 s per experiment;") and rows[0]["hardware"] in md
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert 'id="cmp_val_miou_time"' in page and "Training budget 2 min 0 s per experiment" in page
+    assert (tmp_path / "out" / "curves.png").is_file()  # the curves over time and epochs, for a README

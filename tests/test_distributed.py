@@ -102,3 +102,22 @@ def test_compare_and_k_fold_under_torchrun(tmp_path):
              for k in (1, 2)]
     assert summary["mean"]["miou"] == pytest.approx(sum(mious) / 2)
     assert not list(tmp_path.rglob("*rank*"))
+
+
+def test_time_budget_under_torchrun_keeps_ranks_in_step(tmp_path):
+    """Every rank re-plans from the same all-reduced numbers, so all take the same number of steps (a rank
+    that stopped early would leave the others waiting in an all-reduce forever, caught by the timeout)."""
+    path = _raw(tmp_path, "budget", 1000)
+    raw = yaml.safe_load(open(path))
+    raw["schedule"] = {"name": "cosine", "min_lr_ratio": 0.1}
+    open(path, "w").write(yaml.safe_dump(raw))
+    out = _torchrun("train", path, "--budget", "10s", cwd=tmp_path)
+    assert "time budget 10 s: planned" in out
+    import json
+
+    import torch
+
+    timing = json.loads((tmp_path / "runs" / "budget" / "summary.json").read_text())["timing"]
+    assert timing["steps_run"] == timing["planned_steps"] > 0
+    ckpt = torch.load(tmp_path / "runs" / "budget" / "checkpoints" / "last.pt", weights_only=True)
+    assert ckpt["optimizer_state"]["param_groups"][0]["lr"] == pytest.approx(0.01 * 0.1)

@@ -17,7 +17,7 @@ from .engine.distributed import is_main_process
 from .errors import ConfigError, SeglabError
 from .evaluation.predict import load_model, predict_image
 from .reporting import plots
-from .reporting.compare import result_row, write_comparison
+from .reporting.compare import read_history, result_row, write_comparison
 from .reporting.run_dir import RunDir
 
 log = logging.getLogger("seglab")
@@ -204,6 +204,7 @@ def compare_runs(runs: dict[str, RunDir], out: PathLike, *, split: Optional[str]
         size = _input_size(configs[name])
         rows.append(result_row(name, run, split, _gflops(run, configs[name]), f"{size[0]}x{size[1]}"))
     grid = _prediction_grid(runs, split, out, num_images)
+    plots.plot_comparison_curves({name: read_history(run) for name, run in runs.items()}, out / "curves.png")
     report = write_comparison(out, rows, runs, grid, title=title or f"seglab comparison: {', '.join(runs)}",
                               summary_rows=extra_rows)
     log.info(f"comparison: {report}")

@@ -132,8 +132,9 @@ class BudgetPlan:
     def recheck(self, step: int, used_seconds: float, *, step_seconds: float, val_seconds: float | None = None,
                 epoch_overhead_seconds: float | None = None, tolerance: float = 0.02) -> bool:
         """Update the measured speeds and re-plan the remaining steps when the projected finish would
-        overrun the budget, or when more than `tolerance` x the planned steps more would fit (the gap keeps
-        a plan from flipping between two lengths). Returns True when the plan changed."""
+        overrun the budget by more than tolerance / 4, or when more than `tolerance` x the planned steps more
+        would fit. A plan fits the budget less `safety`; the band between keeps measurement noise from
+        flipping a plan between two lengths. Returns True when the plan changed."""
         self.step_seconds = step_seconds
         if val_seconds is not None:
             self.val_seconds = val_seconds
@@ -142,7 +143,7 @@ class BudgetPlan:
         if step >= self.end_step:
             return False
         remaining = self.steps_fitting(step, used_seconds)
-        overrun = used_seconds + self.cost(step, self.end_step) > self.budget_seconds
+        overrun = used_seconds + self.cost(step, self.end_step) > self.budget_seconds * (1 + tolerance / 4)
         room = step + remaining - self.end_step >= max(2.0, tolerance * self.end_step)
         if not (overrun or room) or step + remaining == self.end_step:
             return False

@@ -367,7 +367,9 @@ def fit(cfg: Config, *, resume: bool = False, overwrite: bool = False, split: Op
             "input_size": list(cfg.augment.resize) if cfg.augment.resize else None,
         }
 
-    step_times: deque[float] = deque(maxlen=max(10, spe))  # the recent speed a budget re-plans from
+    # the recent speed a budget re-plans from: long enough to average out step-to-step noise, short enough
+    # to notice a machine that slows down within an epoch or two
+    step_times: deque[float] = deque(maxlen=max(50, 2 * spe))
     mark = clock()  # training time is counted from here, in state.train_seconds at every epoch end
     try:
         while not finished():
@@ -399,7 +401,8 @@ def fit(cfg: Config, *, resume: bool = False, overwrite: bool = False, split: Op
                     if dist.enabled:  # every rank must take the same decision
                         used, speed = (v / dist.world_size for v in all_reduce_sum([used, speed], device))
                     old_end = plan.end_step
-                    if len(step_times) >= 3 and plan.recheck(state.global_step, used, step_seconds=speed):
+                    if (len(step_times) >= 3 and plan.recheck(state.global_step, used, step_seconds=speed)
+                            and abs(plan.end_step - old_end) >= 0.05 * old_end):  # small corrections are not news
                         log.info(f"re-planned at step {state.global_step}: {old_end} -> {plan.end_step} steps "
                                  f"({seen / max(now - t0, 1e-9):.1f} train img/s now; "
                                  f"{format_duration(used)} of {format_duration(plan.budget_seconds)} used)")
@@ -466,7 +469,7 @@ def fit(cfg: Config, *, resume: bool = False, overwrite: bool = False, split: Op
                 log.info(f"early stopping: no improvement of {cfg.train.best_metric} in {cfg.train.early_stopping_patience} validations")
         best = "none" if state.best_value is None else f"{state.best_value:.4f}"
         log.info(f"training done: {state.epoch} epochs ({state.global_step} steps) in {format_duration(state.train_seconds)}"
-                 f"{f' of a {format_duration(plan.budget_seconds)} budget' if plan is not None else ''}"
+                 f"{_budget_note(plan)}"
                  f"{_estimate_vs_actual(state, cfg, plan)}; best {cfg.train.best_metric} {best} at epoch {state.best_epoch}")
     finally:
         if writer is not None:
@@ -488,6 +491,10 @@ def fit(cfg: Config, *, resume: bool = False, overwrite: bool = False, split: Op
         "timing": _timing_summary(state, cfg, plan, spe),
     })
     return run
+
+
+def _budget_note(plan: Optional[BudgetPlan]) -> str:
+    return "" if plan is None else f" of a {format_duration(plan.budget_seconds)} budget, re-planned {plan.replans} times"
 
 
 def _estimated_seconds(state: TrainState, cfg: Config, plan: Optional[BudgetPlan]) -> Optional[float]:

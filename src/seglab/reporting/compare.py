@@ -125,12 +125,13 @@ def write_comparison(out_dir: Path, rows: list[dict[str, Any]], runs: dict[str, 
                      summary_rows: Sequence[dict[str, Any]] = ()) -> Path:
     """Write results.csv, results.md and report.html into out_dir; returns the report path.
 
-    summary_rows (e.g. mean and std over folds) follow the ranked experiment rows in every table."""
+    The tables in results.md and the page rank the experiments by mIoU; summary_rows (e.g. mean and std
+    over folds) follow the ranked experiment rows in every table."""
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / "results.csv", results_csv(rows + list(summary_rows)))
-    atomic_write_text(out_dir / "results.md", results_markdown(rows + list(summary_rows)))
+    ranked = sorted(rows, key=lambda r: -(r.get("miou") or -1))  # best first; results.csv keeps the given order
+    atomic_write_text(out_dir / "results.md", results_markdown(ranked + list(summary_rows)))
     classes = _classes(rows)
-    ranked = sorted(rows, key=lambda r: -(r.get("miou") or -1))
     table = _table(_header(classes), [_cells(r, classes) for r in ranked + list(summary_rows)])
     best = ranked[0] if ranked else None
     cards = ""

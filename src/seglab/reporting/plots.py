@@ -56,6 +56,24 @@ def plot_metric_curves(history: list[dict[str, Any]], path: Path) -> Path:
     return _save(fig, path)
 
 
+def plot_comparison_curves(histories: dict[str, list[dict[str, Any]]], path: Path) -> Path:
+    """Validation mIoU of several runs over training time (minutes) and over epochs, side by side."""
+    fig, (ax_t, ax_e) = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
+    for name, hist in histories.items():
+        pts = [(r["elapsed_seconds"] / 60, r["val_miou"]) for r in hist
+               if r.get("elapsed_seconds") is not None and r.get("val_miou") is not None and not _nan(r["val_miou"])]
+        line = ax_t.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=2.5, label=name)[0] if pts else None
+        x, y = _series(hist, "val_miou")
+        if x:
+            ax_e.plot(x, y, marker="o", ms=2.5, label=name, color=line.get_color() if line is not None else None)
+    ax_t.set(xlabel="training time (min)", ylabel="validation mIoU", title="Over training time", ylim=(0, 1))
+    ax_e.set(xlabel="epoch", title="Over epochs")
+    for ax in (ax_t, ax_e):
+        ax.grid(alpha=0.3)
+    ax_e.legend(fontsize=8, loc="lower right")
+    return _save(fig, path)
+
+
 def plot_per_class(names: Sequence[str], iou: Sequence[float], biou: Sequence[float], path: Path) -> Path:
     y = np.arange(len(names))
     vals = lambda v: [0.0 if x is None or _nan(x) else x for x in v]  # noqa: E731
