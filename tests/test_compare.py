@@ -140,8 +140,9 @@ def test_report_renders_in_chromium(compared, tmp_path, which):
     assert errors.group(1).replace("&quot;", '"') == "[]", errors.group(1)
     plots = int(re.search(r'data-plots="(\d+)"', dom).group(1))
     traces = int(re.search(r'data-traces="(\d+)"', dom).group(1))
-    assert plots == (5 if which == "comparison" else 2), plots
-    assert traces >= (3 * 4 if which == "comparison" else 4), traces
+    # comparison: mIoU and loss over training time, mIoU, train and val loss, BIoU over epochs, per-class bars
+    assert plots == (7 if which == "comparison" else 2), plots
+    assert traces >= (3 * 6 if which == "comparison" else 4), traces
     img = np.asarray(Image.open(shot).convert("RGB")).astype(np.int16)
     assert img.std() > 10  # not a blank page
     # plot lines are drawn in the palette's colours: the first trace colour (#1f77b4) must be on screen
