@@ -237,14 +237,23 @@ def measure_speed(t: Training, steps: int) -> Estimate:
     mark = clock()
     validate(t, Subset(t.val_set, timed))
     val_seconds = (clock() - mark) * n_val / len(timed)
-    if t.dist.enabled:  # every rank plans with the same numbers
-        step_seconds, val_seconds = (v / t.dist.world_size for v in all_reduce_sum([step_seconds, val_seconds], t.device))
     t.model.load_state_dict(saved_model)
     t.optimizer.load_state_dict(saved_opt)
     t.scaler.load_state_dict(saved_scaler)
     set_rng_state(saved_rng)
+    step_seconds, val_seconds, probe_seconds = rank_mean([step_seconds, val_seconds, clock() - start], t.device)
     return Estimate(step_seconds=step_seconds, val_seconds=val_seconds, batch_size=t.cfg.train.batch_size,
-                    steps_per_epoch=len(t.train_loader), probe_seconds=clock() - start)
+                    steps_per_epoch=len(t.train_loader), probe_seconds=probe_seconds)
+
+
+def rank_mean(values: list[float], device: torch.device) -> list[float]:
+    """The mean over torchrun ranks (the values themselves in one process). Every number a time budget plans
+    from goes through here: ranks that planned from their own clocks would stop at different steps and
+    leave the others waiting in an all-reduce."""
+    if not group_is_initialized():
+        return values
+    world = torch.distributed.get_world_size()
+    return [v / world for v in all_reduce_sum(values, device)]
 
 
 def estimate_training(cfg: Config) -> Estimate:
@@ -397,9 +406,7 @@ def fit(cfg: Config, *, resume: bool = False, overwrite: bool = False, split: Op
                     used = state.train_seconds + (now - mark)
                     if state.global_step % spe == 0:  # this epoch's validation and writes are still to come
                         used += plan.epoch_overhead_seconds + (plan.val_seconds if epoch % cfg.train.val_every == 0 else 0)
-                    speed = float(np.mean(step_times))
-                    if dist.enabled:  # every rank must take the same decision
-                        used, speed = (v / dist.world_size for v in all_reduce_sum([used, speed], device))
+                    used, speed = rank_mean([used, float(np.mean(step_times))], device)
                     old_end = plan.end_step
                     if (len(step_times) >= 3 and plan.recheck(state.global_step, used, step_seconds=speed)
                             and abs(plan.end_step - old_end) >= 0.05 * old_end):  # small corrections are not news
@@ -424,7 +431,7 @@ def fit(cfg: Config, *, resume: bool = False, overwrite: bool = False, split: Op
                 m = validate(t, t.val_set)
                 val_seconds = clock() - t_val
                 if plan is not None:
-                    plan.val_seconds = val_seconds
+                    plan.val_seconds = rank_mean([val_seconds], device)[0]
                 row.update(val_loss=m["loss"], val_miou=m["miou"], val_pixel_accuracy=m["pixel_accuracy"],
                            val_mean_boundary_iou=m["mean_boundary_iou"])
                 value = m["loss"] if cfg.train.best_metric == "val_loss" else m[cfg.train.best_metric]
@@ -457,7 +464,7 @@ def fit(cfg: Config, *, resume: bool = False, overwrite: bool = False, split: Op
                     tracker.log_epoch(row)
             barrier()  # a resumed rank must find this epoch's last.pt
             if plan is not None:  # what an epoch costs beyond its steps and validation: loader start, writes, logs
-                plan.epoch_overhead_seconds = max(0.0, clock() - t0 - step_sum - val_seconds)
+                plan.epoch_overhead_seconds = max(0.0, rank_mean([clock() - t0 - step_sum - val_seconds], device)[0])
             val_txt = (f" val_loss {row['val_loss']:.4f} mIoU {row['val_miou']:.4f} pixel_acc {row['val_pixel_accuracy']:.4f} "
                        f"BIoU {row['val_mean_boundary_iou']:.4f}{' *' if improved else ''}" if "val_miou" in row else "")
             log.info(f"epoch {epoch}/{planned_epochs()} train_loss {row['train_loss']:.4f}{val_txt} "
