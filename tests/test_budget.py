@@ -41,8 +41,8 @@ def test_parse_duration_refuses(text):
 
 
 def test_format_duration():
-    assert [format_duration(s) for s in (0.42, 42.4, 250, 1800, 3725, 22200)] == [
-        "0.4 s", "42 s", "4 min 10 s", "30 min", "1 h 2 min", "6 h 10 min"]
+    assert [format_duration(s) for s in (0.42, 42.4, 250, 1800, 3600, 3725, 7199, 22200)] == [
+        "0.4 s", "42 s", "4 min 10 s", "30 min", "1 h", "1 h 2 min", "2 h", "6 h 10 min"]
 
 
 def test_validations_between_counts_every_kth_epoch_and_the_last():
@@ -178,3 +178,31 @@ def test_config_budget_is_checked(tiny_raw):
     with pytest.raises(ConfigError, match="estimate_steps"):
         config_from_dict(_budget_raw(tiny_raw, estimate_steps=0))
     assert not math.isnan(parse_duration(config_from_dict(_budget_raw(tiny_raw, budget="2h")).train.time_budget))
+
+
+def test_estimate_of_a_config_with_frequency_class_weights(tiny_raw):
+    # compare measures every experiment before decoding its masks; CamVid's median-frequency weights
+    # (computed from the decoded masks) once made that fail with a bare AssertionError.
+    raw = dict(tiny_raw)
+    raw["loss"] = {**tiny_raw["loss"], "class_weights": "median_frequency"}
+    est = trainer.estimate_training(config_from_dict(raw))
+    assert est.step_seconds > 0 and est.steps_per_epoch == 3
+
+
+def test_time_reserved_for_a_validation_that_was_quicker_is_used(tiny_raw, monkeypatch):
+    # DeepLabV3+ on CamVid: its validation was estimated at 99 s and took 54 s; the plan ended one step after
+    # the last validation, so the time freed was left unused (81% of the budget)
+    monkeypatch.setattr(trainer, "clock", SimClock())
+    measure = trainer.measure_speed
+
+    def pessimistic(t, steps):
+        est = measure(t, steps)
+        est.val_seconds *= 40
+        return est
+
+    monkeypatch.setattr(trainer, "measure_speed", pessimistic)
+    # on this simulated clock the first plan is 2 epochs and 1 step (3 steps an epoch): without the re-check
+    # after the epoch-2 validation the run stopped at 45 of 124 s
+    run = fit(config_from_dict(_budget_raw(tiny_raw, budget="124s", val_every=2)))
+    timing = _summary(run)["timing"]
+    assert 0.9 * 124 <= timing["train_seconds"] <= 124 * 1.03

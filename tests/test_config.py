@@ -8,7 +8,8 @@ from seglab.models import create_model
 
 from conftest import ROOT
 
-CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
+FULL_RECIPES = sorted((ROOT / "configs" / "full").glob("*.yaml"))
 
 
 def test_defaults_validate(tiny_raw):
@@ -88,3 +89,28 @@ def test_every_shipped_config_loads_and_builds_its_model(path):
     with torch.device("meta"):  # shapes only: fast even for the 134M-parameter FCNs
         model = create_model(cfg.model.name, in_channels=cfg.data.in_channels, num_classes=3, **cfg.model.options())
     assert sum(p.numel() for p in model.parameters()) > 0
+
+
+def _without_length(path):
+    d = load_config(path).to_dict()
+    return d["train"].pop("time_budget"), d["output"].pop("name"), d
+
+
+@pytest.mark.parametrize("path", FULL_RECIPES, ids=lambda p: p.name)
+def test_full_recipe_is_its_one_hour_recipe_without_the_budget(path):
+    # configs/NAME.yaml fits 1 h on 2 CPU cores; configs/full/NAME.yaml trains the fixed train.epochs:
+    # the same recipe otherwise, so a result of one says something about the other.
+    budget, name, one_hour = _without_length(ROOT / "configs" / path.name)
+    full_budget, full_name, full = _without_length(path)
+    assert budget == "1h" and full_budget is None and full_name == f"{name}_full"
+    assert full == one_hour
+    lines = path.read_text().splitlines()
+    assert sum(line.startswith("# Measured on ") for line in lines) == 1
+
+
+def test_epochs_override_of_a_budgeted_config_is_refused(tiny_raw):
+    raw = {**tiny_raw, "train": {**tiny_raw["train"], "time_budget": "1h"}}
+    with pytest.raises(ConfigError, match=r"x.yaml: --set train.epochs has no effect while train.time_budget is 1h; "
+                                          r"add --set train.time_budget=null"):
+        config_from_dict(raw, "x.yaml", overrides=["train.epochs=5"])
+    assert config_from_dict(raw, overrides=["train.epochs=5", "train.time_budget=null"]).train.epochs == 5

@@ -440,9 +440,15 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 def config_from_dict(raw: dict[str, Any], source: str = "config", overrides: Optional[list[str]] = None) -> Config:
     raw = apply_overrides(dict(raw), overrides or [])
     try:
-        return Config.model_validate(raw)
+        cfg = Config.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(_format_error(err, source)) from None
+    keys = {o.split("=", 1)[0].strip() for o in overrides or []}
+    if "train.epochs" in keys and "train.time_budget" not in keys and cfg.train.time_budget is not None:
+        # A budgeted run plans its own length: the override would be silently ignored.
+        raise ConfigError(f"{source}: --set train.epochs has no effect while train.time_budget is "
+                          f"{cfg.train.time_budget}; add --set train.time_budget=null to train a fixed number of epochs")
+    return cfg
 
 
 def load_config(path: Union[str, os.PathLike], overrides: Optional[list[str]] = None) -> Config:

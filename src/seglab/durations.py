@@ -28,12 +28,13 @@ def parse_duration(text: Any) -> float:
 
 
 def format_duration(seconds: float) -> str:
-    """3725 -> '1 h 2 min'; 250 -> '4 min 10 s'; 42.4 -> '42 s'; 0.42 -> '0.4 s'."""
+    """3725 -> '1 h 2 min'; 3600 -> '1 h'; 250 -> '4 min 10 s'; 42.4 -> '42 s'; 0.42 -> '0.4 s'."""
     if seconds < 9.95:
         return f"{max(0.0, seconds):.1f} s"
     s = int(round(seconds))
-    if s >= 3600:
-        return f"{s // 3600} h {round((s % 3600) / 60)} min"
+    if s >= 3570:  # rounded to whole minutes: 7199 s is "2 h", not "1 h 60 min"
+        h, m = divmod(round(s / 60), 60)
+        return f"{h} h {m} min" if m else f"{h} h"
     if s >= 60:
         return f"{s // 60} min {s % 60} s" if s < 600 else f"{round(s / 60)} min"
     return f"{s} s"

@@ -132,7 +132,8 @@ class Training:
 
 
 def build_training(cfg: Config, *, split: Optional[dict[str, Any]], dist: DistInfo, device: torch.device,
-                   class_weights: Optional[torch.Tensor] = None, check_files: bool = True) -> Training:
+                   class_weights: Optional[torch.Tensor] = None, check_files: bool = True,
+                   timing_only: bool = False) -> Training:
     """Data, model, loss, loader and optimizer of `cfg` on `device` (the learning-rate schedule is built
     by the caller: its length may come from a time budget)."""
     if cfg.train.batch_size % dist.world_size:
@@ -141,6 +142,10 @@ def build_training(cfg: Config, *, split: Optional[dict[str, Any]], dist: DistIn
     # Data first: every training and validation file is decoded before anything is written.
     data = build_data(cfg, split=split, check=("train", "val") if check_files else ())
     labels = data.labels
+    if class_weights is None and timing_only and isinstance(cfg.loss.class_weights, str):
+        # A timing-only build decodes no masks, so frequency weights are unknown; a weighted loss
+        # costs the same whatever the weights are.
+        class_weights = torch.ones(labels.num_classes)
     if class_weights is None:
         class_weights = _class_weights(cfg, data.train_counts, data.train_image_pixels, labels.num_classes)
     lc = cfg.loss
@@ -263,7 +268,7 @@ def estimate_training(cfg: Config) -> Estimate:
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     seed_everything(cfg.seed)
-    t = build_training(cfg, split=None, dist=dist, device=device, check_files=False)
+    t = build_training(cfg, split=None, dist=dist, device=device, check_files=False, timing_only=True)
     return measure_speed(t, max(1, cfg.train.estimate_steps))
 
 
@@ -380,6 +385,17 @@ def fit(cfg: Config, *, resume: bool = False, overwrite: bool = False, split: Op
     # to notice a machine that slows down within an epoch or two
     step_times: deque[float] = deque(maxlen=max(50, 2 * spe))
     mark = clock()  # training time is counted from here, in state.train_seconds at every epoch end
+
+    def replan(used: float, seen_per_s: float) -> None:
+        """Re-check the budget plan from the time used and the recent step speed (all ranks alike)."""
+        assert plan is not None
+        used, speed = rank_mean([used, float(np.mean(step_times))], device)
+        old_end = plan.end_step
+        if (plan.recheck(state.global_step, used, step_seconds=speed)
+                and abs(plan.end_step - old_end) >= 0.05 * old_end):  # small corrections are not news
+            log.info(f"re-planned at step {state.global_step}: {old_end} -> {plan.end_step} steps "
+                     f"({seen_per_s:.1f} train img/s now; {format_duration(used)} of "
+                     f"{format_duration(plan.budget_seconds)} used)")
     try:
         while not finished():
             epoch = state.epoch + 1
@@ -406,13 +422,8 @@ def fit(cfg: Config, *, resume: bool = False, overwrite: bool = False, split: Op
                     used = state.train_seconds + (now - mark)
                     if state.global_step % spe == 0:  # this epoch's validation and writes are still to come
                         used += plan.epoch_overhead_seconds + (plan.val_seconds if epoch % cfg.train.val_every == 0 else 0)
-                    used, speed = rank_mean([used, float(np.mean(step_times))], device)
-                    old_end = plan.end_step
-                    if (len(step_times) >= 3 and plan.recheck(state.global_step, used, step_seconds=speed)
-                            and abs(plan.end_step - old_end) >= 0.05 * old_end):  # small corrections are not news
-                        log.info(f"re-planned at step {state.global_step}: {old_end} -> {plan.end_step} steps "
-                                 f"({seen / max(now - t0, 1e-9):.1f} train img/s now; "
-                                 f"{format_duration(used)} of {format_duration(plan.budget_seconds)} used)")
+                    if len(step_times) >= 3:
+                        replan(used, seen / max(now - t0, 1e-9))
                     if state.global_step >= plan.end_step:
                         break  # the plan ends inside this epoch: validate and stop
                 t_data = clock()
@@ -465,6 +476,10 @@ def fit(cfg: Config, *, resume: bool = False, overwrite: bool = False, split: Op
             barrier()  # a resumed rank must find this epoch's last.pt
             if plan is not None:  # what an epoch costs beyond its steps and validation: loader start, writes, logs
                 plan.epoch_overhead_seconds = max(0.0, rank_mean([clock() - t0 - step_sum - val_seconds], device)[0])
+                if not last_epoch and step_times:
+                    # the validation just measured may have freed (or taken) time that the next step's re-check
+                    # would see too late: a plan whose next step is its last could not use it
+                    replan(state.train_seconds + (clock() - mark), row["train_images_per_s"])
             val_txt = (f" val_loss {row['val_loss']:.4f} mIoU {row['val_miou']:.4f} pixel_acc {row['val_pixel_accuracy']:.4f} "
                        f"BIoU {row['val_mean_boundary_iou']:.4f}{' *' if improved else ''}" if "val_miou" in row else "")
             log.info(f"epoch {epoch}/{planned_epochs()} train_loss {row['train_loss']:.4f}{val_txt} "
