@@ -170,13 +170,31 @@ def test_predict_writes_masks_colours_overlays(capsys, cli_run, tmp_path):
     mask = np.asarray(Image.open(out / "a_mask.png"))
     assert mask.shape == (37, 53) and mask.max() < 3
     assert np.asarray(Image.open(out / "a_color.png")).shape == (37, 53, 3)
+    # two inputs with one stem keep both outputs, and the count is what was written
+    save_png(imgs / "a.jpg", np.random.default_rng(2).integers(0, 255, (11, 13, 3), dtype=np.uint8))
+    capsys.readouterr()
+    assert main(["predict", str(cli_run / "checkpoints" / "best.pt"), str(imgs), str(imgs / "b.jpg"),
+                 "--out", str(tmp_path / "two")]) == 0
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(
+        f"{s}_{k}.png" for s in ("a.png", "a.jpg", "b") for k in ("mask", "color", "overlay"))
+    assert np.asarray(Image.open(tmp_path / "two" / "a.jpg_mask.png")).shape == (11, 13)
+    assert "wrote 9 files" in capsys.readouterr().out
+
+
+def test_output_names_never_collide():
+    from pathlib import Path
+
+    from seglab.evaluation.predict import output_names
+
+    files = [Path("x/1.png"), Path("x/1.jpg"), Path("y/1.png"), Path("x/2.png")]
+    assert output_names(files) == ["x_1.png", "1.jpg", "y_1.png", "2"]
 
 
 def test_inspect_lists_problems_and_writes_grid(capsys, folder, tmp_path):
     root, raw = folder
     (root / "masks" / "img05.png").unlink()
     (root / "images" / "img01.png").write_bytes(b"junk")
-    assert main(["inspect", _cfg_file(tmp_path, raw), "--out", str(tmp_path / "insp")]) == 0
+    assert main(["inspect", _cfg_file(tmp_path, raw), "--out", str(tmp_path / "insp")]) == 1  # train would refuse it
     out = capsys.readouterr().out
     assert "2 problem(s)" in out and "img05.png: no mask" in out and "img01.png: not a readable image" in out
     assert "class pixels: bg" in out and "sizes WxH: 24x20" in out

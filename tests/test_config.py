@@ -64,6 +64,15 @@ def test_dump_roundtrip(tiny_raw, tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text(dump_config(cfg))
     assert load_config(p) == cfg
+    assert "synthetic:" in p.read_text() and "sources:" not in p.read_text()
+
+
+def test_dump_shows_only_what_applies(tmp_path):
+    cfg = load_config(ROOT / "configs" / "camvid_unet.yaml")
+    p = tmp_path / "c.yaml"
+    p.write_text(dump_config(cfg))
+    assert "synthetic:" not in p.read_text() and "balance_sources" not in p.read_text()
+    assert load_config(p) == cfg
 
 
 def test_missing_and_invalid_yaml(tmp_path):

@@ -6,7 +6,8 @@ import torch
 from seglab.cli import main
 from seglab.engine.checkpoint import save_checkpoint
 from seglab.data.synthetic import synthetic_labels
-from seglab.evaluation.export import OnnxModel, export_checkpoint
+from seglab.evaluation.export import export_checkpoint
+from seglab.evaluation.runtimes import OnnxModel
 from seglab.models import create_model, list_models
 
 from test_zoo import FAST
@@ -88,3 +89,21 @@ def test_predict_onnxruntime_rejects_foreign_file(tmp_path, capsys):
     bad.write_bytes(b"nope")
     assert main(["predict", str(bad), str(tmp_path), "--out", str(tmp_path / "o"), "--engine", "onnxruntime"]) == 2
     assert "x.onnx: not a loadable ONNX model" in capsys.readouterr().err
+
+
+def test_predict_runs_a_torchscript_export_and_refuses_onnx_without_its_engine(tmp_path, capsys):
+    _, ckpt = _checkpoint(tmp_path, "unet")
+    ts = export_checkpoint(ckpt, "torchscript")
+    img = save_png(tmp_path / "in" / "a.png", np.random.default_rng(0).integers(0, 255, (50, 70, 3), dtype=np.uint8))
+    assert main(["predict", str(ts), str(img), "--out", str(tmp_path / "ts")]) == 0
+    assert main(["predict", str(ckpt), str(img), "--out", str(tmp_path / "pt")]) == 0
+    from PIL import Image
+
+    a = np.asarray(Image.open(tmp_path / "ts" / "a_mask.png"))
+    b = np.asarray(Image.open(tmp_path / "pt" / "a_mask.png"))
+    assert a.shape == (50, 70) and (a == b).mean() > 0.999
+    onnx = export_checkpoint(ckpt, "onnx")
+    capsys.readouterr()
+    assert main(["predict", str(onnx), str(img), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("an ONNX model; predict runs it with --engine onnxruntime") and len(err.splitlines()) == 1

@@ -13,7 +13,8 @@ import torch
 
 from .config import Config, config_from_dict, load_config
 from .data.merge import source_summary
-from .data.datasets import EvalDataset, build_data, build_split, check_split
+from .data.datasets import EvalDataset, build_data, build_split, check_split, label_problems
+from .data.masks import display_rgb
 from .data.splits import load_split
 from .engine.budget import Estimate
 from .engine.distributed import is_main_process
@@ -21,7 +22,7 @@ from .engine.trainer import fit, pick_device
 from .errors import DataError, SeglabError
 from .evaluation.evaluate import run_evaluation
 from .evaluation.inference import settings_from_config
-from .evaluation.predict import load_model, overlay, predict_files
+from .evaluation.predict import load_model, model_file_kind, overlay, predict_files
 from .fileio import atomic_write_text
 from .reporting import plots
 from .reporting.compare import read_history
@@ -187,12 +188,13 @@ def predict(checkpoint: PathLike, inputs: Sequence[str], out: PathLike, *, devic
             progress: bool = True, engine: str = "torch", overrides: Sequence[str] = (), workers: int = 0) -> list[Path]:
     """Write index masks, colour masks and overlays for images or folders of images.
 
-    engine: 'torch' (a seglab checkpoint) or 'onnxruntime' (an ONNX file from `export`).
+    engine: 'torch' (a seglab checkpoint or a TorchScript export) or 'onnxruntime' (an ONNX export).
+    A folder's files that are masks by the checkpoint's data.mask_suffix or data.pair_stems are skipped.
     Sliding windows and test-time augmentation follow the eval section of the checkpoint's config,
     changed with `overrides` such as eval.tta_flip=true.
     """
     ckpt_cfg: dict[str, Any] = {}
-    if engine == "torch":
+    if model_file_kind(Path(checkpoint), engine) == "checkpoint":
         from .engine.checkpoint import load_checkpoint
 
         ckpt_cfg = load_checkpoint(Path(checkpoint)).get("config") or {}
@@ -217,7 +219,8 @@ def inspect(config: Union[Config, PathLike], *, overrides: Sequence[str] = (), o
             num_samples: int = 6) -> dict[str, Any]:
     """Decode and check every file; count samples, sizes and class pixels; draw a sample grid.
 
-    Returns the summary also written to OUT/inspect.json (default runs/inspect_<output.name>).
+    Returns the summary also written to OUT/inspect.json (default runs/inspect_<output.name>); its
+    `problems` are what would make `seglab train` refuse the data.
     """
     cfg = config if isinstance(config, Config) else load_config(config, list(overrides))
     problems: list[str] = []
@@ -241,7 +244,11 @@ def inspect(config: Union[Config, PathLike], *, overrides: Sequence[str] = (), o
             "samples": len(loader), "readable": len(stats.sizes), "sizes_wxh": sizes,
             "class_pixel_fraction": {n: (int(c) / total if total else 0.0) for n, c in zip(labels.names, stats.counts)},
             "ignored_pixels": stats.ignored,
+            "classes_without_pixels": [n for n, c in zip(labels.names, stats.counts) if c == 0],
+            "pixels_decoded_by_rule": stats.changed,
+            "image_kinds": stats.image_kinds,
         }
+        problems += label_problems(loader, stats)
     summary["problems"] = problems
     out_dir = Path(out) if out is not None else Path(cfg.output.dir) / f"inspect_{cfg.output.name}"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -255,7 +262,7 @@ def inspect(config: Union[Config, PathLike], *, overrides: Sequence[str] = (), o
             except DataError:
                 continue
             color = labels.colorize(mask)
-            rows.append([image[..., :3] if image.shape[-1] >= 3 else image, color, overlay(image, color)])
+            rows.append([display_rgb(image), color, overlay(image, color)])
         if rows:
             plots.plot_grid(rows, ["image", "mask", "overlay"], out_dir / "samples.png")
             summary["sample_grid"] = str(out_dir / "samples.png")

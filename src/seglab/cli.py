@@ -124,6 +124,17 @@ def build_parser() -> argparse.ArgumentParser:
                     "'which model is best in 20 minutes of this machine'")
     _common(p)
 
+    p = sub.add_parser("convert", help="turn COCO or LabelMe polygon annotations into mask PNGs + a palette file")
+    p.add_argument("format", choices=["coco", "labelme"])
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="coco: the annotations JSON; labelme: JSON files or folders of them")
+    p.add_argument("--out", required=True, help="output folder: masks/, label_colors.txt, convert.json")
+    p.add_argument("--overlap", choices=["later", "smaller"], default="later",
+                   help="where regions overlap: the later annotation wins (default), or smaller regions on top")
+    p.add_argument("--classes", nargs="+", metavar="NAME",
+                   help="class names in id order 1, 2, ... (default: COCO category order; LabelMe sorted names)")
+    _common(p, sets=False)
+
     p = sub.add_parser("models", help="list the registered models and their options")
     _common(p, sets=False)
     return parser
@@ -150,8 +161,15 @@ def _print_inspect(s: dict) -> None:
         print(f"{name}: {sp['samples']} samples, {sp['readable']} readable; sizes WxH: {sizes}")
         freq = ", ".join(f"{k} {100 * v:.2f}%" for k, v in sp["class_pixel_fraction"].items())
         print(f"  class pixels: {freq}; ignored pixels: {sp['ignored_pixels']}")
+        if sp["classes_without_pixels"]:
+            print(f"  classes with no pixel in this split: {', '.join(sp['classes_without_pixels'])}")
+        if sp["image_kinds"]:
+            kinds = ", ".join(f"{k} {v}" for k, v in sorted(sp["image_kinds"].items(), key=lambda kv: -kv[1]))
+            print(f"  image files: {kinds}")
+        for rule, px in sp["pixels_decoded_by_rule"].items():
+            print(f"  {rule}: {px} px")
     if s["problems"]:
-        print(f"{len(s['problems'])} problem(s):")
+        print(f"{len(s['problems'])} problem(s), which would make train refuse the data:")
         for p in s["problems"]:
             print(f"  - {p}")
     else:
@@ -159,7 +177,36 @@ def _print_inspect(s: dict) -> None:
     print(f"written: {s['out_dir']}/inspect.json" + (f", {s['sample_grid']}" if s.get("sample_grid") else ""))
 
 
+def _convert(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from .data.convert import convert_coco, convert_labelme
+
+    if args.format == "coco":
+        if len(args.inputs) != 1:
+            raise SeglabError(f"convert coco: expected one annotations JSON, got {len(args.inputs)} inputs")
+        s = convert_coco(Path(args.inputs[0]), Path(args.out), overlap=args.overlap, classes=args.classes)
+    else:
+        s = convert_labelme([Path(p) for p in args.inputs], Path(args.out), overlap=args.overlap, classes=args.classes)
+    print(f"wrote {s.masks} masks to {s.out_dir}/masks; classes: " + ", ".join(
+        f"{i} {n} ({s.class_pixels[n]} px)" for i, n in enumerate(s.classes)))
+    notes = [f"{s.overlapping_pixels} px overlapped (rule: {args.overlap})"]
+    if s.ignored_pixels:
+        notes.append(f"{s.ignored_pixels} px of crowd regions -> ignore (255)")
+    notes += [f"{n} {what} skipped" for what, n in s.skipped.items()]
+    print("; ".join(notes))
+    print(f"config: data: {{masks: {s.out_dir}/masks, mask_encoding: index, palette_file: {s.out_dir}/label_colors.txt}}")
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.command == "convert":  # no torch needed
+        _convert(args)
+        return 0
+    if args.command in ("train", "inspect", "tune") and getattr(args, "config", None) is not None:
+        from .config import load_config
+
+        # A bad config fails here, in a fraction of a second, before torch is imported.
+        load_config(args.config, args.overrides + (_budget_overrides(args) if args.command == "train" else []))
     from . import api
     from .engine.distributed import is_main_process
 
@@ -181,7 +228,10 @@ def run(args: argparse.Namespace) -> int:
     elif args.command == "export":
         print(f"wrote {api.export(args.checkpoint, fmt=args.fmt, out=args.out, size=args.size)}")
     elif args.command == "inspect":
-        _print_inspect(api.inspect(args.config, overrides=args.overrides, out=args.out))
+        summary = api.inspect(args.config, overrides=args.overrides, out=args.out)
+        _print_inspect(summary)
+        if summary["problems"]:
+            return 1
     elif args.command == "demo":
         r = api.demo(out_dir=args.out_dir, overrides=args.overrides)
         print(f"demo done\nreport: {r.report}")
@@ -235,7 +285,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    from .engine.distributed import is_main_process  # imports torch: not before the arguments parse
+    from .engine.rank import is_main_process
     logger = logging.getLogger("seglab")
     console = logging.StreamHandler(sys.stdout)
     console.setFormatter(logging.Formatter("%(message)s"))

@@ -59,7 +59,58 @@ class SyntheticConfig(_Strict):
     seed: int = 0
 
 
-class SourceConfig(_Strict):
+class StemPairing(_Strict):
+    """Pairs image and mask files whose stems differ by a pattern (DRIVE: 21_training.tif + 21_manual1.gif):
+    each regex must match a whole stem, and its one group is the key an image and its mask share. Files
+    whose stems do not match are not images (or not masks)."""
+
+    image: str
+    mask: str
+
+    @field_validator("image", "mask")
+    @classmethod
+    def _one_group(cls, v: str) -> str:
+        import re
+
+        try:
+            groups = re.compile(v).groups
+        except re.error as exc:
+            raise ValueError(f"{v!r} is not a valid regular expression ({exc})") from None
+        if groups != 1:
+            raise ValueError(f"{v!r} needs exactly one (group): the key an image and its mask share; it has {groups}")
+        return v
+
+
+class _MaskOptions(_Strict):
+    """How masks are decoded beyond their encoding: the fields below, declared last in a folder dataset
+    and in each merged source (so a resolved config lists them after the encoding).
+
+    binary_threshold: binary masks are foreground where any channel is above it (in the mask's units).
+    binary_invert: for datasets whose class of interest is the dark one.
+    unknown_colors: rgb masks' colours outside the palette are an error (default), or go to the nearest
+    palette colour within color_tolerance (RGB distance; farther ones stay an error), or to ignore.
+    """
+
+
+    @model_validator(mode="after")
+    def _one_pairing_rule(self) -> "_MaskOptions":
+        if getattr(self, "mask_suffix", "") and getattr(self, "pair_stems", None) is not None:
+            raise ValueError("give mask_suffix or pair_stems, not both")
+        return self
+
+    def pairing(self) -> dict[str, Any]:
+        """Keyword arguments of pair_folders: how an image's mask is found."""
+        p = self.pair_stems  # type: ignore[attr-defined]
+        return {"mask_suffix": self.mask_suffix,  # type: ignore[attr-defined]
+                "stems": (p.image, p.mask) if p is not None else None}
+
+    def mask_options(self) -> dict[str, Any]:
+        """Keyword arguments of MaskDecoder."""
+        return {"threshold": self.binary_threshold, "invert": self.binary_invert,
+                "unknown_colors": self.unknown_colors, "tolerance": self.color_tolerance}
+
+
+class SourceConfig(_MaskOptions):
     """One labelled source of a merged dataset (data.kind: merged) and the shared classes it annotates.
 
     `classes`: for a binary source, the shared name of its foreground; otherwise a mapping from the
@@ -73,10 +124,15 @@ class SourceConfig(_Strict):
     images: Optional[str] = None
     masks: Optional[str] = None
     mask_suffix: str = ""
+    pair_stems: Optional[StemPairing] = None
     mask_encoding: Literal["index", "binary", "rgb"] = "binary"
     palette_file: Optional[str] = None
     class_names: Optional[List[str]] = None  # typing.List: `list` is a field here
     void_class: Optional[str] = "Void"
+    binary_threshold: int = Field(127, ge=0, le=65534)
+    binary_invert: bool = False
+    unknown_colors: Literal["error", "nearest", "ignore"] = "error"
+    color_tolerance: float = Field(30.0, ge=0.0)
     align: Literal["none", "resize_image_to_mask", "resize_mask_to_image"] = "none"
     classes: Union[str, dict[str, str]]
     # Optional fixed shared ids and colours for the classes this source names; sources must agree.
@@ -98,7 +154,7 @@ class SourceConfig(_Strict):
         return {"foreground": self.classes} if isinstance(self.classes, str) else dict(self.classes)
 
 
-class DataConfig(_Strict):
+class DataConfig(_MaskOptions):
     kind: Literal["folder", "synthetic", "merged"] = "synthetic"
     root: str = "."
     train: Optional[SplitSource] = None
@@ -106,13 +162,21 @@ class DataConfig(_Strict):
     test: Optional[SplitSource] = None
     random_split: RandomSplit = RandomSplit()
     mask_suffix: str = ""
+    pair_stems: Optional[StemPairing] = None
     mask_encoding: Literal["index", "binary", "rgb"] = "index"
     palette_file: Optional[str] = None
     class_names: Optional[list[str]] = None
     void_class: Optional[str] = "Void"
     ignore_index: int = Field(255, ge=0, le=255)
+    binary_threshold: int = Field(127, ge=0, le=65534)
+    binary_invert: bool = False
+    unknown_colors: Literal["error", "nearest", "ignore"] = "error"
+    color_tolerance: float = Field(30.0, ge=0.0)
     align: Literal["none", "resize_image_to_mask", "resize_mask_to_image"] = "none"
-    in_channels: int = Field(3, ge=1, le=4)
+    in_channels: int = Field(3, ge=1, le=64)
+    # 16-bit and float images are divided by this (default: 65535 for 16-bit, 1 for float; 8-bit by 255):
+    # one scale for the whole dataset, so absolute intensity survives; e.g. 4095 for 12-bit cameras
+    image_max: Optional[float] = Field(None, gt=0)
     cache: bool = False
     synthetic: SyntheticConfig = SyntheticConfig()
     sources: Optional[list[SourceConfig]] = None
@@ -146,8 +210,9 @@ class AugmentConfig(_Strict):
     hflip: float = Field(0.0, ge=0.0, le=1.0)
     rotate: float = Field(0.0, ge=0.0, le=180.0)
     color_jitter: float = Field(0.0, ge=0.0, le=1.0)
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    # one value per input channel (data.in_channels); default ImageNet's for 3 channels, 0.5 / 0.25 otherwise
+    mean: Optional[tuple[float, ...]] = None
+    std: Optional[tuple[float, ...]] = None
 
     @field_validator("scale")
     @classmethod
@@ -357,6 +422,19 @@ class Config(_Strict):
     tune: TuneConfig = TuneConfig()
     tracking: TrackingConfig = TrackingConfig()
 
+    @model_validator(mode="after")
+    def _normalisation_per_channel(self) -> "Config":
+        n = self.data.in_channels
+        defaults = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)} if n == 3 else \
+            {"mean": (0.5,) * n, "std": (0.25,) * n}
+        for key, value in defaults.items():
+            given = getattr(self.augment, key)
+            if given is None:
+                object.__setattr__(self.augment, key, value)  # resolved: the dump shows what was used
+            elif len(given) != n:
+                raise ValueError(f"augment.{key} has {len(given)} values but data.in_channels is {n}: give {n}")
+        return self
+
     def run_dir(self) -> Path:
         return Path(self.output.dir) / self.output.name
 
@@ -390,7 +468,8 @@ def _format_error(err: ValidationError, source: str) -> str:
         msg = f"{msg} (got {first['input']!r})"
     more = len(err.errors()) - 1
     tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-    return f"{source}: {path}: {msg}{tail}"
+    msg = msg.removeprefix("Value error, ")
+    return f"{source}: {path}: {msg}{tail}" if loc else f"{source}: {msg}{tail}"
 
 
 def _schema_at(path: list[str]):
@@ -468,4 +547,13 @@ def load_config(path: Union[str, os.PathLike], overrides: Optional[list[str]] = 
 
 
 def dump_config(cfg: Config) -> str:
-    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+    """The resolved config as YAML, without the data settings that do not apply to its data.kind (a
+    folder dataset has no `synthetic:` block); loading it back gives the same config."""
+    d = cfg.to_dict()
+    data = d["data"]
+    if data["kind"] != "synthetic":
+        data.pop("synthetic")
+    if data["kind"] != "merged":
+        data.pop("sources")
+        data.pop("balance_sources")
+    return yaml.safe_dump(d, sort_keys=False)

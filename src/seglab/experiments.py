@@ -5,12 +5,15 @@ import logging
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
+import cv2
 import numpy as np
 import yaml
 
 from . import api
 from .config import Config, load_config
 from .data.datasets import build_data
+from .data.folder import Sample
+from .data.masks import display_rgb, read_image
 from .data.splits import load_split
 from .engine.budget import Estimate
 from .engine.distributed import is_main_process
@@ -173,10 +176,20 @@ def _prediction_grid(runs: dict[str, RunDir], split: str, out: Path, num_images:
     loader = data.loaders[split]
     picks = np.linspace(0, len(loader) - 1, min(num_images, len(loader))).astype(int)
     samples = [loader.load(int(i)) for i in picks]
-    rows = [[img[..., :3] if img.shape[-1] >= 3 else img, data.labels.colorize(mask)] for img, mask in samples]
+    rows = [[display_rgb(img), data.labels.colorize(mask)] for img, mask in samples]
     for name, run in runs.items():
         lm = load_model(run.best if run.best.is_file() else run.last)
-        for row, (img, _) in zip(rows, samples):
+        own = load_config(run.config).data
+        for row, i, (img, _) in zip(rows, picks, samples):
+            item = loader.items[int(i)]
+            differs = (own.in_channels, own.image_max) != (cfg.data.in_channels, cfg.data.image_max)
+            if differs and isinstance(item, Sample):
+                # each run sees the image as it was trained to: its own channels and intensity scale
+                mine = read_image(Path(item.image), own.in_channels, own.image_max)
+                if mine.shape[:2] != img.shape[:2]:
+                    mine = cv2.resize(mine, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_AREA)
+                    mine = mine[..., None] if mine.ndim == 2 else mine
+                img = mine
             row.append(lm.labels.colorize(predict_image(lm, img)))
     return plots.plot_grid(rows, ["image", "ground truth"] + list(runs), out / "predictions.png",
                            row_labels=[loader.name(int(i)) for i in picks])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import random
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence, Union
@@ -53,11 +54,11 @@ def build_labels(data: DataConfig) -> tuple[LabelSpace, dict[int, int]]:
     )
 
 
-def _read_source(src: Union[SplitSource, SourceConfig], root: Path, mask_suffix: str,
+def _read_source(src: Union[SplitSource, SourceConfig], root: Path, pairing: dict[str, Any],
                  problems: Optional[list[str]]) -> list[Sample]:
     if src.list is not None:
         return read_list_file(resolve_path(root, src.list), root)
-    return pair_folders(resolve_path(root, src.images), resolve_path(root, src.masks), mask_suffix, problems)
+    return pair_folders(resolve_path(root, src.images), resolve_path(root, src.masks), problems=problems, **pairing)
 
 
 def _merged_split(data: DataConfig, root: Path, problems: Optional[list[str]]) -> dict[str, Any]:
@@ -68,7 +69,7 @@ def _merged_split(data: DataConfig, root: Path, problems: Optional[list[str]]) -
     out: dict[str, Any] = {"kind": "merged", "train": [], "val": [], "test": []}
     for src in data.sources:
         try:
-            items = [Sample(s.image, s.mask, src.name) for s in _read_source(src, root, src.mask_suffix, problems)]
+            items = [Sample(s.image, s.mask, src.name) for s in _read_source(src, root, src.pairing(), problems)]
         except DataError as exc:
             raise DataError(f"data.sources[{src.name}]: {exc}") from None
         if src.split != "train":
@@ -101,9 +102,9 @@ def build_split(data: DataConfig, problems: Optional[list[str]] = None) -> dict[
     if data.kind == "merged":
         return _merged_split(data, root, problems)
     assert data.train is not None
-    train = _read_source(data.train, root, data.mask_suffix, problems)
-    val = _read_source(data.val, root, data.mask_suffix, problems) if data.val else None
-    test = _read_source(data.test, root, data.mask_suffix, problems) if data.test else None
+    train = _read_source(data.train, root, data.pairing(), problems)
+    val = _read_source(data.val, root, data.pairing(), problems) if data.val else None
+    test = _read_source(data.test, root, data.pairing(), problems) if data.test else None
     rs = data.random_split
     if val is None:
         parts = random_split(train, val=rs.val, test=0.0 if test is not None else rs.test, seed=rs.seed)
@@ -133,13 +134,18 @@ class PairLoader:
         self.split = split
         self.items = items
         self.labels = labels
-        self.decoder = MaskDecoder(data.mask_encoding, labels, remap) if data.kind != "merged" else None
+        self.decoder = (MaskDecoder(data.mask_encoding, labels, remap, **data.mask_options())
+                        if data.kind != "merged" else None)
         self.sources = sources or []
         # per item: index into `sources` (merged data) or -1
         self.source_of = [source_index(self.sources, it.source, f"{split} split") if isinstance(it, Sample) and it.source
                           else -1 for it in items]
         self._all = np.ones(labels.num_classes, bool)
+        self.image_kinds: Counter = Counter()  # files read per kind (RGB, L, P, RGBA, 16-bit, TIFF bands)
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def decoders(self) -> list[MaskDecoder]:
+        return [self.decoder] if self.decoder is not None else [s.decoder for s in self.sources]
 
     def labelled(self, i: int) -> np.ndarray:
         """(K,) bool: the classes item i's source annotates (all of them outside merged data)."""
@@ -183,7 +189,7 @@ class PairLoader:
         return pair
 
     def _load_files(self, s: Sample, i: int) -> tuple[np.ndarray, np.ndarray]:
-        image = read_image(Path(s.image), self.data.in_channels)
+        image = read_image(Path(s.image), self.data.in_channels, self.data.image_max, self.image_kinds)
         k = self.source_of[i]
         mask = self.sources[k].decode(Path(s.mask)) if k >= 0 else self.decoder(Path(s.mask))
         (ih, iw), (mh, mw) = image.shape[:2], mask.shape
@@ -210,6 +216,34 @@ class SplitStats:
     image_pixels: np.ndarray  # pixels of the images in which each class appears
     sizes: list[tuple[int, int]]  # (H, W) per readable sample
     ignored: int = 0
+    changed: dict[str, int] = field(default_factory=dict)  # pixels decoded by a fallback rule, per rule
+    image_kinds: dict[str, int] = field(default_factory=dict)  # images read per file kind
+
+
+def _changed_total(loader: "PairLoader") -> Counter:
+    total: Counter = Counter()
+    for d in loader.decoders():
+        total.update(d.changed)
+    return total
+
+
+def label_problems(loader: "PairLoader", stats: SplitStats) -> list[str]:
+    """What makes a decoded split unusable though every file decoded: all labelled pixels in one class
+    (e.g. 0/255 binary masks read as index masks, where 255 is the ignore value)."""
+    labels, data = loader.labels, loader.data
+    present = np.flatnonzero(stats.counts)
+    if not stats.sizes or len(present) > 1 or data.kind == "synthetic":
+        return []
+    n, total = len(stats.sizes), sum(h * w for h, w in stats.sizes)
+    only = f"class {present[0]} ('{labels.names[present[0]]}')" if len(present) else "no class"
+    where = f"{loader.split} split: every labelled pixel of its {n} masks is {only}"
+    if data.kind == "folder" and data.mask_encoding == "index" and stats.ignored:
+        return [f"{where} and {100 * stats.ignored / total:.0f}% are {labels.ignore_index} (the ignore value): "
+                "0/255 masks are binary masks; set data.mask_encoding: binary"]
+    if data.kind == "folder" and data.mask_encoding == "binary":
+        return [f"{where}: no foreground pixel above data.binary_threshold {data.binary_threshold}; check the "
+                "threshold, data.binary_invert and data.mask_encoding"]
+    return [f"{where}: check data.mask_encoding, data.class_names or the palette file"]
 
 
 def check_split(loader: PairLoader, problems: Optional[list[str]] = None) -> SplitStats:
@@ -219,6 +253,7 @@ def check_split(loader: PairLoader, problems: Optional[list[str]] = None) -> Spl
     """
     n = loader.labels.num_classes
     stats = SplitStats(np.zeros(n, np.int64), np.zeros(n, np.int64), [])
+    before, kinds_before = _changed_total(loader), Counter(loader.image_kinds)
     for i in range(len(loader)):
         try:
             _, mask = loader.load(i)
@@ -232,6 +267,8 @@ def check_split(loader: PairLoader, problems: Optional[list[str]] = None) -> Spl
         stats.image_pixels += np.where(hist[:n] > 0, mask.size, 0)
         stats.ignored += int(hist[loader.labels.ignore_index])
         stats.sizes.append(mask.shape)
+    stats.changed = {k: v for k, v in (_changed_total(loader) - before).items() if v}
+    stats.image_kinds = dict(Counter(loader.image_kinds) - kinds_before)
     return stats
 
 
@@ -367,6 +404,9 @@ def build_data(cfg: Config, split: Optional[dict[str, Any]] = None, check: Seque
         if name not in loaders:
             raise DataError(f"the {name} split is empty")
         stats = check_split(loaders[name])
+        refused = label_problems(loaders[name], stats)
+        if refused:
+            raise DataError(refused[0])
         if name == "train":
             bundle.train_counts, bundle.train_image_pixels = stats.counts, stats.image_pixels
     return bundle

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Optional
@@ -23,22 +24,54 @@ def _images_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
 
 
-def pair_folders(
-    images: Path, masks: Path, mask_suffix: str = "", problems: Optional[list[str]] = None
-) -> list[Sample]:
-    """Pair every image with the mask of the same stem (plus `mask_suffix`), any image extension.
+def _stem_key(pattern: Optional[str], stem: str) -> Optional[str]:
+    m = re.fullmatch(pattern, stem) if pattern is not None else None
+    return m.group(1) if m else None
 
-    An image without a mask raises, or is skipped and listed in `problems` when a list is given.
+
+def pair_folders(
+    images: Path, masks: Path, mask_suffix: str = "", problems: Optional[list[str]] = None,
+    stems: Optional[tuple[str, str]] = None,
+) -> list[Sample]:
+    """Pair every image with its mask, any image extension: the mask of the same stem plus `mask_suffix`,
+    or, with `stems` = (image regex, mask regex), the mask whose stem shares the regexes' one group.
+
+    Images and masks may share a folder (CamSeq01: NAME.png beside NAME_L.png): files marked as masks
+    by the suffix or the mask regex are never listed as images. An image without a mask raises, or is
+    skipped and listed in `problems` when a list is given.
     """
-    by_stem: dict[str, Path] = {}
-    for m in _images_in(masks):
-        by_stem.setdefault(m.stem, m)
+    same = images.resolve() == masks.resolve() if images.is_dir() else False
+    if same and not mask_suffix and stems is None:
+        raise DataError(f"{images}: images and masks are the same folder; set data.mask_suffix (e.g. _L) or "
+                        "data.pair_stems so masks can be told from images")
+
+    def mask_key(stem: str) -> Optional[str]:
+        if stems is not None:
+            return _stem_key(stems[1], stem)
+        if mask_suffix:
+            return stem[: -len(mask_suffix)] if stem.endswith(mask_suffix) and len(stem) > len(mask_suffix) else None
+        return stem
+
+    by_key: dict[str, Path] = {}
+    mask_files = _images_in(masks)
+    for m in mask_files:
+        key = mask_key(m.stem)
+        if key is not None:
+            by_key.setdefault(key, m)
     samples = []
-    image_files = _images_in(images)
-    for img in image_files:
-        mask = by_stem.get(img.stem + mask_suffix)
+    image_files = []
+    for img in _images_in(images):
+        if same and mask_key(img.stem) is not None:
+            continue  # a mask in the shared folder
+        key = _stem_key(stems[0], img.stem) if stems is not None else img.stem
+        if key is not None:
+            image_files.append((img, key))
+    expected = (f"with a stem matching '{stems[1]}' and key '{{key}}'" if stems is not None
+                else f"'{{stem}}{mask_suffix}.*'")
+    for img, key in image_files:
+        mask = by_key.get(key)
         if mask is None:
-            msg = f"{img}: no mask '{img.stem}{mask_suffix}.*' in {masks}"
+            msg = f"{img}: no mask {expected.format(key=key, stem=img.stem)} in {masks}"
             if problems is None:
                 raise DataError(msg)
             problems.append(msg)
@@ -46,9 +79,12 @@ def pair_folders(
         samples.append(Sample(str(img), str(mask)))
     if not samples:
         if image_files:
+            rule = (f"mask stems matching '{stems[1]}'" if stems is not None
+                    else f"NAME{mask_suffix}.png or another extension")
             raise DataError(f"{masks}: no mask for any of the {len(image_files)} images in {images} "
-                            f"({len(by_stem)} mask files; expected NAME{mask_suffix}.png or another image extension)")
-        raise DataError(f"{images}: no images ({', '.join(IMAGE_EXTENSIONS)})")
+                            f"({len(by_key)} mask files; expected {rule})")
+        what = f" with a stem matching '{stems[0]}'" if stems is not None else ""
+        raise DataError(f"{images}: no images{what} ({', '.join(IMAGE_EXTENSIONS)})")
     return samples
 
 

@@ -104,6 +104,11 @@ def read_palette_file(path: Path) -> list[tuple[str, tuple[int, int, int]]]:
     dup = {c for c in colors if colors.count(c) > 1}
     if dup:
         raise DataError(f"{path}: colour {sorted(dup)[0]} is given to more than one class")
+    names = [n.lower() for n, _ in rows]
+    dup_names = sorted({n for n, _ in rows if names.count(n.lower()) > 1})
+    if dup_names:
+        raise DataError(f"{path}: class name {dup_names[0]!r} is listed more than once (with colours "
+                        f"{[c for n, c in rows if n.lower() == dup_names[0].lower()]}); give each class one line")
     return rows
 
 

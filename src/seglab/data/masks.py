@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import warnings
+from collections import Counter
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
@@ -18,7 +20,9 @@ def _open(path: Path) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             im = Image.open(path)
+            raw = str(im.tile[0][3]) if im.tile else ""  # the file's pixel layout, e.g. "RGB;16B"
             im.load()  # decode now so truncated files fail here, not later
+        im.info["seglab_rawmode"] = raw
         return im
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
@@ -28,30 +32,106 @@ def _open(path: Path) -> Image.Image:
         raise DataError(f"{path}: cannot decode image ({exc})") from None
 
 
-def read_image(path: Path, channels: int = 3) -> np.ndarray:
-    """Read an image file as (H, W, C) uint8 with C = `channels` (1, 3 or 4)."""
+def read_image(path: Path, channels: int = 3, image_max: float | None = None,
+               kinds: Counter | None = None) -> np.ndarray:
+    """Read an image file as (H, W, C) with C = `channels`: uint8 for 8-bit files; float32 for 16-bit and
+    float files, divided by `image_max` (default 65535 for 16-bit and other integer files, 1 for floats),
+    one scale for the whole dataset so absolute intensity survives. TIFFs of any band count go through tifffile.
+    Grey, RGBA, palette and CMYK files become RGB (and RGB grey for 1 channel); `kinds` counts the kinds read.
+    """
+    path = Path(path)
+    if path.suffix.lower() in (".tif", ".tiff"):
+        arr, kind = _read_tiff(path)
+    else:
+        arr, kind = _read_pil(path, channels)
+    if kinds is not None:
+        kinds[kind] += 1
+    if arr.dtype != np.uint8:  # 16-bit (or 32-bit integer grey) -> / 65535, float -> / 1, unless image_max
+        top = image_max if image_max is not None else (65535.0 if arr.dtype.kind in "iu" else 1.0)
+        arr = arr.astype(np.float32) / np.float32(top)
+    arr = arr[..., None] if arr.ndim == 2 else arr
+    have = arr.shape[-1]
+    if have == channels:
+        return arr
+    if channels == 3 and have in (1, 2):  # grey (+ alpha)
+        return np.repeat(arr[..., :1], 3, axis=-1)
+    if channels == 3 and have == 4:  # RGBA: alpha dropped
+        return arr[..., :3]
+    if channels == 1 and have in (3, 4):  # luminance, as PIL's "L"
+        grey = arr[..., 0] * 0.299 + arr[..., 1] * 0.587 + arr[..., 2] * 0.114
+        return (np.round(grey).astype(np.uint8) if arr.dtype == np.uint8 else grey.astype(np.float32))[..., None]
+    raise DataError(f"{path}: {have} channels, but data.in_channels is {channels}; set data.in_channels: {have}")
+
+
+def _read_pil(path: Path, channels: int) -> tuple[np.ndarray, str]:
     im = _open(path)
-    mode = {1: "L", 3: "RGB", 4: "RGBA"}[channels]
-    if im.mode in ("I;16", "I;16B", "I", "F") and mode != "L":
-        arr = np.asarray(im, dtype=np.float64)
-        arr = (255 * (arr - arr.min()) / max(arr.max() - arr.min(), 1)).astype(np.uint8)
-        im = Image.fromarray(arr)
-    arr = np.asarray(im.convert(mode))
-    return arr[..., None] if arr.ndim == 2 else arr
+    kind = im.mode
+    if im.format == "PNG" and (";16" in im.info["seglab_rawmode"] or im.mode.startswith("I;16")):
+        # Pillow keeps only the high bytes of 16-bit RGB PNGs: OpenCV reads every bit
+        arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if arr is None:
+            raise DataError(f"{path}: cannot decode image (16-bit PNG)")
+        if arr.ndim == 3:
+            arr = cv2.cvtColor(arr, cv2.COLOR_BGRA2RGBA if arr.shape[-1] == 4 else cv2.COLOR_BGR2RGB)
+        return arr, f"{'grey' if arr.ndim == 2 else kind} 16-bit"
+    if im.mode in ("I", "F"):
+        return np.asarray(im), kind
+    if channels in (1, 3, 4):
+        im = im.convert({1: "L", 3: "RGB", 4: "RGBA"}[channels])
+    return np.asarray(im), kind
+
+
+def _read_tiff(path: Path) -> tuple[np.ndarray, str]:
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            arr, axes = series.asarray(), series.axes
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except Exception as exc:  # tifffile raises many kinds for broken files
+        raise DataError(f"{path}: cannot decode TIFF ({str(exc).splitlines()[0][:100]})") from None
+    axes = axes.replace("Q", "S")
+    if arr.ndim == 3 and axes[0] in "SC" and axes[1:] == "YX":  # band-first (planar) -> band-last
+        arr = np.moveaxis(arr, 0, -1)
+    elif arr.ndim > 3 or (arr.ndim == 3 and axes[-1] not in "SC"):
+        raise DataError(f"{path}: TIFF of shape {arr.shape} (axes {axes}): expected one image, Y X with bands")
+    if arr.dtype == np.bool_:
+        arr = arr.astype(np.uint8) * 255
+    bands = 1 if arr.ndim == 2 else arr.shape[-1]
+    return arr, f"TIFF {arr.dtype} {bands} band{'s' if bands > 1 else ''}"
+
+
+def display_rgb(image: np.ndarray) -> np.ndarray:
+    """Any (H, W, C) image as read by read_image -> (H, W, 3) uint8 for pictures (first three bands)."""
+    img = image if image.ndim == 3 else image[..., None]
+    if img.dtype != np.uint8:
+        img = (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    return np.repeat(img[..., :1], 3, axis=-1) if img.shape[-1] < 3 else np.ascontiguousarray(img[..., :3])
 
 
 class MaskDecoder:
     """Decode one mask file to an (H, W) uint8 map of class indices and `ignore_index`.
 
-    encoding: 'index' (8/16-bit values are class ids), 'binary' (> 127 is class 1; soft JPEG edges
-    allowed) or 'rgb' (colours looked up in the label space's palette).
+    encoding: 'index' (8/16-bit values, or 1-bit pixels, are class ids), 'binary' (foreground where any
+    channel is above `threshold`; soft JPEG edges allowed; {0,1} masks read as they are) or 'rgb'
+    (colours looked up in the label space's palette).
     remap: raw index -> class index or ignore (e.g. CamVid's 11 = Void -> 255).
+    unknown_colors: what an rgb mask's colour outside the palette becomes: 'error', 'nearest' (the
+    nearest palette colour within `tolerance`, RGB distance) or 'ignore'.
+    `changed` counts, per rule, the pixels a fallback rule decoded (what `seglab inspect` reports).
     """
 
-    def __init__(self, encoding: str, labels: LabelSpace, remap: dict[int, int] | None = None) -> None:
+    def __init__(self, encoding: str, labels: LabelSpace, remap: dict[int, int] | None = None, *,
+                 threshold: int = 127, invert: bool = False, unknown_colors: str = "error",
+                 tolerance: float = 30.0) -> None:
         self.encoding = encoding
         self.labels = labels
         self.remap = dict(remap or {})
+        self.threshold, self.invert = threshold, invert
+        self.unknown_colors, self.tolerance = unknown_colors, tolerance
+        self.changed: Counter[str] = Counter()
         if encoding == "rgb":
             colors = list(labels.palette) + list(labels.void_colors)
             values = list(range(labels.num_classes)) + [labels.ignore_index] * len(labels.void_colors)
@@ -59,15 +139,40 @@ class MaskDecoder:
             order = np.argsort(codes)
             self._codes = codes[order]
             self._values = np.array(values, np.uint8)[order]
+            self._colors = np.array(colors, np.float64)[order]
+            self._names = [(list(labels.names) + ["void"] * len(labels.void_colors))[i] for i in order]
 
     def __call__(self, path: Path) -> np.ndarray:
         im = _open(path)
         if self.encoding == "binary":
-            arr = np.asarray(im.convert("L"))
-            return (arr > 127).astype(np.uint8)
+            return self._decode_binary(im, path)
         if self.encoding == "rgb":
             return self._decode_rgb(np.asarray(im.convert("RGB")), path)
         return self._decode_index(im, path)
+
+    def _decode_binary(self, im: Image.Image, path: Path) -> np.ndarray:
+        if im.mode == "1":
+            values = np.asarray(im).astype(np.uint8)
+        elif im.mode in ("L", "I;16", "I;16B", "I;16L", "I"):
+            values = np.asarray(im)
+        elif im.mode == "P" and int(np.asarray(im).max(initial=0)) <= 1:
+            values = np.asarray(im)  # palette indices 0/1: background/foreground whatever their colours
+        else:
+            rgb = np.asarray(im.convert("RGB"))  # RGBA, LA, P, CMYK...: the colours, without alpha
+            values = rgb.max(axis=-1)  # any channel: a pure-blue (0, 0, 255) object is foreground
+        top = int(values.max(initial=0))
+        if top == 1:
+            # {0,1} masks: a threshold meant for 0/255 would read every one as all background
+            fg = values == 1
+            self.changed["binary masks holding 0/1 (read as background/foreground)"] += int(fg.sum())
+        else:
+            if 1 < top <= self.threshold and len(np.unique(values)) == 2:
+                raise DataError(f"{path}: binary mask holds only 0 and {top}, and {top} is not above "
+                                f"data.binary_threshold {self.threshold}: set data.binary_threshold below {top}")
+            fg = values > self.threshold
+        if self.invert:
+            fg = ~fg
+        return fg.astype(np.uint8)
 
     def _decode_index(self, im: Image.Image, path: Path) -> np.ndarray:
         if im.mode in ("RGB", "RGBA"):
@@ -77,6 +182,8 @@ class MaskDecoder:
                     f"{path}: colour mask, but data.mask_encoding is 'index' (use 'rgb' with a palette file)"
                 )
             arr = arr[..., 0]
+        elif im.mode == "1":
+            arr = np.asarray(im).astype(np.uint8)  # 1-bit: True is class 1, not 255
         elif im.mode in ("P", "L", "I;16", "I;16B", "I;16L", "I"):
             arr = np.asarray(im)  # P gives palette indices, which are the class ids
         else:
@@ -102,13 +209,29 @@ class MaskDecoder:
         code = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
         pos = np.searchsorted(self._codes, code).clip(0, len(self._codes) - 1)
         found = self._codes[pos] == code
-        if not found.all():
-            values, counts = np.unique(code[~found], return_counts=True)
-            worst = np.argmax(counts)
-            c = int(values[worst])
-            color = ((c >> 16) & 255, (c >> 8) & 255, c & 255)
+        if found.all():
+            return self._values[pos]
+        values, inverse, counts = np.unique(code[~found], return_inverse=True, return_counts=True)
+        colors = np.stack([(values >> 16) & 255, (values >> 8) & 255, values & 255], 1)
+        if self.unknown_colors == "error":
+            worst = int(np.argmax(counts))
             more = f" and {len(values) - 1} other colours" if len(values) > 1 else ""
-            raise DataError(
-                f"{path}: colour {color} ({counts[worst]} px){more} is not in the palette"
-            )
-        return self._values[pos]
+            raise DataError(f"{path}: colour {tuple(int(v) for v in colors[worst])} ({counts[worst]} px){more} is "
+                            "not in the palette (anti-aliased or JPEG masks: set data.unknown_colors to nearest "
+                            "or ignore)")
+        out = self._values[pos]
+        if self.unknown_colors == "ignore":
+            out[~found] = self.labels.ignore_index
+            self.changed["colours outside the palette -> ignore"] += int(counts.sum())
+            return out
+        dist = np.linalg.norm(colors[:, None, :].astype(np.float64) - self._colors[None], axis=-1)  # (U, P)
+        nearest, gap = dist.argmin(1), dist.min(1)
+        far = gap > self.tolerance
+        if far.any():
+            k = int(np.argmax(np.where(far, counts, -1)))
+            raise DataError(f"{path}: colour {tuple(int(v) for v in colors[k])} ({counts[k]} px) is {gap[k]:.0f} from "
+                            f"the nearest palette colour ({self._names[nearest[k]]}), beyond data.color_tolerance "
+                            f"{self.tolerance:g}: raise it, or set data.unknown_colors: ignore")
+        out[~found] = self._values[nearest][inverse]
+        self.changed["colours outside the palette -> nearest palette colour"] += int(counts.sum())
+        return out

@@ -137,7 +137,8 @@ def build_merged(data: DataConfig, root: Path) -> tuple[LabelSpace, list[MergedS
             if n in mapping:
                 lut[i] = names.index(mapping[n])
                 labelled[lut[i]] = True
-        sources.append(MergedSource(s.name, s, MaskDecoder(s.mask_encoding, own, remap), lut, labelled))
+        decoder = MaskDecoder(s.mask_encoding, own, remap, **s.mask_options())
+        sources.append(MergedSource(s.name, s, decoder, lut, labelled))
     return labels, sources
 
 

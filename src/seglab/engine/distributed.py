@@ -14,6 +14,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from .rank import is_main_process  # noqa: F401  (its home is torch-free: the CLI reads it before torch loads)
+
 
 @dataclass
 class DistInfo:
@@ -28,11 +30,6 @@ class DistInfo:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
-
-
-def is_main_process() -> bool:
-    """False on torchrun ranks other than 0 (True outside torchrun); readable before any process group exists."""
-    return int(os.environ.get("RANK", "0")) == 0
 
 
 def init_distributed(device_name: str) -> tuple[DistInfo, torch.device]:

@@ -1,4 +1,4 @@
-"""Export a checkpoint to ONNX or TorchScript, and run exported ONNX models with onnxruntime."""
+"""Export a checkpoint to ONNX or TorchScript (`seglab export`); evaluation/runtimes.py runs the exports."""
 from __future__ import annotations
 
 import json
@@ -6,20 +6,18 @@ import warnings
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-import numpy as np
 import torch
 
-from ..data.labels import LabelSpace
 from ..errors import SeglabError
 from ..fileio import atomic_path
 from .predict import LoadedModel, load_model
 
-META_KEY = "seglab"
+from .runtimes import META_KEY
 
 
 def _metadata(lm: LoadedModel, size: Sequence[int]) -> dict[str, Any]:
     return {"labels": lm.labels.to_dict(), "mean": list(lm.mean), "std": list(lm.std), "input_size": list(size),
-            "in_channels": lm.in_channels, "model": lm.checkpoint["model"]}
+            "in_channels": lm.in_channels, "image_max": lm.image_max, "model": lm.checkpoint["model"]}
 
 
 def export_checkpoint(checkpoint: Path, fmt: str, out: Optional[Path] = None,
@@ -54,33 +52,3 @@ def export_checkpoint(checkpoint: Path, fmt: str, out: Optional[Path] = None,
             entry.key, entry.value = META_KEY, json.dumps(_metadata(lm, size))
             onnx.save(proto, str(tmp))
     return out
-
-
-class OnnxModel:
-    """An exported ONNX model run by onnxruntime on the CPU, with the metadata predict needs."""
-
-    def __init__(self, path: Path, threads: Optional[int] = None):
-        try:
-            import onnxruntime as ort
-        except ImportError:  # pragma: no cover - a dependency of seglab
-            raise SeglabError("--engine onnxruntime needs the onnxruntime package") from None
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = threads
-        try:
-            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        except Exception as exc:
-            raise SeglabError(f"{path}: not a loadable ONNX model ({str(exc).splitlines()[0][:120]})") from None
-        meta = self.session.get_modelmeta().custom_metadata_map.get(META_KEY)
-        if meta is None:
-            raise SeglabError(f"{path}: ONNX model was not exported by seglab (no '{META_KEY}' metadata)")
-        info = json.loads(meta)
-        self.labels = LabelSpace.from_dict(info["labels"])
-        self.mean, self.std = tuple(info["mean"]), tuple(info["std"])
-        self.input_size = tuple(info["input_size"])
-        self.in_channels = int(info["in_channels"])
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, C, H, W) normalised images at the export size -> (N, K, H, W) logits."""
-        out = self.session.run(None, {"image": np.ascontiguousarray(x.numpy(), dtype=np.float32)})[0]
-        return torch.from_numpy(out)

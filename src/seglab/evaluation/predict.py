@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -11,13 +11,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.labels import LabelSpace
-from ..data.masks import IMAGE_EXTENSIONS, read_image
+from ..data.masks import IMAGE_EXTENSIONS, display_rgb, read_image
 from ..data.transforms import prepare_eval_image
 from ..engine.checkpoint import load_checkpoint
 from ..errors import CheckpointError, DataError
 from ..fileio import atomic_path
 from ..models import build_model_from_meta
 from .inference import InferenceSettings, logits_with
+from .runtimes import OnnxModel, TorchScriptModel, is_torchscript
 
 
 @torch.no_grad()
@@ -44,6 +45,7 @@ class LoadedModel:
     input_size: Optional[tuple[int, int]]
     in_channels: int
     checkpoint: dict[str, Any]
+    image_max: Optional[float] = None  # the dataset's intensity scale for 16-bit / float images
 
 
 def load_model(path: Path, device: str = "cpu") -> LoadedModel:
@@ -58,21 +60,24 @@ def load_model(path: Path, device: str = "cpu") -> LoadedModel:
     model.to(device).eval()
     norm = ckpt.get("normalization", {})
     size = ckpt.get("input_size")
+    n = int(meta["in_channels"])
     return LoadedModel(
         model=model,
         labels=LabelSpace.from_dict(ckpt["labels"]),
-        mean=tuple(norm.get("mean", (0.485, 0.456, 0.406))),
-        std=tuple(norm.get("std", (0.229, 0.224, 0.225))),
+        # older checkpoints of 1-channel models carry 3 values: the first n are the ones that were used
+        mean=tuple(norm.get("mean", (0.485, 0.456, 0.406)))[:n],
+        std=tuple(norm.get("std", (0.229, 0.224, 0.225)))[:n],
         input_size=tuple(size) if size else None,
-        in_channels=int(meta["in_channels"]),
+        in_channels=n,
         checkpoint=ckpt,
+        image_max=((ckpt.get("config") or {}).get("data") or {}).get("image_max"),
     )
 
 
 def predict_image(lm: Any, image: np.ndarray, device: str = "cpu", settings: Optional[InferenceSettings] = None) -> np.ndarray:
     """(H, W, C) uint8 image -> (H, W) uint8 class map at the image's own size.
 
-    `lm` is a LoadedModel (PyTorch) or an OnnxModel (onnxruntime); both carry the preprocessing.
+    `lm` is a LoadedModel (PyTorch), an OnnxModel or a TorchScriptModel; each carries the preprocessing.
     `settings`: sliding windows / test-time augmentation (None: the whole image once).
     """
     x = prepare_eval_image(image, lm.input_size, lm.mean, lm.std).unsqueeze(0)
@@ -88,18 +93,32 @@ def predict_image(lm: Any, image: np.ndarray, device: str = "cpu", settings: Opt
 
 def overlay(image: np.ndarray, color_mask: np.ndarray, alpha: float = 0.5) -> np.ndarray:
     """Blend class colours into the image; black (background or ignored) pixels are left untouched."""
-    rgb = image[..., :3] if image.shape[-1] >= 3 else np.repeat(image, 3, axis=-1)
+    rgb = display_rgb(image)
     blended = rgb.astype(np.float32) * (1 - alpha) + color_mask.astype(np.float32) * alpha
     return np.where(color_mask.any(-1, keepdims=True), blended, rgb).astype(np.uint8)
 
 
-def collect_inputs(inputs: Sequence[str]) -> list[Path]:
-    """Files and folders (their images, not recursive) -> sorted image paths."""
+def mask_rule(data: dict[str, Any]) -> Callable[[str], bool]:
+    """Whether a file stem is a mask by a dataset config's pairing rule (`data.mask_suffix` or the mask
+    regex of `data.pair_stems`), so predict on a folder of images and masks side by side skips the masks."""
+    import re
+
+    suffix, stems = data.get("mask_suffix") or "", data.get("pair_stems")
+    if stems:
+        return lambda stem: re.fullmatch(stems["mask"], stem) is not None
+    if suffix:
+        return lambda stem: stem.endswith(suffix) and len(stem) > len(suffix)
+    return lambda stem: False
+
+
+def collect_inputs(inputs: Sequence[str], is_mask: Optional[Callable[[str], bool]] = None) -> list[Path]:
+    """Files and folders (their images, not recursive; without files that `is_mask`) -> sorted image paths."""
     out: list[Path] = []
     for raw in inputs:
         p = Path(raw)
         if p.is_dir():
-            found = sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_EXTENSIONS)
+            found = sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_EXTENSIONS
+                           and not (is_mask is not None and is_mask(q.stem)))
             if not found:
                 raise DataError(f"{p}: folder holds no images ({', '.join(IMAGE_EXTENSIONS)})")
             out.extend(found)
@@ -107,66 +126,105 @@ def collect_inputs(inputs: Sequence[str]) -> list[Path]:
             out.append(p)
         else:
             raise DataError(f"{p}: no such file or folder")
-    return out
+    seen: set[Path] = set()
+    return [p for p in out if not (p.resolve() in seen or seen.add(p.resolve()))]  # a file given twice: once
 
 
 class _ImageFiles(torch.utils.data.Dataset):
     """Decodes input images (in DataLoader workers when asked)."""
 
-    def __init__(self, files: list[Path], channels: int):
-        self.files, self.channels = files, channels
+    def __init__(self, files: list[Path], channels: int, image_max: Optional[float]):
+        self.files, self.channels, self.image_max = files, channels, image_max
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, i: int):
-        return i, read_image(self.files[i], self.channels)
+        return i, read_image(self.files[i], self.channels, self.image_max)
 
 
 def _as_is(item):
     return item
 
 
-def _write_outputs(path: Path, out_dir: Path, labels: np.ndarray, color: np.ndarray, image: np.ndarray) -> list[Path]:
+def output_names(files: Sequence[Path]) -> list[str]:
+    """The base name of each input's outputs: its stem, or, where stems repeat (1.jpg and 1.png, or a/1.png
+    and b/1.png), its file name, then its folder and file name, so no output overwrites another."""
+    def counts(keys: list[str]) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for k in keys:
+            out[k] = out.get(k, 0) + 1
+        return out
+
+    stems = counts([f.stem for f in files])
+    names = counts([f.name for f in files])
+    out = []
+    for f in files:
+        if stems[f.stem] == 1:
+            out.append(f.stem)
+        elif names[f.name] == 1:
+            out.append(f.name)
+        else:
+            out.append(f"{f.parent.name}_{f.name}" if f.parent.name else f.name)
+    dup = counts(out)
+    return [f"{b}_{i}" if dup[b] > 1 else b for i, b in enumerate(out)]
+
+
+def _write_outputs(base: str, out_dir: Path, labels: np.ndarray, color: np.ndarray, image: np.ndarray) -> list[Path]:
     from PIL import Image
 
     written = []
     for suffix, arr in (("mask", labels), ("color", color), ("overlay", overlay(image, color))):
-        target = out_dir / f"{path.stem}_{suffix}.png"
+        target = out_dir / f"{base}_{suffix}.png"
         with atomic_path(target) as tmp:
             Image.fromarray(arr).save(tmp, format="PNG")
         written.append(target)
     return written
 
 
+def model_file_kind(path: Path, engine: str) -> str:
+    """'checkpoint', 'torchscript' or 'onnx': what predict runs `path` as (an ONNX file needs its engine)."""
+    path = Path(path)
+    if engine == "onnxruntime":
+        return "onnx"
+    if path.suffix.lower() == ".onnx":
+        raise CheckpointError(f"{path}: an ONNX model; predict runs it with --engine onnxruntime")
+    return "torchscript" if path.is_file() and is_torchscript(path) else "checkpoint"
+
+
 def predict_files(checkpoint: Path, inputs: Sequence[str], out_dir: Path, device: str = "cpu", progress: bool = True,
                   engine: str = "torch", settings: Optional[InferenceSettings] = None, workers: int = 0):
-    """Write `<stem>_mask.png` (indices), `<stem>_color.png` and `<stem>_overlay.png` per input image.
+    """Write `<stem>_mask.png` (indices), `<stem>_color.png` and `<stem>_overlay.png` per input image
+    (inputs sharing a stem keep their extension, `1.jpg_mask.png`: see `output_names`).
 
-    engine 'torch' reads a seglab checkpoint; 'onnxruntime' an ONNX file from `seglab export`.
+    engine 'torch' reads a seglab checkpoint or a TorchScript export; 'onnxruntime' an ONNX export.
     workers > 0 decode images in that many processes and encode the PNGs in as many threads.
     """
     from concurrent.futures import ThreadPoolExecutor
 
     from tqdm import tqdm
 
-    if engine == "onnxruntime":
-        from .export import OnnxModel
-
+    kind = model_file_kind(checkpoint, engine)
+    if kind == "onnx":
         lm: Any = OnnxModel(checkpoint)
+        device = "cpu"
+    elif kind == "torchscript":
+        lm = TorchScriptModel(checkpoint)
         device = "cpu"
     else:
         lm = load_model(checkpoint, device)
-    files = collect_inputs(inputs)
+    data = ((lm.checkpoint.get("config") or {}).get("data") or {}) if isinstance(lm, LoadedModel) else {}
+    files = collect_inputs(inputs, mask_rule(data))
+    bases = output_names(files)
     out_dir.mkdir(parents=True, exist_ok=True)
-    loader = torch.utils.data.DataLoader(_ImageFiles(files, lm.in_channels), batch_size=None, num_workers=workers,
+    loader = torch.utils.data.DataLoader(_ImageFiles(files, lm.in_channels, lm.image_max), batch_size=None, num_workers=workers,
                                          collate_fn=_as_is)
     written: list[Path] = []
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         pending = []
         for i, image in tqdm(loader, total=len(files), desc="predict", unit="img", disable=not progress):
             labels = predict_image(lm, image, device, settings)
-            pending.append(pool.submit(_write_outputs, files[i], out_dir, labels, lm.labels.colorize(labels), image))
+            pending.append(pool.submit(_write_outputs, bases[i], out_dir, labels, lm.labels.colorize(labels), image))
         for job in pending:
             written.extend(job.result())
     return written

@@ -153,9 +153,11 @@ def _adapt_first_conv(net: nn.Module, in_channels: int) -> None:
             if isinstance(child, nn.Conv2d) and child.in_channels == 3:
                 new = nn.Conv2d(in_channels, child.out_channels, child.kernel_size, child.stride, child.padding,
                                 child.dilation, child.groups, child.bias is not None)
-                with torch.no_grad():
-                    mean = child.weight.mean(1, keepdim=True)
-                    new.weight.copy_(mean.repeat(1, in_channels, 1, 1) * 3.0 / in_channels)
+                with torch.no_grad():  # as timm and segmentation_models_pytorch do it
+                    if in_channels == 1:  # a grey image is R = G = B: the kernels' sum gives the same response
+                        new.weight.copy_(child.weight.sum(1, keepdim=True))
+                    else:  # the RGB kernels cycled over the bands, scaled to keep the response's size
+                        new.weight.copy_(child.weight[:, [i % 3 for i in range(in_channels)]] * 3.0 / in_channels)
                     if child.bias is not None:
                         new.bias.copy_(child.bias)
                 setattr(parent, cname, new)

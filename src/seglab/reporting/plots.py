@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ..data.labels import LabelSpace  # noqa: E402
+from ..data.masks import display_rgb  # noqa: E402
 from ..fileio import atomic_path  # noqa: E402
 
 
@@ -132,5 +133,5 @@ def plot_samples(samples, labels: LabelSpace, path: Path, overlay_fn) -> Path:
     rows = []
     for image, gt, pred in samples:
         color = labels.colorize(pred)
-        rows.append([image[..., :3] if image.shape[-1] >= 3 else image, labels.colorize(gt), color, overlay_fn(image, color)])
+        rows.append([display_rgb(image), labels.colorize(gt), color, overlay_fn(image, color)])
     return plot_grid(rows, ["input", "ground truth", "prediction", "overlay"], path)

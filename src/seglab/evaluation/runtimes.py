@@ -1,0 +1,81 @@
+"""Running exported models: ONNX with onnxruntime, TorchScript with torch.jit, each with the metadata
+(`seglab export` stores classes, palette, normalisation and input size inside) that predict needs."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from ..data.labels import LabelSpace
+from ..errors import SeglabError
+
+META_KEY = "seglab"
+
+
+class OnnxModel:
+    """An exported ONNX model run by onnxruntime on the CPU, with the metadata predict needs."""
+
+    def __init__(self, path: Path, threads: Optional[int] = None):
+        try:
+            import onnxruntime as ort
+        except ImportError:  # pragma: no cover - a dependency of seglab
+            raise SeglabError("--engine onnxruntime needs the onnxruntime package") from None
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise SeglabError(f"{path}: not a loadable ONNX model ({str(exc).splitlines()[0][:120]})") from None
+        meta = self.session.get_modelmeta().custom_metadata_map.get(META_KEY)
+        if meta is None:
+            raise SeglabError(f"{path}: ONNX model was not exported by seglab (no '{META_KEY}' metadata)")
+        info = json.loads(meta)
+        self.labels = LabelSpace.from_dict(info["labels"])
+        self.mean, self.std = tuple(info["mean"]), tuple(info["std"])
+        self.input_size = tuple(info["input_size"])
+        self.in_channels = int(info["in_channels"])
+        self.image_max = info.get("image_max")
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) normalised images at the export size -> (N, K, H, W) logits."""
+        out = self.session.run(None, {"image": np.ascontiguousarray(x.numpy(), dtype=np.float32)})[0]
+        return torch.from_numpy(out)
+
+
+def is_torchscript(path: Path) -> bool:
+    """Whether `path` is a TorchScript archive (what `seglab export --format torchscript` writes)."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        return any(n.endswith("constants.pkl") or "/code/" in n for n in z.namelist())
+
+
+class TorchScriptModel:
+    """A TorchScript export run by torch.jit on the CPU, with the metadata predict needs."""
+
+    def __init__(self, path: Path):
+        extra = {"seglab.json": ""}
+        try:
+            self.module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+        except Exception as exc:
+            raise SeglabError(f"{path}: not a loadable TorchScript model ({str(exc).splitlines()[0][:120]})") from None
+        if not extra["seglab.json"]:
+            raise SeglabError(f"{path}: TorchScript model was not exported by seglab (no 'seglab.json' inside)")
+        info = json.loads(extra["seglab.json"])
+        self.labels = LabelSpace.from_dict(info["labels"])
+        self.mean, self.std = tuple(info["mean"]), tuple(info["std"])
+        self.input_size = tuple(info["input_size"])
+        self.in_channels = int(info["in_channels"])
+        self.image_max = info.get("image_max")
+        self.module.eval()
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) normalised images at the export size -> (N, K, H, W) logits."""
+        return self.module(x)

@@ -1,0 +1,185 @@
+"""Every mask format decoded pixel by pixel to the intended labels, or refused with a one-line fix (issue 13)."""
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from seglab.api import inspect
+from seglab.cli import main
+from seglab.config import config_from_dict
+from seglab.data.datasets import build_data
+from seglab.data.labels import LabelSpace, build_label_space, read_palette_file
+from seglab.data.masks import MaskDecoder
+from seglab.errors import DataError
+
+from conftest import folder_raw, save_png
+
+BINARY = LabelSpace(["bg", "fg"], [(0, 0, 0), (255, 255, 255)])
+# the intended labels of every fixture below: a 4x6 map with a 2x3 object
+TRUTH = np.zeros((4, 6), np.uint8)
+TRUTH[1:3, 2:5] = 1
+
+
+def _one_bit(path):
+    Image.fromarray(TRUTH.astype(bool)).save(path)  # PIL mode "1"
+    assert Image.open(path).mode == "1"
+    return path
+
+
+@pytest.mark.parametrize("encoding", ["index", "binary"])
+def test_one_bit_png_is_0_and_1(tmp_path, encoding):
+    f = _one_bit(tmp_path / "m.png")
+    np.testing.assert_array_equal(MaskDecoder(encoding, BINARY)(f), TRUTH)
+
+
+def test_binary_0_1_masks_are_read_as_they_are(tmp_path):
+    f = save_png(tmp_path / "m.png", TRUTH)
+    dec = MaskDecoder("binary", BINARY)
+    np.testing.assert_array_equal(dec(f), TRUTH)
+    assert sum(dec.changed.values()) == int(TRUTH.sum())
+    # a {0,1} palette image: indices are the labels, whatever colours the palette gives them
+    im = Image.fromarray(TRUTH, mode="P")
+    im.putpalette([0, 0, 0, 40, 40, 40] + [0] * 762)
+    im.save(tmp_path / "p.png")
+    np.testing.assert_array_equal(MaskDecoder("binary", BINARY)(tmp_path / "p.png"), TRUTH)
+
+
+def test_binary_16_bit(tmp_path):
+    f = tmp_path / "m16.png"
+    Image.fromarray(TRUTH.astype(np.uint16) * 65535).save(f)
+    assert Image.open(f).mode.startswith("I")
+    np.testing.assert_array_equal(MaskDecoder("binary", BINARY)(f), TRUTH)
+
+
+def test_binary_values_below_the_threshold_are_refused_with_the_fix(tmp_path):
+    f = save_png(tmp_path / "m.png", TRUTH * 100)
+    with pytest.raises(DataError, match=r"m\.png: binary mask holds only 0 and 100, and 100 is not above "
+                                        r"data\.binary_threshold 127: set data\.binary_threshold below 100"):
+        MaskDecoder("binary", BINARY)(f)
+    np.testing.assert_array_equal(MaskDecoder("binary", BINARY, threshold=50)(f), TRUTH)
+
+
+@pytest.mark.parametrize("color", [(0, 0, 255), (255, 0, 0), (0, 200, 0), (255, 255, 255)])
+def test_binary_colour_masks_any_channel_is_foreground(tmp_path, color):
+    rgb = np.zeros((4, 6, 3), np.uint8)
+    rgb[TRUTH == 1] = color
+    f = save_png(tmp_path / "m.png", rgb)
+    np.testing.assert_array_equal(MaskDecoder("binary", BINARY)(f), TRUTH)
+
+
+def test_binary_invert_and_threshold(tmp_path):
+    # EM membranes: the class of interest is dark (0), the cell interior 255
+    f = save_png(tmp_path / "m.png", ((1 - TRUTH) * 255).astype(np.uint8))
+    np.testing.assert_array_equal(MaskDecoder("binary", BINARY, invert=True)(f), TRUTH)
+    soft = save_png(tmp_path / "s.png", (TRUTH * 180 + 20).astype(np.uint8))  # 20 background, 200 object
+    np.testing.assert_array_equal(MaskDecoder("binary", BINARY, threshold=150)(soft), TRUTH)
+
+
+PALETTE = "0 0 0\tBackground\n200 0 0\tRoad\n0 0 200\tCar\n"
+
+
+def _rgb_labels(tmp_path):
+    p = tmp_path / "label_colors.txt"
+    p.write_text(PALETTE)
+    return build_label_space(encoding="rgb", palette_file=p, class_names=None, void_class="Void", ignore_index=255)[0]
+
+
+def _antialiased(tmp_path):
+    """Road on the left, car on the right, with resized-edge colours between them and one far colour."""
+    rgb = np.zeros((4, 6, 3), np.uint8)
+    rgb[:, :3] = (200, 0, 0)
+    rgb[:, 3:] = (0, 0, 200)
+    rgb[0, 2] = (190, 5, 8)  # near road
+    rgb[1, 3] = (6, 3, 185)  # near car
+    return rgb
+
+
+def test_unknown_colours_are_an_error_by_default_naming_the_option(tmp_path):
+    labels = _rgb_labels(tmp_path)
+    f = save_png(tmp_path / "m.png", _antialiased(tmp_path))
+    with pytest.raises(DataError, match=r"m\.png: colour \(\d+, \d+, \d+\) \(1 px\) and 1 other colours is not in "
+                                        r"the palette .*data\.unknown_colors to nearest or ignore"):
+        MaskDecoder("rgb", labels)(f)
+
+
+def test_unknown_colours_nearest_within_tolerance_and_ignore(tmp_path):
+    labels = _rgb_labels(tmp_path)
+    f = save_png(tmp_path / "m.png", _antialiased(tmp_path))
+    want = np.zeros((4, 6), np.uint8)
+    want[:, :3], want[:, 3:] = 1, 2
+    dec = MaskDecoder("rgb", labels, unknown_colors="nearest", tolerance=30)
+    np.testing.assert_array_equal(dec(f), want)
+    assert dec.changed == {"colours outside the palette -> nearest palette colour": 2}
+    ign = MaskDecoder("rgb", labels, unknown_colors="ignore")
+    want[0, 2] = want[1, 3] = 255
+    np.testing.assert_array_equal(ign(f), want)
+    far = _antialiased(tmp_path)
+    far[3, 0] = (100, 100, 100)
+    f2 = save_png(tmp_path / "far.png", far)
+    with pytest.raises(DataError, match=r"far\.png: colour \(100, 100, 100\) \(1 px\) is \d+ from the nearest palette "
+                                        r"colour \(\w+\), beyond data\.color_tolerance 30: raise it, or set "
+                                        r"data\.unknown_colors: ignore"):
+        MaskDecoder("rgb", labels, unknown_colors="nearest", tolerance=30)(f2)
+
+
+def test_palette_with_a_duplicate_class_name_is_refused(tmp_path):
+    p = tmp_path / "class_dict.csv"
+    p.write_text("name,r,g,b\nroad,1,2,3\nRoad,4,5,6\n")
+    with pytest.raises(DataError, match=r"class_dict\.csv: class name 'Road' is listed more than once"):
+        read_palette_file(p)
+
+
+def _write_split(root, masks, ext=".png"):
+    rng = np.random.default_rng(0)
+    for i, m in enumerate(masks):
+        save_png(root / "images" / f"i{i}.png", (rng.random(m.shape[:2] + (3,)) * 255).astype(np.uint8))
+        save_png(root / "masks" / f"i{i}{ext}", m)
+    return root
+
+
+def test_index_masks_holding_0_and_255_are_refused_as_binary(tmp_path, tiny_raw, capsys):
+    import yaml
+
+    root = _write_split(tmp_path / "d", [TRUTH * 255] * 6)
+    raw = folder_raw(tiny_raw, root, class_names=["bg", "fg"])
+    cfg = config_from_dict(raw)
+    with pytest.raises(DataError, match=r"train split: every labelled pixel of its \d masks is class 0 \('bg'\) and "
+                                        r"25% are 255 \(the ignore value\): 0/255 masks are binary masks; "
+                                        r"set data\.mask_encoding: binary"):
+        build_data(cfg, check=("train",))
+    summary = inspect(cfg, out=tmp_path / "insp")
+    assert any("set data.mask_encoding: binary" in p for p in summary["problems"])
+    # inspect's exit status says whether train would accept the data
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
+    assert main(["inspect", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "i2")]) == 1
+    assert "would make train refuse" in capsys.readouterr().out
+    raw["data"]["mask_encoding"] = "binary"
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
+    assert main(["inspect", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "i3")]) == 0
+    bundle = build_data(config_from_dict(raw), check=("train",))
+    np.testing.assert_array_equal(bundle.loaders["train"].load(0)[1], TRUTH)
+
+
+def test_binary_split_with_no_foreground_is_refused(tmp_path, tiny_raw):
+    root = _write_split(tmp_path / "d", [np.full((4, 6), 40, np.uint8)] * 6)  # nothing above the threshold
+    raw = folder_raw(tiny_raw, root, mask_encoding="binary", class_names=None)
+    with pytest.raises(DataError, match=r"train split: .* no foreground pixel above data\.binary_threshold 127"):
+        build_data(config_from_dict(raw), check=("train",))
+
+
+def test_inspect_lists_classes_without_pixels_and_fallback_pixels(tmp_path, tiny_raw):
+    root = tmp_path / "d"
+    (root).mkdir()
+    (root / "label_colors.txt").write_text(PALETTE)
+    masks = [_antialiased(tmp_path)] * 5
+    _write_split(root, masks)
+    raw = folder_raw(tiny_raw, root, mask_encoding="rgb", palette_file="label_colors.txt", class_names=None,
+                     unknown_colors="nearest")
+    summary = inspect(config_from_dict(raw), out=tmp_path / "insp")
+    assert summary["problems"] == []
+    train = summary["splits"]["train"]
+    assert train["classes_without_pixels"] == ["Background"]
+    n = summary["splits"]["train"]["samples"]
+    assert train["pixels_decoded_by_rule"] == {"colours outside the palette -> nearest palette colour": 2 * n}
+    assert json.loads((tmp_path / "insp" / "inspect.json").read_text())["splits"]["train"]["classes_without_pixels"]
