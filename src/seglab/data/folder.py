@@ -29,6 +29,16 @@ def _stem_key(pattern: Optional[str], stem: str) -> Optional[str]:
     return m.group(1) if m else None
 
 
+def marked_mask_key(stem: str, mask_suffix: str = "", stems: Optional[tuple[str, str]] = None) -> Optional[str]:
+    """The pairing key of a file marked as a mask by `mask_suffix` or the mask regex of `stems`; None for a
+    file the rule does not mark (so in a shared folder it is an image)."""
+    if stems is not None:
+        return _stem_key(stems[1], stem)
+    if mask_suffix and stem.endswith(mask_suffix) and len(stem) > len(mask_suffix):
+        return stem[: -len(mask_suffix)]
+    return None
+
+
 def pair_folders(
     images: Path, masks: Path, mask_suffix: str = "", problems: Optional[list[str]] = None,
     stems: Optional[tuple[str, str]] = None,
@@ -46,11 +56,7 @@ def pair_folders(
                         "data.pair_stems so masks can be told from images")
 
     def mask_key(stem: str) -> Optional[str]:
-        if stems is not None:
-            return _stem_key(stems[1], stem)
-        if mask_suffix:
-            return stem[: -len(mask_suffix)] if stem.endswith(mask_suffix) and len(stem) > len(mask_suffix) else None
-        return stem
+        return marked_mask_key(stem, mask_suffix, stems) if (stems is not None or mask_suffix) else stem
 
     by_key: dict[str, Path] = {}
     mask_files = _images_in(masks)

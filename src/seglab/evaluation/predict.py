@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data.folder import marked_mask_key
 from ..data.labels import LabelSpace
 from ..data.masks import IMAGE_EXTENSIONS, display_rgb, read_image
 from ..data.transforms import prepare_eval_image
@@ -101,14 +102,9 @@ def overlay(image: np.ndarray, color_mask: np.ndarray, alpha: float = 0.5) -> np
 def mask_rule(data: dict[str, Any]) -> Callable[[str], bool]:
     """Whether a file stem is a mask by a dataset config's pairing rule (`data.mask_suffix` or the mask
     regex of `data.pair_stems`), so predict on a folder of images and masks side by side skips the masks."""
-    import re
-
-    suffix, stems = data.get("mask_suffix") or "", data.get("pair_stems")
-    if stems:
-        return lambda stem: re.fullmatch(stems["mask"], stem) is not None
-    if suffix:
-        return lambda stem: stem.endswith(suffix) and len(stem) > len(suffix)
-    return lambda stem: False
+    suffix, pair = data.get("mask_suffix") or "", data.get("pair_stems")
+    stems = (pair["image"], pair["mask"]) if pair else None
+    return lambda stem: marked_mask_key(stem, suffix, stems) is not None
 
 
 def collect_inputs(inputs: Sequence[str], is_mask: Optional[Callable[[str], bool]] = None) -> list[Path]:
