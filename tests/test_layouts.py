@@ -118,3 +118,105 @@ def test_train_and_predict_on_a_same_folder_layout(tmp_path, tiny_raw):
     assert main(["predict", str(ckpt), str(tmp_path / "camseq"), "--out", str(tmp_path / "pred")]) == 0
     written = sorted(p.name for p in (tmp_path / "pred").iterdir())
     assert len(written) == 18 and not any("_L_" in n for n in written)  # the 6 masks beside them are skipped
+
+
+def _drive_folder(root, with_regions=True):
+    """DRIVE: images/NN_training.tif, 1st_manual/NN_manual1.gif, mask/NN_training_mask.gif (the field of
+    view: 255 inside the eye's disc, 0 outside). Returns the intended label map per image."""
+    for d in ("images", "1st_manual", "mask"):
+        (root / d).mkdir(parents=True)
+    rng = np.random.default_rng(3)
+    truth = {}
+    yy, xx = np.mgrid[:12, :12]
+    fov = (yy - 5.5) ** 2 + (xx - 5.5) ** 2 < 30  # a disc
+    for k in (21, 22, 23, 24):
+        vessels = rng.random((12, 12)) < 0.3
+        vessels[5, 5], vessels[5, 6] = True, False  # both classes inside every field of view
+        Image.fromarray((rng.random((12, 12, 3)) * 255).astype(np.uint8)).save(root / "images" / f"{k}_training.tif")
+        Image.fromarray(vessels.astype(np.uint8) * 255).save(root / "1st_manual" / f"{k}_manual1.gif")
+        if with_regions:
+            Image.fromarray(fov.astype(np.uint8) * 255).save(root / "mask" / f"{k}_training_mask.gif")
+        truth[f"{k}_training.tif"] = np.where(fov, vessels.astype(np.uint8), 255).astype(np.uint8)
+    return truth
+
+
+def _drive_raw(tiny_raw, root, **data):
+    return {**tiny_raw, "data": {"kind": "folder", "root": str(root), "mask_encoding": "binary",
+                                 "train": {"images": "images", "masks": "1st_manual", "regions": "mask"},
+                                 "pair_stems": {"image": r"(\d+)_training", "mask": r"(\d+)_manual1"},
+                                 "region_suffix": "_mask", "random_split": {"val": 0.25, "seed": 0}, **data}}
+
+
+def test_region_masks_turn_pixels_outside_the_field_of_view_to_ignore(tmp_path, tiny_raw):
+    from seglab.data.datasets import check_split
+
+    truth = _drive_folder(tmp_path / "drive")
+    bundle = build_data(config_from_dict(_drive_raw(tiny_raw, tmp_path / "drive")), check=("train", "val"))
+    outside = 0
+    for loader in bundle.loaders.values():
+        for i, s in enumerate(loader.items):
+            assert s.region.endswith(s.image.rsplit("/", 1)[1].replace(".tif", "_mask.gif"))
+            np.testing.assert_array_equal(loader.load(i)[1], truth[s.image.rsplit("/", 1)[1]])
+        stats = check_split(loader)
+        outside += stats.ignored
+        assert stats.changed["pixels outside the region masks -> ignore"] == stats.ignored
+    assert outside == sum(int((t == 255).sum()) for t in truth.values()) > 0
+    # the split file keeps each image's region, so eval of a finished run applies the same one
+    from seglab.data.datasets import split_items
+
+    again = split_items(bundle.split, "train")
+    assert [s.region for s in again] == [s.region for s in bundle.loaders["train"].items]
+
+
+def test_region_marks_ignore_reads_dont_care_masks(tmp_path, tiny_raw):
+    truth = _drive_folder(tmp_path / "drive")
+    for p in (tmp_path / "drive" / "mask").iterdir():  # the same regions stored as "don't care" masks
+        Image.fromarray(255 - np.asarray(Image.open(p))).save(p)
+    bundle = build_data(config_from_dict(_drive_raw(tiny_raw, tmp_path / "drive", region_marks="ignore")),
+                        check=("train",))
+    loader = bundle.loaders["train"]
+    for i, s in enumerate(loader.items):
+        np.testing.assert_array_equal(loader.load(i)[1], truth[s.image.rsplit("/", 1)[1]])
+
+
+def test_region_masks_in_the_image_folder_and_from_list_files(tmp_path, tiny_raw):
+    root = tmp_path / "drive"
+    truth = _drive_folder(root)
+    for p in (root / "mask").iterdir():  # regions beside the images: never taken for images
+        p.rename(root / "images" / p.name)
+    raw = _drive_raw(tiny_raw, root)
+    raw["data"]["train"]["regions"] = "images"
+    bundle = build_data(config_from_dict(raw), check=("train", "val"))
+    items = bundle.loaders["train"].items + bundle.loaders["val"].items
+    assert len(items) == 4 and all(s.image.endswith("_training.tif") for s in items)
+    # a list file's third path is the region mask
+    (root / "train.txt").write_text("".join(f"images/{k}_training.tif 1st_manual/{k}_manual1.gif "
+                                            f"images/{k}_training_mask.gif\n" for k in (21, 22)))
+    listed = {**raw["data"], "train": {"list": "train.txt"}}
+    listed.pop("pair_stems")
+    loader = build_data(config_from_dict({**tiny_raw, "data": listed}), check=("train",)).loaders["train"]
+    for i, s in enumerate(loader.items):
+        np.testing.assert_array_equal(loader.load(i)[1], truth[s.image.rsplit("/", 1)[1]])
+    raw["data"]["region_suffix"] = ""
+    with pytest.raises(DataError, match=r"images and region masks are the same folder; set data\.region_suffix"):
+        build_data(config_from_dict(raw))
+
+
+def test_region_mask_refusals(tmp_path, tiny_raw):
+    root = tmp_path / "drive"
+    _drive_folder(root)
+    cfg = config_from_dict(_drive_raw(tiny_raw, root))
+    (root / "mask" / "22_training_mask.gif").unlink()
+    with pytest.raises(DataError, match=r"22_training\.tif: no region mask '22_training_mask\.\*' in .*mask$"):
+        build_data(cfg)
+    Image.fromarray(np.full((12, 10), 255, np.uint8)).save(root / "mask" / "22_training_mask.gif")
+    with pytest.raises(DataError, match=r"22_training_mask\.gif: region mask is 10x12 but the mask .* is 12x12"):
+        build_data(cfg, check=("train", "val"))
+    faint = np.zeros((12, 12), np.uint8)
+    faint[3:9, 3:9] = 100  # neither 0/1 nor 0/255: refused, not read as "all outside"
+    (root / "mask" / "22_training_mask.gif").unlink()
+    Image.fromarray(faint).save(root / "mask" / "22_training_mask.png")
+    with pytest.raises(DataError, match=r"22_training_mask\.png: region mask's largest value is 100, expected 0 and 255"):
+        build_data(cfg, check=("train", "val"))
+    with pytest.raises(ConfigError, match="third path on its line"):
+        config_from_dict({**tiny_raw, "data": {"kind": "folder", "train": {"list": "a.txt", "regions": "m"}}})

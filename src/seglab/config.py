@@ -24,15 +24,23 @@ def _check_pairing(images: Optional[str], masks: Optional[str], list_file: Optio
 
 
 class SplitSource(_Strict):
-    """One split of a folder dataset: an image and a mask folder, or a list file of 'image mask' lines."""
+    """One split of a folder dataset: an image and a mask folder, or a list file of 'image mask' lines.
+
+    regions: an optional folder of per-image region masks (a field of view, or "don't care" areas): pixels
+    outside the region are ignored in loss and metrics; see data.region_suffix and data.region_marks.
+    With a list file, a third path on a line is that image's region mask.
+    """
 
     images: Optional[str] = None
     masks: Optional[str] = None
+    regions: Optional[str] = None
     list: Optional[str] = None
 
     @model_validator(mode="after")
     def _one_form(self) -> "SplitSource":
         _check_pairing(self.images, self.masks, self.list)
+        if self.list is not None and self.regions is not None:
+            raise ValueError("with 'list', give each image's region mask as a third path on its line, not 'regions'")
         return self
 
 
@@ -163,6 +171,11 @@ class DataConfig(_MaskOptions):
     random_split: RandomSplit = RandomSplit()
     mask_suffix: str = ""
     pair_stems: Optional[StemPairing] = None
+    # region masks (train/val/test `regions:` folders) are found by the image's stem plus this suffix
+    # (DRIVE: 21_training.tif -> 21_training_mask.gif with region_suffix: _mask)
+    region_suffix: str = ""
+    # what a region mask's non-zero pixels are: the pixels to score (a field of view) or the ones to ignore
+    region_marks: Literal["valid", "ignore"] = "valid"
     mask_encoding: Literal["index", "binary", "rgb"] = "index"
     palette_file: Optional[str] = None
     class_names: Optional[list[str]] = None

@@ -16,7 +16,7 @@ from ..config import Config, DataConfig, SourceConfig, SplitSource
 from ..errors import ConfigError, DataError
 from .folder import Sample, pair_folders, read_list_file
 from .labels import LabelSpace, build_label_space
-from .masks import MaskDecoder, read_image
+from .masks import MaskDecoder, read_image, read_region
 from .merge import MergedSource, build_merged, source_index
 from .splits import random_split
 from .synthetic import make_synthetic_sample, synthetic_labels
@@ -58,6 +58,9 @@ def _read_source(src: Union[SplitSource, SourceConfig], root: Path, pairing: dic
                  problems: Optional[list[str]]) -> list[Sample]:
     if src.list is not None:
         return read_list_file(resolve_path(root, src.list), root)
+    regions = getattr(src, "regions", None)  # folder datasets' splits only
+    if regions is not None:
+        pairing = {**pairing, "regions": resolve_path(root, regions)}
     return pair_folders(resolve_path(root, src.images), resolve_path(root, src.masks), problems=problems, **pairing)
 
 
@@ -87,7 +90,8 @@ def _merged_split(data: DataConfig, root: Path, problems: Optional[list[str]]) -
 def build_split(data: DataConfig, problems: Optional[list[str]] = None) -> dict[str, Any]:
     """Resolve train / val / test items: given folders or lists, else a seeded random split.
 
-    Returns a JSON-ready dict: {"kind", "train", "val", "test"}; file pairs as [image, mask].
+    Returns a JSON-ready dict: {"kind", "train", "val", "test"}; file pairs as [image, mask], or
+    [image, mask, source] in merged data, or [image, mask, "", region] for an image with a region mask.
     Images without masks raise, or are left out and listed in `problems` when it is given.
     """
     if data.kind == "synthetic":
@@ -102,9 +106,10 @@ def build_split(data: DataConfig, problems: Optional[list[str]] = None) -> dict[
     if data.kind == "merged":
         return _merged_split(data, root, problems)
     assert data.train is not None
-    train = _read_source(data.train, root, data.pairing(), problems)
-    val = _read_source(data.val, root, data.pairing(), problems) if data.val else None
-    test = _read_source(data.test, root, data.pairing(), problems) if data.test else None
+    pairing = {**data.pairing(), "region_suffix": data.region_suffix}
+    train = _read_source(data.train, root, pairing, problems)
+    val = _read_source(data.val, root, pairing, problems) if data.val else None
+    test = _read_source(data.test, root, pairing, problems) if data.test else None
     rs = data.random_split
     if val is None:
         parts = random_split(train, val=rs.val, test=0.0 if test is not None else rs.test, seed=rs.seed)
@@ -112,7 +117,7 @@ def build_split(data: DataConfig, problems: Optional[list[str]] = None) -> dict[
         test = test if test is not None else parts["test"]
     out: dict[str, Any] = {"kind": "folder"}
     for name, items in (("train", train), ("val", val), ("test", test or [])):
-        out[name] = [[s.image, s.mask] for s in items]
+        out[name] = [[s.image, s.mask] + (["", s.region] if s.region else []) for s in items]
     return out
 
 
@@ -122,7 +127,8 @@ def split_items(split: dict[str, Any], name: str) -> list[Item]:
         raise DataError(f"the {name} split is empty")
     if split.get("kind") == "synthetic":
         return [i if isinstance(i, str) else int(i) for i in items]
-    return [Sample(str(it[0]), str(it[1]), str(it[2]) if len(it) > 2 else "") for it in items]
+    return [Sample(str(it[0]), str(it[1]), str(it[2]) if len(it) > 2 else "", str(it[3]) if len(it) > 3 else "")
+            for it in items]
 
 
 class PairLoader:
@@ -142,6 +148,7 @@ class PairLoader:
                           else -1 for it in items]
         self._all = np.ones(labels.num_classes, bool)
         self.image_kinds: Counter = Counter()  # files read per kind (RGB, L, P, RGBA, 16-bit, TIFF bands)
+        self.region_ignored: Counter = Counter()  # labelled pixels that region masks turned to ignore
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def decoders(self) -> list[MaskDecoder]:
@@ -192,6 +199,8 @@ class PairLoader:
         image = read_image(Path(s.image), self.data.in_channels, self.data.image_max, self.image_kinds)
         k = self.source_of[i]
         mask = self.sources[k].decode(Path(s.mask)) if k >= 0 else self.decoder(Path(s.mask))
+        if s.region:
+            mask = self._apply_region(mask, s)
         (ih, iw), (mh, mw) = image.shape[:2], mask.shape
         if (ih, iw) != (mh, mw):
             rule = self.align_rule(i)
@@ -210,6 +219,20 @@ class PairLoader:
         return image, mask
 
 
+    def _apply_region(self, mask: np.ndarray, s: Sample) -> np.ndarray:
+        """Pixels outside the image's region mask become the ignore value (so loss and metrics skip them)."""
+        keep = read_region(Path(s.region), self.data.region_marks)
+        if keep.shape != mask.shape:
+            raise DataError(f"{s.region}: region mask is {keep.shape[1]}x{keep.shape[0]} but the mask {s.mask} is "
+                            f"{mask.shape[1]}x{mask.shape[0]}; region masks must have their mask's size")
+        ignore = self.labels.ignore_index
+        drop = ~keep & (mask != ignore)
+        self.region_ignored["pixels outside the region masks -> ignore"] += int(drop.sum())
+        out = mask.copy()
+        out[~keep] = ignore
+        return out
+
+
 @dataclass
 class SplitStats:
     counts: np.ndarray  # pixels per class
@@ -221,7 +244,7 @@ class SplitStats:
 
 
 def _changed_total(loader: "PairLoader") -> Counter:
-    total: Counter = Counter()
+    total: Counter = Counter(loader.region_ignored)
     for d in loader.decoders():
         total.update(d.changed)
     return total

@@ -16,6 +16,7 @@ class Sample:
     image: str
     mask: str
     source: str = ""  # the data.sources entry of a merged dataset
+    region: str = ""  # the image's region mask (field of view / don't care), if the split has them
 
 
 def _images_in(folder: Path) -> list[Path]:
@@ -41,7 +42,7 @@ def marked_mask_key(stem: str, mask_suffix: str = "", stems: Optional[tuple[str,
 
 def pair_folders(
     images: Path, masks: Path, mask_suffix: str = "", problems: Optional[list[str]] = None,
-    stems: Optional[tuple[str, str]] = None,
+    stems: Optional[tuple[str, str]] = None, regions: Optional[Path] = None, region_suffix: str = "",
 ) -> list[Sample]:
     """Pair every image with its mask, any image extension: the mask of the same stem plus `mask_suffix`,
     or, with `stems` = (image regex, mask regex), the mask whose stem shares the regexes' one group.
@@ -49,11 +50,16 @@ def pair_folders(
     Images and masks may share a folder (CamSeq01: NAME.png beside NAME_L.png): files marked as masks
     by the suffix or the mask regex are never listed as images. An image without a mask raises, or is
     skipped and listed in `problems` when a list is given.
+
+    With `regions`, each image also gets the region mask whose stem is the image's stem plus
+    `region_suffix` (a region folder shared with the images needs the suffix, so regions are not images).
     """
     same = images.resolve() == masks.resolve() if images.is_dir() else False
     if same and not mask_suffix and stems is None:
         raise DataError(f"{images}: images and masks are the same folder; set data.mask_suffix (e.g. _L) or "
                         "data.pair_stems so masks can be told from images")
+    region_files = _region_index(images, regions, region_suffix) if regions is not None else None
+    regions_shared = region_files is not None and images.is_dir() and images.resolve() == regions.resolve()  # type: ignore[union-attr]
 
     def mask_key(stem: str) -> Optional[str]:
         return marked_mask_key(stem, mask_suffix, stems) if (stems is not None or mask_suffix) else stem
@@ -69,6 +75,8 @@ def pair_folders(
     for img in _images_in(images):
         if same and mask_key(img.stem) is not None:
             continue  # a mask in the shared folder
+        if regions_shared and img.stem.endswith(region_suffix):
+            continue  # a region mask in a folder shared with the images
         key = _stem_key(stems[0], img.stem) if stems is not None else img.stem
         if key is not None:
             image_files.append((img, key))
@@ -76,13 +84,16 @@ def pair_folders(
                 else f"'{{stem}}{mask_suffix}.*'")
     for img, key in image_files:
         mask = by_key.get(key)
-        if mask is None:
-            msg = f"{img}: no mask {expected.format(key=key, stem=img.stem)} in {masks}"
+        missing = f"no mask {expected.format(key=key, stem=img.stem)} in {masks}" if mask is None else ""
+        region = region_files.get(img.stem + region_suffix) if region_files is not None else None
+        if not missing and region_files is not None and region is None:
+            missing = f"no region mask '{img.stem}{region_suffix}.*' in {regions}"
+        if missing:
             if problems is None:
-                raise DataError(msg)
-            problems.append(msg)
+                raise DataError(f"{img}: {missing}")
+            problems.append(f"{img}: {missing}")
             continue
-        samples.append(Sample(str(img), str(mask)))
+        samples.append(Sample(str(img), str(mask), region=str(region) if region is not None else ""))
     if not samples:
         if image_files:
             rule = (f"mask stems matching '{stems[1]}'" if stems is not None
@@ -92,6 +103,17 @@ def pair_folders(
         what = f" with a stem matching '{stems[0]}'" if stems is not None else ""
         raise DataError(f"{images}: no images{what} ({', '.join(IMAGE_EXTENSIONS)})")
     return samples
+
+
+def _region_index(images: Path, regions: Path, region_suffix: str) -> dict[str, Path]:
+    """Region mask files by stem."""
+    if images.is_dir() and regions.is_dir() and images.resolve() == regions.resolve() and not region_suffix:
+        raise DataError(f"{regions}: images and region masks are the same folder; set data.region_suffix "
+                        "(e.g. _mask) so region masks can be told from images")
+    files: dict[str, Path] = {}
+    for r in _images_in(regions):
+        files.setdefault(r.stem, r)
+    return files
 
 
 class _NameIndex:
@@ -131,7 +153,8 @@ class _NameIndex:
 
 
 def read_list_file(list_file: Path, root: Path) -> list[Sample]:
-    """Read 'image mask' lines; missing absolute paths are resolved by name inside `root`."""
+    """Read 'IMAGE MASK' or 'IMAGE MASK REGION' lines (REGION: the image's region mask); missing absolute
+    paths are resolved by name inside `root`."""
     if not list_file.is_file():
         raise DataError(f"{list_file}: split list file not found")
     index = _NameIndex(root)
@@ -141,10 +164,10 @@ def read_list_file(list_file: Path, root: Path) -> list[Sample]:
         if not line or line.startswith("#"):
             continue
         parts = line.split()
-        if len(parts) != 2:
-            raise DataError(f"{list_file}:{lineno}: expected 'IMAGE MASK', got {line!r}")
-        img, mask = (index.resolve(x, list_file, lineno) for x in parts)
-        samples.append(Sample(str(img), str(mask)))
+        if len(parts) not in (2, 3):
+            raise DataError(f"{list_file}:{lineno}: expected 'IMAGE MASK' or 'IMAGE MASK REGION', got {line!r}")
+        paths = [str(index.resolve(x, list_file, lineno)) for x in parts]
+        samples.append(Sample(paths[0], paths[1], region=paths[2] if len(paths) == 3 else ""))
     if not samples:
         raise DataError(f"{list_file}: split list is empty")
     return samples

@@ -111,6 +111,29 @@ def display_rgb(image: np.ndarray) -> np.ndarray:
     return np.repeat(img[..., :1], 3, axis=-1) if img.shape[-1] < 3 else np.ascontiguousarray(img[..., :3])
 
 
+def read_region(path: Path, marks: str = "valid") -> np.ndarray:
+    """A region mask file -> (H, W) bool, True where pixels are scored. Its non-zero pixels (any channel;
+    0/1, 0/255, 1-bit, 16-bit or JPEG-soft) are the field of view (`marks` 'valid') or the pixels to
+    ignore ('ignore'). Values that are neither near 0 nor near the top of the file's range are refused."""
+    im = _open(path)
+    if im.mode == "1":
+        values = np.asarray(im).astype(np.uint8)
+    elif im.mode in ("L", "I;16", "I;16B", "I;16L", "I", "P") and (im.mode != "P" or np.asarray(im).max(initial=0) <= 1):
+        values = np.asarray(im)
+    else:
+        values = np.asarray(im.convert("RGB")).max(axis=-1)
+    top = int(values.max(initial=0))
+    if top <= 1:
+        inside = values > 0
+    else:
+        full = 255 if values.dtype == np.uint8 else 65535
+        if top <= full // 2:
+            raise DataError(f"{path}: region mask's largest value is {top}, expected 0 and {full} (or 0 and 1); "
+                            "a region mask marks each pixel as in (non-zero) or out (0)")
+        inside = values > full // 2
+    return inside if marks == "valid" else ~inside
+
+
 class MaskDecoder:
     """Decode one mask file to an (H, W) uint8 map of class indices and `ignore_index`.
 

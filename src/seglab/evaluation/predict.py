@@ -101,10 +101,19 @@ def overlay(image: np.ndarray, color_mask: np.ndarray, alpha: float = 0.5) -> np
 
 def mask_rule(data: dict[str, Any]) -> Callable[[str], bool]:
     """Whether a file stem is a mask by a dataset config's pairing rule (`data.mask_suffix` or the mask
-    regex of `data.pair_stems`), so predict on a folder of images and masks side by side skips the masks."""
+    regex of `data.pair_stems`), or a region mask (`data.region_suffix` where splits have `regions`), so
+    predict on a folder of images and masks side by side skips the masks."""
     suffix, pair = data.get("mask_suffix") or "", data.get("pair_stems")
     stems = (pair["image"], pair["mask"]) if pair else None
-    return lambda stem: marked_mask_key(stem, suffix, stems) is not None
+    has_regions = any(isinstance(data.get(k), dict) and data[k].get("regions") for k in ("train", "val", "test"))
+    region_suffix = (data.get("region_suffix") or "") if has_regions else ""
+
+    def is_mask(stem: str) -> bool:
+        if region_suffix and stem.endswith(region_suffix) and len(stem) > len(region_suffix):
+            return True
+        return marked_mask_key(stem, suffix, stems) is not None
+
+    return is_mask
 
 
 def collect_inputs(inputs: Sequence[str], is_mask: Optional[Callable[[str], bool]] = None) -> list[Path]:
