@@ -21,7 +21,7 @@ install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
 demo: install
-	$(BIN)/seglab demo
+	$(BIN)/seglab demo --overwrite  # replaces runs/demo of an earlier demo, nothing else
 
 test: install-dev
 	$(BIN)/python -m pytest -q

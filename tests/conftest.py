@@ -62,3 +62,34 @@ def folder_raw(tiny_raw: dict, root: Path, **data) -> dict:
                    "random_split": {"val": 0.34, "seed": 0}, "mask_encoding": "index",
                    "class_names": ["bg", "a", "b"], **data}
     return raw
+
+
+def cfg_file(tmp_path: Path, raw: dict, name: str = "cfg.yaml") -> str:
+    """Write a config dict as YAML; returns its path."""
+    import yaml
+
+    p = tmp_path / name
+    p.write_text(yaml.safe_dump(raw))
+    return str(p)
+
+
+def cli_fails(capsys, argv, pattern) -> str:
+    """Run the CLI and check it refused with exit status 2 and one line 'error: ...' matching `pattern`."""
+    import re
+
+    from seglab.cli import main
+
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert err.startswith("error: ")
+    assert re.search(pattern, err), err
+    return err
+
+
+@pytest.fixture
+def folder(tmp_path, tiny_raw):
+    """A 6-image folder dataset (index masks, 3 classes) and its config dict."""
+    root = make_folder_dataset(tmp_path / "data", n=6)
+    return root, folder_raw(tiny_raw, root)

@@ -11,31 +11,7 @@ from PIL import Image
 
 from seglab.cli import main
 
-from conftest import TINY, folder_raw, make_folder_dataset, save_png
-
-
-def _cfg_file(tmp_path: Path, raw: dict, name: str = "cfg.yaml") -> str:
-    p = tmp_path / name
-    p.write_text(yaml.safe_dump(raw))
-    return str(p)
-
-
-def _fails(capsys, argv, pattern) -> str:
-    code = main(argv)
-    err = capsys.readouterr().err.strip()
-    assert code == 2, err
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    assert err.startswith("error: ")
-    import re
-
-    assert re.search(pattern, err), err
-    return err
-
-
-@pytest.fixture
-def folder(tmp_path, tiny_raw):
-    root = make_folder_dataset(tmp_path / "data", n=6)
-    return root, folder_raw(tiny_raw, root)
+from conftest import cfg_file as _cfg_file, cli_fails as _fails, TINY, folder_raw, save_png
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +81,7 @@ def test_mask_index_out_of_range(capsys, folder, tmp_path):
 def test_empty_split(capsys, folder, tmp_path):
     root, raw = folder
     raw["data"]["random_split"] = {"val": 0.0, "seed": 0}
-    _fails(capsys, ["train", _cfg_file(tmp_path, raw)], r"the val split is empty")
+    _fails(capsys, ["train", _cfg_file(tmp_path, raw)], r"data\.random_split\.val: 0 leaves no validation images")
     (root / "empty.txt").write_text("\n")
     raw["data"]["val"] = {"list": "empty.txt"}
     _fails(capsys, ["train", _cfg_file(tmp_path, raw)], r"empty\.txt: split list is empty")

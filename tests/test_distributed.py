@@ -3,9 +3,11 @@ global batch size and seed, and resume under DDP.
 
 Tolerance: validation mIoU within 0.005 and losses within 1e-3 (relative). With sync_bn and the global
 batch split over ranks the two runs compute the same sums in a different order, so they differ only by
-float rounding (about 1e-5 measured)."""
+float rounding (about 1e-5 measured). The loss is ce_dice, whose Dice term is not a per-pixel mean: it
+matches only because losses pool their sums over ranks (tests/test_distributed_losses.py checks every loss)."""
 import copy
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -24,7 +26,7 @@ pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_avai
 
 def _raw(tmp_path, name, epochs):
     raw = copy.deepcopy(TINY)
-    raw["loss"] = {"name": "cross_entropy"}  # a per-pixel mean: splitting the batch over ranks keeps it exact
+    raw["loss"] = {"name": "ce_dice"}  # the Weizmann Horse default; its Dice term pools over ranks
     raw["schedule"] = {"name": "constant"}
     raw["optimizer"] = {"name": "adam", "lr": 0.01}
     raw["train"].update(epochs=epochs, batch_size=8, threads=1, sync_bn=True)
@@ -66,6 +68,10 @@ def test_two_processes_match_one_and_resume(tmp_path):
     run = tmp_path / "runs" / "ddp"
     _close(_history(run), single)
     assert (run / "eval" / "val" / "metrics.json").is_file() and (run / "report.html").is_file()
+    # the validation logged while training (sharded over ranks) is rank 0's re-evaluation of the same weights
+    summary = json.loads((run / "summary.json").read_text())
+    logged = {int(r["epoch"]): r["val_miou"] for r in _history(run)}[summary["best_epoch"]]
+    assert json.loads((run / "eval" / "val" / "metrics.json").read_text())["miou"] == pytest.approx(logged, abs=1e-6)
     assert not list(tmp_path.glob("runs/ddp*/*rank*"))  # only rank 0 writes the run folder
 
     # resume under DDP: 3 epochs, then continue to 6 from last.pt
@@ -121,3 +127,15 @@ def test_time_budget_under_torchrun_keeps_ranks_in_step(tmp_path):
     assert timing["steps_run"] == timing["planned_steps"] > 0
     ckpt = torch.load(tmp_path / "runs" / "budget" / "checkpoints" / "last.pt", weights_only=True)
     assert ckpt["optimizer_state"]["param_groups"][0]["lr"] == pytest.approx(0.01 * 0.1)
+
+
+def test_an_uneven_global_batch_is_refused_once_before_any_work(tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "seglab", "train", _raw(tmp_path, "uneven", 1), "--set", "train.batch_size=7"]
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert res.returncode != 0
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("error: ")]
+    assert lines == ["error: train.batch_size: 7 (the global batch) does not split over 2 processes; "
+                     "use a multiple of 2"], res.stderr[-2000:]
+    assert not (tmp_path / "runs").exists()

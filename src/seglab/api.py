@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 import numpy as np
-import torch
 
-from .config import Config, config_from_dict, load_config
+from .config import Config, config_differences, config_from_dict, load_config
 from .data.merge import source_summary
 from .data.datasets import EvalDataset, build_data, build_split, check_split, label_problems
 from .data.masks import display_rgb
@@ -19,7 +18,7 @@ from .data.splits import load_split
 from .engine.budget import Estimate
 from .engine.distributed import is_main_process
 from .engine.trainer import fit, pick_device
-from .errors import DataError, SeglabError
+from .errors import CheckpointError, DataError, SeglabError
 from .evaluation.evaluate import run_evaluation
 from .evaluation.inference import settings_from_config
 from .evaluation.predict import load_model, model_file_kind, overlay, predict_files
@@ -51,23 +50,39 @@ def train(config: Union[Config, PathLike], *, overrides: Sequence[str] = (), res
             from .experiments import cross_validate
 
             return cross_validate(cfg)
-        if not run.last.is_file():
-            raise SeglabError(f"{run.path}: nothing to resume (no checkpoints/last.pt)")
-        run = fit(cfg, resume=True)
     else:
         cfg = config if isinstance(config, Config) else load_config(config, list(overrides))
         if cfg.k_folds:
             from .experiments import cross_validate
 
             return cross_validate(cfg, overwrite=overwrite)
-        run = fit(cfg, overwrite=overwrite, split=split, estimate=estimate)
-    if not is_main_process():  # torchrun: rank 0 evaluates and reports
-        return run
-    for name in ["val"] + (["test"] if cfg.eval.split == "test" else []):
-        evaluate(run.path, split=name, report=False)
-    finish_report(run)
+        run = RunDir(cfg.run_dir())
+    with _run_lock(run):
+        if resume is not None and not run.last.is_file():
+            if not run.started_without_checkpoint():
+                raise SeglabError(f"{run.path}: nothing to resume (no checkpoints/last.pt)")
+            log.info(f"{run.path}: the run stopped before its first checkpoint; starting it over")
+            run = fit(cfg, overwrite=True)
+        elif resume is not None:
+            run = fit(cfg, resume=True)
+        else:
+            run = fit(cfg, overwrite=overwrite, split=split, estimate=estimate)
+        if not is_main_process():  # torchrun: rank 0 evaluates and reports
+            return run
+        for name in ["val"] + (["test"] if cfg.eval.split == "test" else []):
+            evaluate(run.path, split=name, report=False)
+        finish_report(run)
     _track_final(cfg, run)
     return run
+
+
+def _run_lock(run: RunDir) -> Any:
+    """The run folder's lock, held by the process that writes it (torchrun: rank 0)."""
+    from contextlib import nullcontext
+
+    from .reporting.run_dir import RunLock
+
+    return RunLock(run) if is_main_process() else nullcontext()
 
 
 def _track_final(cfg: Config, run: RunDir) -> None:
@@ -124,6 +139,12 @@ def evaluate(target: PathLike, *, split: str = "val", overrides: Sequence[str] =
     ckpt_path, run = _resolve_target(target)
     lm = load_model(ckpt_path)
     cfg = config_from_dict(lm.checkpoint["config"], str(ckpt_path), list(overrides))
+    if run is not None:  # a checkpoint copied in from another run would be scored on labels it never learnt
+        diff = config_differences(config_from_dict(lm.checkpoint["config"], str(ckpt_path)), load_config(run.config),
+                                  sections=("data", "model"))
+        if diff:
+            raise CheckpointError(f"{ckpt_path}: not a checkpoint of the run in {run.path}: its settings differ at "
+                                  f"{diff} (checkpoint vs config.yaml)")
     device = pick_device(cfg.train.device)
     lm.model.to(device)
     split_data = load_split(run.split) if run is not None and run.split.is_file() else None
@@ -203,7 +224,7 @@ def predict(checkpoint: PathLike, inputs: Sequence[str], out: PathLike, *, devic
     bad = [o for o in overrides if not o.startswith("eval.")]
     if bad:
         raise SeglabError(f"--set {bad[0]}: predict takes eval.* settings only (sliding window, TTA)")
-    return predict_files(Path(checkpoint), inputs, Path(out), pick_device(device), progress, engine,
+    return predict_files(Path(checkpoint), inputs, Path(out), pick_device(device, "--device"), progress, engine,
                          settings_from_config(cfg.eval), workers)
 
 
@@ -224,7 +245,8 @@ def inspect(config: Union[Config, PathLike], *, overrides: Sequence[str] = (), o
     """
     cfg = config if isinstance(config, Config) else load_config(config, list(overrides))
     problems: list[str] = []
-    data = build_data(cfg, split=build_split(cfg.data, problems))
+    warnings: list[str] = []  # what train accepts but a user should know (masks without images)
+    data = build_data(cfg, split=build_split(cfg.data, problems, warnings))
     labels = data.labels
     summary: dict[str, Any] = {"classes": labels.names, "ignore_index": labels.ignore_index,
                                "palette": {n: list(c) for n, c in zip(labels.names, labels.palette)}, "splits": {}}
@@ -250,6 +272,7 @@ def inspect(config: Union[Config, PathLike], *, overrides: Sequence[str] = (), o
         }
         problems += label_problems(loader, stats)
     summary["problems"] = problems
+    summary["warnings"] = warnings
     out_dir = Path(out) if out is not None else Path(cfg.output.dir) / f"inspect_{cfg.output.name}"
     out_dir.mkdir(parents=True, exist_ok=True)
     if "train" in data.loaders and num_samples:
@@ -271,13 +294,14 @@ def inspect(config: Union[Config, PathLike], *, overrides: Sequence[str] = (), o
     return summary
 
 
-def demo(*, out_dir: PathLike = "runs", overrides: Sequence[str] = ()) -> RunDir:
-    """Train a small U-Net on the built-in synthetic dataset, evaluate it and write runs/demo/report.html."""
+def demo(*, out_dir: PathLike = "runs", overrides: Sequence[str] = (), overwrite: bool = False) -> RunDir:
+    """Train a small U-Net on the built-in synthetic dataset, evaluate it and write runs/demo/report.html
+    (an earlier demo's folder is replaced only with `overwrite`)."""
     text = resources.files("seglab").joinpath("resources/demo.yaml").read_text()
     import yaml
 
     raw = yaml.safe_load(text)
     raw.setdefault("output", {})["dir"] = str(out_dir)
     cfg = config_from_dict(raw, "demo.yaml", list(overrides))
-    return train(cfg, overwrite=True)
+    return train(cfg, overwrite=overwrite)
 

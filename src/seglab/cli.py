@@ -9,6 +9,19 @@ from typing import Optional, Sequence
 from .errors import SeglabError
 
 
+def _count(low: int):
+    """An argparse type: a whole number >= low (argparse names the flag in its one-line error)."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+        if v < low:
+            raise argparse.ArgumentTypeError(f"{v} is below {low}")
+        return v
+    return parse
+
+
 def _common(p: argparse.ArgumentParser, sets: bool = True) -> None:
     if sets:
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -18,8 +31,8 @@ def _common(p: argparse.ArgumentParser, sets: bool = True) -> None:
 
 def _inference_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("large images (default: the config's eval section)")
-    g.add_argument("--sliding-window", nargs=2, type=int, metavar=("H", "W"), help="predict in overlapping H x W windows")
-    g.add_argument("--stride", nargs=2, type=int, metavar=("H", "W"), help="window step (default 2/3 of the window)")
+    g.add_argument("--sliding-window", nargs=2, type=_count(1), metavar=("H", "W"), help="predict in overlapping H x W windows")
+    g.add_argument("--stride", nargs=2, type=_count(1), metavar=("H", "W"), help="window step (default 2/3 of the window)")
     g.add_argument("--tta-flip", action="store_true", help="average with the horizontally flipped image")
     g.add_argument("--tta-scales", nargs="+", type=float, metavar="S", help="average over image scales, e.g. 0.75 1 1.25")
 
@@ -80,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--engine", choices=["torch", "onnxruntime"], default="torch",
                    help="onnxruntime: CHECKPOINT is an .onnx file written by `seglab export`")
-    p.add_argument("--workers", type=int, default=0, help="processes decoding images and threads writing PNGs")
+    p.add_argument("--workers", type=_count(0), default=0, help="processes decoding images and threads writing PNGs")
     _inference_flags(p)
     _common(p)
 
@@ -88,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint")
     p.add_argument("--format", dest="fmt", choices=["onnx", "torchscript"], default="onnx")
     p.add_argument("--out", help="output file (default: beside the checkpoint)")
-    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="input size (default: the training input size)")
+    p.add_argument("--size", type=_count(1), nargs=2, metavar=("H", "W"), help="input size (default: the training input size)")
     _common(p, sets=False)
 
     p = sub.add_parser("inspect", help="check a dataset: counts, sizes, class frequencies, problems, sample grid")
@@ -98,18 +111,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="train and evaluate a small U-Net on built-in synthetic data (runs/demo)")
     p.add_argument("--out-dir", default="runs")
+    p.add_argument("--overwrite", action="store_true", help="replace the demo run folder of an earlier demo")
     _common(p)
 
     p = sub.add_parser("report", help="rebuild report.html of a run folder, or compare several run folders")
     p.add_argument("run_dir", nargs="+")
     p.add_argument("--out", help="comparison output folder when several run folders are given (default runs/comparison)")
     p.add_argument("--split", choices=("val", "test"), help="split to compare on (default test when every run has it)")
-    p.add_argument("--images", type=int, default=4, help="images predicted side by side by every model")
+    p.add_argument("--images", type=_count(0), default=4, help="images predicted side by side by every model")
     _common(p, sets=False)
 
     p = sub.add_parser("tune", help="hyperparameter search (Optuna) over the config's tune.space")
     p.add_argument("config")
-    p.add_argument("--trials", type=int, required=True, help="trials to run in this process")
+    p.add_argument("--trials", type=_count(1), required=True, help="trials to run in this process")
     p.add_argument("--storage", help="study database URL (default sqlite:///OUTPUT_DIR/tune_NAME.db); "
                                      "several processes or machines may share one")
     p.add_argument("--study", help="study name (default tune.study_name or output.name)")
@@ -119,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="train every experiment that is not finished, then compare them in one report")
     p.add_argument("configs", nargs="+", help="config files, or sweep files listing experiments")
     p.add_argument("--out", required=True, help="folder for runs/, report.html, results.csv and results.md")
-    p.add_argument("--images", type=int, default=4, help="images predicted side by side by every model")
+    p.add_argument("--images", type=_count(0), default=4, help="images predicted side by side by every model")
     _budget_flag(p, "every experiment gets the same training time, e.g. 20m: the fair answer to "
                     "'which model is best in 20 minutes of this machine'")
     _common(p)
@@ -168,6 +182,8 @@ def _print_inspect(s: dict) -> None:
             print(f"  image files: {kinds}")
         for rule, px in sp["pixels_decoded_by_rule"].items():
             print(f"  {rule}: {px} px")
+    for w in s.get("warnings", []):
+        print(f"warning: {w}")
     if s["problems"]:
         print(f"{len(s['problems'])} problem(s), which would make train refuse the data:")
         for p in s["problems"]:
@@ -203,10 +219,22 @@ def run(args: argparse.Namespace) -> int:
         _convert(args)
         return 0
     if args.command in ("train", "inspect", "tune") and getattr(args, "config", None) is not None:
-        from .config import load_config
+        import os
 
-        # A bad config fails here, in a fraction of a second, before torch is imported.
-        load_config(args.config, args.overrides + (_budget_overrides(args) if args.command == "train" else []))
+        from .config import load_config
+        from .errors import ConfigError
+
+        # A bad config fails here, in a fraction of a second, before torch is imported (and under torchrun
+        # before any process group forms: every rank finds the same fault, rank 0 alone says it).
+        try:
+            cfg = load_config(args.config, args.overrides + (_budget_overrides(args) if args.command == "train" else []))
+            world = int(os.environ.get("WORLD_SIZE", "1"))
+            if args.command == "train" and world > 1 and cfg.train.batch_size % world:
+                raise ConfigError(f"train.batch_size: {cfg.train.batch_size} (the global batch) does not split over "
+                                  f"{world} processes; use a multiple of {world}")
+        except SeglabError as exc:
+            exc.same_on_every_rank = True  # type: ignore[attr-defined]
+            raise
     from . import api
     from .engine.distributed import is_main_process
 
@@ -233,7 +261,7 @@ def run(args: argparse.Namespace) -> int:
         if summary["problems"]:
             return 1
     elif args.command == "demo":
-        r = api.demo(out_dir=args.out_dir, overrides=args.overrides)
+        r = api.demo(out_dir=args.out_dir, overrides=args.overrides, overwrite=args.overwrite)
         print(f"demo done\nreport: {r.report}")
     elif args.command == "report":
         from .reporting.run_dir import RunDir
@@ -301,7 +329,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except SeglabError as exc:
         if args.debug:
             raise
-        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        if is_main_process() or not getattr(exc, "same_on_every_rank", False):
+            print(f"error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except Exception as exc:  # unexpected: still one line unless --debug
         if args.debug:

@@ -190,6 +190,8 @@ class DataConfig(_MaskOptions):
     # 16-bit and float images are divided by this (default: 65535 for 16-bit, 1 for float; 8-bit by 255):
     # one scale for the whole dataset, so absolute intensity survives; e.g. 4095 for 12-bit cameras
     image_max: Optional[float] = Field(None, gt=0)
+    # larger image, mask and region files are refused as decompression bombs (12000x9000 = 108M fits)
+    max_image_pixels: int = Field(200_000_000, ge=1)
     cache: bool = False
     synthetic: SyntheticConfig = SyntheticConfig()
     sources: Optional[list[SourceConfig]] = None
@@ -370,8 +372,18 @@ class EvalConfig(_Strict):
 
 
 class OutputConfig(_Strict):
+    """The run folder is dir/name; name is a plain folder name (it is what --overwrite may replace)."""
+
     dir: str = "runs"
     name: str = "experiment"
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, v: str) -> str:
+        if v in ("", ".", "..") or any(c in v for c in "/\\\0") or v.strip() != v:
+            raise ValueError(f"{v!r} is not a plain folder name (no '.', '..', separators or edge spaces); "
+                             "put the parent folder in output.dir")
+        return v
 
 
 class TrackingConfig(_Strict):
@@ -549,14 +561,40 @@ def load_config(path: Union[str, os.PathLike], overrides: Optional[list[str]] = 
     if not p.is_file():
         raise ConfigError(f"{p}: config file not found")
     try:
-        raw = yaml.safe_load(p.read_text()) or {}
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{p}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "
+                          "save the config as UTF-8") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{p}: not valid YAML{where}") from None
+    if raw is None:
+        raise ConfigError(f"{p}: the config is empty; start from one in configs/ (or `seglab demo` for the built-in data)")
     if not isinstance(raw, dict):
         raise ConfigError(f"{p}: expected a mapping of sections (data, model, train, ...)")
+    if "data" not in raw:
+        raise ConfigError(f"{p}: no data: section (which images and masks to train on); "
+                          "write data: {kind: synthetic} to mean the built-in shapes")
     return config_from_dict(raw, str(p), overrides)
+
+
+def config_differences(a: Config, b: Config, limit: int = 3, sections: Optional[tuple[str, ...]] = None) -> str:
+    """The settings where two configs differ, e.g. "model.base_channels (32 vs 16)"; "" when they are the
+    same run (where a run folder is, output.*, is not compared). `sections` limits it to some, e.g. ("data",)."""
+    def flat(d: Any, prefix: str = "") -> dict[str, Any]:
+        if isinstance(d, dict):
+            out: dict[str, Any] = {}
+            for k, v in d.items():
+                out.update(flat(v, f"{prefix}{k}."))
+            return out
+        return {prefix[:-1]: d}
+
+    fa, fb = flat(a.to_dict()), flat(b.to_dict())
+    keys = [k for k in dict.fromkeys([*fa, *fb]) if not k.startswith("output.") and fa.get(k) != fb.get(k)
+            and (sections is None or k.split(".")[0] in sections)]
+    shown = ", ".join(f"{k} ({fa.get(k)!r} vs {fb.get(k)!r})" for k in keys[:limit])
+    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
 def dump_config(cfg: Config) -> str:

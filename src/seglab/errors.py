@@ -15,3 +15,13 @@ class DataError(SeglabError):
 
 class CheckpointError(SeglabError):
     """A file that is not a usable seglab checkpoint."""
+
+
+def brief(text: object, limit: int = 120) -> str:
+    """The first line of an error text, cut at a word boundary to about `limit` characters."""
+    lines = str(text).strip().splitlines()
+    first = lines[0].strip() if lines else ""
+    if len(first) <= limit:
+        return first
+    cut = first[:limit].rsplit(" ", 1)[0].rstrip(",;:")
+    return (cut if len(cut) > limit // 2 else first[:limit]) + " ..."

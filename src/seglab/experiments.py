@@ -27,6 +27,15 @@ log = logging.getLogger("seglab")
 PathLike = Union[str, Path]
 
 
+def _set_list(value: Any, where: str) -> list[str]:
+    """A sweep's `set:`: a list of KEY=VALUE strings (a single string would be read letter by letter)."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) and "=" in v for v in value):
+        raise ConfigError(f"{where}: expected a list of KEY=VALUE strings, e.g. [train.epochs=5], got {value!r}")
+    return list(value)
+
+
 def expand_experiments(inputs: Sequence[PathLike], overrides: Sequence[str] = ()) -> list[tuple[str, Config]]:
     """Config files and sweep files -> [(experiment name, config)], names made unique.
 
@@ -43,7 +52,7 @@ def expand_experiments(inputs: Sequence[PathLike], overrides: Sequence[str] = ()
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
         if isinstance(doc, dict) and "experiments" in doc:
-            common = list(doc.get("set") or [])
+            common = _set_list(doc.get("set"), f"{path}: set")
             exps = doc["experiments"]
             if not isinstance(exps, list) or not exps:
                 raise ConfigError(f"{path}: experiments: expected a non-empty list of {{config, name, set}} entries")
@@ -55,8 +64,14 @@ def expand_experiments(inputs: Sequence[PathLike], overrides: Sequence[str] = ()
                     raise ConfigError(f"{path}: experiments[{i}]: unknown key {sorted(unknown)[0]!r}; allowed: config, name, set")
                 cfg_path = Path(exp["config"])
                 cfg_path = cfg_path if cfg_path.is_absolute() else path.parent / cfg_path
-                cfg = load_config(cfg_path, common + list(exp.get("set") or []) + list(overrides))
-                out.append((str(exp.get("name") or cfg.output.name), cfg))
+                own = _set_list(exp.get("set"), f"{path}: experiments[{i}].set")
+                cfg = load_config(cfg_path, common + own + list(overrides))
+                name = str(exp.get("name") or cfg.output.name)
+                try:  # the name becomes the experiment's folder
+                    cfg.output.name = name
+                except ValueError:
+                    raise ConfigError(f"{path}: experiments[{i}].name: {name!r} is not a plain folder name") from None
+                out.append((name, cfg))
         else:
             cfg = load_config(path, list(overrides))
             out.append((cfg.output.name, cfg))
@@ -304,8 +319,10 @@ def cross_validate(cfg: Config, *, overwrite: bool = False) -> RunDir:
         barrier()
         if is_main_process():
             if existing and overwrite:
+                root.check_new(overwrite=True)  # refuses a folder seglab did not create
                 shutil.rmtree(root.path)
             root.path.mkdir(parents=True, exist_ok=True)
+            root.mark()
             if not root.split.is_file():  # when resuming: the same pool and folds as before
                 save_split(root.split, build_split(cfg.data))
             atomic_write_text(root.config, dump_config(cfg))

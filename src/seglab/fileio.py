@@ -1,27 +1,107 @@
-"""Atomic writes: write to a temporary file beside the target, then rename over it."""
+"""Atomic writes: write to a temporary file beside the target, flush it to disk, then rename over it.
+
+A reader (or a resumed run after a crash or power cut) sees the old file or the whole new one, never a
+part; files get the user's umask like any file the user creates.
+"""
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, Optional
+
+from .errors import SeglabError, brief
+
+# Called as write_hook(path, stage) at each step of every atomic write, stage "written" (the temporary
+# file is complete, not yet renamed) or "replaced" (renamed over `path`); the crash-point tests raise
+# from it to stop a run at each write point. None in normal use.
+write_hook: Optional[Callable[[Path, str], None]] = None
+
+TMP_SUFFIX = ".tmp"
+
+
+def _umask() -> int:
+    try:  # Linux: read without changing it (os.umask can only be read by setting it)
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # not possible everywhere (e.g. Windows): the rename is still atomic
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path in the target's folder; on success it replaces `path` in one rename."""
+    """Yield a temporary path in the target's folder; on success it is flushed to disk, given the mode a
+    new file gets under the user's umask, and replaces `path` in one rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files
+    except BaseException as exc:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise write_error(path, exc) from None
+        raise
+    if write_hook is not None:
+        write_hook(path, "written")  # outside the clean-up above: a crash here leaves the temporary, as a kill would
+    try:
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    _fsync_dir(path.parent)
+    if write_hook is not None:
+        write_hook(path, "replaced")
+
+
+def write_error(path: Path, exc: BaseException) -> SeglabError:
+    """One line for a failed write, naming the file (a full disk says so)."""
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC or "No space left" in str(exc):
+        why = "the disk is full; free space and rerun (a run resumes with --resume)"
+    elif isinstance(exc, OSError) and exc.strerror:
+        why = exc.strerror
+    else:
+        why = brief(exc)
+    return SeglabError(f"{path}: could not write: {why}")
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete temporary files that an interrupted atomic write left in `folder` (not recursive)."""
+    removed = []
+    if Path(folder).is_dir():
+        for p in Path(folder).iterdir():
+            if p.name.startswith(".") and p.name.endswith(TMP_SUFFIX) and p.is_file():
+                p.unlink()
+                removed.append(p)
+    return removed
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -1,7 +1,14 @@
-"""Segmentation losses; every one skips pixels equal to `ignore_index`."""
+"""Segmentation losses; every one skips pixels equal to `ignore_index`.
+
+Under torchrun every sum a loss pools over the batch (pixel counts, Dice intersections and unions) goes
+through `batch_sum`, which inside `pooled_over_ranks()` adds the other ranks' sums: each rank then computes
+the loss of the whole global batch, with gradients through its own pixels, so N processes train what one
+process would for every loss, not only for per-pixel means (nnU-Net and MONAI do the same for Dice).
+"""
 from __future__ import annotations
 
-from typing import Optional, Union
+import contextlib
+from typing import Iterator, Optional, Union
 
 import numpy as np
 import torch
@@ -12,8 +19,35 @@ from .errors import ConfigError
 from .registry import LOSSES, builder_options, lookup, register_loss
 
 
+_pooled = False  # set by pooled_over_ranks() around a training step under torchrun
+
+
+@contextlib.contextmanager
+def pooled_over_ranks(enabled: bool = True) -> Iterator[None]:
+    """Losses computed inside pool their batch sums over all torchrun ranks (see `batch_sum`). Every rank
+    must compute the same losses inside it (each sum is a collective operation)."""
+    global _pooled
+    before, _pooled = _pooled, enabled and torch.distributed.is_available() and torch.distributed.is_initialized()
+    try:
+        yield
+    finally:
+        _pooled = before
+
+
+def batch_sum(x: torch.Tensor) -> torch.Tensor:
+    """A per-batch sum (any shape, already summed over this rank's samples) -> the same sum over the global
+    batch when pooled over ranks; its gradient flows to this rank's part only (the others' parts are
+    constants here and get their gradients on their own ranks)."""
+    if not _pooled:
+        return x
+    total = x.detach().clone()
+    torch.distributed.all_reduce(total)
+    return x + (total - x.detach())
+
+
 class CrossEntropy(nn.Module):
-    """Pixel-wise (optionally class-weighted) cross-entropy over (N, C, H, W) logits, (N, H, W) targets."""
+    """Pixel-wise (optionally class-weighted) cross-entropy over (N, C, H, W) logits, (N, H, W) targets:
+    sum of w[t] * -log p_t over labelled pixels / sum of w[t] (PyTorch's weighted mean)."""
 
     def __init__(self, ignore_index: int, weight: Optional[torch.Tensor] = None):
         super().__init__()
@@ -21,9 +55,14 @@ class CrossEntropy(nn.Module):
         self.register_buffer("weight", weight if weight is not None else None, persistent=False)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor, labelled: Optional[torch.Tensor] = None) -> torch.Tensor:
-        if not (target != self.ignore_index).any():
-            return logits.sum() * 0.0  # all pixels ignored: zero loss, not NaN
-        return F.cross_entropy(logits, target, weight=self.weight, ignore_index=self.ignore_index)
+        per_pixel = F.cross_entropy(logits, target, weight=self.weight, ignore_index=self.ignore_index, reduction="none")
+        valid = target != self.ignore_index
+        if self.weight is not None:
+            w = self.weight.to(per_pixel.dtype)[torch.where(valid, target, 0).clamp(0, len(self.weight) - 1)] * valid
+        else:
+            w = valid.to(per_pixel.dtype)
+        # all pixels ignored: zero loss, not NaN
+        return batch_sum(per_pixel.sum()) / batch_sum(w.sum()).clamp_min(1e-12)
 
 
 class SoftDice(nn.Module):
@@ -39,8 +78,8 @@ class SoftDice(nn.Module):
         prob = logits.float().softmax(1) * valid
         onehot = F.one_hot(target.clamp(0, c - 1) * valid.squeeze(1), c).permute(0, 3, 1, 2) * valid
         dims = (0, 2, 3)
-        inter = (prob * onehot).sum(dims)
-        denom = prob.sum(dims) + onehot.sum(dims)
+        inter = batch_sum((prob * onehot).sum(dims))
+        denom = batch_sum(prob.sum(dims) + onehot.sum(dims))
         return 1.0 - ((2 * inter + self.smooth) / (denom + self.smooth).clamp_min(1e-7)).mean()
 
 
@@ -93,12 +132,10 @@ class MarginalCrossEntropy(CrossEntropy):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor, labelled: Optional[torch.Tensor] = None) -> torch.Tensor:
         logq, valid = marginal_log_prob(logits, target, labelled, self.ignore_index)
-        if not valid.any():
-            return logits.sum() * 0.0
         w = valid.float()
         if self.weight is not None:
             w = w * self.weight[torch.where(valid, target, 0).clamp(0, len(self.weight) - 1)]
-        return -(w * logq).sum() / w.sum().clamp_min(1e-12)
+        return -batch_sum((w * logq).sum()) / batch_sum(w.sum()).clamp_min(1e-12)
 
 
 class MarginalDice(nn.Module):
@@ -121,10 +158,10 @@ class MarginalDice(nn.Module):
         onehot = F.one_hot(torch.where(valid, target, 0).clamp(0, k - 1), k).permute(0, 3, 1, 2) * valid[:, None]
         use = (~merged).float()
         use[:, 0] = 1.0  # (N, K): which samples speak for each class
-        inter = ((prob * onehot).sum((2, 3)) * use).sum(0)
-        denom = ((prob.sum((2, 3)) + onehot.sum((2, 3))) * use).sum(0)
+        inter = batch_sum(((prob * onehot).sum((2, 3)) * use).sum(0))
+        denom = batch_sum(((prob.sum((2, 3)) + onehot.sum((2, 3))) * use).sum(0))
         dice = (2 * inter + self.smooth) / (denom + self.smooth).clamp_min(1e-7)
-        present = use.sum(0) > 0
+        present = batch_sum(use.sum(0)) > 0
         return 1.0 - dice[present].mean()
 
 
@@ -144,33 +181,38 @@ class ExclusionLoss(nn.Module):
     def forward(self, logits: torch.Tensor, target: torch.Tensor, labelled: Optional[torch.Tensor] = None) -> torch.Tensor:
         n, k = logits.shape[:2]
         if labelled is None:
-            return logits.sum() * 0.0
+            return logits.sum() * 0.0  # every sample annotates every class: nothing to exclude (on every rank)
         logits = logits.float()
         valid = target != self.ignore_index
         excl = (valid & (target > 0)).float()  # (N, H, W): labelled foreground
         unannotated = ~labelled.to(logits.device, torch.bool)
         unannotated[:, 0] = False
         lse = torch.logsumexp(logits, 1)
-        total = logits.new_zeros(())
-        terms = logits.new_zeros(())
-        for c in range(1, k):
-            rows = unannotated[:, c]
-            if not rows.any():
-                continue
-            e = excl[rows]
-            if self.kind == "ce":
+        if self.kind == "ce":
+            # sum over classes c not annotated by a sample of -log(1 - p_c) on its labelled foreground
+            total = logits.new_zeros(())
+            for c in range(1, k):
+                rows = unannotated[:, c]
                 others = torch.cat([logits[rows, :c], logits[rows, c + 1:]], 1)
                 log_not_c = torch.logsumexp(others, 1) - lse[rows]  # log(1 - p_c), stable
-                total = total - (e * log_not_c).sum()
-            else:
-                p = (logits[rows, c] - lse[rows]).exp()
-                total = total + 2 * (e * p).sum() / (e.sum() + p.sum() + self.smooth)
-                terms = terms + 1
-        if self.kind == "ce":
+                total = total - (excl[rows] * log_not_c).sum()
             # Per labelled pixel, like the cross-entropy: a mean over the excluded pixels alone would give a
             # small labelled object the weight of whole images and tilt the model towards foreground.
-            return total / valid.sum().clamp_min(1)
-        return total / terms.clamp_min(1.0)
+            return batch_sum(total) / batch_sum(valid.sum().to(total.dtype)).clamp_min(1)
+        inter, denom, rows_of = (logits.new_zeros(k - 1) for _ in range(3))
+        parts_i, parts_d, parts_r = [], [], []
+        for c in range(1, k):
+            rows = unannotated[:, c]
+            e, p = excl[rows], (logits[rows, c] - lse[rows]).exp()
+            parts_i.append((e * p).sum())
+            parts_d.append(e.sum() + p.sum())
+            parts_r.append(rows.sum().to(logits.dtype))
+        if k > 1:
+            inter, denom, rows_of = torch.stack(parts_i), torch.stack(parts_d), torch.stack(parts_r)
+        inter, denom, rows_of = batch_sum(inter), batch_sum(denom), batch_sum(rows_of)
+        used = rows_of > 0  # classes that some sample of the (global) batch does not annotate
+        terms = 2 * inter / (denom + self.smooth)
+        return (terms * used).sum() / used.sum().clamp_min(1)
 
 
 # ---- conditional model: one binary output per (image, class) ----
@@ -208,21 +250,20 @@ class ConditionalLoss(nn.Module):
             logits = logits[pairs[:, 0], pairs[:, 1]]
         else:
             logits = logits[:, 0]
-        if pairs.numel() == 0:
-            return logits.sum() * 0.0
         logits = logits.float()
         y, valid = _pair_targets(target, pairs, self.ignore_index)
-        if not valid.any():
-            return logits.sum() * 0.0
         w = valid.float()
         loss = logits.new_zeros(())
         if self.kind in ("bce", "bce_dice"):
             bce = F.binary_cross_entropy_with_logits(logits, y, reduction="none")
-            loss = loss + self.ce_weight * (bce * w).sum() / w.sum()
+            loss = loss + self.ce_weight * batch_sum((bce * w).sum()) / batch_sum(w.sum()).clamp_min(1e-12)
         if self.kind in ("dice", "bce_dice"):
+            # the mean over the global batch's (sample, class) pairs of each pair's Dice loss
             p = logits.sigmoid() * w
             inter, denom = (p * y * w).sum((1, 2)), (p + y * w).sum((1, 2))
-            dice = 1.0 - ((2 * inter + self.smooth) / (denom + self.smooth)).mean()
+            per_pair = 1.0 - (2 * inter + self.smooth) / (denom + self.smooth)
+            count = batch_sum(logits.new_tensor(float(len(per_pair))))
+            dice = batch_sum(per_pair.sum()) / count.clamp_min(1)
             loss = loss + (self.dice_weight if self.kind == "bce_dice" else 1.0) * dice
         return loss
 

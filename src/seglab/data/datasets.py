@@ -22,6 +22,9 @@ from .splits import random_split
 from .synthetic import make_synthetic_sample, synthetic_labels
 from .transforms import build_train_transform, prepare_eval_image, to_tensor
 
+# images with a side below this are refused (a 1x1 thumbnail or an empty crop, not a training image)
+MIN_IMAGE_SIDE = 4
+
 # a file pair, or a synthetic sample: its index in the loader's split, or "split/index" (e.g. CV folds)
 Item = Union[Sample, int, str]
 
@@ -55,24 +58,29 @@ def build_labels(data: DataConfig) -> tuple[LabelSpace, dict[int, int]]:
 
 
 def _read_source(src: Union[SplitSource, SourceConfig], root: Path, pairing: dict[str, Any],
-                 problems: Optional[list[str]]) -> list[Sample]:
+                 problems: Optional[list[str]], notes: Optional[list[str]] = None) -> list[Sample]:
     if src.list is not None:
         return read_list_file(resolve_path(root, src.list), root)
     regions = getattr(src, "regions", None)  # folder datasets' splits only
     if regions is not None:
         pairing = {**pairing, "regions": resolve_path(root, regions)}
-    return pair_folders(resolve_path(root, src.images), resolve_path(root, src.masks), problems=problems, **pairing)
+    return pair_folders(resolve_path(root, src.images), resolve_path(root, src.masks), problems=problems, notes=notes,
+                        **pairing)
 
 
-def _merged_split(data: DataConfig, root: Path, problems: Optional[list[str]]) -> dict[str, Any]:
+def _merged_split(data: DataConfig, root: Path, problems: Optional[list[str]],
+                  notes: Optional[list[str]]) -> dict[str, Any]:
     """Given-split sources are used whole; each train source is split at random on its own."""
     assert data.sources
     rs = data.random_split
     has = {name: any(s.split == name for s in data.sources) for name in ("val", "test")}
+    if not has["val"] and rs.val == 0:
+        raise ConfigError("data.random_split.val: 0 leaves no validation images and no source has split: val; "
+                          "set a fraction (e.g. 0.15) or give a val source")
     out: dict[str, Any] = {"kind": "merged", "train": [], "val": [], "test": []}
     for src in data.sources:
         try:
-            items = [Sample(s.image, s.mask, src.name) for s in _read_source(src, root, src.pairing(), problems)]
+            items = [Sample(s.image, s.mask, src.name) for s in _read_source(src, root, src.pairing(), problems, notes)]
         except DataError as exc:
             raise DataError(f"data.sources[{src.name}]: {exc}") from None
         if src.split != "train":
@@ -87,12 +95,14 @@ def _merged_split(data: DataConfig, root: Path, problems: Optional[list[str]]) -
     return out
 
 
-def build_split(data: DataConfig, problems: Optional[list[str]] = None) -> dict[str, Any]:
+def build_split(data: DataConfig, problems: Optional[list[str]] = None,
+                notes: Optional[list[str]] = None) -> dict[str, Any]:
     """Resolve train / val / test items: given folders or lists, else a seeded random split.
 
     Returns a JSON-ready dict: {"kind", "train", "val", "test"}; file pairs as [image, mask], or
     [image, mask, source] in merged data, or [image, mask, "", region] for an image with a region mask.
-    Images without masks raise, or are left out and listed in `problems` when it is given.
+    Images without masks raise, or are left out and listed in `problems` when it is given; masks
+    without images are left out and listed in `notes` (logged as warnings without it).
     """
     if data.kind == "synthetic":
         s = data.synthetic
@@ -104,14 +114,17 @@ def build_split(data: DataConfig, problems: Optional[list[str]] = None) -> dict[
         }
     root = data_root(data)
     if data.kind == "merged":
-        return _merged_split(data, root, problems)
+        return _merged_split(data, root, problems, notes)
     assert data.train is not None
     pairing = {**data.pairing(), "region_suffix": data.region_suffix}
-    train = _read_source(data.train, root, pairing, problems)
-    val = _read_source(data.val, root, pairing, problems) if data.val else None
-    test = _read_source(data.test, root, pairing, problems) if data.test else None
+    train = _read_source(data.train, root, pairing, problems, notes)
+    val = _read_source(data.val, root, pairing, problems, notes) if data.val else None
+    test = _read_source(data.test, root, pairing, problems, notes) if data.test else None
     rs = data.random_split
     if val is None:
+        if rs.val == 0:
+            raise ConfigError("data.random_split.val: 0 leaves no validation images and no data.val is given; "
+                              "set a fraction (e.g. 0.15) or give data.val")
         parts = random_split(train, val=rs.val, test=0.0 if test is not None else rs.test, seed=rs.seed)
         train, val = parts["train"], parts["val"]
         test = test if test is not None else parts["test"]
@@ -140,7 +153,8 @@ class PairLoader:
         self.split = split
         self.items = items
         self.labels = labels
-        self.decoder = (MaskDecoder(data.mask_encoding, labels, remap, **data.mask_options())
+        self.decoder = (MaskDecoder(data.mask_encoding, labels, remap, **data.mask_options(),
+                                    max_pixels=data.max_image_pixels)
                         if data.kind != "merged" else None)
         self.sources = sources or []
         # per item: index into `sources` (merged data) or -1
@@ -196,7 +210,11 @@ class PairLoader:
         return pair
 
     def _load_files(self, s: Sample, i: int) -> tuple[np.ndarray, np.ndarray]:
-        image = read_image(Path(s.image), self.data.in_channels, self.data.image_max, self.image_kinds)
+        image = read_image(Path(s.image), self.data.in_channels, self.data.image_max, self.image_kinds,
+                           self.data.max_image_pixels)
+        if min(image.shape[:2]) < MIN_IMAGE_SIDE:
+            raise DataError(f"{s.image}: {image.shape[1]}x{image.shape[0]} pixels, too small to segment (sides below "
+                            f"{MIN_IMAGE_SIDE}); remove it from the dataset")
         k = self.source_of[i]
         mask = self.sources[k].decode(Path(s.mask)) if k >= 0 else self.decoder(Path(s.mask))
         if s.region:
@@ -221,7 +239,7 @@ class PairLoader:
 
     def _apply_region(self, mask: np.ndarray, s: Sample) -> np.ndarray:
         """Pixels outside the image's region mask become the ignore value (so loss and metrics skip them)."""
-        keep = read_region(Path(s.region), self.data.region_marks)
+        keep = read_region(Path(s.region), self.data.region_marks, self.data.max_image_pixels)
         if keep.shape != mask.shape:
             raise DataError(f"{s.region}: region mask is {keep.shape[1]}x{keep.shape[0]} but the mask {s.mask} is "
                             f"{mask.shape[1]}x{mask.shape[0]}; region masks must have their mask's size")
@@ -258,7 +276,11 @@ def label_problems(loader: "PairLoader", stats: SplitStats) -> list[str]:
     if not stats.sizes or len(present) > 1 or data.kind == "synthetic":
         return []
     n, total = len(stats.sizes), sum(h * w for h, w in stats.sizes)
-    only = f"class {present[0]} ('{labels.names[present[0]]}')" if len(present) else "no class"
+    if not len(present):
+        return [f"{loader.split} split: every pixel of its {n} masks is the ignore value {labels.ignore_index} "
+                "(void or outside a region mask): nothing to learn from or score; check data.void_class, "
+                "data.mask_encoding and the masks"]
+    only = f"class {present[0]} ('{labels.names[present[0]]}')"
     where = f"{loader.split} split: every labelled pixel of its {n} masks is {only}"
     if data.kind == "folder" and data.mask_encoding == "index" and stats.ignored:
         return [f"{where} and {100 * stats.ignored / total:.0f}% are {labels.ignore_index} (the ignore value): "
@@ -430,6 +452,11 @@ def build_data(cfg: Config, split: Optional[dict[str, Any]] = None, check: Seque
         refused = label_problems(loaders[name], stats)
         if refused:
             raise DataError(refused[0])
+        sizes = sorted(set(stats.sizes))
+        if name == "train" and len(sizes) > 1 and cfg.augment.resize is None and cfg.augment.crop is None:
+            shown = ", ".join(f"{w}x{h}" for h, w in sizes[:3])
+            raise DataError(f"the train split's masks come in {len(sizes)} sizes ({shown}{' ...' if len(sizes) > 3 else ''}) "
+                            "and a batch needs one: set augment.resize or augment.crop")
         if name == "train":
             bundle.train_counts, bundle.train_image_pixels = stats.counts, stats.image_pixels
     return bundle

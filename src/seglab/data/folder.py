@@ -1,6 +1,7 @@
 """Pairing images with masks: by file stem across two folders, or from 'image mask' list files."""
 from __future__ import annotations
 
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -9,6 +10,8 @@ from typing import Optional
 
 from ..errors import DataError
 from .masks import IMAGE_EXTENSIONS
+
+log = logging.getLogger("seglab")
 
 
 @dataclass(frozen=True)
@@ -43,13 +46,15 @@ def marked_mask_key(stem: str, mask_suffix: str = "", stems: Optional[tuple[str,
 def pair_folders(
     images: Path, masks: Path, mask_suffix: str = "", problems: Optional[list[str]] = None,
     stems: Optional[tuple[str, str]] = None, regions: Optional[Path] = None, region_suffix: str = "",
+    notes: Optional[list[str]] = None,
 ) -> list[Sample]:
     """Pair every image with its mask, any image extension: the mask of the same stem plus `mask_suffix`,
     or, with `stems` = (image regex, mask regex), the mask whose stem shares the regexes' one group.
 
     Images and masks may share a folder (CamSeq01: NAME.png beside NAME_L.png): files marked as masks
-    by the suffix or the mask regex are never listed as images. An image without a mask raises, or is
-    skipped and listed in `problems` when a list is given.
+    by the suffix or the mask regex are never listed as images. An image without a mask, and two images
+    or two masks of one key (a.png, a.jpg), raise, or are left out and listed in `problems` when a list
+    is given. Masks without an image are left out and listed in `notes` (logged without it).
 
     With `regions`, each image also gets the region mask whose stem is the image's stem plus
     `region_suffix` (a region folder shared with the images needs the suffix, so regions are not images).
@@ -64,22 +69,49 @@ def pair_folders(
     def mask_key(stem: str) -> Optional[str]:
         return marked_mask_key(stem, mask_suffix, stems) if (stems is not None or mask_suffix) else stem
 
+    def refuse(msg: str) -> None:
+        if problems is None:
+            raise DataError(msg)
+        problems.append(msg)
+
     by_key: dict[str, Path] = {}
-    mask_files = _images_in(masks)
-    for m in mask_files:
+    ambiguous: set[str] = set()
+    for m in _images_in(masks):
         key = mask_key(m.stem)
-        if key is not None:
-            by_key.setdefault(key, m)
+        if key is None:
+            continue
+        if key in by_key:  # a.png and a.jpg: which one is the label is not ours to guess
+            refuse(f"{m}: a second mask for the image '{key}' ({by_key[key].name} and {m.name}); keep one of them")
+            ambiguous.add(key)
+            continue
+        by_key[key] = m
     samples = []
     image_files = []
+    image_of: dict[str, Path] = {}
     for img in _images_in(images):
         if same and mask_key(img.stem) is not None:
             continue  # a mask in the shared folder
         if regions_shared and img.stem.endswith(region_suffix):
             continue  # a region mask in a folder shared with the images
         key = _stem_key(stems[0], img.stem) if stems is not None else img.stem
-        if key is not None:
-            image_files.append((img, key))
+        if key is None:
+            continue
+        if key in image_of:  # both would train on one mask
+            refuse(f"{img}: a second image for the mask '{key}' ({image_of[key].name} and {img.name}); "
+                   "keep one of them")
+            ambiguous.add(key)
+            continue
+        image_of[key] = img
+        image_files.append((img, key))
+    unpaired = sorted(set(by_key) - set(image_of))
+    if unpaired:
+        msg = (f"{masks}: {len(unpaired)} mask file(s) without an image in {images}, left out: "
+               f"{', '.join(by_key[k].name for k in unpaired[:3])}{' ...' if len(unpaired) > 3 else ''}")
+        if notes is None:
+            log.warning(msg)
+        else:
+            notes.append(msg)
+    image_files = [(img, key) for img, key in image_files if key not in ambiguous]
     expected = (f"with a stem matching '{stems[1]}' and key '{{key}}'" if stems is not None
                 else f"'{{stem}}{mask_suffix}.*'")
     for img, key in image_files:
@@ -89,9 +121,7 @@ def pair_folders(
         if not missing and region_files is not None and region is None:
             missing = f"no region mask '{img.stem}{region_suffix}.*' in {regions}"
         if missing:
-            if problems is None:
-                raise DataError(f"{img}: {missing}")
-            problems.append(f"{img}: {missing}")
+            refuse(f"{img}: {missing}")
             continue
         samples.append(Sample(str(img), str(mask), region=str(region) if region is not None else ""))
     if not samples:

@@ -85,7 +85,7 @@ def read_palette_file(path: Path) -> list[tuple[str, tuple[int, int, int]]]:
             row = [c.strip() for c in row]
             if not row or not any(row):
                 continue
-            if lineno == 1 and not row[1].lstrip("-").isdigit():
+            if lineno == 1 and len(row) >= 2 and not row[1].lstrip("-").isdigit():
                 continue  # header such as "name,r,g,b"
             if len(row) < 4:
                 raise DataError(f"{path}:{lineno}: expected 'name,r,g,b', got {','.join(row)!r}")

@@ -1,7 +1,6 @@
 """Reading images and decoding index, binary and RGB-palette masks into (H, W) uint8 class maps."""
 from __future__ import annotations
 
-import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -9,31 +8,42 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ..errors import DataError
+from ..errors import DataError, brief
 from .labels import LabelSpace
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif")
 
 
-def _open(path: Path) -> Image.Image:
+# Images above this many pixels are refused (a decompression bomb, or a file far larger than any
+# training image); data.max_image_pixels sets it per dataset.
+DEFAULT_MAX_IMAGE_PIXELS = 200_000_000
+
+
+def _open(path: Path, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Image.Image:
+    limit = Image.MAX_IMAGE_PIXELS
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(path)
-            raw = str(im.tile[0][3]) if im.tile else ""  # the file's pixel layout, e.g. "RGB;16B"
-            im.load()  # decode now so truncated files fail here, not later
+        Image.MAX_IMAGE_PIXELS = None  # PIL's own guard is replaced by the size check below
+        im = Image.open(path)
+        w, h = im.size
+        if w * h > max_pixels:
+            raise DataError(f"{path}: {w}x{h} = {w * h:,} pixels, above data.max_image_pixels ({max_pixels:,}); "
+                            "raise it if the file is genuine")
+        raw = str(im.tile[0][3]) if im.tile else ""  # the file's pixel layout, e.g. "RGB;16B"
+        im.load()  # decode now so truncated files fail here, not later
         im.info["seglab_rawmode"] = raw
         return im
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     except UnidentifiedImageError:
         raise DataError(f"{path}: not a readable image (corrupt or unknown format)") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as exc:
-        raise DataError(f"{path}: cannot decode image ({exc})") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"{path}: cannot decode image ({brief(exc)})") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
 
 
 def read_image(path: Path, channels: int = 3, image_max: float | None = None,
-               kinds: Counter | None = None) -> np.ndarray:
+               kinds: Counter | None = None, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
     """Read an image file as (H, W, C) with C = `channels`: uint8 for 8-bit files; float32 for 16-bit and
     float files, divided by `image_max` (default 65535 for 16-bit and other integer files, 1 for floats),
     one scale for the whole dataset so absolute intensity survives. TIFFs of any band count go through tifffile.
@@ -41,9 +51,9 @@ def read_image(path: Path, channels: int = 3, image_max: float | None = None,
     """
     path = Path(path)
     if path.suffix.lower() in (".tif", ".tiff"):
-        arr, kind = _read_tiff(path)
+        arr, kind = _read_tiff(path, max_pixels)
     else:
-        arr, kind = _read_pil(path, channels)
+        arr, kind = _read_pil(path, channels, max_pixels)
     if kinds is not None:
         kinds[kind] += 1
     if arr.dtype != np.uint8:  # 16-bit (or 32-bit integer grey) -> / 65535, float -> / 1, unless image_max
@@ -63,8 +73,8 @@ def read_image(path: Path, channels: int = 3, image_max: float | None = None,
     raise DataError(f"{path}: {have} channels, but data.in_channels is {channels}; set data.in_channels: {have}")
 
 
-def _read_pil(path: Path, channels: int) -> tuple[np.ndarray, str]:
-    im = _open(path)
+def _read_pil(path: Path, channels: int, max_pixels: int) -> tuple[np.ndarray, str]:
+    im = _open(path, max_pixels)
     kind = im.mode
     if im.format == "PNG" and (";16" in im.info["seglab_rawmode"] or im.mode.startswith("I;16")):
         # Pillow keeps only the high bytes of 16-bit RGB PNGs: OpenCV reads every bit
@@ -81,17 +91,23 @@ def _read_pil(path: Path, channels: int) -> tuple[np.ndarray, str]:
     return np.asarray(im), kind
 
 
-def _read_tiff(path: Path) -> tuple[np.ndarray, str]:
+def _read_tiff(path: Path, max_pixels: int) -> tuple[np.ndarray, str]:
     import tifffile
 
     try:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
+            pixels = int(np.prod([n for n, a in zip(series.shape, series.axes) if a in "YX"]))
+            if pixels > max_pixels:
+                raise DataError(f"{path}: {pixels:,} pixels, above data.max_image_pixels ({max_pixels:,}); "
+                                "raise it if the file is genuine")
             arr, axes = series.asarray(), series.axes
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
+    except DataError:
+        raise
     except Exception as exc:  # tifffile raises many kinds for broken files
-        raise DataError(f"{path}: cannot decode TIFF ({str(exc).splitlines()[0][:100]})") from None
+        raise DataError(f"{path}: cannot decode TIFF ({brief(exc, 100)})") from None
     axes = axes.replace("Q", "S")
     if arr.ndim == 3 and axes[0] in "SC" and axes[1:] == "YX":  # band-first (planar) -> band-last
         arr = np.moveaxis(arr, 0, -1)
@@ -111,11 +127,11 @@ def display_rgb(image: np.ndarray) -> np.ndarray:
     return np.repeat(img[..., :1], 3, axis=-1) if img.shape[-1] < 3 else np.ascontiguousarray(img[..., :3])
 
 
-def read_region(path: Path, marks: str = "valid") -> np.ndarray:
+def read_region(path: Path, marks: str = "valid", max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
     """A region mask file -> (H, W) bool, True where pixels are scored. Its non-zero pixels (any channel;
     0/1, 0/255, 1-bit, 16-bit or JPEG-soft) are the field of view (`marks` 'valid') or the pixels to
     ignore ('ignore'). Values that are neither near 0 nor near the top of the file's range are refused."""
-    im = _open(path)
+    im = _open(path, max_pixels)
     if im.mode == "1":
         values = np.asarray(im).astype(np.uint8)
     elif im.mode in ("L", "I;16", "I;16B", "I;16L", "I", "P") and (im.mode != "P" or np.asarray(im).max(initial=0) <= 1):
@@ -148,8 +164,9 @@ class MaskDecoder:
 
     def __init__(self, encoding: str, labels: LabelSpace, remap: dict[int, int] | None = None, *,
                  threshold: int = 127, invert: bool = False, unknown_colors: str = "error",
-                 tolerance: float = 30.0) -> None:
+                 tolerance: float = 30.0, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> None:
         self.encoding = encoding
+        self.max_pixels = max_pixels
         self.labels = labels
         self.remap = dict(remap or {})
         self.threshold, self.invert = threshold, invert
@@ -166,7 +183,7 @@ class MaskDecoder:
             self._names = [(list(labels.names) + ["void"] * len(labels.void_colors))[i] for i in order]
 
     def __call__(self, path: Path) -> np.ndarray:
-        im = _open(path)
+        im = _open(path, self.max_pixels)
         if self.encoding == "binary":
             return self._decode_binary(im, path)
         if self.encoding == "rgb":

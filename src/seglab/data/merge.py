@@ -14,7 +14,7 @@ import numpy as np
 
 from ..config import DataConfig, SourceConfig
 from ..errors import ConfigError, DataError
-from .labels import LabelSpace, build_label_space, default_palette, read_palette_file
+from .labels import LabelSpace, build_label_space, default_palette
 from .masks import MaskDecoder
 
 BACKGROUND = "background"
@@ -137,7 +137,7 @@ def build_merged(data: DataConfig, root: Path) -> tuple[LabelSpace, list[MergedS
             if n in mapping:
                 lut[i] = names.index(mapping[n])
                 labelled[lut[i]] = True
-        decoder = MaskDecoder(s.mask_encoding, own, remap, **s.mask_options())
+        decoder = MaskDecoder(s.mask_encoding, own, remap, **s.mask_options(), max_pixels=data.max_image_pixels)
         sources.append(MergedSource(s.name, s, decoder, lut, labelled))
     return labels, sources
 

@@ -1,7 +1,6 @@
 """Checkpoints: tensors plus plain metadata, written atomically, read with weights_only=True."""
 from __future__ import annotations
 
-import pickle
 import random
 from pathlib import Path
 from typing import Any
@@ -9,8 +8,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import CheckpointError
-from ..fileio import atomic_path
+from ..errors import CheckpointError, SeglabError, brief
+from ..fileio import atomic_path, write_error
 
 FORMAT = "seglab-checkpoint"
 VERSION = 1
@@ -44,7 +43,10 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     """Write {format, version, **payload} atomically; payload holds tensors and plain values only."""
     data = {"format": FORMAT, "version": VERSION, **payload}
     with atomic_path(Path(path)) as tmp:
-        torch.save(data, tmp)
+        try:
+            torch.save(data, tmp)
+        except RuntimeError as exc:  # torch's writer reports a full disk as "enforce fail ..."
+            raise write_error(Path(path), exc) from None
 
 
 def load_checkpoint(path: Path, map_location: str = "cpu") -> dict[str, Any]:
@@ -54,9 +56,9 @@ def load_checkpoint(path: Path, map_location: str = "cpu") -> dict[str, Any]:
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, AttributeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: not a seglab checkpoint ({first[:120]})") from None
+    except Exception as exc:  # any file: pickle, zip, text... whatever fails, it is not a checkpoint
+        first = brief(exc) or type(exc).__name__
+        raise CheckpointError(f"{path}: not a seglab checkpoint ({first})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a seglab checkpoint (no '{FORMAT}' marker)")
     if data.get("version") != VERSION:
@@ -64,4 +66,61 @@ def load_checkpoint(path: Path, map_location: str = "cpu") -> dict[str, Any]:
     for key in ("model_state", "model", "labels", "config"):
         if key not in data:
             raise CheckpointError(f"{path}: seglab checkpoint lacks '{key}'")
+    _check_metadata(path, data)
     return data
+
+
+def _check_metadata(path: Path, data: dict[str, Any]) -> None:
+    """The plain metadata a checkpoint is rebuilt from has the types and ranges seglab writes."""
+    def bad(what: str) -> CheckpointError:
+        return CheckpointError(f"{path}: checkpoint metadata {what}; the file was not written by seglab or was altered")
+
+    meta = data["model"]
+    if not isinstance(meta, dict) or not isinstance(meta.get("name"), str) or not isinstance(meta.get("options"), dict):
+        raise bad("'model' is not {name, options, ...}")
+    for key, low, high in (("in_channels", 1, 64), ("num_classes", 2, 254)):
+        v = meta.get(key)
+        if not isinstance(v, int) or isinstance(v, bool) or not low <= v <= high:
+            raise bad(f"model.{key} is {v!r}, expected a whole number {low}..{high}")
+    if not isinstance(meta.get("conditional"), (dict, type(None))):
+        raise bad("model.conditional is not a mapping")
+    labels = data["labels"]
+    try:
+        names = labels["names"]
+        ok = (isinstance(names, list) and all(isinstance(n, str) for n in names) and isinstance(labels["palette"], list)
+              and all(isinstance(c, list) and len(c) == 3 and all(isinstance(v, int) for v in c) for c in labels["palette"])
+              and isinstance(labels["ignore_index"], int))
+    except (KeyError, TypeError):
+        ok = False
+    if not ok:
+        raise bad("'labels' is not {names, palette, ignore_index}")
+    if len(names) != meta["num_classes"]:
+        raise bad(f"has {len(names)} class names for a model of {meta['num_classes']} classes")
+    if not isinstance(data["config"], dict) or not isinstance(data["model_state"], dict):
+        raise bad("'config' or 'model_state' is not a mapping")
+    norm = data.get("normalization") or {}
+    if not isinstance(norm, dict) or not all(
+            isinstance(norm.get(k, []), list) and all(isinstance(v, (int, float)) for v in norm.get(k, []))
+            for k in ("mean", "std")):
+        raise bad("'normalization' is not {mean: [numbers], std: [numbers]}")
+    size = data.get("input_size")
+    if size is not None and not (isinstance(size, list) and len(size) == 2
+                                 and all(isinstance(v, int) and v > 0 for v in size)):
+        raise bad(f"input_size is {size!r}, expected [height, width]")
+
+
+def build_checkpoint_model(path: Path, ckpt: dict[str, Any]) -> torch.nn.Module:
+    """The model a loaded checkpoint describes, with its weights; errors name the checkpoint."""
+    from ..models import build_model_from_meta
+
+    try:
+        model = build_model_from_meta(ckpt["model"])
+    except SeglabError as exc:
+        raise CheckpointError(f"{path}: {brief(exc, 200)}") from None
+    except (TypeError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"{path}: checkpoint's model settings are not usable ({brief(exc)})") from None
+    try:
+        model.load_state_dict(ckpt["model_state"])
+    except (KeyError, RuntimeError, TypeError) as exc:
+        raise CheckpointError(f"{path}: model weights do not match the stored model config ({brief(exc)})") from None
+    return model

@@ -47,17 +47,25 @@ def init_distributed(device_name: str) -> tuple[DistInfo, torch.device]:
     return info, device
 
 
-def resolve_device(name: str, local_rank: int) -> torch.device:
+def resolve_device(name: str, local_rank: int, key: str = "train.device") -> torch.device:
+    """'auto', 'cpu', 'cuda' or 'cuda:N' (or another torch device name) -> the device; `key` is the option
+    that gave the name, for the error (train.device, or a command's --device)."""
     from ..errors import SeglabError
 
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise SeglabError(f"{key}: '{name}' is not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise SeglabError(f"train.device: '{name}' requested but CUDA is not available")
-        if name == "cuda":  # one GPU per local process
+            raise SeglabError(f"{key}: '{name}' requested but CUDA is not available on this machine; use cpu or auto")
+        if device.index is None:  # one GPU per local process
             return torch.device("cuda", local_rank % torch.cuda.device_count())
-    return torch.device(name)
+        if device.index >= torch.cuda.device_count():
+            raise SeglabError(f"{key}: '{name}' but this machine has {torch.cuda.device_count()} GPU(s)")
+    return device
 
 
 def group_is_initialized() -> bool:
@@ -92,6 +100,14 @@ def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64, device=device if dist.get_backend() == "nccl" else "cpu")
     dist.all_reduce(t)
     return t.tolist()
+
+
+def broadcast_buffers(model: nn.Module) -> None:
+    """Give every rank rank 0's buffers (batch-norm running statistics): without sync_bn each rank's last
+    training step updated its own, and validation must score the model that rank 0 saves."""
+    if group_is_initialized():
+        for b in model.buffers():
+            dist.broadcast(b, 0)
 
 
 def barrier() -> None:

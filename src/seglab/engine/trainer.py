@@ -6,6 +6,7 @@ and a time budget's plan come from it), and `fit` runs the epochs into the run f
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
@@ -24,22 +25,23 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from ..config import Config, dump_config
+from ..config import Config, config_differences, config_from_dict, dump_config, load_config
 from ..data.datasets import DataBundle, EpochSampler, EvalDataset, TrainDataset, build_data
 from ..data.splits import load_split, save_split
 from ..durations import format_duration, parse_duration
-from ..errors import SeglabError
+from ..errors import CheckpointError, ConfigError, SeglabError, brief
 from ..evaluation.evaluate import run_evaluation
 from ..fileio import atomic_write_text
-from ..losses import build_loss, class_weights_from_counts, total_loss
+from ..losses import build_loss, class_weights_from_counts, pooled_over_ranks, total_loss
 from ..models import build_model_from_meta
-from ..reporting.run_dir import RunDir
+from ..reporting.run_dir import RunDir, RunLock
 from ..reporting.tracking import create_tracker
 from .budget import BudgetPlan, Estimate
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .hardware import describe_hardware
-from .distributed import (DistInfo, all_reduce_sum, barrier, cleanup_distributed, convert_sync_batchnorm,
+from .distributed import (DistInfo, all_reduce_sum, barrier, broadcast_buffers, cleanup_distributed, convert_sync_batchnorm,
                           group_is_initialized, init_distributed, resolve_device)
+from .rank import is_main_process
 from .optim import build_optimizer, build_scheduler, count_parameters
 from .precision import amp_dtype, resolve_amp
 
@@ -48,9 +50,9 @@ log = logging.getLogger("seglab")
 # The clock of every duration the trainer measures and of time budgets; tests replace it with a
 # simulated one to check budgets without timing anything.
 clock: Callable[[], float] = time.perf_counter
-def pick_device(name: str) -> torch.device:
-    """train.device ('auto', 'cpu', 'cuda[:N]') -> the device of a single process."""
-    return resolve_device(name, 0)
+def pick_device(name: str, key: str = "train.device") -> torch.device:
+    """train.device ('auto', 'cpu', 'cuda[:N]') -> the device of a single process; `key` names the option."""
+    return resolve_device(name, 0, key)
 
 
 def seed_everything(seed: int) -> None:
@@ -188,13 +190,16 @@ def train_step(t: Training, images: torch.Tensor, masks: torch.Tensor, labelled:
     if cfg.train.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
     dtype = amp_dtype(t.precision)
-    with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+    # torchrun: every rank computes the loss of the whole global batch (losses pool their sums over ranks),
+    # so any loss, Dice included, trains as in one process
+    with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None), pooled_over_ranks(t.dist.enabled):
         outputs = t.net(images, labelled) if t.conditional else t.net(images)
         loss = total_loss(t.loss_fn, outputs, masks, cfg.loss.aux_weight, labelled)
     if not torch.isfinite(loss):
-        raise SeglabError(f"training diverged at {where}: loss is {float(loss)}; lower optimizer.lr")
+        raise SeglabError(f"training diverged at {where}: loss is {float(loss.detach())}; lower optimizer.lr")
     t.optimizer.zero_grad(set_to_none=True)
-    t.scaler.scale(loss).backward()
+    # each rank's gradient is the global loss's through its own pixels; DDP averages them, so scale back to the sum
+    t.scaler.scale(loss * t.dist.world_size if t.dist.enabled else loss).backward()
     if cfg.train.grad_clip:
         t.scaler.unscale_(t.optimizer)
         torch.nn.utils.clip_grad_norm_(t.model.parameters(), cfg.train.grad_clip)
@@ -206,6 +211,8 @@ def train_step(t: Training, images: torch.Tensor, masks: torch.Tensor, labelled:
 def validate(t: Training, dataset: torch.utils.data.Dataset) -> dict[str, Any]:
     """Metrics of the model on `dataset` (sharded over torchrun ranks and all-reduced)."""
     cfg = t.cfg
+    if t.dist.enabled:
+        broadcast_buffers(t.model)
     return run_evaluation(t.model, dataset, t.data.labels, device=t.device, batch_size=cfg.eval.batch_size,
                           dilation_ratio=cfg.eval.boundary_dilation_ratio, loss_fn=t.loss_fn,
                           channels_last=cfg.train.channels_last, num_workers=cfg.train.num_workers,
@@ -290,12 +297,49 @@ def fit(cfg: Config, *, resume: bool = False, overwrite: bool = False, split: Op
     `split` (split.json form) replaces resolving the config's sources, e.g. one cross-validation fold.
     `on_epoch(row)` sees every finished epoch's metrics row (e.g. to prune a tuning trial by raising).
     `estimate`: the speed measured beforehand (`estimate_training`), instead of measuring it here.
-    Writes config.yaml, split.json, metrics.csv, train.log, tb/, checkpoints/{last,best}.pt, summary.json.
+    Writes config.yaml, split.json, metrics.csv, train.log, tb/, checkpoints/{last,best}.pt, summary.json,
+    holding the run folder's lock throughout (torchrun: rank 0).
     """
     run = RunDir(cfg.run_dir())
-    ckpt = load_checkpoint(run.last) if resume else None
-    if not resume and run.path.exists() and any(run.path.iterdir()) and not overwrite:
-        raise SeglabError(f"{run.path}: run folder exists; pass --resume to continue it or --overwrite to replace it")
+    with RunLock(run) if is_main_process() else contextlib.nullcontext():
+        return _fit(run, cfg, resume=resume, overwrite=overwrite, split=split, on_epoch=on_epoch, estimate=estimate)
+
+
+def _resume_point(run: RunDir, cfg: Config, main: bool) -> dict[str, Any]:
+    """last.pt, checked against the run's config.yaml, with the run folder put in the state that last.pt
+    describes: temporaries of interrupted writes removed, best.pt completed when a stop came between
+    writing last.pt and best.pt of an improving epoch, metrics.csv as of last.pt."""
+    ckpt = load_checkpoint(run.last)
+    if not main:  # torchrun: rank 0 checks (and may rewrite config.yaml); a refusal there stops every rank
+        return ckpt
+    stored = load_config(run.config)  # the file alone, without this resume's --set / --budget
+    try:
+        saved = config_from_dict(ckpt["config"], str(run.last))
+    except ConfigError as exc:
+        raise CheckpointError(f"{run.last}: its config is not valid ({exc})") from None
+    diff = config_differences(saved, stored)
+    if diff:
+        raise SeglabError(f"{run.config}: differs from the run's checkpoints/last.pt at {diff} (checkpoint vs file); "
+                          "restore the run's config.yaml, or train a new run (--resume continues the run that was started)")
+    run.clean_temporaries()
+    state = ckpt["train_state"]
+    if state.get("best_epoch") is not None and state["best_epoch"] == state.get("epoch"):
+        # last.pt of an improving epoch holds exactly what best.pt must: the stop came before best.pt's write
+        best = load_checkpoint(run.best)["train_state"].get("epoch") if run.best.is_file() else None
+        if best != state["best_epoch"]:
+            save_checkpoint(run.best, {k: v for k, v in ckpt.items() if k not in ("format", "version")})
+            log.info(f"{run.best}: completed from last.pt (the run stopped between the two writes)")
+    run.write_metrics_csv(TrainState.from_dict(state).history)
+    if dump_config(cfg) != dump_config(stored):  # resumed with other settings (--budget, --set): recorded
+        atomic_write_text(run.config, dump_config(cfg))
+    return ckpt
+
+
+def _fit(run: RunDir, cfg: Config, *, resume: bool, overwrite: bool, split: Optional[dict[str, Any]],
+         on_epoch: Optional[Callable[[dict[str, Any]], None]], estimate: Optional[Estimate]) -> RunDir:
+    if not resume:
+        run.check_new(overwrite)
+    ckpt = _resume_point(run, cfg, is_main_process()) if resume else None
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     seed_everything(cfg.seed)
@@ -348,7 +392,15 @@ def fit(cfg: Config, *, resume: bool = False, overwrite: bool = False, split: Op
                                 position=plan.position if plan is not None else None,
                                 total_steps=plan.schedule_steps if plan is not None else None)
     if ckpt is not None:  # after building the schedule, which sets the optimizer's first learning rate
-        model.load_state_dict(ckpt["model_state"])
+        if ckpt["model"]["num_classes"] != labels.num_classes or ckpt["labels"]["names"] != labels.names:
+            raise CheckpointError(f"{run.last}: trained for {ckpt['model']['num_classes']} classes "
+                                  f"({', '.join(ckpt['labels']['names'][:5])}...), but the data now gives "
+                                  f"{labels.num_classes} ({', '.join(labels.names[:5])}...); the palette or class "
+                                  "settings changed since the run started")
+        try:
+            model.load_state_dict(ckpt["model_state"])
+        except RuntimeError as exc:
+            raise CheckpointError(f"{run.last}: weights do not fit the run's model ({brief(exc)})") from None
         optimizer.load_state_dict(ckpt["optimizer_state"])
         scheduler.load_state_dict(ckpt["scheduler_state"])
         set_rng_state(ckpt["rng"])

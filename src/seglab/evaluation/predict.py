@@ -14,10 +14,9 @@ from ..data.folder import marked_mask_key
 from ..data.labels import LabelSpace
 from ..data.masks import IMAGE_EXTENSIONS, display_rgb, read_image
 from ..data.transforms import prepare_eval_image
-from ..engine.checkpoint import load_checkpoint
+from ..engine.checkpoint import build_checkpoint_model, load_checkpoint
 from ..errors import CheckpointError, DataError
 from ..fileio import atomic_path
-from ..models import build_model_from_meta
 from .inference import InferenceSettings, logits_with
 from .runtimes import OnnxModel, TorchScriptModel, is_torchscript
 
@@ -53,15 +52,11 @@ def load_model(path: Path, device: str = "cpu") -> LoadedModel:
     """Rebuild the model of a seglab checkpoint in eval mode."""
     ckpt = load_checkpoint(path)
     meta = ckpt["model"]
-    try:
-        model = build_model_from_meta(meta)
-        model.load_state_dict(ckpt["model_state"])
-    except (KeyError, RuntimeError) as exc:
-        raise CheckpointError(f"{path}: model weights do not match the stored model config ({str(exc)[:120]})") from None
+    model = build_checkpoint_model(path, ckpt)
     model.to(device).eval()
     norm = ckpt.get("normalization", {})
     size = ckpt.get("input_size")
-    n = int(meta["in_channels"])
+    n = meta["in_channels"]
     return LoadedModel(
         model=model,
         labels=LabelSpace.from_dict(ckpt["labels"]),

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ..data.labels import LabelSpace
-from ..errors import SeglabError
+from ..errors import SeglabError, brief
 
 META_KEY = "seglab"
 
@@ -29,7 +29,7 @@ class OnnxModel:
         try:
             self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         except Exception as exc:
-            raise SeglabError(f"{path}: not a loadable ONNX model ({str(exc).splitlines()[0][:120]})") from None
+            raise SeglabError(f"{path}: not a loadable ONNX model ({brief(exc)})") from None
         meta = self.session.get_modelmeta().custom_metadata_map.get(META_KEY)
         if meta is None:
             raise SeglabError(f"{path}: ONNX model was not exported by seglab (no '{META_KEY}' metadata)")
@@ -64,7 +64,7 @@ class TorchScriptModel:
         try:
             self.module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
         except Exception as exc:
-            raise SeglabError(f"{path}: not a loadable TorchScript model ({str(exc).splitlines()[0][:120]})") from None
+            raise SeglabError(f"{path}: not a loadable TorchScript model ({brief(exc)})") from None
         if not extra["seglab.json"]:
             raise SeglabError(f"{path}: TorchScript model was not exported by seglab (no 'seglab.json' inside)")
         info = json.loads(extra["seglab.json"])

@@ -5,12 +5,18 @@ import csv
 import io
 import json
 import math
+import os
+import re
 import shutil
+import socket
 from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import SeglabError
-from ..fileio import atomic_write_text
+from ..fileio import atomic_write_text, remove_stale_temporaries
+
+# Written when seglab creates a run folder: the only kind of folder --overwrite replaces.
+MARKER = ".seglab-run"
 
 METRICS_COLUMNS = [
     "epoch", "train_loss", "val_loss", "val_miou", "val_pixel_accuracy", "val_mean_boundary_iou",
@@ -36,20 +42,71 @@ class RunDir:
     report = property(lambda self: self.path / "report.html")
     summary = property(lambda self: self.path / "summary.json")
 
+    marker = property(lambda self: self.path / MARKER)
+    lock_file = property(lambda self: self.path.parent / f".{self.path.name}.lock")
+
     def eval_dir(self, split: str) -> Path:
         return self.path / "eval" / split
 
     def is_run(self) -> bool:
         return self.config.is_file()
 
+    def created_by_seglab(self) -> bool:
+        """The folder carries seglab's marker, or (folders from before the marker) holds nothing but what a
+        run writes: config.yaml, split.json and checkpoints/ among them."""
+        if self.marker.is_file():
+            return True
+        if not (self.config.is_file() and self.split.is_file() and self.checkpoints.is_dir()):
+            return False
+        known = {"config.yaml", "split.json", "metrics.csv", "train.log", "tb", "checkpoints", "plots", "eval",
+                 "report.html", "summary.json", "cv_summary.json", "results.csv", "results.md"}
+        return all(p.name in known or re.fullmatch(r"fold_\d+", p.name) for p in self.path.iterdir())
+
+    def started_without_checkpoint(self) -> bool:
+        """A seglab run that stopped before its first checkpoint (nothing in it to resume or keep)."""
+        return (self.created_by_seglab() and not self.last.is_file() and not self.best.is_file()
+                and not self.summary.is_file())
+
+    def check_new(self, overwrite: bool) -> None:
+        """Raise unless a new run may be created here: the folder is absent or empty, or a seglab run
+        folder that `overwrite` replaces, or a seglab run that stopped before its first checkpoint."""
+        if not self.path.exists():
+            return
+        if not self.path.is_dir():
+            raise SeglabError(f"{self.path}: exists and is not a folder; choose another output.name")
+        if not self._holds_anything():
+            return
+        if not self.created_by_seglab():
+            raise SeglabError(f"{self.path}: folder exists and was not created by seglab (no {MARKER} marker); "
+                              "seglab replaces only its own run folders: choose another output.dir or output.name")
+        if not overwrite and not self.started_without_checkpoint():
+            raise SeglabError(f"{self.path}: run folder exists; pass --resume to continue it or --overwrite to replace it")
+
+    def _holds_anything(self) -> bool:
+        """Anything in the folder but the temporary of a marker write that a stop interrupted."""
+        return any(not (p.name.startswith(f".{MARKER}.") and p.name.endswith(".tmp")) for p in self.path.iterdir())
+
     def prepare_new(self, overwrite: bool) -> None:
-        """Create an empty run folder; an existing one needs overwrite (or resume elsewhere)."""
-        if self.path.exists() and any(self.path.iterdir()):
-            if not overwrite:
-                raise SeglabError(f"{self.path}: run folder exists; pass --resume to continue it or --overwrite to replace it")
+        """Create an empty run folder with seglab's marker, replacing an existing one as check_new allows."""
+        self.check_new(overwrite)
+        if self.path.is_dir() and any(self.path.iterdir()):
             shutil.rmtree(self.path)
-        for p in (self.path, self.checkpoints, self.plots, self.tensorboard):
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.mark()  # first: a folder that a stop leaves half-made is still recognisably seglab's
+        for p in (self.checkpoints, self.plots, self.tensorboard):
             p.mkdir(parents=True, exist_ok=True)
+
+    def mark(self) -> None:
+        """Write the marker that makes this folder one --overwrite may replace."""
+        if not self.marker.is_file():
+            atomic_write_text(self.marker, "a seglab run folder: `seglab train --overwrite` may replace it\n")
+
+    def clean_temporaries(self) -> list[Path]:
+        """Delete what interrupted atomic writes left (checkpoints/.last.pt.*.tmp and the like)."""
+        removed = []
+        for folder in (self.path, self.checkpoints, self.plots, *self.path.glob("eval/*")):
+            removed += remove_stale_temporaries(folder)
+        return removed
 
     def write_metrics_csv(self, history: list[dict[str, Any]]) -> None:
         buf = io.StringIO()
@@ -64,6 +121,63 @@ class RunDir:
 
     def read_json(self, path: Path) -> Optional[Any]:
         return json.loads(path.read_text()) if path.is_file() else None
+
+
+_held: dict[str, list[Any]] = {}  # lock path -> [fd, depth]: this process's locks (re-entrant)
+
+
+class RunLock:
+    """An exclusive lock on a run folder for a whole training: `.NAME.lock` beside the folder (so replacing
+    the folder keeps it), holding the owner's pid. The operating system releases it when its process dies,
+    so a lock left by a killed run is not in force. Re-entrant within one process."""
+
+    def __init__(self, run: RunDir) -> None:
+        self.run = run
+        self.path = run.lock_file
+
+    def __enter__(self) -> "RunLock":
+        key = str(self.path.resolve())
+        if key in _held:
+            _held[key][1] += 1
+            return self
+        try:
+            import fcntl
+        except ImportError:  # not on Windows: no lock
+            return self
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                owner = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+                os.close(fd)
+                raise SeglabError(f"{self.run.path}: run folder is in use by {owner}; wait for that run to end or "
+                                  "stop it (a lock left by a process that died is not in force)") from None
+            try:  # the previous holder may have removed the file between our open and our lock
+                same = os.path.samestat(os.fstat(fd), os.stat(self.path))
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"seglab process {os.getpid()} on {socket.gethostname()}".encode())
+        _held[key] = [fd, 1]
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        key = str(self.path.resolve())
+        if key not in _held:
+            return
+        _held[key][1] -= 1
+        if _held[key][1] == 0:
+            fd = _held.pop(key)[0]
+            try:
+                self.path.unlink()
+            except FileNotFoundError:
+                pass
+            os.close(fd)
 
 
 def _fmt(v: Any) -> str:

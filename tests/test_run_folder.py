@@ -1,0 +1,200 @@
+"""Run-folder safety (issue 14): seglab replaces only folders it created, one training per folder at a time,
+crash-consistent checkpoints at every write point, files with the user's umask, strict resume."""
+import copy
+import csv
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+from seglab import fileio
+from seglab.config import config_from_dict
+from seglab.engine.checkpoint import load_checkpoint
+from seglab.engine.trainer import fit
+from seglab.errors import ConfigError, SeglabError
+from seglab.reporting.run_dir import MARKER, RunDir, RunLock
+
+from conftest import ROOT
+
+
+def _small(raw):
+    raw = copy.deepcopy(raw)
+    raw["data"]["synthetic"].update(num_train=8, num_val=4, num_test=4, size=[16, 16])
+    raw["train"].update(epochs=2, batch_size=4, estimate_steps=0)
+    return raw
+
+
+def test_overwrite_replaces_only_seglab_run_folders(tmp_path, tiny_raw):
+    from seglab.cli import main
+
+    mine = tmp_path / "runs" / "tiny"
+    mine.mkdir(parents=True)
+    (mine / "thesis.tex").write_text("a user's file")
+    cfg_path = tmp_path / "c.yaml"
+    cfg_path.write_text(yaml.safe_dump(_small(tiny_raw)))
+    assert main(["train", str(cfg_path), "--overwrite"]) == 2
+    assert (mine / "thesis.tex").read_text() == "a user's file"
+    (mine / "thesis.tex").unlink()
+    assert main(["train", str(cfg_path)]) == 0  # an empty folder is fine
+    assert (mine / MARKER).is_file()
+    assert main(["train", str(cfg_path)]) == 2  # exists: --resume or --overwrite
+    (mine / "notes.txt").write_text("kept?")  # a seglab folder is replaced whole, with --overwrite only
+    assert main(["train", str(cfg_path), "--overwrite"]) == 0
+    assert not (mine / "notes.txt").exists() and (mine / MARKER).is_file()
+
+
+@pytest.mark.parametrize("name", [".", "..", "a/b", "", "../escape"])
+def test_output_name_must_be_a_plain_folder_name(tiny_raw, name):
+    raw = copy.deepcopy(tiny_raw)
+    raw["output"]["name"] = name
+    with pytest.raises(ConfigError, match="output.name: .* not a plain folder name"):
+        config_from_dict(raw)
+
+
+def test_demo_replaces_an_earlier_demo_only_when_asked(tmp_path):
+    from seglab import api
+
+    (tmp_path / "demo").mkdir()
+    (tmp_path / "demo" / "mine.txt").write_text("x")
+    with pytest.raises(SeglabError, match="not created by seglab"):
+        api.demo(out_dir=tmp_path, overwrite=True)
+    assert (tmp_path / "demo" / "mine.txt").is_file()
+
+
+def test_a_second_training_into_a_folder_in_use_is_refused(tmp_path, tiny_raw):
+    cfg = config_from_dict(_small(tiny_raw))
+    run = RunDir(cfg.run_dir())
+    script = ("import sys, time; from seglab.reporting.run_dir import RunDir, RunLock\n"
+              "with RunLock(RunDir(sys.argv[1])):\n    print('held', flush=True); time.sleep(60)\n")
+    holder = subprocess.Popen([sys.executable, "-c", script, str(run.path)], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(SeglabError, match=rf"{run.path}: run folder is in use by seglab process {holder.pid}"):
+            fit(cfg)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not run.path.exists()  # refused before anything was written
+    fit(cfg)  # a lock whose process died is not in force
+    with RunLock(run), RunLock(run):  # re-entrant in one process
+        pass
+    assert not run.lock_file.exists()
+
+
+def test_a_run_that_stopped_before_its_first_checkpoint_starts_over(tmp_path, tiny_raw):
+    from seglab import api
+
+    raw = _small(tiny_raw)
+    raw["optimizer"]["lr"] = 1e30  # diverges in epoch 1
+    cfg = config_from_dict(raw)
+    with pytest.raises(SeglabError, match="training diverged"):
+        fit(cfg)
+    run = RunDir(cfg.run_dir())
+    assert run.config.is_file() and not run.last.is_file()
+    fit(config_from_dict(_small(tiny_raw)))  # no --overwrite needed: nothing of that run to keep
+    assert run.last.is_file()
+    run.last.unlink()
+    run.best.unlink()
+    run.summary.unlink()
+    api.train(None, resume=run.path)  # --resume of such a folder starts it over too
+    assert run.last.is_file()
+
+
+def test_resume_refuses_a_config_that_is_not_the_runs(tmp_path, tiny_raw):
+    cfg = config_from_dict(_small(tiny_raw))
+    run = fit(cfg)
+    good = run.config.read_text()
+    run.config.write_text(good.replace("base_channels: 4", "base_channels: 8"))
+    with pytest.raises(SeglabError, match=r"config.yaml: differs from the run's checkpoints/last.pt at "
+                                          r"model.base_channels \(4 vs 8\)"):
+        fit(cfg, resume=True)
+    run.config.write_text(good[: len(good) // 2].rsplit("\n", 1)[0] + "\n")  # truncated: defaults fill the rest
+    with pytest.raises(SeglabError, match="differs from the run's checkpoints/last.pt"):
+        fit(cfg, resume=True)
+
+
+def test_files_get_the_users_umask_and_are_flushed(tmp_path, tiny_raw):
+    old = os.umask(0o022)
+    try:
+        run = fit(config_from_dict(_small(tiny_raw)))
+    finally:
+        os.umask(old)
+    for f in (run.last, run.best, run.metrics_csv, run.summary, run.config, run.split):
+        assert f.stat().st_mode & 0o777 == 0o644, f
+
+
+class _Stop(BaseException):
+    """Stands for a kill: raised from the write hook, it unwinds without any of seglab's error handling."""
+
+
+def _columns(path):
+    with open(path) as f:
+        return [(r["epoch"], r["train_loss"], r["val_miou"]) for r in csv.DictReader(f)]
+
+
+def test_a_stop_at_every_write_point_resumes_to_the_uninterrupted_result(tmp_path, tiny_raw):
+    raw = _small(tiny_raw)
+    raw["train"]["epochs"] = 3
+    points = []
+
+    def count(path, stage):
+        points.append((path.name, stage))
+
+    fileio.write_hook = count
+    try:
+        ref = fit(config_from_dict(raw))
+    finally:
+        fileio.write_hook = None
+    assert ("best.pt", "written") in points and ("last.pt", "replaced") in points
+    ref_best = load_checkpoint(ref.best)
+    ref_summary = ref.read_json(ref.summary)
+    for k in range(len(points)):
+        raw_k = copy.deepcopy(raw)
+        raw_k["output"]["name"] = f"stop_{k}"
+        cfg = config_from_dict(raw_k)
+        seen = []
+
+        def stop_at_k(path, stage):
+            seen.append(1)
+            if len(seen) - 1 == k:
+                raise _Stop
+
+        fileio.write_hook = stop_at_k
+        with pytest.raises(_Stop):
+            fit(cfg)
+        fileio.write_hook = None
+        run = RunDir(cfg.run_dir())
+        if run.last.is_file():
+            fit(cfg, resume=True)
+        else:  # stopped before the first checkpoint: a new start (what train and --resume do by themselves)
+            fit(cfg)
+        where = f"stop at write {k} ({points[k][0]}, {points[k][1]})"
+        best = load_checkpoint(run.best)
+        assert best["train_state"]["epoch"] == ref_best["train_state"]["epoch"], where
+        for name, tensor in ref_best["model_state"].items():
+            assert torch.equal(best["model_state"][name], tensor), where
+        assert run.read_json(run.summary)["best_epoch"] == ref_summary["best_epoch"], where
+        assert _columns(run.metrics_csv) == _columns(ref.metrics_csv), where
+        assert not list(run.checkpoints.glob(".*.tmp")), where  # temporaries of the stopped write removed
+
+
+def test_failed_writes_name_the_file(tmp_path, monkeypatch):
+    import errno
+
+    from seglab.engine.checkpoint import save_checkpoint
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", lambda *a, **k: (_ for _ in ()).throw(RuntimeError(
+        "[enforce fail at inline_container.cc:603] . unexpected pos 64 vs 0")))
+    with pytest.raises(SeglabError, match=rf"{tmp_path / 'x.pt'}: could not write"):
+        save_checkpoint(tmp_path / "x.pt", {"a": 1})
+    monkeypatch.setattr(fileio.Path, "write_text", full)
+    with pytest.raises(SeglabError, match=r"y.txt: could not write: the disk is full"):
+        fileio.atomic_write_text(tmp_path / "y.txt", "data")
+    assert not list(tmp_path.iterdir())  # nothing half-written left
