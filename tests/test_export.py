@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from seglab.cli import main
-from seglab.engine.checkpoint import save_checkpoint
+from seglab.checkpoint import save_checkpoint
 from seglab.data.synthetic import synthetic_labels
 from seglab.evaluation.export import export_checkpoint
 from seglab.evaluation.runtimes import OnnxModel

@@ -12,10 +12,10 @@ import yaml
 
 from seglab import fileio
 from seglab.config import config_from_dict
-from seglab.engine.checkpoint import load_checkpoint
+from seglab.checkpoint import load_checkpoint
 from seglab.engine.trainer import fit
 from seglab.errors import ConfigError, SeglabError
-from seglab.reporting.run_dir import MARKER, RunDir, RunLock
+from seglab.run_dir import MARKER, RunDir, RunLock
 
 from conftest import ROOT
 
@@ -67,7 +67,7 @@ def test_demo_replaces_an_earlier_demo_only_when_asked(tmp_path):
 def test_a_second_training_into_a_folder_in_use_is_refused(tmp_path, tiny_raw):
     cfg = config_from_dict(_small(tiny_raw))
     run = RunDir(cfg.run_dir())
-    script = ("import sys, time; from seglab.reporting.run_dir import RunDir, RunLock\n"
+    script = ("import sys, time; from seglab.run_dir import RunDir, RunLock\n"
               "with RunLock(RunDir(sys.argv[1])):\n    print('held', flush=True); time.sleep(60)\n")
     holder = subprocess.Popen([sys.executable, "-c", script, str(run.path)], stdout=subprocess.PIPE, text=True,
                               env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
@@ -185,7 +185,7 @@ def test_a_stop_at_every_write_point_resumes_to_the_uninterrupted_result(tmp_pat
 def test_failed_writes_name_the_file(tmp_path, monkeypatch):
     import errno
 
-    from seglab.engine.checkpoint import save_checkpoint
+    from seglab.checkpoint import save_checkpoint
 
     def full(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device")

@@ -264,7 +264,7 @@ def run(args: argparse.Namespace) -> int:
         r = api.demo(out_dir=args.out_dir, overrides=args.overrides, overwrite=args.overwrite)
         print(f"demo done\nreport: {r.report}")
     elif args.command == "report":
-        from .reporting.run_dir import RunDir
+        from .run_dir import RunDir
 
         runs = [RunDir(d) for d in args.run_dir]
         for r in runs:

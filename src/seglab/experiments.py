@@ -9,7 +9,6 @@ import cv2
 import numpy as np
 import yaml
 
-from . import api
 from .config import Config, load_config
 from .data.datasets import build_data
 from .data.folder import Sample
@@ -21,7 +20,8 @@ from .errors import ConfigError, SeglabError
 from .evaluation.predict import load_model, predict_image
 from .reporting import plots
 from .reporting.compare import read_history, result_row, write_comparison
-from .reporting.run_dir import RunDir
+from .run_dir import RunDir
+from .runs import evaluate as evaluate_run, finish_report, train_run
 
 log = logging.getLogger("seglab")
 PathLike = Union[str, Path]
@@ -124,14 +124,14 @@ def run_experiment(name: str, cfg: Config, runs_dir: Path, estimate: Optional[Es
         log.info(f"{name}: trained, evaluating")
         if is_main_process():  # torchrun: rank 0 evaluates, as after a training
             for s in sorted({"val", split}):
-                api.evaluate(run.path, split=s, report=False)
-            api.finish_report(run)
+                evaluate_run(run.path, split=s, report=False)
+            finish_report(run)
     elif run.last.is_file():
         log.info(f"{name}: resuming {run.path}")
-        api.train(cfg, resume=run.path)
+        train_run(cfg, resume=True)
     else:
         log.info(f"{name}: training into {run.path}")
-        api.train(cfg, overwrite=True, estimate=estimate)
+        train_run(cfg, overwrite=True, estimate=estimate)
     return run
 
 
@@ -228,7 +228,7 @@ def compare_runs(runs: dict[str, RunDir], out: PathLike, *, split: Optional[str]
     rows = []
     for name, run in runs.items():
         if not (run.eval_dir(split) / "metrics.json").is_file():
-            api.evaluate(run.path, split=split, report=False)
+            evaluate_run(run.path, split=split, report=False)
         size = _input_size(configs[name])
         rows.append(result_row(name, run, split, _gflops(run, configs[name]), f"{size[0]}x{size[1]}"))
     grid = _prediction_grid(runs, split, out, num_images)
@@ -337,10 +337,10 @@ def cross_validate(cfg: Config, *, overwrite: bool = False) -> RunDir:
                 log.info(f"fold {i}/{k}: finished, reusing {run.path}")
             elif run.last.is_file():
                 log.info(f"fold {i}/{k}: resuming {run.path}")
-                api.train(fold_cfg, resume=run.path)
+                train_run(fold_cfg, resume=True)
             else:
                 log.info(f"fold {i}/{k}: {len(fold['train'])} train / {len(fold['val'])} val samples")
-                api.train(fold_cfg, overwrite=True, split=fold)
+                train_run(fold_cfg, overwrite=True, split=fold)
             runs[f"fold_{i}"] = run
     if not is_main_process():
         return root

@@ -68,6 +68,11 @@ def resolve_device(name: str, local_rank: int, key: str = "train.device") -> tor
     return device
 
 
+def pick_device(name: str, key: str = "train.device") -> torch.device:
+    """train.device ('auto', 'cpu', 'cuda[:N]') -> the device of a single process; `key` names the option."""
+    return resolve_device(name, 0, key)
+
+
 def group_is_initialized() -> bool:
     return dist.is_available() and dist.is_initialized()
 

@@ -34,13 +34,13 @@ from ..evaluation.evaluate import run_evaluation
 from ..fileio import atomic_write_text
 from ..losses import build_loss, class_weights_from_counts, pooled_over_ranks, total_loss
 from ..models import build_model_from_meta
-from ..reporting.run_dir import RunDir, RunLock
-from ..reporting.tracking import create_tracker
+from ..run_dir import RunDir, RunLock
+from ..tracking import create_tracker
 from .budget import BudgetPlan, Estimate
-from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from ..checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .hardware import describe_hardware
 from .distributed import (DistInfo, all_reduce_sum, barrier, broadcast_buffers, cleanup_distributed, convert_sync_batchnorm,
-                          group_is_initialized, init_distributed, resolve_device)
+                          group_is_initialized, init_distributed)
 from .rank import is_main_process
 from .optim import build_optimizer, build_scheduler, count_parameters
 from .precision import amp_dtype, resolve_amp
@@ -50,9 +50,6 @@ log = logging.getLogger("seglab")
 # The clock of every duration the trainer measures and of time budgets; tests replace it with a
 # simulated one to check budgets without timing anything.
 clock: Callable[[], float] = time.perf_counter
-def pick_device(name: str, key: str = "train.device") -> torch.device:
-    """train.device ('auto', 'cpu', 'cuda[:N]') -> the device of a single process; `key` names the option."""
-    return resolve_device(name, 0, key)
 
 
 def seed_everything(seed: int) -> None:

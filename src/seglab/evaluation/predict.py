@@ -14,9 +14,10 @@ from ..data.folder import marked_mask_key
 from ..data.labels import LabelSpace
 from ..data.masks import IMAGE_EXTENSIONS, display_rgb, read_image
 from ..data.transforms import prepare_eval_image
-from ..engine.checkpoint import build_checkpoint_model, load_checkpoint
-from ..errors import CheckpointError, DataError
+from ..checkpoint import load_checkpoint
+from ..errors import CheckpointError, DataError, SeglabError, brief
 from ..fileio import atomic_path
+from ..models import build_model_from_meta
 from .inference import InferenceSettings, logits_with
 from .runtimes import OnnxModel, TorchScriptModel, is_torchscript
 
@@ -46,6 +47,21 @@ class LoadedModel:
     in_channels: int
     checkpoint: dict[str, Any]
     image_max: Optional[float] = None  # the dataset's intensity scale for 16-bit / float images
+
+
+def build_checkpoint_model(path: Path, ckpt: dict[str, Any]) -> torch.nn.Module:
+    """The model a loaded checkpoint describes, with its weights; errors name the checkpoint."""
+    try:
+        model = build_model_from_meta(ckpt["model"])
+    except SeglabError as exc:
+        raise CheckpointError(f"{path}: {brief(exc, 200)}") from None
+    except (TypeError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"{path}: checkpoint's model settings are not usable ({brief(exc)})") from None
+    try:
+        model.load_state_dict(ckpt["model_state"])
+    except (KeyError, RuntimeError, TypeError) as exc:
+        raise CheckpointError(f"{path}: model weights do not match the stored model config ({brief(exc)})") from None
+    return model
 
 
 def load_model(path: Path, device: str = "cpu") -> LoadedModel:

@@ -9,7 +9,7 @@ from typing import Any, Optional
 
 from ..fileio import atomic_write_text
 from .interactive import line_chart, plotly_script
-from .run_dir import RunDir
+from ..run_dir import RunDir
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;background:#f5f6f8;color:#1d2330}

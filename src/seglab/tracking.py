@@ -5,7 +5,7 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
-from ..errors import SeglabError
+from .errors import SeglabError
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -12,8 +12,8 @@ import socket
 from pathlib import Path
 from typing import Any, Optional
 
-from ..errors import SeglabError
-from ..fileio import atomic_write_text, remove_stale_temporaries
+from .errors import SeglabError
+from .fileio import atomic_write_text, remove_stale_temporaries
 
 # Written when seglab creates a run folder: the only kind of folder --overwrite replaces.
 MARKER = ".seglab-run"

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import CheckpointError, SeglabError, brief
-from ..fileio import atomic_path, write_error
+from .errors import CheckpointError, brief
+from .fileio import atomic_path, write_error
 
 FORMAT = "seglab-checkpoint"
 VERSION = 1
@@ -107,20 +107,3 @@ def _check_metadata(path: Path, data: dict[str, Any]) -> None:
     if size is not None and not (isinstance(size, list) and len(size) == 2
                                  and all(isinstance(v, int) and v > 0 for v in size)):
         raise bad(f"input_size is {size!r}, expected [height, width]")
-
-
-def build_checkpoint_model(path: Path, ckpt: dict[str, Any]) -> torch.nn.Module:
-    """The model a loaded checkpoint describes, with its weights; errors name the checkpoint."""
-    from ..models import build_model_from_meta
-
-    try:
-        model = build_model_from_meta(ckpt["model"])
-    except SeglabError as exc:
-        raise CheckpointError(f"{path}: {brief(exc, 200)}") from None
-    except (TypeError, ValueError, KeyError) as exc:
-        raise CheckpointError(f"{path}: checkpoint's model settings are not usable ({brief(exc)})") from None
-    try:
-        model.load_state_dict(ckpt["model_state"])
-    except (KeyError, RuntimeError, TypeError) as exc:
-        raise CheckpointError(f"{path}: model weights do not match the stored model config ({brief(exc)})") from None
-    return model

@@ -1,0 +1,186 @@
+"""One run end to end: fit (fresh, or continued from last.pt) -> evaluate its splits -> report -> tracking.
+
+The decisions of a single run live here: start fresh, resume or start over; which checkpoint a run folder is
+evaluated with; what is evaluated after training. `experiments.py` (compare, k-fold) and `api.py` build on it.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+from .config import Config, config_differences, config_from_dict, load_config
+from .data.datasets import EvalDataset, build_data
+from .data.splits import load_split
+from .engine.budget import Estimate
+from .engine.distributed import is_main_process, pick_device
+from .engine.trainer import fit
+from .errors import CheckpointError, DataError, SeglabError
+from .evaluation.evaluate import run_evaluation
+from .evaluation.inference import settings_from_config
+from .evaluation.predict import load_model, overlay
+from .fileio import atomic_write_text
+from .reporting import plots
+from .reporting.compare import read_history
+from .reporting.report import PER_CLASS_HEADER, build_report
+from .run_dir import RunDir, clean_json
+
+log = logging.getLogger("seglab")
+PathLike = Union[str, Path]
+
+
+def train_run(cfg: Config, *, resume: bool = False, overwrite: bool = False, split: Optional[dict[str, Any]] = None,
+              estimate: Optional[Estimate] = None) -> RunDir:
+    """Train `cfg` into its run folder (or continue it from last.pt with `resume`), then evaluate val (and
+    test when eval.split is test), write the report and close the MLflow run. A run that stopped before its
+    first checkpoint starts over. `split`: split.json form (a cross-validation fold); `estimate`: the speed
+    measured beforehand."""
+    run = RunDir(cfg.run_dir())
+    with _run_lock(run):
+        if resume and not run.last.is_file():
+            if not run.started_without_checkpoint():
+                raise SeglabError(f"{run.path}: nothing to resume (no checkpoints/last.pt)")
+            log.info(f"{run.path}: the run stopped before its first checkpoint; starting it over")
+            run = fit(cfg, overwrite=True)
+        elif resume:
+            run = fit(cfg, resume=True)
+        else:
+            run = fit(cfg, overwrite=overwrite, split=split, estimate=estimate)
+        if not is_main_process():  # torchrun: rank 0 evaluates and reports
+            return run
+        for name in ["val"] + (["test"] if cfg.eval.split == "test" else []):
+            evaluate(run.path, split=name, report=False)
+        finish_report(run)
+    _track_final(cfg, run)
+    return run
+
+
+def _run_lock(run: RunDir) -> Any:
+    """The run folder's lock, held by the process that writes it (torchrun: rank 0)."""
+    from contextlib import nullcontext
+
+    from .run_dir import RunLock
+
+    return RunLock(run) if is_main_process() else nullcontext()
+
+
+def _track_final(cfg: Config, run: RunDir) -> None:
+    """MLflow: the evaluation metrics, the report and the evaluation tables as artefacts; closes the run."""
+    from .tracking import create_tracker
+
+    summary = run.read_json(run.summary) or {}
+    tracker = create_tracker(cfg.tracking, cfg.output.name, summary.get("mlflow_run_id"))
+    if tracker is None:
+        return
+    for split_dir in sorted((run.path / "eval").glob("*")):
+        m = run.read_json(split_dir / "metrics.json") or {}
+        row = {f"final_{split_dir.name}_{k}": v for k, v in m.items() if k in
+               ("miou", "pixel_accuracy", "mean_boundary_iou", "mean_dice", "mean_accuracy", "fwiou")}
+        tracker.log_epoch({"epoch": summary.get("timing", {}).get("epochs_run", 0), **row})
+        tracker.log_artifact(split_dir / "per_class.csv", f"eval/{split_dir.name}")
+    tracker.log_artifact(run.report)
+    tracker.log_artifact(run.config)
+    tracker.finish()
+
+
+def finish_report(run: RunDir) -> Path:
+    history = read_history(run)
+    if history:
+        plots.plot_loss_curves(history, run.plots / "loss.png")
+        plots.plot_metric_curves(history, run.plots / "metrics.png")
+    path = build_report(run)
+    log.info(f"report: {path}")
+    return path
+
+
+def _resolve_target(target: PathLike) -> tuple[Path, Optional[RunDir]]:
+    p = Path(target)
+    if p.is_dir():
+        run = RunDir(p)
+        if not run.is_run():
+            raise SeglabError(f"{p}: not a run folder (no config.yaml) and not a checkpoint file")
+        ckpt = run.best if run.best.is_file() else run.last
+        if not ckpt.is_file():
+            raise SeglabError(f"{p}: run folder has no checkpoint in checkpoints/")
+        return ckpt, run
+    if not p.exists():
+        raise SeglabError(f"{p}: no such run folder or checkpoint")
+    run = RunDir(p.parent.parent)
+    return p, (run if run.is_run() else None)
+
+
+def evaluate(target: PathLike, *, split: str = "val", overrides: Sequence[str] = (), out: Optional[PathLike] = None,
+             report: bool = True) -> dict[str, Any]:
+    """Evaluate a run folder's best checkpoint (or a checkpoint file) on a split at full resolution.
+
+    Writes metrics.json, per_class.csv, per_class.md and plots into `out` (default RUN/eval/SPLIT).
+    """
+    ckpt_path, run = _resolve_target(target)
+    lm = load_model(ckpt_path)
+    cfg = config_from_dict(lm.checkpoint["config"], str(ckpt_path), list(overrides))
+    if run is not None:  # a checkpoint copied in from another run would be scored on labels it never learnt
+        diff = config_differences(config_from_dict(lm.checkpoint["config"], str(ckpt_path)), load_config(run.config),
+                                  sections=("data", "model"))
+        if diff:
+            raise CheckpointError(f"{ckpt_path}: not a checkpoint of the run in {run.path}: its settings differ at "
+                                  f"{diff} (checkpoint vs config.yaml)")
+    device = pick_device(cfg.train.device)
+    lm.model.to(device)
+    split_data = load_split(run.split) if run is not None and run.split.is_file() else None
+    data = build_data(cfg, split=split_data)
+    if split not in data.loaders:
+        raise DataError(f"the {split} split is empty for {target}")
+    if data.labels.names != lm.labels.names:
+        raise SeglabError(f"{ckpt_path}: checkpoint classes {lm.labels.names} differ from the dataset's {data.labels.names}")
+    dataset = EvalDataset(data.loaders[split], cfg)
+    dataset.input_size = lm.input_size
+    settings = settings_from_config(cfg.eval)
+    res = run_evaluation(lm.model, dataset, lm.labels, device=device, batch_size=cfg.eval.batch_size,
+                         dilation_ratio=cfg.eval.boundary_dilation_ratio, num_samples=cfg.eval.num_samples,
+                         channels_last=cfg.train.channels_last, settings=settings)
+    metrics = dict(res.metrics, split=split, num_images=len(dataset), checkpoint=str(ckpt_path), inference=settings.describe(),
+                   class_names=lm.labels.names, seconds=res.seconds, metric_seconds=res.metric_seconds,
+                   confusion=res.confusion.tolist())
+    out_dir = Path(out) if out is not None else (run.eval_dir(split) if run else ckpt_path.parent / f"eval_{split}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    RunDir(out_dir).write_json(out_dir / "metrics.json", metrics)
+    atomic_write_text(out_dir / "per_class.csv", per_class_csv(lm.labels.names, metrics))
+    table = per_class_markdown(lm.labels.names, metrics)
+    atomic_write_text(out_dir / "per_class.md", table)
+    fig_dir = run.plots if run is not None and out is None else out_dir
+    plots.plot_per_class(lm.labels.names, metrics["iou"], metrics["boundary_iou"], fig_dir / f"per_class_iou_{split}.png")
+    plots.plot_confusion(res.confusion.numpy(), lm.labels.names, fig_dir / f"confusion_{split}.png")
+    if res.samples:
+        plots.plot_samples(res.samples, lm.labels, fig_dir / f"samples_{split}.png", overlay)
+    log.info(f"{split}: mIoU {metrics['miou']:.4f}  pixel accuracy {metrics['pixel_accuracy']:.4f}  "
+             f"mean Boundary IoU {metrics['mean_boundary_iou']:.4f}  ({len(dataset)} images, {res.seconds:.1f} s, "
+             f"of which metrics {res.metric_seconds:.1f} s, "
+             f"{settings.describe()})")
+    log.info(table)
+    if run is not None and report and out is None:
+        finish_report(run)
+    return metrics
+
+
+def _pct(v: Any) -> str:
+    return "" if v is None or (isinstance(v, float) and v != v) else f"{100 * v:.2f}"
+
+
+def per_class_csv(names: list[str], m: dict[str, Any]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["class", "iou", "boundary_iou", "dice", "precision", "recall"])
+    for i, n in enumerate(names):
+        w.writerow([n] + [clean_json(m[k][i]) if clean_json(m[k][i]) is not None else ""
+                          for k in ("iou", "boundary_iou", "dice", "precision", "recall")])
+    return buf.getvalue()
+
+
+def per_class_markdown(names: list[str], m: dict[str, Any]) -> str:
+    keys = ("iou", "boundary_iou", "dice", "precision", "recall")
+    lines = ["| " + " | ".join(PER_CLASS_HEADER) + " |", "|" + "---|" * len(PER_CLASS_HEADER)]
+    lines += [f"| {n} | " + " | ".join(_pct(m[k][i]) for k in keys) + " |" for i, n in enumerate(names)]
+    lines.append(f"| **mean** | {_pct(m['miou'])} | {_pct(m['mean_boundary_iou'])} | {_pct(m['mean_dice'])} | | |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,102 @@
+"""The package's imports flow one way (docs/architecture.md): no module imports a higher floor, and no
+import cycle, counting imports inside functions too. Parses the source; imports nothing of seglab."""
+import ast
+from pathlib import Path
+
+from conftest import ROOT
+
+SRC = ROOT / "src"
+
+# floor -> module prefixes; a module's floor is that of its longest matching prefix
+FLOORS = {
+    0: ["seglab.errors", "seglab.fileio", "seglab.durations", "seglab.registry", "seglab.engine.rank"],
+    1: ["seglab.config"],
+    2: ["seglab.checkpoint", "seglab.run_dir", "seglab.tracking"],
+    3: ["seglab.data", "seglab.metrics"],
+    4: ["seglab.models", "seglab.losses"],
+    5: ["seglab.evaluation"],
+    6: ["seglab.engine"],
+    7: ["seglab.reporting"],
+    8: ["seglab.runs", "seglab.experiments", "seglab.tuning"],
+    9: ["seglab.api", "seglab.cli", "seglab.__main__", "seglab"],
+}
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for p in (SRC / "seglab").rglob("*.py"):
+        parts = p.relative_to(SRC).with_suffix("").parts
+        out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = p
+    return out
+
+
+def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+            target = ".".join(base + ([node.module] if node.module else []))
+            for alias in node.names:
+                sub = f"{target}.{alias.name}"
+                found.add(sub if sub in modules else target)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+    return {m for m in found if m in modules and m != name}
+
+
+def floor_of(name: str) -> int:
+    best, floor = -1, None
+    for f, prefixes in FLOORS.items():
+        for prefix in prefixes:
+            if (name == prefix or name.startswith(prefix + ".")) and len(prefix) > best:
+                best, floor = len(prefix), f
+    assert floor is not None, f"{name}: no floor in FLOORS; add it there and to docs/architecture.md"
+    return floor
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = _modules()
+    return {name: _imports(name, path, modules) for name, path in modules.items()}
+
+
+def find_upward(graph: dict[str, set[str]]) -> list[str]:
+    return [f"{m} (floor {floor_of(m)}) imports {d} (floor {floor_of(d)})"
+            for m, deps in sorted(graph.items()) for d in sorted(deps) if floor_of(d) > floor_of(m)]
+
+
+def find_cycles(graph: dict[str, set[str]]) -> list[str]:
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    cycles = []
+
+    def visit(m: str, path: list[str]) -> None:
+        state[m] = 1
+        for d in sorted(graph.get(m, ())):
+            if state.get(d) == 1:
+                cycles.append(" -> ".join(path[path.index(d):] + [d]))
+            elif d not in state:
+                visit(d, path + [d])
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [m])
+    return cycles
+
+
+def test_no_module_imports_a_higher_floor():
+    upward = find_upward(_graph())
+    assert not upward, "\n".join(upward)
+
+
+def test_no_import_cycle():
+    cycles = find_cycles(_graph())
+    assert not cycles, "\n".join(cycles)
+
+
+def test_the_checks_find_what_they_look_for():
+    made_up = {"seglab.api": {"seglab.experiments"}, "seglab.experiments": {"seglab.api"},
+               "seglab.engine.trainer": {"seglab.reporting.report"}, "seglab.reporting.report": set()}
+    assert find_cycles(made_up) == ["seglab.api -> seglab.experiments -> seglab.api"]
+    assert find_upward(made_up) == ["seglab.engine.trainer (floor 6) imports seglab.reporting.report (floor 7)",
+                                    "seglab.experiments (floor 8) imports seglab.api (floor 9)"]
