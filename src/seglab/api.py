@@ -36,9 +36,7 @@ def train(config: Union[Config, PathLike], *, overrides: Sequence[str] = (), res
     With `k_folds` set, runs a cross-validation and returns its folder (fold_1..fold_K, cv_summary.json).
     """
     if resume is not None:
-        run = RunDir(Path(resume))
-        if not run.is_run():
-            raise SeglabError(f"{run.path}: not a run folder (no config.yaml)")
+        run = RunDir(Path(resume)).require_run()
         cfg = load_config(run.config, list(overrides))
         # The run folder is where it is now, whatever output.* said when it started.
         cfg.output.dir, cfg.output.name = str(run.path.parent), run.path.name

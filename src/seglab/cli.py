@@ -266,10 +266,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.command == "report":
         from .run_dir import RunDir
 
-        runs = [RunDir(d) for d in args.run_dir]
-        for r in runs:
-            if not r.is_run():
-                raise SeglabError(f"{r.path}: not a run folder (no config.yaml)")
+        runs = [RunDir(d).require_run() for d in args.run_dir]
         if len(runs) == 1 and args.out is None:
             print(api.finish_report(runs[0]))
         else:

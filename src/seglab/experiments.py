@@ -19,9 +19,9 @@ from .engine.distributed import is_main_process
 from .errors import ConfigError, SeglabError
 from .evaluation.predict import load_model, predict_image
 from .reporting import plots
-from .reporting.compare import read_history, result_row, write_comparison
+from .reporting.compare import result_row, write_comparison
 from .run_dir import RunDir
-from .runs import evaluate as evaluate_run, finish_report, train_run
+from .runs import complete_run, eval_splits, evaluate as evaluate_run
 
 log = logging.getLogger("seglab")
 PathLike = Union[str, Path]
@@ -115,24 +115,8 @@ def _needs_training(run: RunDir) -> bool:
 
 def run_experiment(name: str, cfg: Config, runs_dir: Path, estimate: Optional[Estimate] = None) -> RunDir:
     """Train (or resume, or reuse) one experiment in runs_dir/name; evaluate what is missing."""
-    run = _check_experiment(name, cfg, runs_dir)
-    split = _eval_split(cfg)
-    if run.summary.is_file() and (run.eval_dir(split) / "metrics.json").is_file():
-        log.info(f"{name}: finished, reusing {run.path}")
-        return run
-    if run.summary.is_file():
-        log.info(f"{name}: trained, evaluating")
-        if is_main_process():  # torchrun: rank 0 evaluates, as after a training
-            for s in sorted({"val", split}):
-                evaluate_run(run.path, split=s, report=False)
-            finish_report(run)
-    elif run.last.is_file():
-        log.info(f"{name}: resuming {run.path}")
-        train_run(cfg, resume=True)
-    else:
-        log.info(f"{name}: training into {run.path}")
-        train_run(cfg, overwrite=True, estimate=estimate)
-    return run
+    _check_experiment(name, cfg, runs_dir)
+    return complete_run(cfg, label=name, eval_splits=eval_splits(cfg), estimate=estimate)
 
 
 def estimate_experiments(experiments: Sequence[tuple[str, Config]], runs_dir: Path) -> dict[str, Estimate]:
@@ -168,7 +152,7 @@ def _gflops(run: RunDir, cfg: Config) -> Optional[float]:
 
     from .models import build_model_from_meta, count_flops
 
-    ckpt = run.best if run.best.is_file() else run.last
+    ckpt = run.evaluated_checkpoint()
     try:
         meta = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)["model"]
         with torch.device("meta"):
@@ -193,7 +177,7 @@ def _prediction_grid(runs: dict[str, RunDir], split: str, out: Path, num_images:
     samples = [loader.load(int(i)) for i in picks]
     rows = [[display_rgb(img), data.labels.colorize(mask)] for img, mask in samples]
     for name, run in runs.items():
-        lm = load_model(run.best if run.best.is_file() else run.last)
+        lm = load_model(run.evaluated_checkpoint())
         own = load_config(run.config).data
         for row, i, (img, _) in zip(rows, picks, samples):
             item = loader.items[int(i)]
@@ -218,10 +202,7 @@ def compare_runs(runs: dict[str, RunDir], out: PathLike, *, split: Optional[str]
         raise SeglabError("nothing to compare: no run folders given")
     configs = {}
     for name, run in runs.items():
-        if not run.is_run():
-            raise SeglabError(f"{run.path}: not a run folder (no config.yaml)")
-        if not (run.best.is_file() or run.last.is_file()):
-            raise SeglabError(f"{run.path}: run folder has no checkpoint in checkpoints/")
+        run.require_run().evaluated_checkpoint()
         configs[name] = load_config(run.config)
     if split is None:  # the test split when every run has one, else validation
         split = "test" if all((r.eval_dir("test") / "metrics.json").is_file() for r in runs.values()) else "val"
@@ -232,7 +213,7 @@ def compare_runs(runs: dict[str, RunDir], out: PathLike, *, split: Optional[str]
         size = _input_size(configs[name])
         rows.append(result_row(name, run, split, _gflops(run, configs[name]), f"{size[0]}x{size[1]}"))
     grid = _prediction_grid(runs, split, out, num_images)
-    plots.plot_comparison_curves({name: read_history(run) for name, run in runs.items()}, out / "curves.png")
+    plots.plot_comparison_curves({name: run.read_history() for name, run in runs.items()}, out / "curves.png")
     report = write_comparison(out, rows, runs, grid, title=title or f"seglab comparison: {', '.join(runs)}",
                               summary_rows=extra_rows)
     log.info(f"comparison: {report}")
@@ -332,16 +313,8 @@ def cross_validate(cfg: Config, *, overwrite: bool = False) -> RunDir:
             fold_cfg = cfg.model_copy(deep=True)
             fold_cfg.k_folds = None
             fold_cfg.output.dir, fold_cfg.output.name = str(root.path), f"fold_{i}"
-            run = RunDir(fold_cfg.run_dir())
-            if run.summary.is_file() and (run.eval_dir("val") / "metrics.json").is_file():
-                log.info(f"fold {i}/{k}: finished, reusing {run.path}")
-            elif run.last.is_file():
-                log.info(f"fold {i}/{k}: resuming {run.path}")
-                train_run(fold_cfg, resume=True)
-            else:
-                log.info(f"fold {i}/{k}: {len(fold['train'])} train / {len(fold['val'])} val samples")
-                train_run(fold_cfg, overwrite=True, split=fold)
-            runs[f"fold_{i}"] = run
+            log.info(f"fold {i}/{k}: {len(fold['train'])} train / {len(fold['val'])} val samples")
+            runs[f"fold_{i}"] = complete_run(fold_cfg, label=f"fold {i}/{k}", eval_splits=["val"], split=fold)
     if not is_main_process():
         return root
     size = _input_size(cfg)

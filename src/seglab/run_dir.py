@@ -51,6 +51,19 @@ class RunDir:
     def is_run(self) -> bool:
         return self.config.is_file()
 
+    def require_run(self) -> "RunDir":
+        """This folder, checked to be a run folder (one line naming it otherwise)."""
+        if not self.is_run():
+            raise SeglabError(f"{self.path}: not a run folder (no config.yaml)")
+        return self
+
+    def evaluated_checkpoint(self) -> Path:
+        """The checkpoint a run is evaluated, compared and predicted with: best.pt, else last.pt."""
+        for p in (self.best, self.last):
+            if p.is_file():
+                return p
+        raise SeglabError(f"{self.path}: run folder has no checkpoint in checkpoints/")
+
     def created_by_seglab(self) -> bool:
         """The folder carries seglab's marker, or (folders from before the marker) holds nothing but what a
         run writes: config.yaml, split.json and checkpoints/ among them."""
@@ -113,8 +126,15 @@ class RunDir:
         w = csv.DictWriter(buf, fieldnames=METRICS_COLUMNS, extrasaction="ignore")
         w.writeheader()
         for row in history:
-            w.writerow({k: _fmt(row.get(k)) for k in METRICS_COLUMNS})
+            w.writerow({k: fmt_value(row.get(k)) for k in METRICS_COLUMNS})
         atomic_write_text(self.metrics_csv, buf.getvalue())
+
+    def read_history(self) -> list[dict[str, Optional[float]]]:
+        """metrics.csv as rows of numbers (None where a value is empty, e.g. epochs without validation)."""
+        if not self.metrics_csv.is_file():
+            return []
+        with self.metrics_csv.open() as f:
+            return [{k: (float(v) if v not in ("", None) else None) for k, v in row.items()} for row in csv.DictReader(f)]
 
     def write_json(self, path: Path, data: Any) -> None:
         atomic_write_text(path, json.dumps(clean_json(data), indent=1))
@@ -180,7 +200,8 @@ class RunLock:
             os.close(fd)
 
 
-def _fmt(v: Any) -> str:
+def fmt_value(v: Any) -> str:
+    """A metrics.csv cell: 6 significant digits, '' for a missing or NaN value."""
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return ""
     return f"{v:.6g}" if isinstance(v, float) else str(v)

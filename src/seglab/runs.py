@@ -23,7 +23,6 @@ from .evaluation.inference import settings_from_config
 from .evaluation.predict import load_model, overlay
 from .fileio import atomic_write_text
 from .reporting import plots
-from .reporting.compare import read_history
 from .reporting.report import PER_CLASS_HEADER, build_report
 from .run_dir import RunDir, clean_json
 
@@ -50,10 +49,41 @@ def train_run(cfg: Config, *, resume: bool = False, overwrite: bool = False, spl
             run = fit(cfg, overwrite=overwrite, split=split, estimate=estimate)
         if not is_main_process():  # torchrun: rank 0 evaluates and reports
             return run
-        for name in ["val"] + (["test"] if cfg.eval.split == "test" else []):
-            evaluate(run.path, split=name, report=False)
-        finish_report(run)
+        evaluate_and_report(run, eval_splits(cfg))
     _track_final(cfg, run)
+    return run
+
+
+def eval_splits(cfg: Config) -> list[str]:
+    """The splits a finished run is evaluated on: val, and test when eval.split is test."""
+    return ["val"] + (["test"] if cfg.eval.split == "test" else [])
+
+
+def evaluate_and_report(run: RunDir, splits: Sequence[str]) -> None:
+    """Evaluate the run's checkpoint on each split, then rebuild its report once."""
+    for name in splits:
+        evaluate(run.path, split=name, report=False)
+    finish_report(run)
+
+
+def complete_run(cfg: Config, *, label: str, eval_splits: Sequence[str], split: Optional[dict[str, Any]] = None,
+                 estimate: Optional[Estimate] = None) -> RunDir:
+    """Bring a run that a comparison or a cross-validation owns to its end, doing only what is missing:
+    reuse it when trained and evaluated on `eval_splits`, evaluate it when only trained, resume it from
+    last.pt, or train it (replacing a folder of its own that holds nothing to keep). `label` names it in the log."""
+    run = RunDir(cfg.run_dir())
+    if run.summary.is_file() and all((run.eval_dir(s) / "metrics.json").is_file() for s in eval_splits):
+        log.info(f"{label}: finished, reusing {run.path}")
+    elif run.summary.is_file():
+        log.info(f"{label}: trained, evaluating")
+        if is_main_process():  # torchrun: rank 0 evaluates, as after a training
+            evaluate_and_report(run, eval_splits)
+    elif run.last.is_file():
+        log.info(f"{label}: resuming {run.path}")
+        train_run(cfg, resume=True)
+    else:
+        log.info(f"{label}: training into {run.path}")
+        train_run(cfg, overwrite=True, split=split, estimate=estimate)
     return run
 
 
@@ -86,7 +116,7 @@ def _track_final(cfg: Config, run: RunDir) -> None:
 
 
 def finish_report(run: RunDir) -> Path:
-    history = read_history(run)
+    history = run.read_history()
     if history:
         plots.plot_loss_curves(history, run.plots / "loss.png")
         plots.plot_metric_curves(history, run.plots / "metrics.png")
@@ -101,10 +131,7 @@ def _resolve_target(target: PathLike) -> tuple[Path, Optional[RunDir]]:
         run = RunDir(p)
         if not run.is_run():
             raise SeglabError(f"{p}: not a run folder (no config.yaml) and not a checkpoint file")
-        ckpt = run.best if run.best.is_file() else run.last
-        if not ckpt.is_file():
-            raise SeglabError(f"{p}: run folder has no checkpoint in checkpoints/")
-        return ckpt, run
+        return run.evaluated_checkpoint(), run
     if not p.exists():
         raise SeglabError(f"{p}: no such run folder or checkpoint")
     run = RunDir(p.parent.parent)

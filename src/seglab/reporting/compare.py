@@ -17,13 +17,6 @@ COLUMNS = ["experiment", "model", "split", "miou", "pixel_accuracy", "mean_bound
            "best_epoch", "budget_seconds", "planned_epochs", "estimated_seconds", "device", "hardware", "precision"]
 
 
-def read_history(run: RunDir) -> list[dict[str, Optional[float]]]:
-    if not run.metrics_csv.is_file():
-        return []
-    with run.metrics_csv.open() as f:
-        return [{k: (float(v) if v not in ("", None) else None) for k, v in row.items()} for row in csv.DictReader(f)]
-
-
 def result_row(name: str, run: RunDir, split: str, gflops: Optional[float], gflops_input: str) -> dict[str, Any]:
     """One experiment's numbers from its run folder (summary.json, eval/<split>/metrics.json)."""
     summary = run.read_json(run.summary) or {}
@@ -141,7 +134,7 @@ def write_comparison(out_dir: Path, rows: list[dict[str, Any]], runs: dict[str, 
                  f"{_num(best.get('miou'), True)} %</span></div><div class='card'><b>{html.escape(fastest['experiment'])}"
                  f"</b><span>fastest inference: {_num(fastest.get('eval_images_per_s'))} img/s</span></div>"
                  f"<div class='card'><b>{len(rows)}</b><span>experiments</span></div></div><br>")
-    histories = {name: read_history(run) for name, run in runs.items()}
+    histories = {name: run.read_history() for name, run in runs.items()}
 
     def curves(key: str, over_time: bool = False) -> list[dict[str, Any]]:
         out = []

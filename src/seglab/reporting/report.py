@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import base64
-import csv
 import html
 from pathlib import Path
 from typing import Any, Optional
 
 from ..fileio import atomic_write_text
 from .interactive import line_chart, plotly_script
-from ..run_dir import RunDir
+from ..run_dir import RunDir, fmt_value
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;background:#f5f6f8;color:#1d2330}
@@ -76,11 +75,9 @@ def _eval_section(run: RunDir, split: str, names: list[str]) -> str:
 
 
 def _history_rows(run: RunDir) -> tuple[list[str], list[list[str]]]:
-    if not run.metrics_csv.is_file():
-        return [], []
-    with run.metrics_csv.open() as f:
-        rows = list(csv.reader(f))
-    return (rows[0], rows[1:]) if rows else ([], [])
+    history = run.read_history()
+    header = list(history[0]) if history else []
+    return header, [[fmt_value(row[k]) for k in header] for row in history]
 
 
 def build_report(run: RunDir, title: Optional[str] = None) -> Path:
