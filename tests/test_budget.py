@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import seglab.engine.trainer as trainer
+from seglab.engine import clock
 from seglab.cli import main
 from seglab.config import config_from_dict
 from seglab.durations import format_duration, parse_duration
@@ -83,7 +84,7 @@ def _summary(run):
 
 
 def test_budgeted_run_ends_its_schedule_within_the_budget(tiny_raw, monkeypatch):
-    monkeypatch.setattr(trainer, "clock", SimClock())
+    monkeypatch.setattr(clock, "now", SimClock())
     run = fit(config_from_dict(_budget_raw(tiny_raw)))
     timing = _summary(run)["timing"]
     assert timing["budget_seconds"] == 300 and timing["train_seconds"] <= 300
@@ -98,7 +99,7 @@ def test_budgeted_run_ends_its_schedule_within_the_budget(tiny_raw, monkeypatch)
 
 
 def test_a_machine_that_slows_down_is_replanned_and_stays_within_budget(tiny_raw, monkeypatch):
-    monkeypatch.setattr(trainer, "clock", SimClock(slow_after=150, factor=3.0))
+    monkeypatch.setattr(clock, "now", SimClock(slow_after=150, factor=3.0))
     run = fit(config_from_dict(_budget_raw(tiny_raw, budget="10m")))
     timing = _summary(run)["timing"]
     assert timing["replans"] >= 1
@@ -110,11 +111,11 @@ def test_a_machine_that_slows_down_is_replanned_and_stays_within_budget(tiny_raw
 
 def test_resume_continues_the_same_plan(tiny_raw, monkeypatch):
     raw = _budget_raw(tiny_raw)
-    monkeypatch.setattr(trainer, "clock", SimClock())
+    monkeypatch.setattr(clock, "now", SimClock())
     full = _summary(fit(config_from_dict(raw)))["timing"]
 
     raw["output"] = {**raw["output"], "name": "killed"}
-    monkeypatch.setattr(trainer, "clock", SimClock())
+    monkeypatch.setattr(clock, "now", SimClock())
 
     def crash(row):
         if row["epoch"] == 3:
@@ -123,7 +124,7 @@ def test_resume_continues_the_same_plan(tiny_raw, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         fit(config_from_dict(raw), on_epoch=crash)
     first = torch.load(config_from_dict(raw).run_dir() / "checkpoints" / "last.pt", weights_only=True)["train_state"]
-    monkeypatch.setattr(trainer, "clock", SimClock())  # a new process: its clock starts anew
+    monkeypatch.setattr(clock, "now", SimClock())  # a new process: its clock starts anew
     resumed = _summary(fit(config_from_dict(raw), resume=True))["timing"]
     # the budget counts training time across both processes, and the plan made before epoch 1 goes on
     assert first["plan"]["schedule_steps"] == full["planned_steps"] or first["plan"]["replans"] > 0
@@ -192,7 +193,7 @@ def test_estimate_of_a_config_with_frequency_class_weights(tiny_raw):
 def test_time_reserved_for_a_validation_that_was_quicker_is_used(tiny_raw, monkeypatch):
     # DeepLabV3+ on CamVid: its validation was estimated at 99 s and took 54 s; the plan ended one step after
     # the last validation, so the time freed was left unused (81% of the budget)
-    monkeypatch.setattr(trainer, "clock", SimClock())
+    monkeypatch.setattr(clock, "now", SimClock())
     measure = trainer.measure_speed
 
     def pessimistic(t, steps):

@@ -185,10 +185,10 @@ def test_k_fold_cross_validation(tmp_path, capsys):
 def test_compare_with_a_budget_gives_every_experiment_the_same_time(tmp_path, monkeypatch, capsys):
     """`compare --budget`: each experiment measured before the first starts, each planned to the same budget
     (on a simulated clock), and the tables and page say the budget, the hardware and the epochs done."""
-    import seglab.engine.trainer as trainer
+    from seglab.engine import clock
     from test_budget import SimClock
 
-    monkeypatch.setattr(trainer, "clock", SimClock())
+    monkeypatch.setattr(clock, "now", SimClock())
     a = copy.deepcopy(TINY)
     a["output"]["name"] = "deep"
     b = copy.deepcopy(TINY)

@@ -361,7 +361,8 @@ class EvalDataset(Dataset):
         }
 
 
-def collate_eval(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def collate_eval(batch: Any) -> Any:
+    """A DataLoader collate that keeps items as they are (images of different sizes are not stacked)."""
     return batch
 
 

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data.datasets import collate_eval
 from ..data.folder import marked_mask_key
 from ..data.labels import LabelSpace
 from ..data.masks import IMAGE_EXTENSIONS, display_rgb, read_image
@@ -159,10 +160,6 @@ class _ImageFiles(torch.utils.data.Dataset):
         return i, read_image(self.files[i], self.channels, self.image_max)
 
 
-def _as_is(item):
-    return item
-
-
 def output_names(files: Sequence[Path]) -> list[str]:
     """The base name of each input's outputs: its stem, or, where stems repeat (1.jpg and 1.png, or a/1.png
     and b/1.png), its file name, then its folder and file name, so no output overwrites another."""
@@ -234,7 +231,7 @@ def predict_files(checkpoint: Path, inputs: Sequence[str], out_dir: Path, device
     bases = output_names(files)
     out_dir.mkdir(parents=True, exist_ok=True)
     loader = torch.utils.data.DataLoader(_ImageFiles(files, lm.in_channels, lm.image_max), batch_size=None, num_workers=workers,
-                                         collate_fn=_as_is)
+                                         collate_fn=collate_eval)  # items as they are
     written: list[Path] = []
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         pending = []

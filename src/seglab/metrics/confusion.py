@@ -6,7 +6,6 @@ and means skip NaN.
 """
 from __future__ import annotations
 
-import math
 
 import torch
 
@@ -38,9 +37,6 @@ class ConfusionMatrix:
             m = self.matrix.to("cuda" if dist.get_backend() == "nccl" else "cpu")
             dist.all_reduce(m)
             self.matrix = m.cpu()
-
-    def reset(self) -> None:
-        self.matrix.zero_()
 
 
 def _div(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -114,7 +110,3 @@ def summarize_confusion(m: torch.Tensor) -> dict:
         "precision": prec.tolist(),
         "recall": rec.tolist(),
     }
-
-
-def is_nan(x: float) -> bool:
-    return isinstance(x, float) and math.isnan(x)

@@ -1,0 +1,190 @@
+"""The epochs of one run: train, validate when due, commit to the run folder, keep a budget's plan true."""
+from __future__ import annotations
+
+import logging
+import math
+import sys
+from collections import deque
+from dataclasses import asdict
+from typing import Any, Callable, Optional
+
+import numpy as np
+from tqdm import tqdm
+
+from ..checkpoint import rng_state, save_checkpoint
+from ..durations import format_duration
+from ..run_dir import RunDir
+from . import clock
+from .budget import BudgetPlan
+from .distributed import all_reduce_sum, barrier
+from .parts import Training, rank_mean, train_step, validate
+from .state import TrainState
+
+log = logging.getLogger("seglab")
+
+
+class EpochLoop:
+    """The epochs of one run: `run_epoch` trains one epoch (`train_one_epoch`), validates when due
+    (`validate_epoch`), commits it to the run folder (`commit_epoch`) and keeps a time budget's plan true.
+    Holds what the epochs share; the run's progress is `state`, a TrainState that every checkpoint carries."""
+
+    def __init__(self, t: Training, run: RunDir, state: TrainState, plan: Optional[BudgetPlan], scheduler: Any,
+                 writer: Any, tracker: Any) -> None:
+        self.t, self.cfg, self.run, self.state, self.plan = t, t.cfg, run, state, plan
+        self.scheduler, self.writer, self.tracker = scheduler, writer, tracker
+        self.spe = len(t.train_loader)
+        # the recent speed a budget re-plans from: long enough to average out step-to-step noise, short
+        # enough to notice a machine that slows down within an epoch or two
+        self.step_times: deque[float] = deque(maxlen=max(50, 2 * self.spe))
+        self.mark = clock.now()  # training time is counted from here, in state.train_seconds at every epoch end
+        maximize = self.cfg.train.best_mode == "max"
+        self.better: Callable[[float, float], bool] = (lambda a, b: a > b) if maximize else (lambda a, b: a < b)
+
+    def planned_epochs(self) -> int:
+        return self.plan.planned_epochs if self.plan is not None else self.cfg.train.epochs
+
+    def finished(self) -> bool:
+        s = self.state
+        done = s.global_step >= self.plan.end_step if self.plan is not None else s.epoch >= self.cfg.train.epochs
+        return done or s.stopped_early
+
+    def payload(self) -> dict[str, Any]:
+        """What a checkpoint holds: tensors and plain metadata (checkpoint.py checks its types on load)."""
+        t, cfg = self.t, self.cfg
+        if self.plan is not None:
+            self.state.plan = self.plan.to_dict()
+        return {
+            "model_state": t.model.state_dict(), "optimizer_state": t.optimizer.state_dict(),
+            "scheduler_state": self.scheduler.state_dict(), "train_state": asdict(self.state), "rng": rng_state(),
+            "class_weights": t.class_weights, "config": cfg.to_dict(), "labels": t.data.labels.to_dict(),
+            "model": t.model_meta,
+            "normalization": {"mean": list(cfg.augment.mean), "std": list(cfg.augment.std)},
+            "input_size": list(cfg.augment.resize) if cfg.augment.resize else None,
+        }
+
+    def replan(self, used: float, seen_per_s: float) -> None:
+        """Re-check the budget plan from the time used and the recent step speed (all ranks alike)."""
+        plan = self.plan
+        assert plan is not None
+        used, speed = rank_mean([used, float(np.mean(self.step_times))], self.t.device)
+        old_end = plan.end_step
+        if (plan.recheck(self.state.global_step, used, step_seconds=speed)
+                and abs(plan.end_step - old_end) >= 0.05 * old_end):  # small corrections are not news
+            log.info(f"re-planned at step {self.state.global_step}: {old_end} -> {plan.end_step} steps "
+                     f"({seen_per_s:.1f} train img/s now; {format_duration(used)} of "
+                     f"{format_duration(plan.budget_seconds)} used)")
+
+    def train_one_epoch(self, epoch: int, t0: float) -> tuple[dict[str, Any], float]:
+        """The epoch's optimizer steps (fewer when a time budget's plan ends inside it), begun at clock
+        reading `t0`; returns its metrics row and the seconds its steps took."""
+        t, state, plan = self.t, self.state, self.plan
+        t.sampler.set_epoch(epoch)
+        t.model.train()
+        loss_sum, seen, data_seconds, step_sum = 0.0, 0, 0.0, 0.0
+        t_data = t_step = clock.now()
+        bar = tqdm(t.train_loader, desc=f"epoch {epoch}/{self.planned_epochs()}", unit="batch", leave=False,
+                   disable=not (t.dist.is_main and sys.stderr.isatty()), dynamic_ncols=True)
+        for images, masks, labelled in bar:
+            data_seconds += clock.now() - t_data  # time spent waiting for the loader
+            loss = train_step(t, images, masks, labelled, where=f"epoch {epoch}, step {state.global_step}")
+            self.scheduler.step()
+            state.global_step += 1
+            loss_sum += loss.item() * images.shape[0]
+            seen += images.shape[0]
+            now = clock.now()
+            self.step_times.append(now - t_step)
+            step_sum += now - t_step
+            t_step = now
+            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", img_s=f"{seen / max(now - t0, 1e-9):.1f}")
+            if plan is not None:
+                used = state.train_seconds + (now - self.mark)
+                if state.global_step % self.spe == 0:  # this epoch's validation and writes are still to come
+                    used += plan.epoch_overhead_seconds + (plan.val_seconds if epoch % self.cfg.train.val_every == 0 else 0)
+                if len(self.step_times) >= 3:
+                    self.replan(used, seen / max(now - t0, 1e-9))
+                if state.global_step >= plan.end_step:
+                    break  # the plan ends inside this epoch: validate and stop
+            t_data = clock.now()
+        train_time = clock.now() - t0
+        local_seen = seen
+        loss_sum, seen = all_reduce_sum([loss_sum, float(seen)], t.device)
+        # loader vs model throughput: a loader slower than the model starves it
+        row = {"epoch": epoch, "step": state.global_step, "train_loss": loss_sum / max(seen, 1),
+               "lr": t.optimizer.param_groups[0]["lr"], "train_images_per_s": seen / max(train_time, 1e-9),
+               "loader_images_per_s": local_seen / max(data_seconds, 1e-9),
+               "model_images_per_s": local_seen / max(train_time - data_seconds, 1e-9)}
+        return row, step_sum
+
+    def validate_epoch(self, epoch: int, row: dict[str, Any]) -> tuple[bool, float]:
+        """Validate `epoch` into `row`, keep the best value and early stopping's count; returns whether the
+        epoch improved on the best and the seconds the validation took."""
+        cfg, state = self.cfg, self.state
+        t_val = clock.now()
+        m = validate(self.t, self.t.val_set)
+        val_seconds = clock.now() - t_val
+        if self.plan is not None:
+            self.plan.val_seconds = rank_mean([val_seconds], self.t.device)[0]
+        row.update(val_loss=m["loss"], val_miou=m["miou"], val_pixel_accuracy=m["pixel_accuracy"],
+                   val_mean_boundary_iou=m["mean_boundary_iou"])
+        value = m["loss"] if cfg.train.best_metric == "val_loss" else m[cfg.train.best_metric]
+        if not math.isnan(value) and (state.best_value is None or self.better(value, state.best_value)):
+            state.best_value, state.best_epoch, state.bad_validations = value, epoch, 0
+            return True, val_seconds
+        state.bad_validations += 1
+        patience = cfg.train.early_stopping_patience
+        if patience is not None and state.bad_validations >= patience:
+            state.stopped_early = True
+        return False, val_seconds
+
+    def commit_epoch(self, epoch: int, row: dict[str, Any], improved: bool) -> None:
+        """Rank 0 writes the finished epoch: last.pt (the resume point), then best.pt when it improved (a
+        stop between the two is repaired on resume), metrics.csv, TensorBoard and MLflow."""
+        run = self.run
+        if self.t.dist.is_main:
+            save_checkpoint(run.last, self.payload())
+            if improved:
+                save_checkpoint(run.best, self.payload())
+            run.write_metrics_csv(self.state.history)
+            for key, value in row.items():
+                if key != "epoch" and value is not None:
+                    self.writer.add_scalar(key.replace("_", "/", 1) if key.startswith(("train_", "val_")) else key,
+                                           value, epoch)
+            self.writer.flush()
+            if self.tracker is not None:
+                self.tracker.log_epoch(row)
+        barrier()  # a resumed rank must find this epoch's last.pt
+
+    def run_epoch(self, on_epoch: Optional[Callable[[dict[str, Any]], None]] = None) -> None:
+        """Train, validate when due, commit and log the next epoch; `on_epoch(row)` sees its metrics row."""
+        cfg, state, plan = self.cfg, self.state, self.plan
+        epoch = state.epoch + 1
+        t0 = clock.now()
+        row, step_sum = self.train_one_epoch(epoch, t0)
+        last_epoch = (state.global_step >= plan.end_step) if plan is not None else epoch >= cfg.train.epochs
+        improved, val_seconds = False, 0.0
+        if epoch % cfg.train.val_every == 0 or last_epoch:
+            improved, val_seconds = self.validate_epoch(epoch, row)
+        now = clock.now()
+        row["epoch_seconds"] = now - t0
+        state.train_seconds += now - self.mark  # the previous epoch's checkpoint writes count here too
+        self.mark = now
+        row["elapsed_seconds"] = state.train_seconds
+        state.history.append(row)
+        state.epoch = epoch
+        self.commit_epoch(epoch, row, improved)
+        if plan is not None:  # what an epoch costs beyond its steps and validation: loader start, writes, logs
+            plan.epoch_overhead_seconds = max(0.0, rank_mean([clock.now() - t0 - step_sum - val_seconds], self.t.device)[0])
+            if not last_epoch and self.step_times:
+                # the validation just measured may have freed (or taken) time that the next step's re-check
+                # would see too late: a plan whose next step is its last could not use it
+                self.replan(state.train_seconds + (clock.now() - self.mark), row["train_images_per_s"])
+        val_txt = (f" val_loss {row['val_loss']:.4f} mIoU {row['val_miou']:.4f} pixel_acc {row['val_pixel_accuracy']:.4f} "
+                   f"BIoU {row['val_mean_boundary_iou']:.4f}{' *' if improved else ''}" if "val_miou" in row else "")
+        log.info(f"epoch {epoch}/{self.planned_epochs()} train_loss {row['train_loss']:.4f}{val_txt} "
+                 f"lr {row['lr']:.3g} {row['train_images_per_s']:.1f} img/s (loader {row['loader_images_per_s']:.0f}, "
+                 f"model {row['model_images_per_s']:.1f}) {row['epoch_seconds']:.1f} s")
+        if on_epoch is not None:
+            on_epoch(row)
+        if state.stopped_early:
+            log.info(f"early stopping: no improvement of {cfg.train.best_metric} in "
+                     f"{cfg.train.early_stopping_patience} validations")

@@ -1,0 +1,157 @@
+"""A run's parts built from its config (`build_training`), one optimizer step (`train_step`) and a
+validation (`validate`): what the epoch loop and the speed measurement are made of."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+
+from ..config import Config
+from ..data.datasets import DataBundle, EpochSampler, EvalDataset, TrainDataset, build_data
+from ..errors import SeglabError
+from ..evaluation.evaluate import run_evaluation
+from ..losses import build_loss, class_weights_from_counts, pooled_over_ranks, total_loss
+from ..models import build_model_from_meta
+from .distributed import (DistInfo, all_reduce_sum, broadcast_buffers, convert_sync_batchnorm,
+                          group_is_initialized)
+from .optim import build_optimizer
+from .precision import amp_dtype, resolve_amp
+
+
+def _class_weights(cfg: Config, counts: Optional[np.ndarray], image_pixels: Optional[np.ndarray], n: int):
+    cw = cfg.loss.class_weights
+    if cw is None:
+        return None
+    if isinstance(cw, list):
+        if len(cw) != n:
+            raise SeglabError(f"loss.class_weights: expected {n} weights (one per class), got {len(cw)}")
+        return torch.tensor(cw, dtype=torch.float32)
+    assert counts is not None and image_pixels is not None
+    return torch.tensor(class_weights_from_counts(cw, counts, image_pixels), dtype=torch.float32)
+
+
+@dataclass
+class Training:
+    """A run's parts, built from its config; nothing is written by building them."""
+
+    cfg: Config
+    dist: DistInfo
+    device: torch.device
+    data: DataBundle
+    model_meta: dict[str, Any]
+    model: nn.Module
+    net: nn.Module  # the model as trained: wrapped in DDP and / or compiled
+    precision: str
+    scaler: torch.amp.GradScaler
+    loss_fn: nn.Module
+    class_weights: Optional[torch.Tensor]
+    train_set: TrainDataset
+    val_set: EvalDataset
+    sampler: EpochSampler
+    train_loader: DataLoader
+    optimizer: torch.optim.Optimizer
+
+    @property
+    def conditional(self) -> bool:
+        return self.model_meta["conditional"] is not None
+
+
+def build_training(cfg: Config, *, split: Optional[dict[str, Any]], dist: DistInfo, device: torch.device,
+                   class_weights: Optional[torch.Tensor] = None, check_files: bool = True,
+                   timing_only: bool = False) -> Training:
+    """Data, model, loss, loader and optimizer of `cfg` on `device` (the learning-rate schedule is built
+    by the caller: its length may come from a time budget)."""
+    if cfg.train.batch_size % dist.world_size:
+        raise SeglabError(f"train.batch_size: {cfg.train.batch_size} (the global batch) does not split over "
+                          f"{dist.world_size} processes")
+    # Data first: every training and validation file is decoded before anything is written.
+    data = build_data(cfg, split=split, check=("train", "val") if check_files else ())
+    labels = data.labels
+    if class_weights is None and timing_only and isinstance(cfg.loss.class_weights, str):
+        # A timing-only build decodes no masks, so frequency weights are unknown; a weighted loss
+        # costs the same whatever the weights are.
+        class_weights = torch.ones(labels.num_classes)
+    if class_weights is None:
+        class_weights = _class_weights(cfg, data.train_counts, data.train_image_pixels, labels.num_classes)
+    lc = cfg.loss
+    conditional = {"threshold": lc.conditional_threshold} if lc.strategy == "conditional" else None
+    model_meta = {"name": cfg.model.name, "options": cfg.model.options(), "in_channels": cfg.data.in_channels,
+                  "num_classes": labels.num_classes, "conditional": conditional}
+    model = build_model_from_meta(model_meta).to(device)
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if dist.enabled and cfg.train.sync_bn:
+        model = convert_sync_batchnorm(model, device)
+    net = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None) if dist.enabled else model
+    if cfg.train.compile:
+        net = torch.compile(net)
+    precision = resolve_amp(cfg.train.amp, device)
+    loss_fn = build_loss(lc.name, ignore_index=labels.ignore_index, weight=class_weights, ce_weight=lc.ce_weight,
+                         dice_weight=lc.dice_weight, dice_smooth=lc.dice_smooth, strategy=lc.strategy,
+                         exclusion_weight=lc.exclusion_weight).to(device)
+    train_set = TrainDataset(data.loaders["train"], cfg)
+    val_set = EvalDataset(data.loaders["val"], cfg)
+    groups = data.loaders["train"].source_of if cfg.data.balance_sources and data.sources else None
+    sampler = EpochSampler(len(train_set), seed=cfg.seed, groups=groups, rank=dist.rank, num_replicas=dist.world_size)
+    train_loader = DataLoader(train_set, batch_size=cfg.train.batch_size // dist.world_size, sampler=sampler,
+                              drop_last=len(train_set) > cfg.train.batch_size, num_workers=cfg.train.num_workers,
+                              persistent_workers=cfg.train.num_workers > 0, pin_memory=device.type == "cuda")
+    return Training(cfg=cfg, dist=dist, device=device, data=data, model_meta=model_meta, model=model, net=net,
+                    precision=precision, scaler=torch.amp.GradScaler("cuda", enabled=precision == "fp16"),
+                    loss_fn=loss_fn, class_weights=class_weights, train_set=train_set, val_set=val_set,
+                    sampler=sampler, train_loader=train_loader, optimizer=build_optimizer(model, cfg.optimizer))
+
+
+def train_step(t: Training, images: torch.Tensor, masks: torch.Tensor, labelled: torch.Tensor,
+               where: str) -> torch.Tensor:
+    """One optimizer step on a batch (N, C, H, W) / (N, H, W) / (N, K); returns the detached loss.
+    The caller steps the learning-rate schedule."""
+    cfg, device = t.cfg, t.device
+    images = images.to(device, non_blocking=True)
+    masks = masks.to(device, non_blocking=True)
+    labelled = labelled.to(device, non_blocking=True)
+    if cfg.train.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    dtype = amp_dtype(t.precision)
+    # torchrun: every rank computes the loss of the whole global batch (losses pool their sums over ranks),
+    # so any loss, Dice included, trains as in one process
+    with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None), pooled_over_ranks(t.dist.enabled):
+        outputs = t.net(images, labelled) if t.conditional else t.net(images)
+        loss = total_loss(t.loss_fn, outputs, masks, cfg.loss.aux_weight, labelled)
+    if not torch.isfinite(loss):
+        raise SeglabError(f"training diverged at {where}: loss is {float(loss.detach())}; lower optimizer.lr")
+    t.optimizer.zero_grad(set_to_none=True)
+    # each rank's gradient is the global loss's through its own pixels; DDP averages them, so scale back to the sum
+    t.scaler.scale(loss * t.dist.world_size if t.dist.enabled else loss).backward()
+    if cfg.train.grad_clip:
+        t.scaler.unscale_(t.optimizer)
+        torch.nn.utils.clip_grad_norm_(t.model.parameters(), cfg.train.grad_clip)
+    t.scaler.step(t.optimizer)
+    t.scaler.update()
+    return loss.detach()
+
+
+def validate(t: Training, dataset: torch.utils.data.Dataset) -> dict[str, Any]:
+    """Metrics of the model on `dataset` (sharded over torchrun ranks and all-reduced)."""
+    cfg = t.cfg
+    if t.dist.enabled:
+        broadcast_buffers(t.model)
+    return run_evaluation(t.model, dataset, t.data.labels, device=t.device, batch_size=cfg.eval.batch_size,
+                          dilation_ratio=cfg.eval.boundary_dilation_ratio, loss_fn=t.loss_fn,
+                          channels_last=cfg.train.channels_last, num_workers=cfg.train.num_workers,
+                          shard=(t.dist.rank, t.dist.world_size)).metrics
+
+
+def rank_mean(values: list[float], device: torch.device) -> list[float]:
+    """The mean over torchrun ranks (the values themselves in one process). Every number a time budget plans
+    from goes through here: ranks that planned from their own clocks would stop at different steps and
+    leave the others waiting in an all-reduce."""
+    if not group_is_initialized():
+        return values
+    world = torch.distributed.get_world_size()
+    return [v / world for v in all_reduce_sum(values, device)]
