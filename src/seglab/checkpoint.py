@@ -49,13 +49,14 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
             raise write_error(Path(path), exc) from None
 
 
-def load_checkpoint(path: Path, map_location: str = "cpu") -> dict[str, Any]:
-    """Load and check a seglab checkpoint; anything else fails with one line naming the file."""
+def load_checkpoint(path: Path, map_location: str = "cpu", mmap: bool = False) -> dict[str, Any]:
+    """Load and check a seglab checkpoint; anything else fails with one line naming the file. `mmap`: map
+    the tensors instead of reading them (for the metadata alone)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
-        data = torch.load(path, map_location=map_location, weights_only=True)
+        data = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as exc:  # any file: pickle, zip, text... whatever fails, it is not a checkpoint
         first = brief(exc) or type(exc).__name__
         raise CheckpointError(f"{path}: not a seglab checkpoint ({first})") from None

@@ -526,18 +526,23 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
+def set_dotted(raw: dict[str, Any], keys: list[str], value: Any, where: str) -> None:
+    """raw[k1][k2]... = value, creating sections on the way; `where` names the setting in the error."""
+    node = raw
+    for i, k in enumerate(keys[:-1]):
+        nxt = node.get(k)
+        if nxt is None:
+            nxt = node[k] = {}
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"{where}: {'.'.join(keys[: i + 1])} is not a config section")
+        node = nxt
+    node[keys[-1]] = value
+
+
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     for text in overrides:
         keys, value = parse_override(text)
-        node = raw
-        for i, k in enumerate(keys[:-1]):
-            nxt = node.get(k)
-            if nxt is None:
-                nxt = node[k] = {}
-            if not isinstance(nxt, dict):
-                raise ConfigError(f"--set {text}: {'.'.join(keys[: i + 1])} is not a section")
-            node = nxt
-        node[keys[-1]] = value
+        set_dotted(raw, keys, value, f"--set {text}")
     return raw
 
 

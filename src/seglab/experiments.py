@@ -150,11 +150,12 @@ def _input_size(cfg: Config) -> tuple[int, int]:
 def _gflops(run: RunDir, cfg: Config) -> Optional[float]:
     import torch
 
+    from .checkpoint import load_checkpoint
     from .models import build_model_from_meta, count_flops
 
     ckpt = run.evaluated_checkpoint()
     try:
-        meta = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)["model"]
+        meta = load_checkpoint(ckpt, mmap=True)["model"]
         with torch.device("meta"):
             model = build_model_from_meta(meta)
         return count_flops(model, _input_size(cfg), int(meta["in_channels"])) / 1e9

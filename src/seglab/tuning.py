@@ -13,7 +13,7 @@ from typing import Any, Optional, Sequence, Union
 
 import yaml
 
-from .config import Config, config_from_dict, dump_config, load_config
+from .config import Config, config_from_dict, dump_config, load_config, set_dotted
 from .errors import ConfigError, SeglabError
 from .fileio import atomic_write_text
 
@@ -34,16 +34,6 @@ def default_storage(cfg: Config) -> str:
     path = (Path(cfg.output.dir) / f"tune_{cfg.output.name}.db").resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{path}"
-
-
-def _set_key(raw: dict[str, Any], dotted: str, value: Any) -> None:
-    parts = dotted.split(".")
-    node = raw
-    for p in parts[:-1]:
-        node = node.setdefault(p, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"tune.space: {dotted!r}: {p!r} is not a config section")
-    node[parts[-1]] = value
 
 
 def _scalars(choices: list) -> bool:
@@ -73,7 +63,7 @@ def suggest(trial, space: dict[str, Any]) -> dict[str, Any]:
 def config_with(cfg: Config, params: dict[str, Any], name: str) -> Config:
     raw = cfg.to_dict()
     for key, value in params.items():
-        _set_key(raw, key, value)
+        set_dotted(raw, key.split("."), value, f"tune.space: {key!r}")
     raw["output"]["name"] = name
     return config_from_dict(raw, f"tune trial {name}")
 
