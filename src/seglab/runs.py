@@ -161,8 +161,7 @@ def evaluate(target: PathLike, *, split: str = "val", overrides: Sequence[str] =
         raise DataError(f"the {split} split is empty for {target}")
     if data.labels.names != lm.labels.names:
         raise SeglabError(f"{ckpt_path}: checkpoint classes {lm.labels.names} differ from the dataset's {data.labels.names}")
-    dataset = EvalDataset(data.loaders[split], cfg)
-    dataset.input_size = lm.input_size
+    dataset = EvalDataset(data.loaders[split], cfg, input_size=lm.input_size)
     settings = settings_from_config(cfg.eval)
     res = run_evaluation(lm.model, dataset, lm.labels, device=device, batch_size=cfg.eval.batch_size,
                          dilation_ratio=cfg.eval.boundary_dilation_ratio, num_samples=cfg.eval.num_samples,

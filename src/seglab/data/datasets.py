@@ -342,9 +342,10 @@ class TrainDataset(Dataset):
 class EvalDataset(Dataset):
     """Deterministic samples: the image at the model's input size, the mask at full resolution."""
 
-    def __init__(self, loader: PairLoader, cfg: Config):
+    def __init__(self, loader: PairLoader, cfg: Config, input_size: Optional[Sequence[int]] = None):
+        """`input_size`: the model's (H, W) input, when it is not the config's augment.resize (a checkpoint's)."""
         self.loader = loader
-        self.input_size = cfg.augment.resize
+        self.input_size = tuple(input_size) if input_size is not None else cfg.augment.resize
         self.mean, self.std = cfg.augment.mean, cfg.augment.std
 
     def __len__(self) -> int:

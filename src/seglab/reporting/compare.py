@@ -9,7 +9,7 @@ from typing import Any, Optional, Sequence
 
 from ..fileio import atomic_write_text
 from .interactive import bar_chart, line_chart
-from .report import _img, _num, _secs, _table, page
+from .report import format_seconds, img_html, num_html, page, table_html
 from ..run_dir import RunDir
 
 COLUMNS = ["experiment", "model", "split", "miou", "pixel_accuracy", "mean_boundary_iou", "mean_dice", "parameters",
@@ -66,12 +66,12 @@ def results_csv(rows: list[dict[str, Any]]) -> str:
 
 def _cells(r: dict[str, Any], classes: list[str]) -> list[str]:
     params = r.get("parameters")
-    return ([r["experiment"], str(r.get("model") or "–"), _num(r.get("miou"), True), _num(r.get("pixel_accuracy"), True),
-             _num(r.get("mean_boundary_iou"), True)]
-            + [_num(r.get(f"iou_{c}"), True) for c in classes]
+    return ([r["experiment"], str(r.get("model") or "–"), num_html(r.get("miou"), True), num_html(r.get("pixel_accuracy"), True),
+             num_html(r.get("mean_boundary_iou"), True)]
+            + [num_html(r.get(f"iou_{c}"), True) for c in classes]
             + [f"{params / 1e6:.2f}M" if params else "–", f"{r['gflops']:.1f}" if r.get("gflops") is not None else "–",
-               _secs(r.get("train_seconds")), _num(r.get("epochs")), _num(r.get("train_images_per_s")),
-               _num(r.get("eval_images_per_s"))])
+               format_seconds(r.get("train_seconds")), num_html(r.get("epochs")), num_html(r.get("train_images_per_s")),
+               num_html(r.get("eval_images_per_s"))])
 
 
 def _header(classes: list[str]) -> list[str]:
@@ -125,14 +125,14 @@ def write_comparison(out_dir: Path, rows: list[dict[str, Any]], runs: dict[str, 
     ranked = sorted(rows, key=lambda r: -(r.get("miou") or -1))  # best first; results.csv keeps the given order
     atomic_write_text(out_dir / "results.md", results_markdown(ranked + list(summary_rows)))
     classes = _classes(rows)
-    table = _table(_header(classes), [_cells(r, classes) for r in ranked + list(summary_rows)])
+    table = table_html(_header(classes), [_cells(r, classes) for r in ranked + list(summary_rows)])
     best = ranked[0] if ranked else None
     cards = ""
     if best is not None:
         fastest = max(rows, key=lambda r: r.get("eval_images_per_s") or 0)
         cards = (f"<div class='cards'><div class='card'><b>{html.escape(best['experiment'])}</b><span>best mIoU: "
-                 f"{_num(best.get('miou'), True)} %</span></div><div class='card'><b>{html.escape(fastest['experiment'])}"
-                 f"</b><span>fastest inference: {_num(fastest.get('eval_images_per_s'))} img/s</span></div>"
+                 f"{num_html(best.get('miou'), True)} %</span></div><div class='card'><b>{html.escape(fastest['experiment'])}"
+                 f"</b><span>fastest inference: {num_html(fastest.get('eval_images_per_s'))} img/s</span></div>"
                  f"<div class='card'><b>{len(rows)}</b><span>experiments</span></div></div><br>")
     histories = {name: run.read_history() for name, run in runs.items()}
 
@@ -164,7 +164,7 @@ def write_comparison(out_dir: Path, rows: list[dict[str, Any]], runs: dict[str, 
                                 [{"name": r["experiment"], "y": [r.get(f"iou_{c}") for c in classes]} for r in rows],
                                 ylabel="IoU", yrange=(0, 1)))
     chart_html = "<div class='charts'>" + "".join(f"<div>{c}</div>" for c in charts) + "</div>"
-    preds = _img(predictions_png, "predictions") if predictions_png is not None else ""
+    preds = img_html(predictions_png, "predictions") if predictions_png is not None else ""
     links = "".join(f"<li><a href='{html.escape(_rel(run.report, out_dir))}'>{html.escape(name)}</a> "
                     f"<small>{html.escape(str(run.path))}</small></li>" for name, run in runs.items())
     body = (f"<header><h1>{html.escape(title)}</h1><p>{len(rows)} experiments, metrics on the "

@@ -27,20 +27,23 @@ pre{background:#f7f7f9;padding:10px;font-size:12px;overflow:auto;max-height:420p
 """
 
 
-def _img(path: Path, alt: str) -> str:
+def img_html(path: Path, alt: str) -> str:
+    """A PNG embedded in the page (pages stay single files); "" when the file is missing."""
     if not path.is_file():
         return ""
     data = base64.b64encode(path.read_bytes()).decode("ascii")
     return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"></figure>'
 
 
-def _num(v: Any, pct: bool = False) -> str:
+def num_html(v: Any, pct: bool = False) -> str:
+    """A table cell: a percentage with 2 decimals (`pct`) or 4 significant digits; a dash for missing or NaN."""
     if v is None or (isinstance(v, float) and v != v):
         return "–"
     return f"{100 * v:.2f}" if pct else (f"{v:.4g}" if isinstance(v, float) else html.escape(str(v)))
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
+def table_html(header: list[str], rows: list[list[str]]) -> str:
+    """An HTML table; header cells are escaped, row cells are already HTML."""
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
@@ -48,7 +51,7 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 def per_class_rows(names: list[str], metrics: dict[str, Any]) -> list[list[str]]:
     keys = ("iou", "boundary_iou", "dice", "precision", "recall")
-    return [[html.escape(n)] + [_num(metrics.get(k, [None] * len(names))[i], pct=True) for k in keys]
+    return [[html.escape(n)] + [num_html(metrics.get(k, [None] * len(names))[i], pct=True) for k in keys]
             for i, n in enumerate(names)]
 
 
@@ -62,14 +65,14 @@ def _eval_section(run: RunDir, split: str, names: list[str]) -> str:
     cards = [("mIoU", m.get("miou")), ("pixel accuracy", m.get("pixel_accuracy")),
              ("mean Boundary IoU", m.get("mean_boundary_iou")), ("mean class accuracy", m.get("mean_accuracy")),
              ("mean Dice", m.get("mean_dice")), ("frequency-weighted IoU", m.get("fwiou"))]
-    card_html = "".join(f'<div class="card"><b>{_num(v, pct=True)}</b><span>{k} (%)</span></div>' for k, v in cards)
-    figs = "".join(_img(run.plots / f"{f}_{split}.png", f) for f in ("per_class_iou", "confusion"))
-    samples = _img(run.plots / f"samples_{split}.png", "samples")
+    card_html = "".join(f'<div class="card"><b>{num_html(v, pct=True)}</b><span>{k} (%)</span></div>' for k, v in cards)
+    figs = "".join(img_html(run.plots / f"{f}_{split}.png", f) for f in ("per_class_iou", "confusion"))
+    samples = img_html(run.plots / f"samples_{split}.png", "samples")
     ckpt = html.escape(str(m.get("checkpoint", "")))
     return (
         f"<section><h2>{split} split: {m.get('num_images', '?')} images at full resolution "
         f"<small>({ckpt})</small></h2><div class='cards'>{card_html}</div><br>"
-        f"{_table(PER_CLASS_HEADER, per_class_rows(names, m))}<div class='figs'>{figs}</div>"
+        f"{table_html(PER_CLASS_HEADER, per_class_rows(names, m))}<div class='figs'>{figs}</div>"
         f"{'<h2>Predictions</h2>' + samples if samples else ''}</section>"
     )
 
@@ -87,15 +90,15 @@ def build_report(run: RunDir, title: Optional[str] = None) -> Path:
     splits = sorted(p.name for p in (run.path / "eval").iterdir()) if (run.path / "eval").is_dir() else []
     timing = summary.get("timing", {})
     info = [("model", summary.get("model", "?")), ("parameters", f"{summary.get('parameters', 0):,}"),
-            ("epochs run", timing.get("epochs_run")), ("total training time", _secs(timing.get("train_seconds"))),
-            ("estimated before epoch 1", _secs(timing.get("estimated_seconds"))),
-            ("time budget", _secs(timing.get("budget_seconds"))),
-            ("mean epoch time", _secs(timing.get("mean_epoch_seconds"))),
-            ("training images/s", _num(timing.get("train_images_per_s"))),
+            ("epochs run", timing.get("epochs_run")), ("total training time", format_seconds(timing.get("train_seconds"))),
+            ("estimated before epoch 1", format_seconds(timing.get("estimated_seconds"))),
+            ("time budget", format_seconds(timing.get("budget_seconds"))),
+            ("mean epoch time", format_seconds(timing.get("mean_epoch_seconds"))),
+            ("training images/s", num_html(timing.get("train_images_per_s"))),
             ("best epoch", summary.get("best_epoch")), ("device", summary.get("device")),
             ("hardware", summary.get("hardware"))]
     info = [(k, v) for k, v in info if v not in (None, "–") or k in ("best epoch",)]
-    info_html = _table(["", ""], [[html.escape(k), html.escape(str(v))] for k, v in info])
+    info_html = table_html(["", ""], [[html.escape(k), html.escape(str(v))] for k, v in info])
     header, hist = _history_rows(run)
     curves = _curves(header, hist)
     config = html.escape(run.config.read_text()) if run.config.is_file() else ""
@@ -103,7 +106,7 @@ def build_report(run: RunDir, title: Optional[str] = None) -> Path:
         f"<header><h1>{html.escape(title or run.path.name)}</h1><p>{html.escape(str(run.path.resolve()))}</p></header><main>"
         + "".join(_eval_section(run, s, names) for s in splits)
         + f"<section><h2>Training</h2>{info_html}<br>{curves}</section>"
-        + (f"<section><h2>Per-epoch history</h2>{_table(header, [[html.escape(c) for c in r] for r in hist])}</section>" if hist else "")
+        + (f"<section><h2>Per-epoch history</h2>{table_html(header, [[html.escape(c) for c in r] for r in hist])}</section>" if hist else "")
         + f"<section><h2>Resolved config</h2><pre>{config}</pre></section></main>"
     )
     atomic_write_text(run.report, page(f"seglab: {run.path.name}", body, interactive=bool(curves)))
@@ -137,7 +140,8 @@ def _curves(header: list[str], rows: list[list[str]]) -> str:
     return f"<div class='charts'><div>{loss}</div><div>{metrics}</div></div>"
 
 
-def _secs(v: Any) -> str:
+def format_seconds(v: Any) -> str:
+    """Seconds as '95.0 s' or '12.3 min' (a dash when unknown)."""
     if v is None:
         return "–"
     v = float(v)
