@@ -19,7 +19,8 @@ from .evaluation.inference import settings_from_config
 from .evaluation.predict import model_file_kind, overlay, predict_files
 from .reporting import plots
 from .run_dir import RunDir
-from .runs import evaluate, finish_report, per_class_csv, per_class_markdown, train_run
+from .reporting.tables import per_class_csv, per_class_markdown
+from .runs import evaluate, finish_report, train_run
 
 __all__ = ["train", "evaluate", "predict", "export", "inspect", "demo", "finish_report", "per_class_csv",
            "per_class_markdown"]

@@ -5,8 +5,6 @@ evaluated with; what is evaluated after training. `experiments.py` (compare, k-f
 """
 from __future__ import annotations
 
-import csv
-import io
 import logging
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
@@ -23,8 +21,9 @@ from .evaluation.inference import settings_from_config
 from .evaluation.predict import load_model, overlay
 from .fileio import atomic_write_text
 from .reporting import plots
-from .reporting.report import PER_CLASS_HEADER, build_report
-from .run_dir import RunDir, clean_json
+from .reporting.report import build_report
+from .reporting.tables import per_class_csv, per_class_markdown
+from .run_dir import RunDir
 
 log = logging.getLogger("seglab")
 PathLike = Union[str, Path]
@@ -188,25 +187,3 @@ def evaluate(target: PathLike, *, split: str = "val", overrides: Sequence[str] =
     if run is not None and report and out is None:
         finish_report(run)
     return metrics
-
-
-def _pct(v: Any) -> str:
-    return "" if v is None or (isinstance(v, float) and v != v) else f"{100 * v:.2f}"
-
-
-def per_class_csv(names: list[str], m: dict[str, Any]) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(["class", "iou", "boundary_iou", "dice", "precision", "recall"])
-    for i, n in enumerate(names):
-        w.writerow([n] + [clean_json(m[k][i]) if clean_json(m[k][i]) is not None else ""
-                          for k in ("iou", "boundary_iou", "dice", "precision", "recall")])
-    return buf.getvalue()
-
-
-def per_class_markdown(names: list[str], m: dict[str, Any]) -> str:
-    keys = ("iou", "boundary_iou", "dice", "precision", "recall")
-    lines = ["| " + " | ".join(PER_CLASS_HEADER) + " |", "|" + "---|" * len(PER_CLASS_HEADER)]
-    lines += [f"| {n} | " + " | ".join(_pct(m[k][i]) for k in keys) + " |" for i, n in enumerate(names)]
-    lines.append(f"| **mean** | {_pct(m['miou'])} | {_pct(m['mean_boundary_iou'])} | {_pct(m['mean_dice'])} | | |")
-    return "\n".join(lines) + "\n"

@@ -1,7 +1,6 @@
 """Matplotlib figures of a run, saved as PNG (atomically)."""
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -14,6 +13,7 @@ import numpy as np  # noqa: E402
 from ..data.labels import LabelSpace  # noqa: E402
 from ..data.masks import display_rgb  # noqa: E402
 from ..fileio import atomic_path  # noqa: E402
+from .tables import is_missing  # noqa: E402
 
 
 def _save(fig, path: Path) -> Path:
@@ -24,12 +24,8 @@ def _save(fig, path: Path) -> Path:
 
 
 def _series(history: list[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
-    pts = [(r["epoch"], r[key]) for r in history if r.get(key) is not None and not _nan(r[key])]
+    pts = [(r["epoch"], r[key]) for r in history if not is_missing(r.get(key))]
     return [p[0] for p in pts], [p[1] for p in pts]
-
-
-def _nan(v: Any) -> bool:
-    return isinstance(v, float) and math.isnan(v)
 
 
 def plot_loss_curves(history: list[dict[str, Any]], path: Path) -> Path:
@@ -62,7 +58,7 @@ def plot_comparison_curves(histories: dict[str, list[dict[str, Any]]], path: Pat
     fig, (ax_t, ax_e) = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
     for name, hist in histories.items():
         pts = [(r["elapsed_seconds"] / 60, r["val_miou"]) for r in hist
-               if r.get("elapsed_seconds") is not None and r.get("val_miou") is not None and not _nan(r["val_miou"])]
+               if r.get("elapsed_seconds") is not None and not is_missing(r.get("val_miou"))]
         line = ax_t.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=2.5, label=name)[0] if pts else None
         x, y = _series(hist, "val_miou")
         if x:
@@ -77,11 +73,11 @@ def plot_comparison_curves(histories: dict[str, list[dict[str, Any]]], path: Pat
 
 def plot_per_class(names: Sequence[str], iou: Sequence[float], biou: Sequence[float], path: Path) -> Path:
     y = np.arange(len(names))
-    vals = lambda v: [0.0 if x is None or _nan(x) else x for x in v]  # noqa: E731
+    vals = lambda v: [0.0 if is_missing(x) else x for x in v]  # noqa: E731
     fig, ax = plt.subplots(figsize=(6.4, 0.35 * len(names) + 1.4))
     for offset, v, label in ((-0.2, iou, "IoU"), (0.2, biou, "Boundary IoU")):
         bars = ax.barh(y + offset, vals(v), height=0.4, label=label)
-        ax.bar_label(bars, labels=["–" if x is None or _nan(x) else f"{x:.2f}" for x in v], fontsize=7, padding=2)
+        ax.bar_label(bars, labels=["–" if is_missing(x) else f"{x:.2f}" for x in v], fontsize=7, padding=2)
     ax.set_yticks(y, names)
     ax.invert_yaxis()
     ax.set(xlim=(0, 1.08), xlabel="score", title="Per-class IoU")

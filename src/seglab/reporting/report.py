@@ -9,6 +9,7 @@ from typing import Any, Optional
 from ..fileio import atomic_write_text
 from .interactive import line_chart, plotly_script
 from ..run_dir import RunDir, fmt_value
+from .tables import PER_CLASS_HEADER, is_missing, per_class_values
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;background:#f5f6f8;color:#1d2330}
@@ -37,7 +38,7 @@ def img_html(path: Path, alt: str) -> str:
 
 def num_html(v: Any, pct: bool = False) -> str:
     """A table cell: a percentage with 2 decimals (`pct`) or 4 significant digits; a dash for missing or NaN."""
-    if v is None or (isinstance(v, float) and v != v):
+    if is_missing(v):
         return "–"
     return f"{100 * v:.2f}" if pct else (f"{v:.4g}" if isinstance(v, float) else html.escape(str(v)))
 
@@ -50,12 +51,8 @@ def table_html(header: list[str], rows: list[list[str]]) -> str:
 
 
 def per_class_rows(names: list[str], metrics: dict[str, Any]) -> list[list[str]]:
-    keys = ("iou", "boundary_iou", "dice", "precision", "recall")
-    return [[html.escape(n)] + [num_html(metrics.get(k, [None] * len(names))[i], pct=True) for k in keys]
-            for i, n in enumerate(names)]
-
-
-PER_CLASS_HEADER = ["class", "IoU %", "Boundary IoU %", "Dice %", "precision %", "recall %"]
+    """The per-class table's rows as HTML cells."""
+    return [[html.escape(row[0])] + [num_html(v, pct=True) for v in row[1:]] for row in per_class_values(names, metrics)]
 
 
 def _eval_section(run: RunDir, split: str, names: list[str]) -> str:
