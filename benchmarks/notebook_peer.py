@@ -83,7 +83,7 @@ def main() -> None:
     normalize = A.Normalize(mean=cfg.augment.mean, std=cfg.augment.std)
     augment = A.Compose([A.Resize(*size), A.HorizontalFlip(p=0.5),
                          A.ColorJitter(0.2, 0.2, 0.2, 0.0, p=0.5), normalize])
-    train = data.loaders["train"]
+    train = data.readers["train"]
     samples = [train.load(i) for i in range(len(train))]  # a notebook keeps the small dataset in memory
     model = smp.Unet("resnet34", encoder_weights=None, in_channels=3, classes=labels.num_classes)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
@@ -106,7 +106,7 @@ def main() -> None:
             loss.backward()
             optimizer.step()
             losses.append(loss.item())
-        m = evaluate(model, data.loaders["val"], labels, size, normalize, cfg.eval.boundary_dilation_ratio)
+        m = evaluate(model, data.readers["val"], labels, size, normalize, cfg.eval.boundary_dilation_ratio)
         elapsed = time.perf_counter() - start
         history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "val_miou": m["miou"],
                         "val_mean_boundary_iou": m["mean_boundary_iou"], "elapsed_seconds": elapsed})
@@ -118,8 +118,8 @@ def main() -> None:
             break
     train_seconds = time.perf_counter() - start
     model.load_state_dict(best_state)
-    split = cfg.eval.split if cfg.eval.split in data.loaders else "val"
-    final = evaluate(model, data.loaders[split], labels, size, normalize, cfg.eval.boundary_dilation_ratio)
+    split = cfg.eval.split if cfg.eval.split in data.readers else "val"
+    final = evaluate(model, data.readers[split], labels, size, normalize, cfg.eval.boundary_dilation_ratio)
     result = {"pipeline": "segmentation_models_pytorch Unet(resnet34, no pretraining), albumentations, Adam "
                           f"{args.lr:g} constant, cross-entropy, fp32 eager, batch {args.batch_size}, input {size[0]}x{size[1]}",
               "config": args.config, "split": split, "budget_seconds": budget, "train_seconds": train_seconds,

@@ -175,4 +175,4 @@ def test_converted_folder_trains_as_index_masks(tmp_path, tiny_raw):
     assert bundle.labels.names == ["background", "dog"]
     want = np.zeros((6, 8), np.uint8)
     want[1:5, 1:6] = 1
-    np.testing.assert_array_equal(bundle.loaders["train"].load(0)[1], want)
+    np.testing.assert_array_equal(bundle.readers["train"].load(0)[1], want)

@@ -144,7 +144,7 @@ def test_size_mismatch_error_and_alignment_rules(tmp_path, tiny_raw):
     for rule, shape in (("resize_image_to_mask", (20, 24)), ("resize_mask_to_image", (40, 48))):
         cfg = config_from_dict(folder_raw(tiny_raw, tmp_path, align=rule))
         bundle = build_data(cfg)
-        loader = next(l for l in bundle.loaders.values() if any("img01" in s.image for s in l.items))
+        loader = next(l for l in bundle.readers.values() if any("img01" in s.image for s in l.items))
         i = next(i for i, s in enumerate(loader.items) if "img01" in s.image)
         image, mask = loader.load(i)
         assert image.shape[:2] == mask.shape == shape
@@ -166,7 +166,7 @@ def test_build_split_json_roundtrip(tmp_path, tiny_raw):
     split = build_split(cfg.data)
     assert len(split["train"]) == 4 and len(split["val"]) == 2
     again = build_data(cfg, split=json.loads(json.dumps(split)))
-    assert [s.image for s in again.loaders["val"].items] == [a for a, _ in split["val"]]
+    assert [s.image for s in again.readers["val"].items] == [a for a, _ in split["val"]]
 
 
 def test_empty_split_is_an_error(tiny_raw):
@@ -189,7 +189,7 @@ def test_augmentation_is_reproducible_and_keeps_labels(tiny_raw):
     tiny_raw["augment"].update(scale=[0.8, 1.3], crop=[28, 36], rotate=20, color_jitter=0.3)
     cfg = config_from_dict(tiny_raw)
     bundle = build_data(cfg)
-    ds = TrainDataset(bundle.loaders["train"], cfg)
+    ds = TrainDataset(bundle.readers["train"], cfg)
     x1, y1, lab = ds[(2, 1234)]
     assert lab.dtype == torch.bool and bool(lab.all())  # a fully labelled dataset annotates every class
     x2, y2, _ = ds[(2, 1234)]

@@ -38,7 +38,7 @@ def test_same_folder_with_mask_suffix_decodes_colour_masks_pixel_by_pixel(tmp_pa
                                 "random_split": {"val": 0.34, "seed": 0}}}
     bundle = build_data(config_from_dict(raw), check=("train", "val"))
     assert bundle.labels.names == ["Sky", "Building", "Road", "Car"]
-    loaders = bundle.loaders
+    loaders = bundle.readers
     assert len(loaders["train"]) + len(loaders["val"]) == 6  # masks are never listed as images
     for loader in loaders.values():
         for i, s in enumerate(loader.items):
@@ -83,11 +83,11 @@ def test_same_folder_with_two_annotators(tmp_path, tiny_raw):
                                 "pair_stems": {"image": r"(Image_\d+[LR])", "mask": r"(Image_\d+[LR])_1stHO"},
                                 "mask_encoding": "binary", "random_split": {"val": 0.25, "seed": 0}}}
     bundle = build_data(config_from_dict(raw), check=("train", "val"))
-    items = bundle.loaders["train"].items + bundle.loaders["val"].items
+    items = bundle.readers["train"].items + bundle.readers["val"].items
     assert len(items) == 8 and all(s.image.endswith(".jpg") and s.mask.endswith("_1stHO.png") for s in items)
     want = np.zeros((8, 8), np.uint8)
     want[:4] = 1
-    np.testing.assert_array_equal(bundle.loaders["train"].load(0)[1], want)
+    np.testing.assert_array_equal(bundle.readers["train"].load(0)[1], want)
 
 
 def test_pairing_config_errors(tiny_raw):
@@ -153,7 +153,7 @@ def test_region_masks_turn_pixels_outside_the_field_of_view_to_ignore(tmp_path, 
     truth = _drive_folder(tmp_path / "drive")
     bundle = build_data(config_from_dict(_drive_raw(tiny_raw, tmp_path / "drive")), check=("train", "val"))
     outside = 0
-    for loader in bundle.loaders.values():
+    for loader in bundle.readers.values():
         for i, s in enumerate(loader.items):
             assert s.region.endswith(s.image.rsplit("/", 1)[1].replace(".tif", "_mask.gif"))
             np.testing.assert_array_equal(loader.load(i)[1], truth[s.image.rsplit("/", 1)[1]])
@@ -165,7 +165,7 @@ def test_region_masks_turn_pixels_outside_the_field_of_view_to_ignore(tmp_path, 
     from seglab.data.datasets import split_items
 
     again = split_items(bundle.split, "train")
-    assert [s.region for s in again] == [s.region for s in bundle.loaders["train"].items]
+    assert [s.region for s in again] == [s.region for s in bundle.readers["train"].items]
 
 
 def test_region_marks_ignore_reads_dont_care_masks(tmp_path, tiny_raw):
@@ -174,7 +174,7 @@ def test_region_marks_ignore_reads_dont_care_masks(tmp_path, tiny_raw):
         Image.fromarray(255 - np.asarray(Image.open(p))).save(p)
     bundle = build_data(config_from_dict(_drive_raw(tiny_raw, tmp_path / "drive", region_marks="ignore")),
                         check=("train",))
-    loader = bundle.loaders["train"]
+    loader = bundle.readers["train"]
     for i, s in enumerate(loader.items):
         np.testing.assert_array_equal(loader.load(i)[1], truth[s.image.rsplit("/", 1)[1]])
 
@@ -187,14 +187,14 @@ def test_region_masks_in_the_image_folder_and_from_list_files(tmp_path, tiny_raw
     raw = _drive_raw(tiny_raw, root)
     raw["data"]["train"]["regions"] = "images"
     bundle = build_data(config_from_dict(raw), check=("train", "val"))
-    items = bundle.loaders["train"].items + bundle.loaders["val"].items
+    items = bundle.readers["train"].items + bundle.readers["val"].items
     assert len(items) == 4 and all(s.image.endswith("_training.tif") for s in items)
     # a list file's third path is the region mask
     (root / "train.txt").write_text("".join(f"images/{k}_training.tif 1st_manual/{k}_manual1.gif "
                                             f"images/{k}_training_mask.gif\n" for k in (21, 22)))
     listed = {**raw["data"], "train": {"list": "train.txt"}}
     listed.pop("pair_stems")
-    loader = build_data(config_from_dict({**tiny_raw, "data": listed}), check=("train",)).loaders["train"]
+    loader = build_data(config_from_dict({**tiny_raw, "data": listed}), check=("train",)).readers["train"]
     for i, s in enumerate(loader.items):
         np.testing.assert_array_equal(loader.load(i)[1], truth[s.image.rsplit("/", 1)[1]])
     raw["data"]["region_suffix"] = ""

@@ -158,7 +158,7 @@ def test_index_masks_holding_0_and_255_are_refused_as_binary(tmp_path, tiny_raw,
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
     assert main(["inspect", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "i3")]) == 0
     bundle = build_data(config_from_dict(raw), check=("train",))
-    np.testing.assert_array_equal(bundle.loaders["train"].load(0)[1], TRUTH)
+    np.testing.assert_array_equal(bundle.readers["train"].load(0)[1], TRUTH)
 
 
 def test_binary_split_with_no_foreground_is_refused(tmp_path, tiny_raw):

@@ -224,7 +224,7 @@ def test_merged_label_space_and_samples(tmp_path):
     by_name = {s.name: s for s in data.sources}
     assert by_name["polyp"].labelled.tolist() == [True, True, False, False]
     assert by_name["multi"].labelled.tolist() == [True, False, True, True]
-    train = data.loaders["train"]
+    train = data.readers["train"]
     assert sorted(set(train.source_of)) == [0, 1, 2] and len(train) == 9  # 3 of 4 per source
     for i in range(len(train)):
         _, mask = train.load(i)

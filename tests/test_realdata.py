@@ -28,14 +28,14 @@ def test_every_camvid_mask_decodes(in_root):
     cfg = load_config(ROOT / "configs" / "camvid_unet.yaml", ["data.cache=false"])
     bundle = build_data(cfg)
     assert bundle.labels.names == CAMVID_NAMES and bundle.labels.ignore_index == 255
-    assert {k: len(v) for k, v in bundle.loaders.items()} == {"train": 367, "val": 101, "test": 233}
-    for name, loader in bundle.loaders.items():
+    assert {k: len(v) for k, v in bundle.readers.items()} == {"train": 367, "val": 101, "test": 233}
+    for name, loader in bundle.readers.items():
         stats = check_split(loader)
         assert set(stats.sizes) == {(360, 480)}
         assert (stats.counts > 0).all(), f"{name}: every class appears"
         assert stats.ignored > 0  # Void (index 11) became the ignore value
         assert stats.counts.sum() + stats.ignored == len(loader) * 360 * 480
-    image, mask = bundle.loaders["train"].load(0)
+    image, mask = bundle.readers["train"].load(0)
     assert image.shape == (360, 480, 3) and mask.dtype == np.uint8
     assert set(np.unique(mask)) <= set(range(11)) | {255}
 
@@ -45,8 +45,8 @@ def test_camvid_list_files_with_foreign_paths(in_root):
     cfg = load_config(ROOT / "configs" / "camvid_unet.yaml",
                       ["data.train={list: train.txt}", "data.val={list: val.txt}", "data.test={list: test.txt}"])
     bundle = build_data(cfg)
-    assert [len(bundle.loaders[s]) for s in ("train", "val", "test")] == [367, 101, 233]
-    first = bundle.loaders["train"].items[0]
+    assert [len(bundle.readers[s]) for s in ("train", "val", "test")] == [367, 101, 233]
+    first = bundle.readers["train"].items[0]
     assert first.image.endswith("camvid/train/0001TP_006690.png")
     assert first.mask.endswith("camvid/trainannot/0001TP_006690.png")
 
@@ -56,9 +56,9 @@ def test_every_weizmann_mask_decodes_and_aligns(in_root):
     cfg = load_config(ROOT / "configs" / "weizmann_horse_unet.yaml", ["data.cache=false"])
     bundle = build_data(cfg)
     assert bundle.labels.names == ["background", "horse"]
-    assert len(bundle.loaders["train"]) == 279 and len(bundle.loaders["val"]) == 49  # 85/15 of 328
+    assert len(bundle.readers["train"]) == 279 and len(bundle.readers["val"]) == 49  # 85/15 of 328
     sizes = Counter()
-    for loader in bundle.loaders.values():
+    for loader in bundle.readers.values():
         for i in range(len(loader)):
             image, mask = loader.load(i)
             assert image.shape[:2] == mask.shape  # colour image resized to its (smaller) mask
@@ -76,7 +76,7 @@ def test_weizmann_without_alignment_names_both_files(in_root):
     cfg = load_config(ROOT / "configs" / "weizmann_horse_unet.yaml", ["data.align=none", "data.cache=false"])
     bundle = build_data(cfg)
     with pytest.raises(DataError, match=r"rgb/horse\d+\.jpg is \d+x\d+ but its mask .*figure_ground/horse\d+\.jpg is \d+x\d+"):
-        check_split(bundle.loaders["train"])
+        check_split(bundle.readers["train"])
 
 
 SINGLE = SHARED_DATA / "single_class"
@@ -88,7 +88,7 @@ def test_merged_polyp_lung_config(in_root):
     cfg = load_config(ROOT / "configs" / "merged_polyp_lung.yaml", ["data.cache=false"])
     bundle = build_data(cfg)
     assert bundle.labels.names == ["background", "polyp", "lung"]
-    train = bundle.loaders["train"]
+    train = bundle.readers["train"]
     per_source = Counter(bundle.sources[k].name for k in train.source_of)
     assert per_source == {"polyp": 595, "lung": 385}  # 700 and 453 images, 15% of each held out
     seen = {"polyp": 0, "lung": 0}

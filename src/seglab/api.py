@@ -103,10 +103,10 @@ def inspect(config: Union[Config, PathLike], *, overrides: Sequence[str] = (), o
     if data.sources:
         rows = source_summary(labels, data.sources)
         for row, k in zip(rows, range(len(data.sources))):
-            row["samples"] = {name: loader.source_of.count(k) for name, loader in data.loaders.items()}
+            row["samples"] = {name: loader.source_of.count(k) for name, loader in data.readers.items()}
         summary["sources"] = rows
         summary["strategy"] = cfg.loss.strategy
-    for name, loader in data.loaders.items():
+    for name, loader in data.readers.items():
         stats = check_split(loader, problems)
         total = int(stats.counts.sum())
         sizes: dict[str, int] = {}
@@ -125,8 +125,8 @@ def inspect(config: Union[Config, PathLike], *, overrides: Sequence[str] = (), o
     summary["warnings"] = warnings
     out_dir = Path(out) if out is not None else Path(cfg.output.dir) / f"inspect_{cfg.output.name}"
     out_dir.mkdir(parents=True, exist_ok=True)
-    if "train" in data.loaders and num_samples:
-        loader = data.loaders["train"]
+    if "train" in data.readers and num_samples:
+        loader = data.readers["train"]
         picks = np.linspace(0, len(loader) - 1, min(num_samples, len(loader))).astype(int)
         rows = []
         for i in picks:

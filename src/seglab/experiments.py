@@ -171,9 +171,9 @@ def _prediction_grid(runs: dict[str, RunDir], split: str, out: Path, num_images:
     first = next(iter(runs.values()))
     cfg = load_config(first.config)
     data = build_data(cfg, split=load_split(first.split) if first.split.is_file() else None)
-    if split not in data.loaders:
+    if split not in data.readers:
         return None
-    loader = data.loaders[split]
+    loader = data.readers[split]
     picks = np.linspace(0, len(loader) - 1, min(num_images, len(loader))).astype(int)
     samples = [loader.load(int(i)) for i in picks]
     rows = [[display_rgb(img), data.labels.colorize(mask)] for img, mask in samples]

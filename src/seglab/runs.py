@@ -156,11 +156,11 @@ def evaluate(target: PathLike, *, split: str = "val", overrides: Sequence[str] =
     lm.model.to(device)
     split_data = load_split(run.split) if run is not None and run.split.is_file() else None
     data = build_data(cfg, split=split_data)
-    if split not in data.loaders:
+    if split not in data.readers:
         raise DataError(f"the {split} split is empty for {target}")
     if data.labels.names != lm.labels.names:
         raise SeglabError(f"{ckpt_path}: checkpoint classes {lm.labels.names} differ from the dataset's {data.labels.names}")
-    dataset = EvalDataset(data.loaders[split], cfg, input_size=lm.input_size)
+    dataset = EvalDataset(data.readers[split], cfg, input_size=lm.input_size)
     settings = settings_from_config(cfg.eval)
     res = run_evaluation(lm.model, dataset, lm.labels, device=device, batch_size=cfg.eval.batch_size,
                          dilation_ratio=cfg.eval.boundary_dilation_ratio, num_samples=cfg.eval.num_samples,

@@ -144,8 +144,9 @@ def split_items(split: dict[str, Any], name: str) -> list[Item]:
             for it in items]
 
 
-class PairLoader:
-    """Loads aligned (image (H, W, C) uint8, mask (H, W) uint8) pairs for one split."""
+class SampleReader:
+    """Reads one split's aligned samples (image (H, W, C), mask (H, W) uint8 class ids) from their files or the
+    synthetic generator; datasets and torch DataLoaders are built on top of it."""
 
     def __init__(self, data: DataConfig, labels: LabelSpace, remap: dict[int, int], split: str, items: list[Item],
                  sources: Optional[list[MergedSource]] = None):
@@ -261,14 +262,14 @@ class SplitStats:
     image_kinds: dict[str, int] = field(default_factory=dict)  # images read per file kind
 
 
-def _changed_total(loader: "PairLoader") -> Counter:
+def _changed_total(loader: "SampleReader") -> Counter:
     total: Counter = Counter(loader.region_ignored)
     for d in loader.decoders():
         total.update(d.changed)
     return total
 
 
-def label_problems(loader: "PairLoader", stats: SplitStats) -> list[str]:
+def label_problems(loader: "SampleReader", stats: SplitStats) -> list[str]:
     """What makes a decoded split unusable though every file decoded: all labelled pixels in one class
     (e.g. 0/255 binary masks read as index masks, where 255 is the ignore value)."""
     labels, data = loader.labels, loader.data
@@ -291,7 +292,7 @@ def label_problems(loader: "PairLoader", stats: SplitStats) -> list[str]:
     return [f"{where}: check data.mask_encoding, data.class_names or the palette file"]
 
 
-def check_split(loader: PairLoader, problems: Optional[list[str]] = None) -> SplitStats:
+def check_split(loader: SampleReader, problems: Optional[list[str]] = None) -> SplitStats:
     """Decode every pair and count class pixels.
 
     A bad file raises, or is skipped and described in `problems` when a list is given.
@@ -320,7 +321,7 @@ def check_split(loader: PairLoader, problems: Optional[list[str]] = None) -> Spl
 class TrainDataset(Dataset):
     """Augmented training samples; a key (index, seed) makes the augmentation reproducible."""
 
-    def __init__(self, loader: PairLoader, cfg: Config):
+    def __init__(self, loader: SampleReader, cfg: Config):
         self.loader = loader
         self.transform = build_train_transform(cfg.augment, loader.labels.ignore_index)
         self.mean, self.std = cfg.augment.mean, cfg.augment.std
@@ -342,7 +343,7 @@ class TrainDataset(Dataset):
 class EvalDataset(Dataset):
     """Deterministic samples: the image at the model's input size, the mask at full resolution."""
 
-    def __init__(self, loader: PairLoader, cfg: Config, input_size: Optional[Sequence[int]] = None):
+    def __init__(self, loader: SampleReader, cfg: Config, input_size: Optional[Sequence[int]] = None):
         """`input_size`: the model's (H, W) input, when it is not the config's augment.resize (a checkpoint's)."""
         self.loader = loader
         self.input_size = tuple(input_size) if input_size is not None else cfg.augment.resize
@@ -424,14 +425,14 @@ class EpochSampler(Sampler):
 class DataBundle:
     labels: LabelSpace
     split: dict[str, Any]
-    loaders: dict[str, PairLoader]
+    readers: dict[str, SampleReader]  # per split: decodes its samples (not a torch DataLoader)
     sources: list[MergedSource] = field(default_factory=list)
     train_counts: Optional[np.ndarray] = None
     train_image_pixels: Optional[np.ndarray] = None
 
 
 def build_data(cfg: Config, split: Optional[dict[str, Any]] = None, check: Sequence[str] = ()) -> DataBundle:
-    """Labels and per-split loaders; `split` (from split.json) replaces resolving the config's sources.
+    """Labels and per-split sample readers; `split` (from split.json) replaces resolving the config's sources.
 
     Splits named in `check` are decoded in full up front so a bad file fails before any run output.
     """
@@ -442,16 +443,16 @@ def build_data(cfg: Config, split: Optional[dict[str, Any]] = None, check: Seque
     else:
         labels, remap = build_labels(cfg.data)
     split = split if split is not None else build_split(cfg.data)
-    loaders = {}
+    readers = {}
     for name in ("train", "val", "test"):
         if split.get(name):
-            loaders[name] = PairLoader(cfg.data, labels, remap, name, split_items(split, name), sources)
-    bundle = DataBundle(labels, split, loaders, sources)
+            readers[name] = SampleReader(cfg.data, labels, remap, name, split_items(split, name), sources)
+    bundle = DataBundle(labels, split, readers, sources)
     for name in check:
-        if name not in loaders:
+        if name not in readers:
             raise DataError(f"the {name} split is empty")
-        stats = check_split(loaders[name])
-        refused = label_problems(loaders[name], stats)
+        stats = check_split(readers[name])
+        refused = label_problems(readers[name], stats)
         if refused:
             raise DataError(refused[0])
         sizes = sorted(set(stats.sizes))

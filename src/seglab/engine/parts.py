@@ -94,9 +94,9 @@ def build_training(cfg: Config, *, split: Optional[dict[str, Any]], dist: DistIn
     loss_fn = build_loss(lc.name, ignore_index=labels.ignore_index, weight=class_weights, ce_weight=lc.ce_weight,
                          dice_weight=lc.dice_weight, dice_smooth=lc.dice_smooth, strategy=lc.strategy,
                          exclusion_weight=lc.exclusion_weight).to(device)
-    train_set = TrainDataset(data.loaders["train"], cfg)
-    val_set = EvalDataset(data.loaders["val"], cfg)
-    groups = data.loaders["train"].source_of if cfg.data.balance_sources and data.sources else None
+    train_set = TrainDataset(data.readers["train"], cfg)
+    val_set = EvalDataset(data.readers["val"], cfg)
+    groups = data.readers["train"].source_of if cfg.data.balance_sources and data.sources else None
     sampler = EpochSampler(len(train_set), seed=cfg.seed, groups=groups, rank=dist.rank, num_replicas=dist.world_size)
     train_loader = DataLoader(train_set, batch_size=cfg.train.batch_size // dist.world_size, sampler=sampler,
                               drop_last=len(train_set) > cfg.train.batch_size, num_workers=cfg.train.num_workers,
