@@ -154,9 +154,10 @@ class RunLock:
     def __init__(self, run: RunDir) -> None:
         self.run = run
         self.path = run.lock_file
+        self.key = str(self.path.resolve())
 
     def __enter__(self) -> "RunLock":
-        key = str(self.path.resolve())
+        key = self.key
         if key in _held:
             _held[key][1] += 1
             return self
@@ -187,7 +188,7 @@ class RunLock:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        key = str(self.path.resolve())
+        key = self.key
         if key not in _held:
             return
         _held[key][1] -= 1

@@ -156,7 +156,7 @@ def _resume_point(run: RunDir, cfg: Config, main: bool) -> dict[str, Any]:
     state = ckpt["train_state"]
     if state.get("best_epoch") is not None and state["best_epoch"] == state.get("epoch"):
         # last.pt of an improving epoch holds exactly what best.pt must: the stop came before best.pt's write
-        best = load_checkpoint(run.best)["train_state"].get("epoch") if run.best.is_file() else None
+        best = load_checkpoint(run.best, mmap=True)["train_state"].get("epoch") if run.best.is_file() else None
         if best != state["best_epoch"]:
             save_checkpoint(run.best, {k: v for k, v in ckpt.items() if k not in ("format", "version")})
             log.info(f"{run.best}: completed from last.pt (the run stopped between the two writes)")
