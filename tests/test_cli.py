@@ -90,7 +90,7 @@ def test_empty_split(capsys, folder, tmp_path):
 @pytest.mark.parametrize("override,pattern", [
     ("train.epoch=3", r"cfg\.yaml: train\.epoch: unknown key; allowed: epochs"),
     ("train.epochs=many", r"train\.epochs: .*integer.*'many'"),
-    ("loss.name=focal", r"loss\.name: bad value 'focal'"),
+    ("loss.name=focl", r"loss\.name: unknown loss 'focl'; available: "),
     ("train.epochs", r"--set 'train\.epochs': expected KEY=VALUE"),
     ("model.widht=3", r"model\.widht: unknown option; allowed: base_channels, condition_channels, decoder_channels, depth, dropout, encoder"),
 ])

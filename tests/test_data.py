@@ -11,7 +11,7 @@ from seglab.data.datasets import EpochSampler, TrainDataset, build_data, build_s
 from seglab.data.folder import pair_folders, read_list_file
 from seglab.data.labels import LabelSpace, build_label_space, read_palette_file
 from seglab.data.masks import MaskDecoder, read_image
-from seglab.data.splits import random_split
+from seglab.data.splits import Split, random_split
 from seglab.data.synthetic import make_synthetic_sample
 from seglab.errors import DataError
 
@@ -163,16 +163,16 @@ def test_random_split_is_seeded_and_disjoint():
 def test_build_split_json_roundtrip(tmp_path, tiny_raw):
     make_folder_dataset(tmp_path, n=6)
     cfg = config_from_dict(folder_raw(tiny_raw, tmp_path))
-    split = build_split(cfg.data)
+    split = build_split(cfg.data).to_json()
     assert len(split["train"]) == 4 and len(split["val"]) == 2
-    again = build_data(cfg, split=json.loads(json.dumps(split)))
+    again = build_data(cfg, split=Split.from_json(json.loads(json.dumps(split))))
     assert [s.image for s in again.readers["val"].items] == [a for a, _ in split["val"]]
 
 
 def test_empty_split_is_an_error(tiny_raw):
     cfg = config_from_dict(tiny_raw)
     with pytest.raises(DataError, match="the val split is empty"):
-        build_data(cfg, split={"kind": "synthetic", "train": [0, 1], "val": []}, check=("train", "val"))
+        build_data(cfg, split=Split.from_json({"kind": "synthetic", "train": [0, 1], "val": []}), check=("train", "val"))
 
 
 def test_synthetic_is_deterministic_and_has_every_class():
@@ -207,3 +207,25 @@ def test_epoch_sampler_depends_only_on_seed_and_epoch():
     t = EpochSampler(10, seed=3)
     t.set_epoch(2)
     assert list(t) == a and sorted(i for i, _ in a) == list(range(10))
+
+
+def test_split_json_round_trip_and_refusals(tmp_path):
+    from seglab.data.splits import Sample, SyntheticItem, load_split, save_split
+
+    split = Split("merged", train=[Sample("a.png", "a_m.png", "lungs"), Sample("b.png", "b_m.png", "", "b_fov.gif")],
+                  val=[Sample("c.png", "c_m.png")])
+    save_split(tmp_path / "split.json", split)
+    assert load_split(tmp_path / "split.json") == split
+    synthetic = Split("synthetic", [SyntheticItem("train", i) for i in range(4)], [SyntheticItem("val", 0)])
+    assert synthetic.to_json()["train"] == [0, 1, 2, 3]
+    folds = synthetic.folds(2, seed=0)
+    assert sorted(map(repr, folds[0].val + folds[1].val)) == sorted(map(repr, synthetic.train + synthetic.val))
+    # a fold mixes streams, so its file names every item's stream and reads back the same samples
+    assert all(isinstance(v, str) for v in folds[0].to_json()["train"])
+    assert Split.from_json(folds[0].to_json()) == folds[0]
+    for bad in ('[1, 2]', '{"kind": "folder", "train": [["a.png"]]}', '{"kind": "synthetic", "val": ["x/1"]}', "{"):
+        (tmp_path / "bad.json").write_text(bad)
+        with pytest.raises(DataError, match=r"bad\.json: "):
+            load_split(tmp_path / "bad.json")
+    with pytest.raises(DataError, match="the test split is empty"):
+        split.items("test")

@@ -4,7 +4,6 @@ pool their sums over ranks instead of averaging per-rank Dice values."""
 import json
 import os
 import socket
-import typing
 
 import pytest
 import torch
@@ -14,16 +13,11 @@ import torch.multiprocessing as mp
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
                                 reason="torch.distributed with gloo is not available")
 
-from seglab.config import LossConfig
-
-STRATEGIES = typing.get_args(typing.get_type_hints(LossConfig)["strategy"])  # every partial-label strategy
+from seglab.losses import list_losses, list_strategies
 
 
 def _cases():
-    from seglab import losses  # noqa: F401  (registers the losses)
-    from seglab.registry import LOSSES
-
-    return [(name, strategy, weighted) for name in sorted(LOSSES) for strategy in STRATEGIES
+    return [(name, strategy, weighted) for name in list_losses() for strategy in list_strategies()
             for weighted in (False, True) if not (weighted and (strategy == "conditional" or name == "dice"))]
 
 

@@ -1,4 +1,6 @@
 """Folder layouts people have: masks beside images marked by a suffix, stems that differ by a pattern (issue 13)."""
+import json
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -162,9 +164,9 @@ def test_region_masks_turn_pixels_outside_the_field_of_view_to_ignore(tmp_path, 
         assert stats.changed["pixels outside the region masks -> ignore"] == stats.ignored
     assert outside == sum(int((t == 255).sum()) for t in truth.values()) > 0
     # the split file keeps each image's region, so eval of a finished run applies the same one
-    from seglab.data.datasets import split_items
+    from seglab.data.splits import Split
 
-    again = split_items(bundle.split, "train")
+    again = Split.from_json(json.loads(json.dumps(bundle.split.to_json()))).items("train")
     assert [s.region for s in again] == [s.region for s in bundle.readers["train"].items]
 
 

@@ -12,6 +12,7 @@ from .config import Config, config_from_dict, load_config
 from .data.merge import source_summary
 from .data.datasets import build_data, build_split, check_split, label_problems
 from .data.masks import display_rgb
+from .data.splits import Split
 from .engine.budget import Estimate
 from .engine.distributed import pick_device
 from .errors import DataError, SeglabError
@@ -30,7 +31,7 @@ PathLike = Union[str, Path]
 
 
 def train(config: Union[Config, PathLike], *, overrides: Sequence[str] = (), resume: Optional[PathLike] = None,
-          overwrite: bool = False, split: Optional[dict[str, Any]] = None, estimate: Optional[Estimate] = None) -> RunDir:
+          overwrite: bool = False, split: Optional[Split] = None, estimate: Optional[Estimate] = None) -> RunDir:
     """Train from a config (or continue the run folder `resume`), then evaluate and write the report.
 
     `estimate`: the config's speed measured beforehand (`estimate_training`), so the run does not measure it again.

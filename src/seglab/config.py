@@ -253,8 +253,13 @@ class ModelConfig(BaseModel):
         return dict(self.model_extra or {})
 
 
-class LossConfig(_Strict):
-    name: Literal["cross_entropy", "dice", "ce_dice"] = "cross_entropy"
+class LossConfig(BaseModel):
+    """`name` is a registered loss, or a list of them summed with `weights`; `strategy` a registered
+    partial-label strategy; any other key is an option of those builders (checked by losses.check_loss_config)."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+    name: Union[str, List[str]] = "cross_entropy"
+    weights: Optional[List[float]] = None  # one per name (default 1 each)
     class_weights: Union[None, Literal["inverse_frequency", "median_frequency"], list[float]] = None
     ce_weight: float = Field(1.0, ge=0.0)
     dice_weight: float = Field(1.0, ge=0.0)
@@ -265,10 +270,13 @@ class LossConfig(_Strict):
     # naive = as background; marginal = background or any unannotated class (Shi et al. 2021);
     # marginal_exclusion = marginal plus the exclusion loss; conditional = Dmitriev & Kaufman's
     # class-conditioned binary model. On fully labelled data marginal equals the plain loss.
-    strategy: Literal["naive", "marginal", "marginal_exclusion", "conditional"] = "naive"
+    strategy: str = "naive"
     exclusion_weight: float = Field(1.0, ge=0.0)
     # conditional: a pixel is background unless some class's foreground probability exceeds this
     conditional_threshold: float = Field(0.5, gt=0.0, lt=1.0)
+
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
 
 
 class OptimizerConfig(_Strict):

@@ -11,9 +11,8 @@ import yaml
 
 from .config import Config, load_config
 from .data.datasets import build_data
-from .data.folder import Sample
 from .data.masks import display_rgb, read_image
-from .data.splits import load_split
+from .data.splits import Sample, load_split
 from .engine.budget import Estimate
 from .engine.distributed import is_main_process
 from .errors import ConfigError, SeglabError
@@ -244,27 +243,6 @@ def compare(inputs: Sequence[PathLike], *, out: PathLike, overrides: Sequence[st
 CV_METRICS = ["miou", "pixel_accuracy", "mean_accuracy", "mean_dice", "fwiou", "mean_boundary_iou"]
 
 
-def make_folds(split: dict[str, Any], k: int, seed: int) -> list[dict[str, Any]]:
-    """K splits whose val parts are disjoint folds of the train + val pool; test is left as it is."""
-    import random
-
-    def tag(items: list, name: str) -> list:  # synthetic indices are per split: keep which split they came from
-        return [f"{name}/{i}" if isinstance(i, int) else i for i in items]
-
-    pool = tag(list(split["train"]), "train") + tag(list(split.get("val") or []), "val")
-    if len(pool) < k:
-        raise ConfigError(f"k_folds: {k} folds need at least {k} train + val samples, found {len(pool)}")
-    order = list(range(len(pool)))
-    random.Random(seed).shuffle(order)
-    folds = [sorted(order[i::k]) for i in range(k)]
-    out = []
-    for i in range(k):
-        held = set(folds[i])
-        out.append({"kind": split["kind"], "train": [pool[j] for j in range(len(pool)) if j not in held],
-                    "val": [pool[j] for j in folds[i]], "test": list(split.get("test") or [])})
-    return out
-
-
 def _mean_std(rows: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
     keys = [k for k in rows[0] if k in CV_METRICS or k.startswith("iou_")] + ["train_seconds"]
     mean: dict[str, Any] = {"experiment": "mean", "model": rows[0].get("model"), "split": rows[0]["split"],
@@ -310,11 +288,11 @@ def cross_validate(cfg: Config, *, overwrite: bool = False) -> RunDir:
             atomic_write_text(root.config, dump_config(cfg))
         barrier()
         split = load_split(root.split)
-        for i, fold in enumerate(make_folds(split, k, cfg.seed), 1):
+        for i, fold in enumerate(split.folds(k, cfg.seed), 1):
             fold_cfg = cfg.model_copy(deep=True)
             fold_cfg.k_folds = None
             fold_cfg.output.dir, fold_cfg.output.name = str(root.path), f"fold_{i}"
-            log.info(f"fold {i}/{k}: {len(fold['train'])} train / {len(fold['val'])} val samples")
+            log.info(f"fold {i}/{k}: {len(fold.train)} train / {len(fold.val)} val samples")
             runs[f"fold_{i}"] = complete_run(fold_cfg, label=f"fold {i}/{k}", eval_splits=["val"], split=fold)
     if not is_main_process():
         return root

@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 import inspect
+import typing
 from typing import Any, Callable
+
+from pydantic import TypeAdapter, ValidationError
 
 from .errors import ConfigError
 
 MODELS: dict[str, Callable[..., Any]] = {}
 LOSSES: dict[str, Callable[..., Any]] = {}
+STRATEGIES: dict[str, Callable[..., Any]] = {}  # partial-label strategy -> builder of the loss from its terms
 MODEL_ENCODERS: dict[str, tuple[str, ...]] = {}  # model name -> encoders it takes (empty: none)
 
 
@@ -32,6 +36,12 @@ def register_loss(name: str):
     return _register(LOSSES, "loss", name)
 
 
+def register_strategy(name: str):
+    """Decorator: register a partial-label strategy, a builder taking (terms, *, ignore_index, weight,
+    options, ...its own keyword-only options) that makes one loss module from the weighted loss terms."""
+    return _register(STRATEGIES, "loss strategy", name)
+
+
 def lookup(table: dict[str, Callable[..., Any]], kind: str, name: str) -> Callable[..., Any]:
     """Return the builder for `name` or fail with the list of what exists."""
     if name not in table:
@@ -53,3 +63,17 @@ def check_options(fn: Callable[..., Any], options: dict[str, Any], where: str) -
     for key in options:
         if key not in allowed:
             raise ConfigError(f"{where}.{key}: unknown option; allowed: {', '.join(sorted(allowed)) or 'none'}")
+
+
+def coerce_options(fn: Callable[..., Any], options: dict[str, Any], where: str) -> dict[str, Any]:
+    """The options converted to the types the builder's annotations give (YAML 1 -> 1.0 for a float);
+    a value of the wrong type fails naming `where.key`."""
+    hints = typing.get_type_hints(fn)
+    out = dict(options)
+    for key, value in options.items():
+        if key in hints:
+            try:
+                out[key] = TypeAdapter(hints[key]).validate_python(value, strict=False)
+            except ValidationError as err:
+                raise ConfigError(f"{where}.{key}: {err.errors()[0]['msg'].lower()} (got {value!r})") from None
+    return out

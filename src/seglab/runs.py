@@ -11,7 +11,7 @@ from typing import Any, Optional, Sequence, Union
 
 from .config import Config, config_differences, config_from_dict, load_config
 from .data.datasets import EvalDataset, build_data
-from .data.splits import load_split
+from .data.splits import Split, load_split
 from .engine.budget import Estimate
 from .engine.distributed import is_main_process, pick_device
 from .engine.trainer import fit
@@ -29,11 +29,11 @@ log = logging.getLogger("seglab")
 PathLike = Union[str, Path]
 
 
-def train_run(cfg: Config, *, resume: bool = False, overwrite: bool = False, split: Optional[dict[str, Any]] = None,
+def train_run(cfg: Config, *, resume: bool = False, overwrite: bool = False, split: Optional[Split] = None,
               estimate: Optional[Estimate] = None) -> RunDir:
     """Train `cfg` into its run folder (or continue it from last.pt with `resume`), then evaluate val (and
     test when eval.split is test), write the report and close the MLflow run. A run that stopped before its
-    first checkpoint starts over. `split`: split.json form (a cross-validation fold); `estimate`: the speed
+    first checkpoint starts over. `split`: the samples of each split (a cross-validation fold); `estimate`: the speed
     measured beforehand."""
     run = RunDir(cfg.run_dir())
     with _run_lock(run):
@@ -153,7 +153,7 @@ def evaluate(target: PathLike, *, split: str = "val", overrides: Sequence[str] =
             raise CheckpointError(f"{ckpt_path}: not a checkpoint of the run in {run.path}: its settings differ at "
                                   f"{diff} (checkpoint vs config.yaml)")
     device = pick_device(cfg.train.device)
-    lm.model.to(device)
+    lm.to(device)
     split_data = load_split(run.split) if run is not None and run.split.is_file() else None
     data = build_data(cfg, split=split_data)
     if split not in data.readers:

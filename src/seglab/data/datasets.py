@@ -14,19 +14,16 @@ from torch.utils.data import Dataset, Sampler
 
 from ..config import Config, DataConfig, SourceConfig, SplitSource
 from ..errors import ConfigError, DataError
-from .folder import Sample, pair_folders, read_list_file
+from .folder import pair_folders, read_list_file
 from .labels import LabelSpace, build_label_space
 from .masks import MaskDecoder, read_image, read_region
 from .merge import MergedSource, build_merged, source_index
-from .splits import random_split
+from .splits import SPLIT_NAMES, Item, Sample, Split, SyntheticItem, random_split
 from .synthetic import make_synthetic_sample, synthetic_labels
 from .transforms import build_train_transform, prepare_eval_image, to_tensor
 
 # images with a side below this are refused (a 1x1 thumbnail or an empty crop, not a training image)
 MIN_IMAGE_SIDE = 4
-
-# a file pair, or a synthetic sample: its index in the loader's split, or "split/index" (e.g. CV folds)
-Item = Union[Sample, int, str]
 
 
 def resolve_path(root: Path, value: str) -> Path:
@@ -69,7 +66,7 @@ def _read_source(src: Union[SplitSource, SourceConfig], root: Path, pairing: dic
 
 
 def _merged_split(data: DataConfig, root: Path, problems: Optional[list[str]],
-                  notes: Optional[list[str]]) -> dict[str, Any]:
+                  notes: Optional[list[str]]) -> Split:
     """Given-split sources are used whole; each train source is split at random on its own."""
     assert data.sources
     rs = data.random_split
@@ -77,41 +74,33 @@ def _merged_split(data: DataConfig, root: Path, problems: Optional[list[str]],
     if not has["val"] and rs.val == 0:
         raise ConfigError("data.random_split.val: 0 leaves no validation images and no source has split: val; "
                           "set a fraction (e.g. 0.15) or give a val source")
-    out: dict[str, Any] = {"kind": "merged", "train": [], "val": [], "test": []}
+    out = Split("merged")
     for src in data.sources:
         try:
             items = [Sample(s.image, s.mask, src.name) for s in _read_source(src, root, src.pairing(), problems, notes)]
         except DataError as exc:
             raise DataError(f"data.sources[{src.name}]: {exc}") from None
         if src.split != "train":
-            out[src.split] += items
+            getattr(out, src.split).extend(items)
             continue
         parts = random_split(items, val=0.0 if has["val"] else rs.val, test=0.0 if has["test"] else rs.test,
                              seed=rs.seed)
-        for name in ("train", "val", "test"):
-            out[name] += parts[name]
-    for name in ("train", "val", "test"):
-        out[name] = [[s.image, s.mask, s.source] for s in out[name]]
+        for name in SPLIT_NAMES:
+            getattr(out, name).extend(parts[name])
     return out
 
 
 def build_split(data: DataConfig, problems: Optional[list[str]] = None,
-                notes: Optional[list[str]] = None) -> dict[str, Any]:
+                notes: Optional[list[str]] = None) -> Split:
     """Resolve train / val / test items: given folders or lists, else a seeded random split.
 
-    Returns a JSON-ready dict: {"kind", "train", "val", "test"}; file pairs as [image, mask], or
-    [image, mask, source] in merged data, or [image, mask, "", region] for an image with a region mask.
     Images without masks raise, or are left out and listed in `problems` when it is given; masks
     without images are left out and listed in `notes` (logged as warnings without it).
     """
     if data.kind == "synthetic":
         s = data.synthetic
-        return {
-            "kind": "synthetic",
-            "train": list(range(s.num_train)),
-            "val": list(range(s.num_val)),
-            "test": list(range(s.num_test)),
-        }
+        return Split("synthetic", *([SyntheticItem(name, i) for i in range(n)]
+                                    for name, n in zip(SPLIT_NAMES, (s.num_train, s.num_val, s.num_test))))
     root = data_root(data)
     if data.kind == "merged":
         return _merged_split(data, root, problems, notes)
@@ -128,20 +117,7 @@ def build_split(data: DataConfig, problems: Optional[list[str]] = None,
         parts = random_split(train, val=rs.val, test=0.0 if test is not None else rs.test, seed=rs.seed)
         train, val = parts["train"], parts["val"]
         test = test if test is not None else parts["test"]
-    out: dict[str, Any] = {"kind": "folder"}
-    for name, items in (("train", train), ("val", val), ("test", test or [])):
-        out[name] = [[s.image, s.mask] + (["", s.region] if s.region else []) for s in items]
-    return out
-
-
-def split_items(split: dict[str, Any], name: str) -> list[Item]:
-    items = split.get(name)
-    if not items:
-        raise DataError(f"the {name} split is empty")
-    if split.get("kind") == "synthetic":
-        return [i if isinstance(i, str) else int(i) for i in items]
-    return [Sample(str(it[0]), str(it[1]), str(it[2]) if len(it) > 2 else "", str(it[3]) if len(it) > 3 else "")
-            for it in items]
+    return Split("folder", list(train), list(val), list(test or []))
 
 
 class SampleReader:
@@ -183,26 +159,18 @@ class SampleReader:
 
     def name(self, i: int) -> str:
         it = self.items[i]
-        if isinstance(it, (int, str)):
-            split, index = self._synthetic(it)
-            return f"{split}/{index:05d}"
+        if isinstance(it, SyntheticItem):
+            return f"{it.stream}/{it.index:05d}"
         return Path(it.image).name
-
-    def _synthetic(self, it: Union[int, str]) -> tuple[str, int]:
-        if isinstance(it, int):
-            return self.split, it
-        split, _, index = it.partition("/")
-        return split, int(index)
 
     def load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         if i in self._cache:
             return self._cache[i]
         it = self.items[i]
-        if isinstance(it, (int, str)):
+        if isinstance(it, SyntheticItem):
             s = self.data.synthetic
-            split, index = self._synthetic(it)
             pair = make_synthetic_sample(
-                split=split, index=index, size=tuple(s.size), num_classes=s.num_classes, seed=s.seed
+                split=it.stream, index=it.index, size=tuple(s.size), num_classes=s.num_classes, seed=s.seed
             )
         else:
             pair = self._load_files(it, i)
@@ -424,14 +392,14 @@ class EpochSampler(Sampler):
 @dataclass
 class DataBundle:
     labels: LabelSpace
-    split: dict[str, Any]
+    split: Split
     readers: dict[str, SampleReader]  # per split: decodes its samples (not a torch DataLoader)
     sources: list[MergedSource] = field(default_factory=list)
     train_counts: Optional[np.ndarray] = None
     train_image_pixels: Optional[np.ndarray] = None
 
 
-def build_data(cfg: Config, split: Optional[dict[str, Any]] = None, check: Sequence[str] = ()) -> DataBundle:
+def build_data(cfg: Config, split: Optional[Split] = None, check: Sequence[str] = ()) -> DataBundle:
     """Labels and per-split sample readers; `split` (from split.json) replaces resolving the config's sources.
 
     Splits named in `check` are decoded in full up front so a bad file fails before any run output.
@@ -444,9 +412,8 @@ def build_data(cfg: Config, split: Optional[dict[str, Any]] = None, check: Seque
         labels, remap = build_labels(cfg.data)
     split = split if split is not None else build_split(cfg.data)
     readers = {}
-    for name in ("train", "val", "test"):
-        if split.get(name):
-            readers[name] = SampleReader(cfg.data, labels, remap, name, split_items(split, name), sources)
+    for name in split.present():
+        readers[name] = SampleReader(cfg.data, labels, remap, name, split.items(name), sources)
     bundle = DataBundle(labels, split, readers, sources)
     for name in check:
         if name not in readers:

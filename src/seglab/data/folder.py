@@ -4,22 +4,14 @@ from __future__ import annotations
 import logging
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Optional
 
 from ..errors import DataError
 from .masks import IMAGE_EXTENSIONS
+from .splits import Sample
 
 log = logging.getLogger("seglab")
-
-
-@dataclass(frozen=True)
-class Sample:
-    image: str
-    mask: str
-    source: str = ""  # the data.sources entry of a merged dataset
-    region: str = ""  # the image's region mask (field of view / don't care), if the split has them
 
 
 def _images_in(folder: Path) -> list[Path]:

@@ -1,15 +1,119 @@
-"""Random train/val/test splits by ratio and seed, saved as split.json in the run folder."""
+"""Which samples train, validate and test a run (a typed `Split`, saved as the run folder's split.json),
+random splits by ratio and seed, and k-fold splits for cross-validation."""
 from __future__ import annotations
 
 import json
 import random
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence, TypeVar
+from typing import Any, Sequence, TypeVar, Union
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..fileio import atomic_write_text
 
 T = TypeVar("T")
+
+SPLIT_NAMES = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """An image file and its mask file (paths as given or resolved from the config)."""
+
+    image: str
+    mask: str
+    source: str = ""  # the data.sources entry of a merged dataset
+    region: str = ""  # the image's region mask (field of view / don't care), if the split has them
+
+
+@dataclass(frozen=True)
+class SyntheticItem:
+    """A built-in synthetic sample: index `index` of the generator's `stream` (train, val or test)."""
+
+    stream: str
+    index: int
+
+
+Item = Union[Sample, SyntheticItem]
+
+
+@dataclass
+class Split:
+    """The items of each of train / val / test; `kind` is the data.kind they come from (folder, merged,
+    synthetic). In split.json a sample is [image, mask], [image, mask, source] or [image, mask, "", region];
+    a synthetic item its index, or "stream/index" when some item sits outside its own stream (k-fold)."""
+
+    kind: str
+    train: list[Item] = field(default_factory=list)
+    val: list[Item] = field(default_factory=list)
+    test: list[Item] = field(default_factory=list)
+
+    def items(self, name: str) -> list[Item]:
+        """The items of split `name`; an empty split is an error."""
+        items = getattr(self, name)
+        if not items:
+            raise DataError(f"the {name} split is empty")
+        return items
+
+    def present(self) -> list[str]:
+        """The names of the non-empty splits, in train, val, test order."""
+        return [name for name in SPLIT_NAMES if getattr(self, name)]
+
+    def to_json(self) -> dict[str, Any]:
+        tagged = any(isinstance(it, SyntheticItem) and it.stream != name
+                     for name in SPLIT_NAMES for it in getattr(self, name))
+
+        def plain(it: Item) -> Any:
+            if isinstance(it, SyntheticItem):
+                return f"{it.stream}/{it.index}" if tagged else it.index
+            return [it.image, it.mask] + ([it.source, it.region] if it.region else [it.source] if it.source else [])
+
+        return {"kind": self.kind, **{name: [plain(it) for it in getattr(self, name)] for name in SPLIT_NAMES}}
+
+    @classmethod
+    def from_json(cls, raw: Any, where: str = "split") -> "Split":
+        """Read what `to_json` wrote; anything else fails naming `where`."""
+        if not isinstance(raw, dict) or not isinstance(raw.get("kind"), str):
+            raise DataError(f"{where}: not a seglab split (a mapping with kind, train, val, test expected)")
+        out = cls(raw["kind"])
+        for name in SPLIT_NAMES:
+            items = raw.get(name) or []
+            try:
+                setattr(out, name, [_item_from_json(it, name, raw["kind"]) for it in items])
+            except (TypeError, ValueError, IndexError):
+                raise DataError(f"{where}: the {name} split holds an entry that is not a sample "
+                                f"({str(items)[:80]})") from None
+        return out
+
+    def folds(self, k: int, seed: int) -> list["Split"]:
+        """K splits whose val parts are disjoint folds of the train + val pool; test is left as it is."""
+        pool = list(self.train) + list(self.val)
+        if len(pool) < k:
+            raise ConfigError(f"k_folds: {k} folds need at least {k} train + val samples, found {len(pool)}")
+        order = list(range(len(pool)))
+        random.Random(seed).shuffle(order)
+        folds = [sorted(order[i::k]) for i in range(k)]
+        out = []
+        for i in range(k):
+            held = set(folds[i])
+            out.append(Split(self.kind, train=[pool[j] for j in range(len(pool)) if j not in held],
+                             val=[pool[j] for j in folds[i]], test=list(self.test)))
+        return out
+
+
+def _item_from_json(it: Any, name: str, kind: str) -> Item:
+    if kind == "synthetic":
+        if isinstance(it, str):
+            stream, _, index = it.partition("/")
+            if stream not in SPLIT_NAMES:
+                raise ValueError(it)
+            return SyntheticItem(stream, int(index))
+        if isinstance(it, bool) or not isinstance(it, int):
+            raise TypeError(it)
+        return SyntheticItem(name, it)
+    if not isinstance(it, list) or not 2 <= len(it) <= 4 or not all(isinstance(v, str) for v in it):
+        raise TypeError(it)
+    return Sample(it[0], it[1], it[2] if len(it) > 2 else "", it[3] if len(it) > 3 else "")
 
 
 def random_split(items: Sequence[T], *, val: float, test: float, seed: int) -> dict[str, list[T]]:
@@ -27,14 +131,15 @@ def random_split(items: Sequence[T], *, val: float, test: float, seed: int) -> d
     return {"train": pick(train_idx), "val": pick(val_idx), "test": pick(test_idx)}
 
 
-def save_split(path: Path, split: dict) -> None:
-    atomic_write_text(path, json.dumps(split, indent=1))
+def save_split(path: Path, split: Split) -> None:
+    atomic_write_text(path, json.dumps(split.to_json(), indent=1))
 
 
-def load_split(path: Path) -> dict:
+def load_split(path: Path) -> Split:
     try:
-        return json.loads(path.read_text())
+        raw = json.loads(path.read_text())
     except FileNotFoundError:
         raise DataError(f"{path}: split file not found") from None
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, UnicodeDecodeError):
         raise DataError(f"{path}: not a valid split file (JSON expected)") from None
+    return Split.from_json(raw, str(path))

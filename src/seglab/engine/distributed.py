@@ -14,6 +14,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..collectives import group_is_initialized
 from .rank import is_main_process  # noqa: F401  (its home is torch-free: the CLI reads it before torch loads)
 
 
@@ -73,10 +74,6 @@ def pick_device(name: str, key: str = "train.device") -> torch.device:
     return resolve_device(name, 0, key)
 
 
-def group_is_initialized() -> bool:
-    return dist.is_available() and dist.is_initialized()
-
-
 def cleanup_distributed() -> None:
     if group_is_initialized():
         dist.destroy_process_group()
@@ -96,15 +93,6 @@ def process_group(device_name: str) -> Iterator[tuple[DistInfo, torch.device]]:
     finally:
         if owned:
             cleanup_distributed()
-
-
-def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
-    """Sum plain numbers over ranks (identity without a process group)."""
-    if not group_is_initialized():
-        return values
-    t = torch.tensor(values, dtype=torch.float64, device=device if dist.get_backend() == "nccl" else "cpu")
-    dist.all_reduce(t)
-    return t.tolist()
 
 
 def broadcast_buffers(model: nn.Module) -> None:

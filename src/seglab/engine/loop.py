@@ -12,11 +12,12 @@ import numpy as np
 from tqdm import tqdm
 
 from ..checkpoint import rng_state, save_checkpoint
+from ..collectives import all_reduce_sum
 from ..durations import format_duration
 from ..run_dir import RunDir
 from . import clock
 from .budget import BudgetPlan
-from .distributed import all_reduce_sum, barrier
+from .distributed import barrier
 from .parts import Training, rank_mean, train_step, validate
 from .state import TrainState
 
@@ -107,7 +108,7 @@ class EpochLoop:
             t_data = clock.now()
         train_time = clock.now() - t0
         local_seen = seen
-        loss_sum, seen = all_reduce_sum([loss_sum, float(seen)], t.device)
+        loss_sum, seen = all_reduce_sum([loss_sum, float(seen)])
         # loader vs model throughput: a loader slower than the model starves it
         row = {"epoch": epoch, "step": state.global_step, "train_loss": loss_sum / max(seen, 1),
                "lr": t.optimizer.param_groups[0]["lr"], "train_images_per_s": seen / max(train_time, 1e-9),

@@ -11,14 +11,15 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from ..collectives import all_reduce_sum, group_is_initialized
 from ..config import Config
 from ..data.datasets import DataBundle, EpochSampler, EvalDataset, TrainDataset, build_data
+from ..data.splits import Split
 from ..errors import SeglabError
 from ..evaluation.evaluate import run_evaluation
-from ..losses import build_loss, class_weights_from_counts, pooled_over_ranks, total_loss
-from ..models import build_model_from_meta
-from .distributed import (DistInfo, all_reduce_sum, broadcast_buffers, convert_sync_batchnorm,
-                          group_is_initialized)
+from ..losses import build_loss_from_config, check_loss_config, class_weights_from_counts, pooled_over_ranks, total_loss
+from ..models import build_model_from_meta, train_inputs
+from .distributed import DistInfo, broadcast_buffers, convert_sync_batchnorm
 from .optim import build_optimizer
 from .precision import amp_dtype, resolve_amp
 
@@ -56,12 +57,8 @@ class Training:
     train_loader: DataLoader
     optimizer: torch.optim.Optimizer
 
-    @property
-    def conditional(self) -> bool:
-        return self.model_meta["conditional"] is not None
 
-
-def build_training(cfg: Config, *, split: Optional[dict[str, Any]], dist: DistInfo, device: torch.device,
+def build_training(cfg: Config, *, split: Optional[Split], dist: DistInfo, device: torch.device,
                    class_weights: Optional[torch.Tensor] = None, check_files: bool = True,
                    timing_only: bool = False) -> Training:
     """Data, model, loss, loader and optimizer of `cfg` on `device` (the learning-rate schedule is built
@@ -69,6 +66,7 @@ def build_training(cfg: Config, *, split: Optional[dict[str, Any]], dist: DistIn
     if cfg.train.batch_size % dist.world_size:
         raise SeglabError(f"train.batch_size: {cfg.train.batch_size} (the global batch) does not split over "
                           f"{dist.world_size} processes")
+    check_loss_config(cfg.loss)  # a misspelt loss fails before the data are decoded
     # Data first: every training and validation file is decoded before anything is written.
     data = build_data(cfg, split=split, check=("train", "val") if check_files else ())
     labels = data.labels
@@ -91,9 +89,7 @@ def build_training(cfg: Config, *, split: Optional[dict[str, Any]], dist: DistIn
     if cfg.train.compile:
         net = torch.compile(net)
     precision = resolve_amp(cfg.train.amp, device)
-    loss_fn = build_loss(lc.name, ignore_index=labels.ignore_index, weight=class_weights, ce_weight=lc.ce_weight,
-                         dice_weight=lc.dice_weight, dice_smooth=lc.dice_smooth, strategy=lc.strategy,
-                         exclusion_weight=lc.exclusion_weight).to(device)
+    loss_fn = build_loss_from_config(lc, ignore_index=labels.ignore_index, weight=class_weights).to(device)
     train_set = TrainDataset(data.readers["train"], cfg)
     val_set = EvalDataset(data.readers["val"], cfg)
     groups = data.readers["train"].source_of if cfg.data.balance_sources and data.sources else None
@@ -115,13 +111,14 @@ def train_step(t: Training, images: torch.Tensor, masks: torch.Tensor, labelled:
     images = images.to(device, non_blocking=True)
     masks = masks.to(device, non_blocking=True)
     labelled = labelled.to(device, non_blocking=True)
+    batch = {"labelled": labelled}
     if cfg.train.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
     dtype = amp_dtype(t.precision)
     # torchrun: every rank computes the loss of the whole global batch (losses pool their sums over ranks),
     # so any loss, Dice included, trains as in one process
     with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None), pooled_over_ranks(t.dist.enabled):
-        outputs = t.net(images, labelled) if t.conditional else t.net(images)
+        outputs = t.net(images, **{name: batch[name] for name in train_inputs(t.model)})
         loss = total_loss(t.loss_fn, outputs, masks, cfg.loss.aux_weight, labelled)
     if not torch.isfinite(loss):
         raise SeglabError(f"training diverged at {where}: loss is {float(loss.detach())}; lower optimizer.lr")
@@ -154,4 +151,4 @@ def rank_mean(values: list[float], device: torch.device) -> list[float]:
     if not group_is_initialized():
         return values
     world = torch.distributed.get_world_size()
-    return [v / world for v in all_reduce_sum(values, device)]
+    return [v / world for v in all_reduce_sum(values)]

@@ -18,8 +18,9 @@ import torch
 from torch.utils.data import Subset
 
 from ..checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from ..collectives import group_is_initialized
 from ..config import Config, config_differences, config_from_dict, dump_config, load_config
-from ..data.splits import load_split, save_split
+from ..data.splits import Split, load_split, save_split
 from ..durations import format_duration, parse_duration
 from ..errors import CheckpointError, ConfigError, SeglabError, brief
 from ..fileio import atomic_write_text
@@ -27,7 +28,7 @@ from ..run_dir import RunDir, RunLock
 from ..tracking import create_tracker
 from . import clock
 from .budget import BudgetPlan, Estimate
-from .distributed import barrier, cleanup_distributed, group_is_initialized, init_distributed
+from .distributed import barrier, cleanup_distributed, init_distributed
 from .hardware import describe_hardware
 from .loop import EpochLoop
 from .optim import build_scheduler, count_parameters
@@ -121,11 +122,11 @@ def describe_plan(cfg: Config, est: Estimate, plan: Optional[BudgetPlan]) -> str
             f"measured in {est.probe_seconds:.1f} s)")
 
 
-def fit(cfg: Config, *, resume: bool = False, overwrite: bool = False, split: Optional[dict[str, Any]] = None,
+def fit(cfg: Config, *, resume: bool = False, overwrite: bool = False, split: Optional[Split] = None,
         on_epoch: Optional[Callable[[dict[str, Any]], None]] = None, estimate: Optional[Estimate] = None) -> RunDir:
     """Train `cfg` into its run folder (or continue the run there); returns the run folder.
 
-    `split` (split.json form) replaces resolving the config's sources, e.g. one cross-validation fold.
+    `split` replaces resolving the config's sources, e.g. one cross-validation fold.
     `on_epoch(row)` sees every finished epoch's metrics row (e.g. to prune a tuning trial by raising).
     `estimate`: the speed measured beforehand (`estimate_training`), instead of measuring it here.
     Writes config.yaml, split.json, metrics.csv, train.log, tb/, checkpoints/{last,best}.pt, summary.json,
@@ -166,7 +167,7 @@ def _resume_point(run: RunDir, cfg: Config, main: bool) -> dict[str, Any]:
     return ckpt
 
 
-def _fit(run: RunDir, cfg: Config, *, resume: bool, overwrite: bool, split: Optional[dict[str, Any]],
+def _fit(run: RunDir, cfg: Config, *, resume: bool, overwrite: bool, split: Optional[Split],
          on_epoch: Optional[Callable[[dict[str, Any]], None]], estimate: Optional[Estimate]) -> RunDir:
     if not resume:
         run.check_new(overwrite)

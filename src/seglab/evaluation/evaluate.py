@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ..collectives import all_reduce_sum
 from ..data.datasets import EvalDataset, collate_eval
 from ..data.labels import LabelSpace
 from ..metrics import BoundaryIoU, ConfusionMatrix, summarize_confusion
@@ -112,12 +113,8 @@ def run_evaluation(
         cm.all_reduce()
         biou.all_reduce()
     if world > 1 and loss_fn is not None:
-        import torch.distributed as dist
-
-        t = torch.tensor([loss_sum, float(loss_n)], dtype=torch.float64,
-                         device=device if dist.get_backend() == "nccl" else "cpu")
-        dist.all_reduce(t)
-        loss_sum, loss_n = float(t[0]), int(t[1])
+        loss_sum, n = all_reduce_sum([loss_sum, float(loss_n)])
+        loss_n = int(n)
     metrics = summarize_confusion(cm.matrix)
     metrics["boundary_iou"] = biou.per_class().tolist()
     metrics["mean_boundary_iou"] = biou.mean()

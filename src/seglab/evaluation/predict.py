@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -36,9 +36,26 @@ def logits_at(model: nn.Module, images: torch.Tensor, size: Sequence[int], chann
     return out
 
 
+class Predictor(Protocol):
+    """What prediction runs: normalised images (N, C, h, w) on `device` -> logits (N, K, h, w), with the
+    preprocessing and classes that go with them. A LoadedModel (PyTorch checkpoint), an OnnxModel and a
+    TorchScriptModel are each one."""
+
+    labels: LabelSpace
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    input_size: Optional[tuple[int, int]]
+    in_channels: int
+    image_max: Optional[float]
+    device: str
+    data_settings: dict[str, Any]  # the data section of the training config ({} when not stored)
+
+    def __call__(self, x: torch.Tensor) -> Any: ...
+
+
 @dataclass
 class LoadedModel:
-    """A model rebuilt from a checkpoint with everything prediction needs."""
+    """A model rebuilt from a checkpoint with everything prediction needs (a Predictor)."""
 
     model: nn.Module
     labels: LabelSpace
@@ -48,6 +65,19 @@ class LoadedModel:
     in_channels: int
     checkpoint: dict[str, Any]
     image_max: Optional[float] = None  # the dataset's intensity scale for 16-bit / float images
+    device: str = "cpu"
+
+    @property
+    def data_settings(self) -> dict[str, Any]:
+        return (self.checkpoint.get("config") or {}).get("data") or {}
+
+    def to(self, device: Any) -> "LoadedModel":
+        self.model.to(device)
+        self.device = str(device)
+        return self
+
+    def __call__(self, x: torch.Tensor) -> Any:
+        return self.model(x)
 
 
 def build_checkpoint_model(path: Path, ckpt: dict[str, Any]) -> torch.nn.Module:
@@ -84,23 +114,21 @@ def load_model(path: Path, device: str = "cpu") -> LoadedModel:
         in_channels=n,
         checkpoint=ckpt,
         image_max=((ckpt.get("config") or {}).get("data") or {}).get("image_max"),
+        device=str(device),
     )
 
 
-def predict_image(lm: Any, image: np.ndarray, device: str = "cpu", settings: Optional[InferenceSettings] = None) -> np.ndarray:
+def predict_image(predictor: Predictor, image: np.ndarray, settings: Optional[InferenceSettings] = None) -> np.ndarray:
     """(H, W, C) uint8 image -> (H, W) uint8 class map at the image's own size.
 
-    `lm` is a LoadedModel (PyTorch), an OnnxModel or a TorchScriptModel; each carries the preprocessing.
     `settings`: sliding windows / test-time augmentation (None: the whole image once).
     """
-    x = prepare_eval_image(image, lm.input_size, lm.mean, lm.std).unsqueeze(0)
-    net = lm.model if isinstance(lm, LoadedModel) else lm
-    x = x.to(device) if isinstance(lm, LoadedModel) else x
+    x = prepare_eval_image(image, predictor.input_size, predictor.mean, predictor.std).unsqueeze(0).to(predictor.device)
     if settings is not None and not settings.plain:
         with torch.no_grad():
-            logits = logits_with(net, x, image.shape[:2], settings)
+            logits = logits_with(predictor, x, image.shape[:2], settings)
     else:
-        logits = logits_at(net, x, image.shape[:2])
+        logits = logits_at(predictor, x, image.shape[:2])
     return logits.argmax(1)[0].to(torch.uint8).cpu().numpy()
 
 
@@ -218,16 +246,14 @@ def predict_files(checkpoint: Path, inputs: Sequence[str], out_dir: Path, device
     from tqdm import tqdm
 
     kind = model_file_kind(checkpoint, engine)
+    lm: Predictor
     if kind == "onnx":
-        lm: Any = OnnxModel(checkpoint)
-        device = "cpu"
+        lm = OnnxModel(checkpoint)
     elif kind == "torchscript":
         lm = TorchScriptModel(checkpoint)
-        device = "cpu"
     else:
         lm = load_model(checkpoint, device)
-    data = ((lm.checkpoint.get("config") or {}).get("data") or {}) if isinstance(lm, LoadedModel) else {}
-    files = collect_inputs(inputs, mask_rule(data))
+    files = collect_inputs(inputs, mask_rule(lm.data_settings))
     bases = output_names(files)
     out_dir.mkdir(parents=True, exist_ok=True)
     loader = torch.utils.data.DataLoader(_ImageFiles(files, lm.in_channels, lm.image_max), batch_size=None, num_workers=workers,
@@ -236,7 +262,7 @@ def predict_files(checkpoint: Path, inputs: Sequence[str], out_dir: Path, device
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         pending = []
         for i, image in tqdm(loader, total=len(files), desc="predict", unit="img", disable=not progress):
-            labels = predict_image(lm, image, device, settings)
+            labels = predict_image(lm, image, settings)
             pending.append(pool.submit(_write_outputs, bases[i], out_dir, labels, lm.labels.colorize(labels), image))
         for job in pending:
             written.extend(job.result())

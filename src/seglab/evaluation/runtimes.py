@@ -16,7 +16,13 @@ META_KEY = "seglab"
 
 
 class OnnxModel:
-    """An exported ONNX model run by onnxruntime on the CPU, with the metadata predict needs."""
+    """An exported ONNX model run by onnxruntime on the CPU, with the metadata predict needs (a Predictor)."""
+
+    device = "cpu"  # where its inputs go: onnxruntime takes numpy arrays
+
+    @property
+    def data_settings(self) -> dict:
+        return {}  # an export keeps no training config
 
     def __init__(self, path: Path, threads: Optional[int] = None):
         try:
@@ -57,7 +63,13 @@ def is_torchscript(path: Path) -> bool:
 
 
 class TorchScriptModel:
-    """A TorchScript export run by torch.jit on the CPU, with the metadata predict needs."""
+    """A TorchScript export run by torch.jit on the CPU, with the metadata predict needs (a Predictor)."""
+
+    device = "cpu"
+
+    @property
+    def data_settings(self) -> dict:
+        return {}  # an export keeps no training config
 
     def __init__(self, path: Path):
         extra = {"seglab.json": ""}

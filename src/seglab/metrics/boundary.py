@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..collectives import all_reduce_tensor
 from .confusion import nanmean
 
 
@@ -140,13 +141,9 @@ class BoundaryIoU:
             self.union[idx.cpu()] += union
 
     def all_reduce(self) -> None:
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            dev = "cuda" if dist.get_backend() == "nccl" else "cpu"
-            both = torch.stack([self.intersection, self.union]).to(dev)
-            dist.all_reduce(both)
-            self.intersection, self.union = both[0].cpu(), both[1].cpu()
+        """Sum the counts over distributed ranks (no-op without a process group)."""
+        both = all_reduce_tensor(torch.stack([self.intersection, self.union]))
+        self.intersection, self.union = both[0], both[1]
 
     def per_class(self) -> torch.Tensor:
         out = torch.full((self.num_classes,), float("nan"), dtype=torch.float64)

@@ -6,8 +6,9 @@ and means skip NaN.
 """
 from __future__ import annotations
 
-
 import torch
+
+from ..collectives import all_reduce_tensor
 
 
 class ConfusionMatrix:
@@ -30,13 +31,8 @@ class ConfusionMatrix:
         self.matrix += torch.bincount(t * n + p, minlength=n * n).reshape(n, n).cpu()
 
     def all_reduce(self) -> None:
-        """Sum the matrix over distributed ranks (no-op without torch.distributed)."""
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            m = self.matrix.to("cuda" if dist.get_backend() == "nccl" else "cpu")
-            dist.all_reduce(m)
-            self.matrix = m.cpu()
+        """Sum the matrix over distributed ranks (no-op without a process group)."""
+        self.matrix = all_reduce_tensor(self.matrix)
 
 
 def _div(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

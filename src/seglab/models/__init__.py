@@ -1,15 +1,13 @@
 """Model registry front: create_model and list_models."""
 from __future__ import annotations
 
-import typing
 from typing import Any
 
-from pydantic import TypeAdapter, ValidationError
 import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..registry import MODEL_ENCODERS, MODELS, builder_options, check_options, lookup
+from ..registry import MODEL_ENCODERS, MODELS, builder_options, check_options, coerce_options, lookup
 from . import deeplab, fcn, lraspp, pspnet, segformer, u2net, unet  # noqa: F401  (registers)
 
 
@@ -24,13 +22,7 @@ def create_model(name: str, *, in_channels: int = 3, num_classes: int, **options
     """
     fn = lookup(MODELS, "model", name)
     check_options(fn, options, "model")
-    hints = typing.get_type_hints(fn)
-    for key, value in options.items():
-        if key in hints:
-            try:
-                options[key] = TypeAdapter(hints[key]).validate_python(value, strict=False)
-            except ValidationError as err:
-                raise ConfigError(f"model.{key}: {err.errors()[0]['msg'].lower()} (got {value!r})") from None
+    options = coerce_options(fn, options, "model")
     try:
         return fn(in_channels=in_channels, num_classes=num_classes, **options)
     except ValueError as exc:
@@ -55,6 +47,13 @@ def create_conditional_model(name: str, *, in_channels: int = 3, num_classes: in
     else:
         net = create_model(name, in_channels=in_channels + num_classes - 1, num_classes=1, **options)
     return ConditionalSegmenter(net, num_classes, threshold, decoder_code)
+
+
+def train_inputs(model: nn.Module) -> tuple[str, ...]:
+    """The batch entries besides the images that `model` takes in training, as keyword arguments of its
+    forward: () for most models; ("labelled",) the (N, K) annotated classes for a class-conditioned one.
+    A model declares them in a `train_inputs` class attribute; the training step knows no model kind."""
+    return tuple(getattr(model, "train_inputs", ()))
 
 
 def build_model_from_meta(meta: dict[str, Any]) -> nn.Module:

@@ -19,6 +19,9 @@ class ConditionalSegmenter(nn.Module):
     """(N, C, H, W) -> (N, K, H, W) combined scores; in training with `labelled` (N, K) bool, the binary
     logits of each annotated (sample, class) pair: {"out": (P, 1, H, W), "aux": [...], "pairs": (P, 2)}."""
 
+    # The training step passes these batch entries to forward as keyword arguments (see models.train_inputs).
+    train_inputs = ("labelled",)
+
     def __init__(self, net: nn.Module, num_classes: int, threshold: float, decoder_code: bool):
         super().__init__()
         self.net = net

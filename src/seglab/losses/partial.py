@@ -1,102 +1,19 @@
-"""Segmentation losses; every one skips pixels equal to `ignore_index`.
-
-Under torchrun every sum a loss pools over the batch (pixel counts, Dice intersections and unions) goes
-through `batch_sum`, which inside `pooled_over_ranks()` adds the other ranks' sums: each rank then computes
-the loss of the whole global batch, with gradients through its own pixels, so N processes train what one
-process would for every loss, not only for per-pixel means (nnU-Net and MONAI do the same for Dice).
-"""
+"""Partial labels: a sample annotates only some classes; its 0 pixels are "background or unannotated".
+Marginal cross-entropy and Dice, the exclusion loss (Shi et al., Medical Image Analysis 2021) and the binary
+loss of a class-conditioned model (Dmitriev & Kaufman, CVPR 2019)."""
 from __future__ import annotations
 
-import contextlib
-from typing import Iterator, Optional, Union
+from typing import Optional
 
-import numpy as np
 import torch
 from torch import nn
 import torch.nn.functional as F
 
-from .errors import ConfigError
-from .registry import LOSSES, builder_options, lookup, register_loss
+from ..errors import ConfigError
+from ..registry import register_strategy
+from .basic import CrossEntropy, Weighted
+from .pooling import batch_sum
 
-
-_pooled = False  # set by pooled_over_ranks() around a training step under torchrun
-
-
-@contextlib.contextmanager
-def pooled_over_ranks(enabled: bool = True) -> Iterator[None]:
-    """Losses computed inside pool their batch sums over all torchrun ranks (see `batch_sum`). Every rank
-    must compute the same losses inside it (each sum is a collective operation)."""
-    global _pooled
-    before, _pooled = _pooled, enabled and torch.distributed.is_available() and torch.distributed.is_initialized()
-    try:
-        yield
-    finally:
-        _pooled = before
-
-
-def batch_sum(x: torch.Tensor) -> torch.Tensor:
-    """A per-batch sum (any shape, already summed over this rank's samples) -> the same sum over the global
-    batch when pooled over ranks; its gradient flows to this rank's part only (the others' parts are
-    constants here and get their gradients on their own ranks)."""
-    if not _pooled:
-        return x
-    total = x.detach().clone()
-    torch.distributed.all_reduce(total)
-    return x + (total - x.detach())
-
-
-class CrossEntropy(nn.Module):
-    """Pixel-wise (optionally class-weighted) cross-entropy over (N, C, H, W) logits, (N, H, W) targets:
-    sum of w[t] * -log p_t over labelled pixels / sum of w[t] (PyTorch's weighted mean)."""
-
-    def __init__(self, ignore_index: int, weight: Optional[torch.Tensor] = None):
-        super().__init__()
-        self.ignore_index = ignore_index
-        self.register_buffer("weight", weight if weight is not None else None, persistent=False)
-
-    def forward(self, logits: torch.Tensor, target: torch.Tensor, labelled: Optional[torch.Tensor] = None) -> torch.Tensor:
-        per_pixel = F.cross_entropy(logits, target, weight=self.weight, ignore_index=self.ignore_index, reduction="none")
-        valid = target != self.ignore_index
-        if self.weight is not None:
-            w = self.weight.to(per_pixel.dtype)[torch.where(valid, target, 0).clamp(0, len(self.weight) - 1)] * valid
-        else:
-            w = valid.to(per_pixel.dtype)
-        # all pixels ignored: zero loss, not NaN
-        return batch_sum(per_pixel.sum()) / batch_sum(w.sum()).clamp_min(1e-12)
-
-
-class SoftDice(nn.Module):
-    """1 - mean over classes of (2|P.G| + s) / (|P| + |G| + s), soft P from softmax, pooled over the batch."""
-
-    def __init__(self, ignore_index: int, smooth: float = 1.0):
-        super().__init__()
-        self.ignore_index, self.smooth = ignore_index, smooth
-
-    def forward(self, logits: torch.Tensor, target: torch.Tensor, labelled: Optional[torch.Tensor] = None) -> torch.Tensor:
-        c = logits.shape[1]
-        valid = (target != self.ignore_index).unsqueeze(1)
-        prob = logits.float().softmax(1) * valid
-        onehot = F.one_hot(target.clamp(0, c - 1) * valid.squeeze(1), c).permute(0, 3, 1, 2) * valid
-        dims = (0, 2, 3)
-        inter = batch_sum((prob * onehot).sum(dims))
-        denom = batch_sum(prob.sum(dims) + onehot.sum(dims))
-        return 1.0 - ((2 * inter + self.smooth) / (denom + self.smooth).clamp_min(1e-7)).mean()
-
-
-class Weighted(nn.Module):
-    """Sum of losses with fixed weights, e.g. CE + Dice."""
-
-    def __init__(self, parts: list[tuple[float, nn.Module]]):
-        super().__init__()
-        self.weights = [w for w, _ in parts]
-        self.parts = nn.ModuleList(m for _, m in parts)
-
-    def forward(self, logits: torch.Tensor, target: torch.Tensor, labelled: Optional[torch.Tensor] = None,
-                **extra) -> torch.Tensor:
-        return sum(w * m(logits, target, labelled, **extra) for w, m in zip(self.weights, self.parts))
-
-
-# ---- partial labels: a sample annotates only some classes; its 0 pixels are "background or unannotated" ----
 
 def _merged_set(labelled: Optional[torch.Tensor], n: int, k: int, device) -> torch.Tensor:
     """(N, K) bool: the classes a 0 pixel may be: background plus every class the sample does not annotate."""
@@ -264,97 +181,70 @@ class ConditionalLoss(nn.Module):
             per_pair = 1.0 - (2 * inter + self.smooth) / (denom + self.smooth)
             count = batch_sum(logits.new_tensor(float(len(per_pair))))
             dice = batch_sum(per_pair.sum()) / count.clamp_min(1)
-            loss = loss + (self.dice_weight if self.kind == "bce_dice" else 1.0) * dice
+            loss = loss + self.dice_weight * dice
         return loss
 
 
-@register_loss("cross_entropy")
-def build_cross_entropy(*, ignore_index: int, weight: Optional[torch.Tensor] = None) -> nn.Module:
-    return CrossEntropy(ignore_index, weight)
+# ---- the strategies: one loss from the weighted terms of loss.name ----
+
+_FORMS = ("cross_entropy", "dice", "ce_dice")  # the losses with a partial-label form
 
 
-@register_loss("dice")
-def build_dice(*, ignore_index: int, dice_smooth: float = 1.0) -> nn.Module:
-    return SoftDice(ignore_index, dice_smooth)
+def _primitive_terms(strategy: str, terms: list[tuple[float, str]], options: dict) -> list[tuple[float, str]]:
+    """ce_dice as its cross-entropy and Dice parts (weights ce_weight, dice_weight); other names as they are,
+    each checked to have a form under `strategy`."""
+    out: list[tuple[float, str]] = []
+    for w, name in terms:
+        if name not in _FORMS:
+            raise ConfigError(f"loss.name: the {strategy} strategy has no form of '{name}'; "
+                              f"it takes {', '.join(_FORMS)} (or use loss.strategy: naive)")
+        if name == "ce_dice":
+            out += [(w * options.get("ce_weight", 1.0), "cross_entropy"), (w * options.get("dice_weight", 1.0), "dice")]
+        else:
+            out.append((w, name))
+    return out
 
 
-@register_loss("ce_dice")
-def build_ce_dice(
-    *, ignore_index: int, weight: Optional[torch.Tensor] = None, ce_weight: float = 1.0,
-    dice_weight: float = 1.0, dice_smooth: float = 1.0,
-) -> nn.Module:
-    return Weighted([(ce_weight, CrossEntropy(ignore_index, weight)), (dice_weight, SoftDice(ignore_index, dice_smooth))])
-
-
-def total_loss(
-    loss_fn: nn.Module, outputs: Union[torch.Tensor, dict], target: torch.Tensor, aux_weight: Union[float, list[float]],
-    labelled: Optional[torch.Tensor] = None,
-) -> torch.Tensor:
-    """Loss of the main logits plus weighted losses of auxiliary outputs (training-mode dict outputs).
-
-    labelled (N, K) bool: the classes each sample annotates (None: all); a conditional model's
-    training output also carries its (sample, class) `pairs`.
-    """
-    args = (labelled,) if labelled is not None else ()  # plain (logits, target) losses work too
-    if isinstance(outputs, torch.Tensor):
-        return loss_fn(outputs, target, *args)
-    extra = {"pairs": outputs["pairs"]} if "pairs" in outputs else {}
-    aux = outputs.get("aux", [])
-    weights = aux_weight if isinstance(aux_weight, list) else [aux_weight] * len(aux)
-    if len(weights) != len(aux):
-        raise ConfigError(f"loss.aux_weight: the model has {len(aux)} auxiliary outputs, {len(weights)} weights given")
-    loss = loss_fn(outputs["out"], target, *args, **extra)
-    for w, a in zip(weights, aux):
-        loss = loss + w * loss_fn(a, target, *args, **extra)
-    return loss
-
-
-def class_weights_from_counts(method: str, counts: np.ndarray, image_pixels: np.ndarray) -> np.ndarray:
-    """Class weights from training-set pixel counts.
-
-    counts[c]: pixels of class c; image_pixels[c]: pixels of the images in which c appears.
-    'inverse_frequency': total / (C * counts[c]); 'median_frequency' (Eigen & Fergus 2015):
-    median(f) / f[c] with f[c] = counts[c] / image_pixels[c]. Absent classes get weight 0.
-    """
-    counts = counts.astype(np.float64)
-    present = counts > 0
-    w = np.zeros_like(counts)
-    if method == "inverse_frequency":
-        w[present] = counts.sum() / (present.sum() * counts[present])
-    elif method == "median_frequency":
-        f = counts[present] / image_pixels[present]
-        w[present] = np.median(f) / f
-    else:
-        raise ConfigError(f"loss.class_weights: unknown method {method!r}; allowed: inverse_frequency, median_frequency")
-    return w
-
-
-def build_loss(
-    name: str, *, ignore_index: int, weight: Optional[torch.Tensor], ce_weight: float, dice_weight: float,
-    dice_smooth: float, strategy: str = "naive", exclusion_weight: float = 1.0,
-) -> nn.Module:
-    """Create a loss: (N, K, H, W) logits, (N, H, W) targets and optional (N, K) annotated classes -> scalar.
-
-    `strategy` picks the partial-label form of the named loss (see LossConfig.strategy).
-    """
-    fn = lookup(LOSSES, "loss", name)
-    if strategy == "conditional":
-        if weight is not None:
-            raise ConfigError("loss.class_weights: not used by the conditional strategy (one binary output per class)")
-        kind = {"cross_entropy": "bce", "dice": "dice", "ce_dice": "bce_dice"}[name]
-        return ConditionalLoss(ignore_index, kind, ce_weight, dice_weight, dice_smooth)
-    if strategy in ("marginal", "marginal_exclusion"):
-        parts: list[tuple[float, nn.Module]] = []
-        if name in ("cross_entropy", "ce_dice"):
-            w = ce_weight if name == "ce_dice" else 1.0
+def _marginal(strategy: str, terms: list[tuple[float, str]], ignore_index: int, weight: Optional[torch.Tensor],
+              options: dict, exclusion_weight: Optional[float]) -> nn.Module:
+    smooth = options.get("dice_smooth", 1.0)
+    parts: list[tuple[float, nn.Module]] = []
+    for w, name in _primitive_terms(strategy, terms, options):
+        if name == "cross_entropy":
             parts.append((w, MarginalCrossEntropy(ignore_index, weight)))
-            if strategy == "marginal_exclusion":
+            if exclusion_weight is not None:
                 parts.append((w * exclusion_weight, ExclusionLoss(ignore_index, "ce")))
-        if name in ("dice", "ce_dice"):
-            w = dice_weight if name == "ce_dice" else 1.0
-            parts.append((w, MarginalDice(ignore_index, dice_smooth)))
-            if strategy == "marginal_exclusion":
-                parts.append((w * exclusion_weight, ExclusionLoss(ignore_index, "dice", dice_smooth)))
-        return Weighted(parts)
-    given = dict(ignore_index=ignore_index, weight=weight, ce_weight=ce_weight, dice_weight=dice_weight, dice_smooth=dice_smooth)
-    return fn(**{k: v for k, v in given.items() if k in builder_options(fn)})
+        else:
+            parts.append((w, MarginalDice(ignore_index, smooth)))
+            if exclusion_weight is not None:
+                parts.append((w * exclusion_weight, ExclusionLoss(ignore_index, "dice", smooth)))
+    return Weighted(parts)
+
+
+@register_strategy("marginal")
+def build_marginal(terms: list[tuple[float, str]], *, ignore_index: int, weight: Optional[torch.Tensor],
+                   options: dict) -> nn.Module:
+    """A sample's 0 pixels are background or any class it does not annotate (Shi et al. 2021)."""
+    return _marginal("marginal", terms, ignore_index, weight, options, None)
+
+
+@register_strategy("marginal_exclusion")
+def build_marginal_exclusion(terms: list[tuple[float, str]], *, ignore_index: int, weight: Optional[torch.Tensor],
+                             options: dict, exclusion_weight: float = 1.0) -> nn.Module:
+    """Marginal, plus the exclusion loss of each term weighted by `exclusion_weight`."""
+    return _marginal("marginal_exclusion", terms, ignore_index, weight, options, exclusion_weight)
+
+
+@register_strategy("conditional")
+def build_conditional(terms: list[tuple[float, str]], *, ignore_index: int, weight: Optional[torch.Tensor],
+                      options: dict) -> nn.Module:
+    """Binary cross-entropy and / or Dice of a class-conditioned model, per annotated (sample, class)."""
+    if weight is not None:
+        raise ConfigError("loss.class_weights: not used by the conditional strategy (one binary output per class)")
+    ce = dice = 0.0
+    names = set()
+    for w, name in _primitive_terms("conditional", terms, options):
+        names.add(name)
+        ce, dice = (ce + w, dice) if name == "cross_entropy" else (ce, dice + w)
+    kind = "bce_dice" if len(names) == 2 else ("bce" if "cross_entropy" in names else "dice")
+    return ConditionalLoss(ignore_index, kind, ce, dice, options.get("dice_smooth", 1.0))
