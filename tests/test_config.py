@@ -123,3 +123,11 @@ def test_epochs_override_of_a_budgeted_config_is_refused(tiny_raw):
                                           r"add --set train.time_budget=null"):
         config_from_dict(raw, "x.yaml", overrides=["train.epochs=5"])
     assert config_from_dict(raw, overrides=["train.epochs=5", "train.time_budget=null"]).train.epochs == 5
+
+
+def test_overrides_leave_the_callers_dict_alone(tiny_raw):
+    import copy
+
+    before = copy.deepcopy(tiny_raw)
+    cfg = config_from_dict(tiny_raw, overrides=["train.epochs=3", "model.base_channels=4"])
+    assert cfg.train.epochs == 3 and tiny_raw == before

@@ -69,6 +69,8 @@ def _inference_overrides(args: argparse.Namespace) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """One sub-parser per command with its options. Longer than 60 lines on purpose: it reads as the table
+    of every command and option, which split into pieces would be harder to scan."""
     parser = argparse.ArgumentParser(prog="seglab", description="Train, evaluate and compare semantic-segmentation models.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -214,98 +216,149 @@ def _convert(args: argparse.Namespace) -> None:
     print(f"config: data: {{masks: {s.out_dir}/masks, mask_encoding: index, palette_file: {s.out_dir}/label_colors.txt}}")
 
 
-def run(args: argparse.Namespace) -> int:
-    if args.command == "convert":  # no torch needed
-        _convert(args)
-        return 0
-    if args.command in ("train", "inspect", "tune") and getattr(args, "config", None) is not None:
-        import os
+def _check_config_early(args: argparse.Namespace) -> None:
+    """A bad config fails here, in a fraction of a second, before torch is imported (and under torchrun
+    before any process group forms: every rank finds the same fault, rank 0 alone says it)."""
+    import os
 
-        from .config import load_config
-        from .errors import ConfigError
+    from .config import load_config
+    from .errors import ConfigError
 
-        # A bad config fails here, in a fraction of a second, before torch is imported (and under torchrun
-        # before any process group forms: every rank finds the same fault, rank 0 alone says it).
-        try:
-            cfg = load_config(args.config, args.overrides + (_budget_overrides(args) if args.command == "train" else []))
-            world = int(os.environ.get("WORLD_SIZE", "1"))
-            if args.command == "train" and world > 1 and cfg.train.batch_size % world:
-                raise ConfigError(f"train.batch_size: {cfg.train.batch_size} (the global batch) does not split over "
-                                  f"{world} processes; use a multiple of {world}")
-        except SeglabError as exc:
-            exc.same_on_every_rank = True  # type: ignore[attr-defined]
-            raise
+    try:
+        cfg = load_config(args.config, args.overrides + (_budget_overrides(args) if args.command == "train" else []))
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if args.command == "train" and world > 1 and cfg.train.batch_size % world:
+            raise ConfigError(f"train.batch_size: {cfg.train.batch_size} (the global batch) does not split over "
+                              f"{world} processes; use a multiple of {world}")
+    except SeglabError as exc:
+        exc.same_on_every_rank = True  # type: ignore[attr-defined]
+        raise
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
     from . import api
-    from .engine.distributed import is_main_process
+    from .engine.rank import is_main_process
 
-    if args.command == "train":
-        if args.config is None and args.resume is None:
-            raise SeglabError("train: give a CONFIG file or --resume RUN_DIR")
-        if args.config is not None and args.resume is not None:
-            raise SeglabError("train: give either a CONFIG file or --resume RUN_DIR, not both")
-        r = api.train(args.config, overrides=args.overrides + _budget_overrides(args), resume=args.resume,
-                      overwrite=args.overwrite)
-        if is_main_process():
-            print(f"run folder: {r.path}\nreport: {r.report}")
-    elif args.command == "eval":
-        api.evaluate(args.target, split=args.split, overrides=args.overrides + _inference_overrides(args), out=args.out)
-    elif args.command == "predict":
-        files = api.predict(args.checkpoint, args.inputs, args.out, device=args.device, engine=args.engine,
-                            overrides=args.overrides + _inference_overrides(args), workers=args.workers)
-        print(f"wrote {len(files)} files to {args.out}")
-    elif args.command == "export":
-        print(f"wrote {api.export(args.checkpoint, fmt=args.fmt, out=args.out, size=args.size)}")
-    elif args.command == "inspect":
-        summary = api.inspect(args.config, overrides=args.overrides, out=args.out)
-        _print_inspect(summary)
-        if summary["problems"]:
-            return 1
-    elif args.command == "demo":
-        r = api.demo(out_dir=args.out_dir, overrides=args.overrides, overwrite=args.overwrite)
-        print(f"demo done\nreport: {r.report}")
-    elif args.command == "report":
-        from .run_dir import RunDir
-
-        runs = [RunDir(d).require_run() for d in args.run_dir]
-        if len(runs) == 1 and args.out is None:
-            print(api.finish_report(runs[0]))
-        else:
-            from .experiments import compare_runs
-
-            names = [r.path.name for r in runs]
-            if len(set(names)) != len(names):  # same folder names in different places
-                names = [str(r.path) for r in runs]
-            print(compare_runs(dict(zip(names, runs)), args.out or "runs/comparison", split=args.split,
-                               num_images=args.images))
-    elif args.command == "tune":
-        from .tuning import tune
-
-        if args.trials < 1:
-            raise SeglabError(f"--trials: expected 1 or more, got {args.trials}")
-        res = tune(args.config, trials=args.trials, overrides=args.overrides, storage=args.storage,
-                   study_name=args.study, timeout=args.timeout)
-        print(f"best {res['best_value']:.4f} with {res['best_params']}\nbest config: {res['best_config']}")
-    elif args.command == "compare":
-        from .experiments import compare
-
-        page = compare(args.configs, out=args.out, overrides=args.overrides + _budget_overrides(args), num_images=args.images)
-        if is_main_process():
-            print(page)
-    elif args.command == "models":
-        from .models import describe_model, list_models
-
-        print(f"{'model':<14} {'params':>9} {'GFLOPs@512':>11}  encoders (default first)")
-        for name in list_models():
-            d = describe_model(name)
-            encs = list(d["encoders"])
-            if d["default_encoder"] in encs:
-                encs.remove(d["default_encoder"])
-                encs.insert(0, d["default_encoder"])
-            text = ", ".join(encs) if encs else "-"
-            if name == "unet":
-                text = "none (from scratch) or " + text
-            print(f"{name:<14} {d['parameters'] / 1e6:>8.2f}M {d['gflops_512']:>11.1f}  {text}")
+    if args.config is None and args.resume is None:
+        raise SeglabError("train: give a CONFIG file or --resume RUN_DIR")
+    if args.config is not None and args.resume is not None:
+        raise SeglabError("train: give either a CONFIG file or --resume RUN_DIR, not both")
+    r = api.train(args.config, overrides=args.overrides + _budget_overrides(args), resume=args.resume,
+                  overwrite=args.overwrite)
+    if is_main_process():
+        print(f"run folder: {r.path}\nreport: {r.report}")
     return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from . import api
+
+    api.evaluate(args.target, split=args.split, overrides=args.overrides + _inference_overrides(args), out=args.out)
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from . import api
+
+    files = api.predict(args.checkpoint, args.inputs, args.out, device=args.device, engine=args.engine,
+                        overrides=args.overrides + _inference_overrides(args), workers=args.workers)
+    print(f"wrote {len(files)} files to {args.out}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from . import api
+
+    print(f"wrote {api.export(args.checkpoint, fmt=args.fmt, out=args.out, size=args.size)}")
+    return 0
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from . import api
+
+    summary = api.inspect(args.config, overrides=args.overrides, out=args.out)
+    _print_inspect(summary)
+    return 1 if summary["problems"] else 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from . import api
+
+    r = api.demo(out_dir=args.out_dir, overrides=args.overrides, overwrite=args.overwrite)
+    print(f"demo done\nreport: {r.report}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from . import api
+    from .run_dir import RunDir
+
+    runs = [RunDir(d).require_run() for d in args.run_dir]
+    if len(runs) == 1 and args.out is None:
+        print(api.finish_report(runs[0]))
+        return 0
+    from .experiments import compare_runs
+
+    names = [r.path.name for r in runs]
+    if len(set(names)) != len(names):  # same folder names in different places
+        names = [str(r.path) for r in runs]
+    print(compare_runs(dict(zip(names, runs)), args.out or "runs/comparison", split=args.split, num_images=args.images))
+    return 0
+
+
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from .tuning import tune
+
+    if args.trials < 1:
+        raise SeglabError(f"--trials: expected 1 or more, got {args.trials}")
+    res = tune(args.config, trials=args.trials, overrides=args.overrides, storage=args.storage,
+               study_name=args.study, timeout=args.timeout)
+    print(f"best {res['best_value']:.4f} with {res['best_params']}\nbest config: {res['best_config']}")
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from .engine.rank import is_main_process
+    from .experiments import compare
+
+    page = compare(args.configs, out=args.out, overrides=args.overrides + _budget_overrides(args), num_images=args.images)
+    if is_main_process():
+        print(page)
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from .models import describe_model, list_models
+
+    print(f"{'model':<14} {'params':>9} {'GFLOPs@512':>11}  encoders (default first)")
+    for name in list_models():
+        d = describe_model(name)
+        encs = list(d["encoders"])
+        if d["default_encoder"] in encs:
+            encs.remove(d["default_encoder"])
+            encs.insert(0, d["default_encoder"])
+        text = ", ".join(encs) if encs else "-"
+        if name == "unet":
+            text = "none (from scratch) or " + text
+        print(f"{name:<14} {d['parameters'] / 1e6:>8.2f}M {d['gflops_512']:>11.1f}  {text}")
+    return 0
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    _convert(args)
+    return 0
+
+
+COMMANDS = {"train": _cmd_train, "eval": _cmd_eval, "predict": _cmd_predict, "export": _cmd_export,
+            "inspect": _cmd_inspect, "demo": _cmd_demo, "report": _cmd_report, "tune": _cmd_tune,
+            "compare": _cmd_compare, "models": _cmd_models, "convert": _cmd_convert}
+
+
+def run(args: argparse.Namespace) -> int:
+    """Carry out one parsed command; its exit status."""
+    if args.command in ("train", "inspect", "tune") and getattr(args, "config", None) is not None:
+        _check_config_early(args)
+    return COMMANDS[args.command](args)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import yaml
 
@@ -74,30 +74,64 @@ def tune(config: Union[Config, PathLike], *, trials: int, overrides: Sequence[st
 
     Returns {"study", "storage", "best_value", "best_params", "best_config", "trials"}.
     """
-    from .engine.trainer import fit
-
     optuna = _optuna()
     cfg = config if isinstance(config, Config) else load_config(config, list(overrides))
     tc = cfg.tune
-    if not tc.space:
-        raise ConfigError("tune.space: empty; declare at least one parameter, e.g. optimizer.lr: "
-                          "{type: float, low: 1.0e-4, high: 1.0e-2, log: true}")
-    for key in tc.space:  # every key must be a valid config key: check with a sample value now
-        config_with(cfg, {key: tc.space[key].choices[0] if tc.space[key].type == "categorical" else
-                          (int(tc.space[key].low) if tc.space[key].type == "int" else tc.space[key].low)}, "check")
+    _check_space(cfg)
     storage = storage or tc.storage or default_storage(cfg)
     name = study_name or tc.study_name or cfg.output.name
-    key = "val_loss" if tc.metric in ("loss", "val_loss") else f"val_{tc.metric}"
+    study = _open_study(optuna, tc, name, storage)
+    out_dir = Path(cfg.output.dir) / f"tune_{name}"
+    study.optimize(_objective(optuna, cfg, out_dir), n_trials=trials, timeout=timeout, catch=())
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not done:
+        raise SeglabError(f"study {name!r}: no trial has completed yet")
+    best = study.best_trial
+    params = {k: (yaml.safe_load(v) if tc.space[k].type == "categorical" and not _scalars(tc.space[k].choices) else v)
+              for k, v in best.params.items()}
+    best_cfg = config_with(cfg, params, f"{cfg.output.name}_best")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "best_config.yaml"
+    header = (f"# Best of study '{name}' ({storage}): trial {best.number}, validation {tc.metric} "
+              f"{best.value:.4f}\n# params: {params}\n")
+    atomic_write_text(path, header + dump_config(best_cfg))
+    counts = {s.name.lower(): sum(1 for t in study.trials if t.state == s) for s in optuna.trial.TrialState}
+    log.info(f"study {name}: {len(study.trials)} trials ({counts.get('complete', 0)} complete, "
+             f"{counts.get('pruned', 0)} pruned); best {tc.metric} {best.value:.4f} with {params}")
+    log.info(f"best config: {path}")
+    return {"study": name, "storage": storage, "best_value": best.value, "best_params": params,
+            "best_config": str(path), "trials": counts}
+
+
+def _check_space(cfg: Config) -> None:
+    """Every key of tune.space must be a valid config key: checked with a sample value before any trial."""
+    space = cfg.tune.space
+    if not space:
+        raise ConfigError("tune.space: empty; declare at least one parameter, e.g. optimizer.lr: "
+                          "{type: float, low: 1.0e-4, high: 1.0e-2, log: true}")
+    for key, p in space.items():
+        config_with(cfg, {key: p.choices[0] if p.type == "categorical" else (int(p.low) if p.type == "int" else p.low)},
+                    "check")
+
+
+def _open_study(optuna: Any, tc: Any, name: str, storage: str) -> Any:
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=tc.pruner_startup_trials,
-                                                 n_warmup_steps=tc.pruner_warmup_epochs) if tc.pruner == "median"
+                                          n_warmup_steps=tc.pruner_warmup_epochs) if tc.pruner == "median"
               else optuna.pruners.NopPruner())
     sampler = optuna.samplers.TPESampler(seed=tc.sampler_seed)
     try:
-        study = optuna.create_study(study_name=name, storage=storage, direction=tc.direction, load_if_exists=True,
-                                    pruner=pruner, sampler=sampler)
+        return optuna.create_study(study_name=name, storage=storage, direction=tc.direction, load_if_exists=True,
+                                   pruner=pruner, sampler=sampler)
     except Exception as exc:  # bad URL, unreachable database, ...
         raise SeglabError(f"tune.storage: cannot open study {name!r} at {storage}: {str(exc).splitlines()[0]}") from None
-    out_dir = Path(cfg.output.dir) / f"tune_{name}"
+
+
+def _objective(optuna: Any, cfg: Config, out_dir: Path) -> Callable[[Any], float]:
+    """One trial: train the suggested config, report each validation to the pruner; its best value."""
+    from .engine.trainer import fit
+
+    tc = cfg.tune
+    key = "val_loss" if tc.metric in ("loss", "val_loss") else f"val_{tc.metric}"
 
     def objective(trial) -> float:
         params = suggest(trial, tc.space)
@@ -125,22 +159,4 @@ def tune(config: Union[Config, PathLike], *, trials: int, overrides: Sequence[st
             raise SeglabError(f"trial {trial.number}: no validation {key} was recorded")
         return float(best["value"])
 
-    study.optimize(objective, n_trials=trials, timeout=timeout, catch=())
-    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    if not done:
-        raise SeglabError(f"study {name!r}: no trial has completed yet")
-    best = study.best_trial
-    params = {k: (yaml.safe_load(v) if tc.space[k].type == "categorical" and not _scalars(tc.space[k].choices) else v)
-              for k, v in best.params.items()}
-    best_cfg = config_with(cfg, params, f"{cfg.output.name}_best")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "best_config.yaml"
-    header = (f"# Best of study '{name}' ({storage}): trial {best.number}, validation {tc.metric} "
-              f"{best.value:.4f}\n# params: {params}\n")
-    atomic_write_text(path, header + dump_config(best_cfg))
-    counts = {s.name.lower(): sum(1 for t in study.trials if t.state == s) for s in optuna.trial.TrialState}
-    log.info(f"study {name}: {len(study.trials)} trials ({counts.get('complete', 0)} complete, "
-             f"{counts.get('pruned', 0)} pruned); best {tc.metric} {best.value:.4f} with {params}")
-    log.info(f"best config: {path}")
-    return {"study": name, "storage": storage, "best_value": best.value, "best_params": params,
-            "best_config": str(path), "trials": counts}
+    return objective

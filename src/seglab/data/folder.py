@@ -5,7 +5,7 @@ import logging
 import os
 import re
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Optional
+from typing import Callable, Optional
 
 from ..errors import DataError
 from .masks import IMAGE_EXTENSIONS
@@ -66,35 +66,15 @@ def pair_folders(
             raise DataError(msg)
         problems.append(msg)
 
-    by_key: dict[str, Path] = {}
-    ambiguous: set[str] = set()
-    for m in _images_in(masks):
-        key = mask_key(m.stem)
-        if key is None:
-            continue
-        if key in by_key:  # a.png and a.jpg: which one is the label is not ours to guess
-            refuse(f"{m}: a second mask for the image '{key}' ({by_key[key].name} and {m.name}); keep one of them")
-            ambiguous.add(key)
-            continue
-        by_key[key] = m
-    samples = []
-    image_files = []
-    image_of: dict[str, Path] = {}
-    for img in _images_in(images):
-        if same and mask_key(img.stem) is not None:
-            continue  # a mask in the shared folder
-        if regions_shared and img.stem.endswith(region_suffix):
-            continue  # a region mask in a folder shared with the images
-        key = _stem_key(stems[0], img.stem) if stems is not None else img.stem
-        if key is None:
-            continue
-        if key in image_of:  # both would train on one mask
-            refuse(f"{img}: a second image for the mask '{key}' ({image_of[key].name} and {img.name}); "
-                   "keep one of them")
-            ambiguous.add(key)
-            continue
-        image_of[key] = img
-        image_files.append((img, key))
+    def image_key(stem: str) -> Optional[str]:
+        if (same and mask_key(stem) is not None) or (regions_shared and stem.endswith(region_suffix)):
+            return None  # a mask, or a region mask, in a folder shared with the images
+        return _stem_key(stems[0], stem) if stems is not None else stem
+
+    by_key, ambiguous = _index_files(masks, mask_key, refuse, "a second mask for the image")
+    # two images of one key would both train on its one mask
+    image_of, ambiguous_images = _index_files(images, image_key, refuse, "a second image for the mask")
+    ambiguous |= ambiguous_images
     unpaired = sorted(set(by_key) - set(image_of))
     if unpaired:
         msg = (f"{masks}: {len(unpaired)} mask file(s) without an image in {images}, left out: "
@@ -103,7 +83,8 @@ def pair_folders(
             log.warning(msg)
         else:
             notes.append(msg)
-    image_files = [(img, key) for img, key in image_files if key not in ambiguous]
+    image_files = [(img, key) for key, img in image_of.items() if key not in ambiguous]
+    samples = []
     expected = (f"with a stem matching '{stems[1]}' and key '{{key}}'" if stems is not None
                 else f"'{{stem}}{mask_suffix}.*'")
     for img, key in image_files:
@@ -125,6 +106,24 @@ def pair_folders(
         what = f" with a stem matching '{stems[0]}'" if stems is not None else ""
         raise DataError(f"{images}: no images{what} ({', '.join(IMAGE_EXTENSIONS)})")
     return samples
+
+
+def _index_files(folder: Path, key_of: Callable[[str], Optional[str]], refuse: Callable[[str], None],
+                 second: str) -> tuple[dict[str, Path], set[str]]:
+    """The image files of `folder` by key (files whose key is None are skipped), and the keys held by two
+    files (a.png and a.jpg: which one is meant is not ours to guess), each refused once per extra file."""
+    by_key: dict[str, Path] = {}
+    ambiguous: set[str] = set()
+    for f in _images_in(folder):
+        key = key_of(f.stem)
+        if key is None:
+            continue
+        if key in by_key:
+            refuse(f"{f}: {second} '{key}' ({by_key[key].name} and {f.name}); keep one of them")
+            ambiguous.add(key)
+            continue
+        by_key[key] = f
+    return by_key, ambiguous
 
 
 def _region_index(images: Path, regions: Path, region_suffix: str) -> dict[str, Path]:

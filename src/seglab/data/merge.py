@@ -64,8 +64,14 @@ def build_merged(data: DataConfig, root: Path) -> tuple[LabelSpace, list[MergedS
     assert data.sources
     ignore = data.ignore_index
     spaces = {s.name: _source_space(s, root, ignore) for s in data.sources}
+    names = _pin_ids(data, _shared_names(data, spaces))
+    labels = LabelSpace(names, _shared_palette(data, spaces, names), ignore)
+    return labels, [_merged_source(data, s, *spaces[s.name], names) for s in data.sources]
 
-    # Shared names: data.class_names when given, else background plus names in order of appearance.
+
+def _shared_names(data: DataConfig, spaces: dict[str, tuple[LabelSpace, dict[int, int]]]) -> list[str]:
+    """data.class_names when given (checked against the sources), else background plus the names the
+    sources map to, in order of appearance."""
     named: list[str] = []
     for s in data.sources:
         own = spaces[s.name][0].names
@@ -89,8 +95,11 @@ def build_merged(data: DataConfig, root: Path) -> tuple[LabelSpace, list[MergedS
             raise ConfigError(f"data.class_names: sources name {missing} but data.class_names leaves them out")
     else:
         names = [BACKGROUND] + named
+    return names
 
-    # Fixed ids: every source that pins an id must agree, and the pinned ids must fit.
+
+def _pin_ids(data: DataConfig, names: list[str]) -> list[str]:
+    """The names reordered so the ids the sources pin hold; every source that pins an id must agree."""
     pinned: dict[str, tuple[int, str]] = {}
     for s in data.sources:
         for cls, cid in s.ids.items():
@@ -108,8 +117,13 @@ def build_merged(data: DataConfig, root: Path) -> tuple[LabelSpace, list[MergedS
         by_id[0] = BACKGROUND
         rest = iter(n for n in names if n not in by_id.values())
         names = [by_id[i] if i in by_id else next(rest) for i in range(len(names))]
+    return names
 
-    # Colours: from palette files (for mapped classes) or explicit `colors`; sources must agree.
+
+def _shared_palette(data: DataConfig, spaces: dict[str, tuple[LabelSpace, dict[int, int]]],
+                    names: list[str]) -> list[tuple[int, int, int]]:
+    """A colour per shared class: from palette files (for mapped classes) or explicit `colors`, on which
+    the sources must agree; the default palette for the rest."""
     colours: dict[str, tuple[tuple[int, int, int], str]] = {}
     for s in data.sources:
         given: dict[str, tuple[int, int, int]] = {}
@@ -122,24 +136,23 @@ def build_merged(data: DataConfig, root: Path) -> tuple[LabelSpace, list[MergedS
         for cls, rgb in given.items():
             _agree(colours, names, cls, rgb, s.name, f"data.sources[{s.name}]: class {cls!r} has colour {rgb}")
     fallback = iter(c for c in default_palette(len(names) + 16) if c not in {v[0] for v in colours.values()})
-    palette = [colours[n][0] if n in colours else next(fallback) for n in names]
-    labels = LabelSpace(names, palette, ignore)
+    return [colours[n][0] if n in colours else next(fallback) for n in names]
 
-    sources = []
-    for s in data.sources:
-        own, remap = spaces[s.name]
-        mapping = s.mapping()
-        lut = np.zeros(256, np.uint8)  # unmapped source classes: "none of the annotated classes"
-        lut[ignore] = ignore
-        labelled = np.zeros(len(names), bool)
-        labelled[0] = True
-        for i, n in enumerate(own.names):
-            if n in mapping:
-                lut[i] = names.index(mapping[n])
-                labelled[lut[i]] = True
-        decoder = MaskDecoder(s.mask_encoding, own, remap, **s.mask_options(), max_pixels=data.max_image_pixels)
-        sources.append(MergedSource(s.name, s, decoder, lut, labelled))
-    return labels, sources
+
+def _merged_source(data: DataConfig, s: SourceConfig, own: LabelSpace, remap: dict[int, int],
+                   names: list[str]) -> MergedSource:
+    """A source's decoder and its lookup table from its own class ids to the shared ones."""
+    mapping = s.mapping()
+    lut = np.zeros(256, np.uint8)  # unmapped source classes: "none of the annotated classes"
+    lut[data.ignore_index] = data.ignore_index
+    labelled = np.zeros(len(names), bool)
+    labelled[0] = True
+    for i, n in enumerate(own.names):
+        if n in mapping:
+            lut[i] = names.index(mapping[n])
+            labelled[lut[i]] = True
+    decoder = MaskDecoder(s.mask_encoding, own, remap, **s.mask_options(), max_pixels=data.max_image_pixels)
+    return MergedSource(s.name, s, decoder, lut, labelled)
 
 
 def source_summary(labels: LabelSpace, sources: list[MergedSource]) -> list[dict]:

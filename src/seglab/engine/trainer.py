@@ -185,7 +185,7 @@ def _fit(run: RunDir, cfg: Config, *, resume: bool, overwrite: bool, split: Opti
 
     t = build_training(cfg, split=load_split(run.split) if resume else split, dist=dist, device=device,
                        class_weights=ckpt["class_weights"] if ckpt is not None else None, check_files=not resume)
-    labels, model, optimizer = t.data.labels, t.model, t.optimizer
+    model, optimizer = t.model, t.optimizer
     state = TrainState.from_dict(ckpt["train_state"]) if ckpt is not None else TrainState()
     if ckpt is None and main:
         run.prepare_new(overwrite)
@@ -226,17 +226,21 @@ def _fit(run: RunDir, cfg: Config, *, resume: bool, overwrite: bool, split: Opti
         if owns_group:
             cleanup_distributed()
         log.setLevel(log_level)
-    if not main:
-        return run
-    if tracker is not None:
-        tracker.log_artifact(run.best, "checkpoints")
-    run.write_json(run.summary, {
-        "mlflow_run_id": state.mlflow_run_id, "model": cfg.model.name, "parameters": n_params, "device": str(device),
-        "hardware": describe_hardware(device), "torch": torch.__version__, "precision": t.precision, "class_names": labels.names,
-        "best_metric": cfg.train.best_metric, "best_value": state.best_value, "best_epoch": state.best_epoch,
-        "timing": timing_summary(state, cfg, plan, len(t.train_loader)),
-    })
+    if main:
+        if tracker is not None:
+            tracker.log_artifact(run.best, "checkpoints")
+        _write_summary(t, run, state, plan, n_params)
     return run
+
+
+def _write_summary(t: Training, run: RunDir, state: TrainState, plan: Optional[BudgetPlan], n_params: int) -> None:
+    cfg = t.cfg
+    run.write_json(run.summary, {
+        "mlflow_run_id": state.mlflow_run_id, "model": cfg.model.name, "parameters": n_params, "device": str(t.device),
+        "hardware": describe_hardware(t.device), "torch": torch.__version__, "precision": t.precision,
+        "class_names": t.data.labels.names, "best_metric": cfg.train.best_metric, "best_value": state.best_value,
+        "best_epoch": state.best_epoch, "timing": timing_summary(state, cfg, plan, len(t.train_loader)),
+    })
 
 
 def _log_start(t: Training, run: RunDir, state: TrainState, resume: bool, n_params: int) -> None:

@@ -1,6 +1,7 @@
 """The evaluation loop: full-resolution predictions into the confusion and Boundary IoU accumulators."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -38,6 +39,52 @@ def _groups(batch: list[dict[str, Any]]):
         yield group
 
 
+class _Scores:
+    """The accumulators of one evaluation: confusion matrix, Boundary IoU, loss and a few samples."""
+
+    def __init__(self, labels: LabelSpace, dilation_ratio: float, boundary_backend: str,
+                 loss_fn: Optional[nn.Module], num_samples: int):
+        self.cm = ConfusionMatrix(labels.num_classes, labels.ignore_index)
+        self.biou = BoundaryIoU(labels.num_classes, labels.ignore_index, dilation_ratio, backend=boundary_backend)
+        self.ignore_index, self.loss_fn, self.num_samples = labels.ignore_index, loss_fn, num_samples
+        self.loss_sum, self.loss_n, self.metric_seconds = 0.0, 0, 0.0
+        self.samples: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def add(self, logit: torch.Tensor, item: dict[str, Any], device: torch.device) -> None:
+        """One sample's (K, H, W) logits at its mask's size."""
+        target = item["mask"].to(device)
+        pred = logit.argmax(0)
+        labelled = item["labelled"].to(device)
+        if not bool(labelled.all()):
+            # a partially labelled sample: its 0 pixels may be any class it does not annotate,
+            # so predictions of those classes count as background
+            pred = torch.where(labelled[pred], pred, torch.zeros_like(pred))
+        t_metric = time.perf_counter()
+        self.cm.update(pred, target)
+        self.biou.update(pred, target)
+        self.metric_seconds += time.perf_counter() - t_metric
+        if self.loss_fn is not None and (target != self.ignore_index).any():
+            self.loss_sum += float(self.loss_fn(logit[None].float(), target[None], labelled[None]))
+            self.loss_n += 1
+        if len(self.samples) < self.num_samples:
+            self.samples.append((item["raw"], item["mask"].numpy().astype(np.uint8), pred.cpu().numpy().astype(np.uint8)))
+
+    def metrics(self, sharded: bool) -> dict[str, Any]:
+        """All metrics; `sharded`: each rank scored its own samples, so the accumulators are summed first."""
+        if sharded:  # an unsharded evaluation (rank 0 alone, process group alive) must not wait for the others
+            self.cm.all_reduce()
+            self.biou.all_reduce()
+            if self.loss_fn is not None:
+                self.loss_sum, n = all_reduce_sum([self.loss_sum, float(self.loss_n)])
+                self.loss_n = int(n)
+        metrics = summarize_confusion(self.cm.matrix)
+        metrics["boundary_iou"] = self.biou.per_class().tolist()
+        metrics["mean_boundary_iou"] = self.biou.mean()
+        if self.loss_fn is not None:
+            metrics["loss"] = self.loss_sum / self.loss_n if self.loss_n else float("nan")
+        return metrics
+
+
 @torch.no_grad()
 def run_evaluation(
     model: nn.Module,
@@ -65,15 +112,10 @@ def run_evaluation(
     boundary_iou per class, mean_boundary_iou and, with `loss_fn`, loss).
     `boundary_backend`: BoundaryIoU's ('auto': OpenCV for CPU tensors, max-pooling on a GPU).
     """
-    import time
-
     start = time.perf_counter()
     was_training = model.training
     model.eval()
-    cm = ConfusionMatrix(labels.num_classes, labels.ignore_index)
-    biou = BoundaryIoU(labels.num_classes, labels.ignore_index, dilation_ratio, backend=boundary_backend)
-    loss_sum, loss_n, metric_seconds = 0.0, 0, 0.0
-    samples: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    scores = _Scores(labels, dilation_ratio, boundary_backend, loss_fn, num_samples)
     rank, world = shard
     # under torchrun each rank scores every world-th sample; the accumulators are summed over ranks
     part = dataset if world == 1 else torch.utils.data.Subset(dataset, range(rank, len(dataset), world))
@@ -93,32 +135,8 @@ def run_evaluation(
                 raw = infer(x, x.shape[-2:])
                 outs = [logits_at(nn.Identity(), r[None], it["mask"].shape)[0] for r, it in zip(raw, group)]
             for logit, it in zip(outs, group):
-                target = it["mask"].to(device)
-                pred = logit.argmax(0)
-                labelled = it["labelled"].to(device)
-                if not bool(labelled.all()):
-                    # a partially labelled sample: its 0 pixels may be any class it does not annotate,
-                    # so predictions of those classes count as background
-                    pred = torch.where(labelled[pred], pred, torch.zeros_like(pred))
-                t_metric = time.perf_counter()
-                cm.update(pred, target)
-                biou.update(pred, target)
-                metric_seconds += time.perf_counter() - t_metric
-                if loss_fn is not None and (target != labels.ignore_index).any():
-                    loss_sum += float(loss_fn(logit[None].float(), target[None], labelled[None]))
-                    loss_n += 1
-                if len(samples) < num_samples:
-                    samples.append((it["raw"], it["mask"].numpy().astype(np.uint8), pred.cpu().numpy().astype(np.uint8)))
-    if world > 1:  # a sharded evaluation; an unsharded one (rank 0 alone, process group alive) must not wait
-        cm.all_reduce()
-        biou.all_reduce()
-    if world > 1 and loss_fn is not None:
-        loss_sum, n = all_reduce_sum([loss_sum, float(loss_n)])
-        loss_n = int(n)
-    metrics = summarize_confusion(cm.matrix)
-    metrics["boundary_iou"] = biou.per_class().tolist()
-    metrics["mean_boundary_iou"] = biou.mean()
-    if loss_fn is not None:
-        metrics["loss"] = loss_sum / loss_n if loss_n else float("nan")
+                scores.add(logit, it, device)
+    metrics = scores.metrics(sharded=world > 1)
     model.train(was_training)
-    return EvalResult(metrics, cm.matrix.clone(), samples, time.perf_counter() - start, metric_seconds)
+    return EvalResult(metrics, scores.cm.matrix.clone(), scores.samples, time.perf_counter() - start,
+                      scores.metric_seconds)

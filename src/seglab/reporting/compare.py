@@ -126,14 +126,39 @@ def write_comparison(out_dir: Path, rows: list[dict[str, Any]], runs: dict[str, 
     atomic_write_text(out_dir / "results.md", results_markdown(ranked + list(summary_rows)))
     classes = _classes(rows)
     table = table_html(_header(classes), [_cells(r, classes) for r in ranked + list(summary_rows)])
-    best = ranked[0] if ranked else None
-    cards = ""
-    if best is not None:
-        fastest = max(rows, key=lambda r: r.get("eval_images_per_s") or 0)
-        cards = (f"<div class='cards'><div class='card'><b>{html.escape(best['experiment'])}</b><span>best mIoU: "
-                 f"{num_html(best.get('miou'), True)} %</span></div><div class='card'><b>{html.escape(fastest['experiment'])}"
-                 f"</b><span>fastest inference: {num_html(fastest.get('eval_images_per_s'))} img/s</span></div>"
-                 f"<div class='card'><b>{len(rows)}</b><span>experiments</span></div></div><br>")
+    cards = _cards(rows, ranked)
+    charts = _comparison_charts(rows, runs, classes)
+    chart_html = "<div class='charts'>" + "".join(f"<div>{c}</div>" for c in charts) + "</div>"
+    preds = img_html(predictions_png, "predictions") if predictions_png is not None else ""
+    links = "".join(f"<li><a href='{html.escape(_rel(run.report, out_dir))}'>{html.escape(name)}</a> "
+                    f"<small>{html.escape(str(run.path))}</small></li>" for name, run in runs.items())
+    body = (f"<header><h1>{html.escape(title)}</h1><p>{len(rows)} experiments, metrics on the "
+            f"{html.escape(str(rows[0]['split'] if rows else '?'))} split at full resolution</p></header><main>"
+            f"<section><h2>Results</h2><p>{html.escape(setting_line(rows))}</p>{cards}{table}<p><small>GFLOPs per image at "
+            f"{html.escape(str(rows[0].get('gflops_input', '')) if rows else '')}; train img/s is the mean over epochs; "
+            f"files: results.csv, results.md</small></p></section>"
+            f"<section><h2>Learning curves</h2>{chart_html}</section>"
+            + (f"<section><h2>The same images, every model</h2>{preds}</section>" if preds else "")
+            + f"<section><h2>Runs</h2><ul>{links}</ul></section></main>")
+    report = out_dir / "report.html"
+    atomic_write_text(report, page(title, body, interactive=True))
+    return report
+
+
+def _cards(rows: list[dict[str, Any]], ranked: list[dict[str, Any]]) -> str:
+    """The best, the fastest and the count of experiments, as cards above the table."""
+    if not ranked:
+        return ""
+    best = ranked[0]
+    fastest = max(rows, key=lambda r: r.get("eval_images_per_s") or 0)
+    return (f"<div class='cards'><div class='card'><b>{html.escape(best['experiment'])}</b><span>best mIoU: "
+            f"{num_html(best.get('miou'), True)} %</span></div><div class='card'><b>{html.escape(fastest['experiment'])}"
+            f"</b><span>fastest inference: {num_html(fastest.get('eval_images_per_s'))} img/s</span></div>"
+            f"<div class='card'><b>{len(rows)}</b><span>experiments</span></div></div><br>")
+
+
+def _comparison_charts(rows: list[dict[str, Any]], runs: dict[str, RunDir], classes: list[str]) -> list[str]:
+    """Learning curves of every run (over epochs and over training time) and per-class IoU bars."""
     histories = {name: run.read_history() for name, run in runs.items()}
 
     def curves(key: str, over_time: bool = False) -> list[dict[str, Any]]:
@@ -163,21 +188,7 @@ def write_comparison(out_dir: Path, rows: list[dict[str, Any]], runs: dict[str, 
         charts.append(bar_chart("cmp_per_class", f"Per-class IoU ({rows[0]['split']} split)", classes,
                                 [{"name": r["experiment"], "y": [r.get(f"iou_{c}") for c in classes]} for r in rows],
                                 ylabel="IoU", yrange=(0, 1)))
-    chart_html = "<div class='charts'>" + "".join(f"<div>{c}</div>" for c in charts) + "</div>"
-    preds = img_html(predictions_png, "predictions") if predictions_png is not None else ""
-    links = "".join(f"<li><a href='{html.escape(_rel(run.report, out_dir))}'>{html.escape(name)}</a> "
-                    f"<small>{html.escape(str(run.path))}</small></li>" for name, run in runs.items())
-    body = (f"<header><h1>{html.escape(title)}</h1><p>{len(rows)} experiments, metrics on the "
-            f"{html.escape(str(rows[0]['split'] if rows else '?'))} split at full resolution</p></header><main>"
-            f"<section><h2>Results</h2><p>{html.escape(setting_line(rows))}</p>{cards}{table}<p><small>GFLOPs per image at "
-            f"{html.escape(str(rows[0].get('gflops_input', '')) if rows else '')}; train img/s is the mean over epochs; "
-            f"files: results.csv, results.md</small></p></section>"
-            f"<section><h2>Learning curves</h2>{chart_html}</section>"
-            + (f"<section><h2>The same images, every model</h2>{preds}</section>" if preds else "")
-            + f"<section><h2>Runs</h2><ul>{links}</ul></section></main>")
-    report = out_dir / "report.html"
-    atomic_write_text(report, page(title, body, interactive=True))
-    return report
+    return charts
 
 
 def _rel(target: Path, start: Path) -> str:

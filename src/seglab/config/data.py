@@ -1,0 +1,235 @@
+"""The data and augment sections: where the images and masks are, how masks decode, how samples are augmented."""
+from __future__ import annotations
+
+from typing import Any, List, Literal, Optional, Union
+
+from pydantic import Field, field_validator, model_validator
+
+from .base import _Strict
+
+
+def _check_pairing(images: Optional[str], masks: Optional[str], list_file: Optional[str]) -> None:
+    if list_file is None and (images is None or masks is None):
+        raise ValueError("give either 'list' or both 'images' and 'masks'")
+    if list_file is not None and (images is not None or masks is not None):
+        raise ValueError("give either 'list' or 'images'/'masks', not both")
+
+
+class SplitSource(_Strict):
+    """One split of a folder dataset: an image and a mask folder, or a list file of 'image mask' lines.
+
+    regions: an optional folder of per-image region masks (a field of view, or "don't care" areas): pixels
+    outside the region are ignored in loss and metrics; see data.region_suffix and data.region_marks.
+    With a list file, a third path on a line is that image's region mask.
+    """
+
+    images: Optional[str] = None
+    masks: Optional[str] = None
+    regions: Optional[str] = None
+    list: Optional[str] = None
+
+    @model_validator(mode="after")
+    def _one_form(self) -> "SplitSource":
+        _check_pairing(self.images, self.masks, self.list)
+        if self.list is not None and self.regions is not None:
+            raise ValueError("with 'list', give each image's region mask as a third path on its line, not 'regions'")
+        return self
+
+
+class RandomSplit(_Strict):
+    """Split the train source at random when no val (or test) source is given."""
+
+    val: float = Field(0.15, ge=0.0, lt=1.0)
+    test: float = Field(0.0, ge=0.0, lt=1.0)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _sum(self) -> "RandomSplit":
+        if self.val + self.test >= 1.0:
+            raise ValueError("val + test must be below 1")
+        return self
+
+
+class SyntheticConfig(_Strict):
+    num_train: int = Field(256, ge=1)
+    num_val: int = Field(64, ge=1)
+    num_test: int = Field(64, ge=1)
+    size: tuple[int, int] = (96, 96)
+    num_classes: int = Field(4, ge=2, le=6)
+    seed: int = 0
+
+
+class StemPairing(_Strict):
+    """Pairs image and mask files whose stems differ by a pattern (DRIVE: 21_training.tif + 21_manual1.gif):
+    each regex must match a whole stem, and its one group is the key an image and its mask share. Files
+    whose stems do not match are not images (or not masks)."""
+
+    image: str
+    mask: str
+
+    @field_validator("image", "mask")
+    @classmethod
+    def _one_group(cls, v: str) -> str:
+        import re
+
+        try:
+            groups = re.compile(v).groups
+        except re.error as exc:
+            raise ValueError(f"{v!r} is not a valid regular expression ({exc})") from None
+        if groups != 1:
+            raise ValueError(f"{v!r} needs exactly one (group): the key an image and its mask share; it has {groups}")
+        return v
+
+
+class _MaskOptions(_Strict):
+    """How masks are decoded beyond their encoding: the fields below, declared last in a folder dataset
+    and in each merged source (so a resolved config lists them after the encoding).
+
+    binary_threshold: binary masks are foreground where any channel is above it (in the mask's units).
+    binary_invert: for datasets whose class of interest is the dark one.
+    unknown_colors: rgb masks' colours outside the palette are an error (default), or go to the nearest
+    palette colour within color_tolerance (RGB distance; farther ones stay an error), or to ignore.
+    """
+
+
+    @model_validator(mode="after")
+    def _one_pairing_rule(self) -> "_MaskOptions":
+        if getattr(self, "mask_suffix", "") and getattr(self, "pair_stems", None) is not None:
+            raise ValueError("give mask_suffix or pair_stems, not both")
+        return self
+
+    def pairing(self) -> dict[str, Any]:
+        """Keyword arguments of pair_folders: how an image's mask is found."""
+        p = self.pair_stems  # type: ignore[attr-defined]
+        return {"mask_suffix": self.mask_suffix,  # type: ignore[attr-defined]
+                "stems": (p.image, p.mask) if p is not None else None}
+
+    def mask_options(self) -> dict[str, Any]:
+        """Keyword arguments of MaskDecoder."""
+        return {"threshold": self.binary_threshold, "invert": self.binary_invert,
+                "unknown_colors": self.unknown_colors, "tolerance": self.color_tolerance}
+
+
+class SourceConfig(_MaskOptions):
+    """One labelled source of a merged dataset (data.kind: merged) and the shared classes it annotates.
+
+    `classes`: for a binary source, the shared name of its foreground; otherwise a mapping from the
+    source's own class names to shared names ('background' allowed). Source classes left out of the
+    mapping, and shared classes the source does not name, are unannotated: such pixels read as
+    "background or an unannotated class".
+    """
+
+    name: str
+    split: Literal["train", "val", "test"] = "train"
+    images: Optional[str] = None
+    masks: Optional[str] = None
+    mask_suffix: str = ""
+    pair_stems: Optional[StemPairing] = None
+    mask_encoding: Literal["index", "binary", "rgb"] = "binary"
+    palette_file: Optional[str] = None
+    class_names: Optional[List[str]] = None  # typing.List: `list` is a field here
+    void_class: Optional[str] = "Void"
+    binary_threshold: int = Field(127, ge=0, le=65534)
+    binary_invert: bool = False
+    unknown_colors: Literal["error", "nearest", "ignore"] = "error"
+    color_tolerance: float = Field(30.0, ge=0.0)
+    align: Literal["none", "resize_image_to_mask", "resize_mask_to_image"] = "none"
+    classes: Union[str, dict[str, str]]
+    # Optional fixed shared ids and colours for the classes this source names; sources must agree.
+    ids: dict[str, int] = {}
+    colors: dict[str, tuple[int, int, int]] = {}
+    list: Optional[str] = None
+
+    @model_validator(mode="after")
+    def _form(self) -> "SourceConfig":
+        _check_pairing(self.images, self.masks, self.list)
+        if isinstance(self.classes, str) and self.mask_encoding != "binary":
+            raise ValueError("a single class name fits a binary source; map the source's classes with a dict")
+        if self.mask_encoding == "rgb" and self.palette_file is None:
+            raise ValueError("mask_encoding 'rgb' needs palette_file (label_colors.txt or class_dict.csv)")
+        return self
+
+    def mapping(self) -> dict[str, str]:
+        """Source class name -> shared class name."""
+        return {"foreground": self.classes} if isinstance(self.classes, str) else dict(self.classes)
+
+
+class DataConfig(_MaskOptions):
+    kind: Literal["folder", "synthetic", "merged"] = "synthetic"
+    root: str = "."
+    train: Optional[SplitSource] = None
+    val: Optional[SplitSource] = None
+    test: Optional[SplitSource] = None
+    random_split: RandomSplit = RandomSplit()
+    mask_suffix: str = ""
+    pair_stems: Optional[StemPairing] = None
+    # region masks (train/val/test `regions:` folders) are found by the image's stem plus this suffix
+    # (DRIVE: 21_training.tif -> 21_training_mask.gif with region_suffix: _mask)
+    region_suffix: str = ""
+    # what a region mask's non-zero pixels are: the pixels to score (a field of view) or the ones to ignore
+    region_marks: Literal["valid", "ignore"] = "valid"
+    mask_encoding: Literal["index", "binary", "rgb"] = "index"
+    palette_file: Optional[str] = None
+    class_names: Optional[list[str]] = None
+    void_class: Optional[str] = "Void"
+    ignore_index: int = Field(255, ge=0, le=255)
+    binary_threshold: int = Field(127, ge=0, le=65534)
+    binary_invert: bool = False
+    unknown_colors: Literal["error", "nearest", "ignore"] = "error"
+    color_tolerance: float = Field(30.0, ge=0.0)
+    align: Literal["none", "resize_image_to_mask", "resize_mask_to_image"] = "none"
+    in_channels: int = Field(3, ge=1, le=64)
+    # 16-bit and float images are divided by this (default: 65535 for 16-bit, 1 for float; 8-bit by 255):
+    # one scale for the whole dataset, so absolute intensity survives; e.g. 4095 for 12-bit cameras
+    image_max: Optional[float] = Field(None, gt=0)
+    # larger image, mask and region files are refused as decompression bombs (12000x9000 = 108M fits)
+    max_image_pixels: int = Field(200_000_000, ge=1)
+    cache: bool = False
+    synthetic: SyntheticConfig = SyntheticConfig()
+    sources: Optional[list[SourceConfig]] = None
+    # merged data: draw training samples from every source equally often, whatever their sizes
+    balance_sources: bool = False
+
+    @model_validator(mode="after")
+    def _sources(self) -> "DataConfig":
+        if self.kind == "folder" and self.train is None:
+            raise ValueError("a folder dataset needs data.train")
+        if self.kind == "merged":
+            if not self.sources:
+                raise ValueError("a merged dataset needs data.sources (one entry per labelled source)")
+            names = [s.name for s in self.sources]
+            dup = sorted({n for n in names if names.count(n) > 1})
+            if dup:
+                raise ValueError(f"source name {dup[0]!r} is used twice; names must be unique")
+            if not any(s.split == "train" for s in self.sources):
+                raise ValueError("no source has split 'train'")
+        elif self.sources:
+            raise ValueError("data.sources needs data.kind: merged")
+        if self.mask_encoding == "rgb" and self.kind == "folder" and self.palette_file is None:
+            raise ValueError("mask_encoding 'rgb' needs data.palette_file (label_colors.txt or class_dict.csv)")
+        return self
+
+
+class AugmentConfig(_Strict):
+    resize: Optional[tuple[int, int]] = None
+    scale: Optional[tuple[float, float]] = None
+    crop: Optional[tuple[int, int]] = None
+    hflip: float = Field(0.0, ge=0.0, le=1.0)
+    rotate: float = Field(0.0, ge=0.0, le=180.0)
+    color_jitter: float = Field(0.0, ge=0.0, le=1.0)
+    # one value per input channel (data.in_channels); default ImageNet's for 3 channels, 0.5 / 0.25 otherwise
+    mean: Optional[tuple[float, ...]] = None
+    std: Optional[tuple[float, ...]] = None
+
+    @field_validator("scale")
+    @classmethod
+    def _scale(cls, v):
+        if v is not None and not (0 < v[0] <= v[1]):
+            raise ValueError("scale must be [low, high] with 0 < low <= high")
+        return v
+
+    @model_validator(mode="after")
+    def _fixed_size(self) -> "AugmentConfig":
+        if self.scale is not None and self.crop is None and tuple(self.scale) != (1.0, 1.0):
+            raise ValueError("scale: random scaling changes the image size; set augment.crop [h, w] so batches stack")
+        return self

@@ -1,0 +1,243 @@
+"""The config sections besides data, and the whole `Config`."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, List, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ..durations import parse_duration
+from .base import _Strict, to_plain
+from .data import AugmentConfig, DataConfig
+
+
+class ModelConfig(BaseModel):
+    """`name` picks a registered model; every other key is a keyword option of its builder."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+    name: str = "unet"
+
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class LossConfig(BaseModel):
+    """`name` is a registered loss, or a list of them summed with `weights`; `strategy` a registered
+    partial-label strategy; any other key is an option of those builders (checked by losses.check_loss_config)."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+    name: Union[str, List[str]] = "cross_entropy"
+    weights: Optional[List[float]] = None  # one per name (default 1 each)
+    class_weights: Union[None, Literal["inverse_frequency", "median_frequency"], list[float]] = None
+    ce_weight: float = Field(1.0, ge=0.0)
+    dice_weight: float = Field(1.0, ge=0.0)
+    dice_smooth: float = Field(1.0, ge=0.0)
+    # Weight of each auxiliary / side output's loss (PSPNet, FCN and DeepLabV3 aux heads, U²-Net sides).
+    aux_weight: Union[float, list[float]] = 0.4
+    # How pixels outside a sample's annotated classes are treated (merged single-class sources):
+    # naive = as background; marginal = background or any unannotated class (Shi et al. 2021);
+    # marginal_exclusion = marginal plus the exclusion loss; conditional = Dmitriev & Kaufman's
+    # class-conditioned binary model. On fully labelled data marginal equals the plain loss.
+    strategy: str = "naive"
+    exclusion_weight: float = Field(1.0, ge=0.0)
+    # conditional: a pixel is background unless some class's foreground probability exceeds this
+    conditional_threshold: float = Field(0.5, gt=0.0, lt=1.0)
+
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class OptimizerConfig(_Strict):
+    name: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
+    lr: float = Field(1e-3, gt=0.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    nesterov: bool = False
+    betas: tuple[float, float] = (0.9, 0.999)
+    backbone_lr_mult: float = Field(1.0, ge=0.0)
+
+
+class ScheduleConfig(_Strict):
+    name: Literal["constant", "step", "cosine", "poly"] = "constant"
+    warmup_epochs: float = Field(0.0, ge=0.0)
+    step_epochs: int = Field(10, ge=1)
+    gamma: float = Field(0.1, gt=0.0, le=1.0)
+    power: float = Field(0.9, gt=0.0)
+    min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0)
+
+
+class TrainConfig(_Strict):
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(8, ge=1)
+    num_workers: int = Field(0, ge=0)
+    val_every: int = Field(1, ge=1)
+    early_stopping_patience: Optional[int] = Field(None, ge=1)
+    best_metric: str = "miou"
+    best_mode: Literal["max", "min"] = "max"
+    device: str = "auto"
+    channels_last: bool = True
+    grad_clip: Optional[float] = Field(None, gt=0.0)
+    threads: Optional[int] = Field(None, ge=1)
+    # torchrun: batch_size is the global batch, split evenly over the processes; sync_bn pools
+    # BatchNorm statistics over them (torch's SyncBatchNorm on GPUs, seglab's own on CPU)
+    sync_bn: bool = False
+    # Speed switches (measured on 2 CPU cores in docs/benchmarks.md): torch.compile of the model, and mixed
+    # precision (bf16 autocast; fp16 autocast with a gradient scaler, CUDA only). `auto` = bf16 on CPUs with
+    # native bf16 (AVX512-BF16 / AMX), where it measured 1.4x faster end to end at -0.4 mIoU points on Weizmann
+    # Horse; fp32 elsewhere (engine/precision.py)
+    compile: bool = False
+    amp: Literal["auto", "none", "bf16", "fp16"] = "auto"
+    # Training time to fit the run into ('90s', '45m', '2h', or seconds): the run measures its speed, plans
+    # how many steps fit (validations included) so the whole lr schedule ends on time, and re-plans as it
+    # goes; train.epochs is then not used. null: train.epochs epochs.
+    time_budget: Union[None, str, float] = None
+    # Training steps timed before epoch 1 for the time estimate (the first is warm-up); 0 skips the estimate.
+    estimate_steps: int = Field(4, ge=0)
+
+    @field_validator("time_budget")
+    @classmethod
+    def _budget(cls, v):
+        if v is not None:
+            parse_duration(v)
+        return v
+
+    @model_validator(mode="after")
+    def _budget_needs_estimate(self) -> "TrainConfig":
+        if self.time_budget is not None and self.estimate_steps < 1:
+            raise ValueError("time_budget needs estimate_steps >= 1 (the plan comes from the measured speed)")
+        return self
+
+    @field_validator("best_metric")
+    @classmethod
+    def _metric(cls, v):
+        allowed = {"miou", "pixel_accuracy", "mean_accuracy", "mean_dice", "fwiou", "mean_boundary_iou", "val_loss"}
+        if v not in allowed:
+            raise ValueError(f"must be one of {', '.join(sorted(allowed))}")
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v):
+        if v not in ("auto", "cpu") and not v.startswith("cuda"):
+            raise ValueError("must be 'auto', 'cpu' or 'cuda[:N]'")
+        return v
+
+
+class EvalConfig(_Strict):
+    split: Literal["val", "test"] = "val"
+    batch_size: int = Field(4, ge=1)
+    boundary_dilation_ratio: float = Field(0.02, gt=0.0, le=0.5)
+    num_samples: int = Field(6, ge=0)
+    # Large images (seglab eval / predict and the final evaluation of a run; validation during training
+    # stays whole-image): windows of this (h, w) over the model-input image, Gaussian-blended.
+    sliding_window: Optional[tuple[int, int]] = None
+    sliding_stride: Optional[tuple[int, int]] = None  # default: two thirds of the window
+    tta_flip: bool = False
+    tta_scales: List[float] = [1.0]
+
+    @model_validator(mode="after")
+    def _inference(self) -> "EvalConfig":
+        w, s = self.sliding_window, self.sliding_stride
+        if w is not None and min(w) < 1:
+            raise ValueError("sliding_window: expected [height, width] of positive integers")
+        if s is not None and (w is None or min(s) < 1 or s[0] > w[0] or s[1] > w[1]):
+            raise ValueError("sliding_stride: needs sliding_window and 1 <= stride <= window on each axis")
+        if not self.tta_scales or any(not 0 < v <= 8 for v in self.tta_scales):
+            raise ValueError("tta_scales: expected a non-empty list of scales in (0, 8]")
+        return self
+
+
+class OutputConfig(_Strict):
+    """The run folder is dir/name; name is a plain folder name (it is what --overwrite may replace)."""
+
+    dir: str = "runs"
+    name: str = "experiment"
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, v: str) -> str:
+        if v in ("", ".", "..") or any(c in v for c in "/\\\0") or v.strip() != v:
+            raise ValueError(f"{v!r} is not a plain folder name (no '.', '..', separators or edge spaces); "
+                             "put the parent folder in output.dir")
+        return v
+
+
+class TrackingConfig(_Strict):
+    """CSV and TensorBoard are always written; MLflow too when mlflow_uri is set (a folder or file:// URI
+    for a local store, sqlite:///mlflow.db, or an http(s):// tracking server)."""
+
+    mlflow_uri: Optional[str] = None
+    mlflow_experiment: Optional[str] = None  # default "seglab"
+
+
+class SearchParam(_Strict):
+    """One dimension of a search space: float / int ranges (optionally log-scaled) or a list of choices."""
+
+    type: Literal["float", "int", "categorical"]
+    low: Optional[float] = None
+    high: Optional[float] = None
+    log: bool = False
+    step: Optional[float] = None
+    choices: Optional[List[Any]] = None
+
+    @model_validator(mode="after")
+    def _form(self) -> "SearchParam":
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("a categorical parameter needs a non-empty 'choices' list")
+        elif self.low is None or self.high is None or self.low > self.high:
+            raise ValueError(f"a {self.type} parameter needs low <= high")
+        elif self.log and self.low <= 0:
+            raise ValueError("log scale needs low > 0")
+        return self
+
+
+class TuneConfig(_Strict):
+    """`seglab tune`: an Optuna study over `space` (dotted config keys), maximising a validation metric."""
+
+    space: dict[str, SearchParam] = {}
+    metric: str = "miou"
+    direction: Literal["maximize", "minimize"] = "maximize"
+    storage: Optional[str] = None  # any SQLAlchemy URL; default sqlite:///OUTPUT_DIR/tune_NAME.db
+    study_name: Optional[str] = None  # default output.name
+    pruner: Literal["median", "none"] = "median"
+    pruner_warmup_epochs: int = Field(1, ge=0)  # epochs of a trial before it may be pruned
+    pruner_startup_trials: int = Field(3, ge=0)  # trials that always run to the end first
+    sampler_seed: Optional[int] = None
+
+
+class Config(_Strict):
+    seed: int = 0
+    # Cross-validation: K trainings, each validated on one of K disjoint folds of the train + val pool
+    # (the test split stays aside); the run folder gets fold_1..fold_K and the mean and std of every metric.
+    k_folds: Optional[int] = Field(None, ge=2)
+    data: DataConfig = DataConfig()
+    augment: AugmentConfig = AugmentConfig()
+    model: ModelConfig = ModelConfig()
+    loss: LossConfig = LossConfig()
+    optimizer: OptimizerConfig = OptimizerConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+    output: OutputConfig = OutputConfig()
+    tune: TuneConfig = TuneConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+    @model_validator(mode="after")
+    def _normalisation_per_channel(self) -> "Config":
+        n = self.data.in_channels
+        defaults = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)} if n == 3 else \
+            {"mean": (0.5,) * n, "std": (0.25,) * n}
+        for key, value in defaults.items():
+            given = getattr(self.augment, key)
+            if given is None:
+                object.__setattr__(self.augment, key, value)  # resolved: the dump shows what was used
+            elif len(given) != n:
+                raise ValueError(f"augment.{key} has {len(given)} values but data.in_channels is {n}: give {n}")
+        return self
+
+    def run_dir(self) -> Path:
+        return Path(self.output.dir) / self.output.name
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_plain(self.model_dump(mode="python"))
