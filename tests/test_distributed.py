@@ -24,12 +24,12 @@ pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_avai
                                 reason="torch.distributed with gloo is not available")
 
 
-def _raw(tmp_path, name, epochs):
+def _raw(tmp_path, name, epochs, sync_bn=True):
     raw = copy.deepcopy(TINY)
     raw["loss"] = {"name": "ce_dice"}  # the Weizmann Horse default; its Dice term pools over ranks
     raw["schedule"] = {"name": "constant"}
     raw["optimizer"] = {"name": "adam", "lr": 0.01}
-    raw["train"].update(epochs=epochs, batch_size=8, threads=1, sync_bn=True)
+    raw["train"].update(epochs=epochs, batch_size=8, threads=1, sync_bn=sync_bn)
     raw["output"] = {"dir": str(tmp_path / "runs"), "name": name}
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(raw))
@@ -78,6 +78,16 @@ def test_two_processes_match_one_and_resume(tmp_path):
     _torchrun("train", _raw(tmp_path, "ddp_resumed", 3), cwd=tmp_path)
     _torchrun("train", "--resume", str(tmp_path / "runs" / "ddp_resumed"), "--set", "train.epochs=6", cwd=tmp_path)
     _close(_history(tmp_path / "runs" / "ddp_resumed"), single)
+
+
+def test_without_sync_bn_validation_scores_the_saved_model(tmp_path):
+    """Without sync_bn each rank's batch-norm statistics follow its own half batches; validation (sharded over
+    ranks) must score rank 0's model, the one saved, so the logged mIoU is what evaluating the checkpoint gives."""
+    _torchrun("train", _raw(tmp_path, "ddp_local_bn", 2, sync_bn=False), cwd=tmp_path)
+    run = tmp_path / "runs" / "ddp_local_bn"
+    summary = json.loads((run / "summary.json").read_text())
+    logged = {int(r["epoch"]): r["val_miou"] for r in _history(run)}[summary["best_epoch"]]
+    assert json.loads((run / "eval" / "val" / "metrics.json").read_text())["miou"] == pytest.approx(logged, abs=1e-6)
 
 
 def test_compare_and_k_fold_under_torchrun(tmp_path):

@@ -198,3 +198,10 @@ def test_failed_writes_name_the_file(tmp_path, monkeypatch):
     with pytest.raises(SeglabError, match=r"y.txt: could not write: the disk is full"):
         fileio.atomic_write_text(tmp_path / "y.txt", "data")
     assert not list(tmp_path.iterdir())  # nothing half-written left
+
+
+def test_a_failed_rename_names_the_target_and_leaves_no_temporary(tmp_path):
+    (tmp_path / "report.html").mkdir()  # a folder where the file should go: the final rename fails
+    with pytest.raises(SeglabError, match=rf"{tmp_path / 'report.html'}: could not write"):
+        fileio.atomic_write_text(tmp_path / "report.html", "<html>")
+    assert [p.name for p in tmp_path.iterdir()] == ["report.html"]

@@ -73,9 +73,11 @@ def atomic_path(path: Path) -> Iterator[Path]:
         write_hook(path, "written")  # outside the clean-up above: a crash here leaves the temporary, as a kill would
     try:
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError):  # e.g. `path` is a folder: the message names the file, not the temporary
+            raise write_error(path, exc) from None
         raise
     _fsync_dir(path.parent)
     if write_hook is not None:
