@@ -13,12 +13,13 @@ import torch.multiprocessing as mp
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
                                 reason="torch.distributed with gloo is not available")
 
-from seglab.losses import list_losses, list_strategies
+from seglab.losses import list_losses, list_strategies, strategy_takes
 
 
 def _cases():
     return [(name, strategy, weighted) for name in list_losses() for strategy in list_strategies()
-            for weighted in (False, True) if not (weighted and (strategy == "conditional" or name == "dice"))]
+            if strategy_takes(strategy, name)
+            for weighted in (False, True) if not (weighted and strategy == "conditional")]
 
 
 def _batch(k=3, n=4, size=(6, 7)):
@@ -38,8 +39,10 @@ def _loss(name, strategy, weighted, k=3):
     from seglab.losses import build_loss
 
     weight = torch.tensor([0.5, 1.0, 2.0]) if weighted else None
+    # OHEM: a low threshold, so the min_kept hardest pixels of the global batch decide what is kept
+    own = {"ohem_threshold": 0.05, "ohem_min_kept": 20} if name == "ohem" else {}
     return build_loss(name, ignore_index=255, weight=weight, ce_weight=1.0, dice_weight=0.7, dice_smooth=1.0,
-                      strategy=strategy, exclusion_weight=0.5)
+                      strategy=strategy, exclusion_weight=0.5, **own)
 
 
 def _worker(rank, world, port, out):

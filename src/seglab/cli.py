@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from .errors import SeglabError
 
@@ -327,8 +327,15 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _options_text(defaults: dict[str, Any], hidden: Sequence[str] = ()) -> str:
+    shown = [f"{k}={list(v) if isinstance(v, tuple) else v}" for k, v in defaults.items() if k not in hidden]
+    return " ".join(shown) or "-"
+
+
 def _cmd_models(args: argparse.Namespace) -> int:
-    from .models import describe_model, list_models
+    """The models with their size, encoders and `model.*` options; the losses with their `loss.*` options."""
+    from .losses import list_losses, list_strategies, loss_options
+    from .models import describe_model, list_models, model_options
 
     print(f"{'model':<14} {'params':>9} {'GFLOPs@512':>11}  encoders (default first)")
     for name in list_models():
@@ -341,6 +348,13 @@ def _cmd_models(args: argparse.Namespace) -> int:
         if name == "unet":
             text = "none (from scratch) or " + text
         print(f"{name:<14} {d['parameters'] / 1e6:>8.2f}M {d['gflops_512']:>11.1f}  {text}")
+        # encoder is listed above; condition_channels is set by the conditional strategy, not by hand
+        hidden = ("in_channels", "num_classes", "encoder", "condition_channels")
+        print(f"{'':<14} options: {_options_text(model_options(name), hidden)}")
+    print(f"\n{'loss':<14} options (loss.*, defaults)")
+    for name in list_losses():
+        print(f"{name:<14} {_options_text(loss_options(name))}")
+    print(f"\nloss.strategy (partial labels): {', '.join(list_strategies())}")
     return 0
 
 

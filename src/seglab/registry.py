@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import inspect
 import typing
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -12,6 +12,7 @@ from .errors import ConfigError
 MODELS: dict[str, Callable[..., Any]] = {}
 LOSSES: dict[str, Callable[..., Any]] = {}
 STRATEGIES: dict[str, Callable[..., Any]] = {}  # partial-label strategy -> builder of the loss from its terms
+STRATEGY_FORMS: dict[str, Optional[tuple[str, ...]]] = {}  # strategy -> the losses it has a form of (None: all)
 MODEL_ENCODERS: dict[str, tuple[str, ...]] = {}  # model name -> encoders it takes (empty: none)
 
 
@@ -36,9 +37,11 @@ def register_loss(name: str):
     return _register(LOSSES, "loss", name)
 
 
-def register_strategy(name: str):
+def register_strategy(name: str, forms: Optional[tuple[str, ...]] = None):
     """Decorator: register a partial-label strategy, a builder taking (terms, *, ignore_index, weight,
-    options, ...its own keyword-only options) that makes one loss module from the weighted loss terms."""
+    options, ...its own keyword-only options) that makes one loss module from the weighted loss terms;
+    `forms`: the losses it has a form of (None: every loss)."""
+    STRATEGY_FORMS[name] = forms
     return _register(STRATEGIES, "loss strategy", name)
 
 

@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..registry import LOSSES, STRATEGIES, builder_options, coerce_options
+from ..registry import LOSSES, STRATEGIES, STRATEGY_FORMS, builder_options, coerce_options
+from . import imbalance  # noqa: F401  (registers focal, tversky, focal_tversky, lovasz, ohem)
 from .basic import CrossEntropy, SoftDice, Weighted, build_term
 from .partial import (ConditionalLoss, ExclusionLoss, MarginalCrossEntropy, MarginalDice,
                       marginal_log_prob)
@@ -22,7 +23,7 @@ from .pooling import batch_sum, pooled_over_ranks
 
 __all__ = ["CrossEntropy", "SoftDice", "Weighted", "ConditionalLoss", "ExclusionLoss", "MarginalCrossEntropy",
            "MarginalDice", "marginal_log_prob", "batch_sum", "pooled_over_ranks", "build_loss", "build_term",
-           "build_loss_from_config", "check_loss_config", "list_losses", "list_strategies", "total_loss",
+           "build_loss_from_config", "check_loss_config", "list_losses", "list_strategies", "loss_options", "strategy_takes", "total_loss",
            "class_weights_from_counts"]
 
 # Settings of LossConfig that are options of some builders (ce_dice's weights, Dice's smoothing, the
@@ -37,6 +38,19 @@ def list_losses() -> list[str]:
 
 def list_strategies() -> list[str]:
     return sorted(STRATEGIES)
+
+
+def loss_options(name: str) -> dict[str, Any]:
+    """Defaults of a registered loss's options, e.g. for `seglab models`."""
+    fn = LOSSES[loss_terms(name)[0][1]]
+    return {k: p.default for k, p in builder_options(fn).items() if k not in _FROM_CALLER}
+
+
+def strategy_takes(strategy: str, name: str) -> bool:
+    """Whether partial-label `strategy` has a form of loss `name` (naive takes every loss)."""
+    _strategy(strategy)
+    forms = STRATEGY_FORMS[strategy]
+    return forms is None or name in forms
 
 
 def loss_terms(name: Union[str, Sequence[str]], weights: Optional[Sequence[float]] = None) -> list[tuple[float, str]]:

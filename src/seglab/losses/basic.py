@@ -7,6 +7,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from ..errors import ConfigError
 from ..registry import LOSSES, builder_options, lookup, register_loss, register_strategy
 from .pooling import batch_sum
 
@@ -32,11 +33,13 @@ class CrossEntropy(nn.Module):
 
 
 class SoftDice(nn.Module):
-    """1 - mean over classes of (2|P.G| + s) / (|P| + |G| + s), soft P from softmax, pooled over the batch."""
+    """1 - mean over classes of (2|P.G| + s) / (|P| + |G| + s), soft P from softmax, pooled over the batch;
+    with class weights w, the w-weighted mean over classes."""
 
-    def __init__(self, ignore_index: int, smooth: float = 1.0):
+    def __init__(self, ignore_index: int, smooth: float = 1.0, weight: Optional[torch.Tensor] = None):
         super().__init__()
         self.ignore_index, self.smooth = ignore_index, smooth
+        self.register_buffer("weight", weight, persistent=False)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor, labelled: Optional[torch.Tensor] = None) -> torch.Tensor:
         c = logits.shape[1]
@@ -46,7 +49,11 @@ class SoftDice(nn.Module):
         dims = (0, 2, 3)
         inter = batch_sum((prob * onehot).sum(dims))
         denom = batch_sum(prob.sum(dims) + onehot.sum(dims))
-        return 1.0 - ((2 * inter + self.smooth) / (denom + self.smooth).clamp_min(1e-7)).mean()
+        dice = (2 * inter + self.smooth) / (denom + self.smooth).clamp_min(1e-7)
+        if self.weight is None:
+            return 1.0 - dice.mean()
+        w = self.weight.to(dice)
+        return 1.0 - (dice * w).sum() / w.sum().clamp_min(1e-12)
 
 
 class Weighted(nn.Module):
@@ -68,8 +75,8 @@ def build_cross_entropy(*, ignore_index: int, weight: Optional[torch.Tensor] = N
 
 
 @register_loss("dice")
-def build_dice(*, ignore_index: int, dice_smooth: float = 1.0) -> nn.Module:
-    return SoftDice(ignore_index, dice_smooth)
+def build_dice(*, ignore_index: int, weight: Optional[torch.Tensor] = None, dice_smooth: float = 1.0) -> nn.Module:
+    return SoftDice(ignore_index, dice_smooth, weight)
 
 
 @register_loss("ce_dice")
@@ -77,12 +84,15 @@ def build_ce_dice(
     *, ignore_index: int, weight: Optional[torch.Tensor] = None, ce_weight: float = 1.0,
     dice_weight: float = 1.0, dice_smooth: float = 1.0,
 ) -> nn.Module:
-    return Weighted([(ce_weight, CrossEntropy(ignore_index, weight)), (dice_weight, SoftDice(ignore_index, dice_smooth))])
+    return Weighted([(ce_weight, CrossEntropy(ignore_index, weight)),
+                     (dice_weight, SoftDice(ignore_index, dice_smooth, weight))])
 
 
 def build_term(name: str, *, ignore_index: int, weight: Optional[torch.Tensor], options: dict) -> nn.Module:
     """The registered loss `name`, given those of `options` (and the class weights) its builder takes."""
     fn = lookup(LOSSES, "loss", name)
+    if weight is not None and "weight" not in builder_options(fn):
+        raise ConfigError(f"loss.class_weights: loss '{name}' takes no class weights; remove loss.class_weights")
     given = dict(options, ignore_index=ignore_index, weight=weight)
     return fn(**{k: v for k, v in given.items() if k in builder_options(fn)})
 

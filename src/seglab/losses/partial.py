@@ -57,11 +57,13 @@ class MarginalCrossEntropy(CrossEntropy):
 
 class MarginalDice(nn.Module):
     """Soft Dice on marginal probabilities: background's is the summed probability of background and of
-    the sample's unannotated classes; a class enters only through samples that annotate it."""
+    the sample's unannotated classes; a class enters only through samples that annotate it. Class
+    weights, when given, weight the mean over classes."""
 
-    def __init__(self, ignore_index: int, smooth: float = 1.0):
+    def __init__(self, ignore_index: int, smooth: float = 1.0, weight: Optional[torch.Tensor] = None):
         super().__init__()
         self.ignore_index, self.smooth = ignore_index, smooth
+        self.register_buffer("weight", weight, persistent=False)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor, labelled: Optional[torch.Tensor] = None) -> torch.Tensor:
         n, k = logits.shape[:2]
@@ -79,7 +81,10 @@ class MarginalDice(nn.Module):
         denom = batch_sum(((prob.sum((2, 3)) + onehot.sum((2, 3))) * use).sum(0))
         dice = (2 * inter + self.smooth) / (denom + self.smooth).clamp_min(1e-7)
         present = batch_sum(use.sum(0)) > 0
-        return 1.0 - dice[present].mean()
+        if self.weight is None:
+            return 1.0 - dice[present].mean()
+        w = self.weight.to(dice)[present]
+        return 1.0 - (dice[present] * w).sum() / w.sum().clamp_min(1e-12)
 
 
 class ExclusionLoss(nn.Module):
@@ -215,27 +220,27 @@ def _marginal(strategy: str, terms: list[tuple[float, str]], ignore_index: int, 
             if exclusion_weight is not None:
                 parts.append((w * exclusion_weight, ExclusionLoss(ignore_index, "ce")))
         else:
-            parts.append((w, MarginalDice(ignore_index, smooth)))
+            parts.append((w, MarginalDice(ignore_index, smooth, weight)))
             if exclusion_weight is not None:
                 parts.append((w * exclusion_weight, ExclusionLoss(ignore_index, "dice", smooth)))
     return Weighted(parts)
 
 
-@register_strategy("marginal")
+@register_strategy("marginal", forms=_FORMS)
 def build_marginal(terms: list[tuple[float, str]], *, ignore_index: int, weight: Optional[torch.Tensor],
                    options: dict) -> nn.Module:
     """A sample's 0 pixels are background or any class it does not annotate (Shi et al. 2021)."""
     return _marginal("marginal", terms, ignore_index, weight, options, None)
 
 
-@register_strategy("marginal_exclusion")
+@register_strategy("marginal_exclusion", forms=_FORMS)
 def build_marginal_exclusion(terms: list[tuple[float, str]], *, ignore_index: int, weight: Optional[torch.Tensor],
                              options: dict, exclusion_weight: float = 1.0) -> nn.Module:
     """Marginal, plus the exclusion loss of each term weighted by `exclusion_weight`."""
     return _marginal("marginal_exclusion", terms, ignore_index, weight, options, exclusion_weight)
 
 
-@register_strategy("conditional")
+@register_strategy("conditional", forms=_FORMS)
 def build_conditional(terms: list[tuple[float, str]], *, ignore_index: int, weight: Optional[torch.Tensor],
                       options: dict) -> nn.Module:
     """Binary cross-entropy and / or Dice of a class-conditioned model, per annotated (sample, class)."""

@@ -36,3 +36,18 @@ def batch_sum(x: torch.Tensor) -> torch.Tensor:
     total = x.detach().clone()
     torch.distributed.all_reduce(total)
     return x + (total - x.detach())
+
+
+def batch_kth_smallest(values: torch.Tensor, k: int) -> torch.Tensor:
+    """The k-th smallest of `values` (1-D, no gradient) over the global batch, 1 <= k <= their global
+    count: within pooled_over_ranks every rank gathers the others' k smallest, among which it lies."""
+    local = values.detach().float().flatten()
+    if not _pooled:
+        return local.kthvalue(k).values
+    smallest = torch.full((k,), float("inf"), device=local.device)
+    m = min(k, local.numel())
+    if m:
+        smallest[:m] = local.topk(m, largest=False).values
+    gathered = [torch.empty_like(smallest) for _ in range(torch.distributed.get_world_size())]
+    torch.distributed.all_gather(gathered, smallest)
+    return torch.cat(gathered).kthvalue(k).values
