@@ -77,6 +77,12 @@ class TrainConfig(_Strict):
     device: str = "auto"
     channels_last: bool = True
     grad_clip: Optional[float] = Field(None, gt=0.0)
+    # Gradient accumulation: one optimizer step per this many batches (an effective batch this many times
+    # batch_size on a small machine); the learning-rate schedule counts optimizer steps.
+    accumulate_steps: int = Field(1, ge=1)
+    # Exponential moving average of the weights (e.g. 0.999): when set, the averaged model is the one
+    # validated, saved as best / last and evaluated; the trained weights are kept for --resume.
+    ema_decay: Optional[float] = Field(None, gt=0.0, lt=1.0)
     threads: Optional[int] = Field(None, ge=1)
     # torchrun: batch_size is the global batch, split evenly over the processes; sync_bn pools
     # BatchNorm statistics over them (torch's SyncBatchNorm on GPUs, seglab's own on CPU)

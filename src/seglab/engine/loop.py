@@ -54,8 +54,12 @@ class EpochLoop:
         t, cfg = self.t, self.cfg
         if self.plan is not None:
             self.state.plan = self.plan.to_dict()
+        # model_state is what evaluation and prediction load: the moving average when there is one; the
+        # trained weights go beside it so --resume continues them
+        extra = {"trained_model_state": t.model.state_dict()} if t.ema is not None else {}
         return {
-            "model_state": t.model.state_dict(), "optimizer_state": t.optimizer.state_dict(),
+            "model_state": t.eval_model.state_dict(), **extra, "optimizer_state": t.optimizer.state_dict(),
+            "scaler_state": t.scaler.state_dict(),
             "scheduler_state": self.scheduler.state_dict(), "train_state": asdict(self.state), "rng": rng_state(),
             "class_weights": t.class_weights, "config": cfg.to_dict(), "labels": t.data.labels.to_dict(),
             "model": t.model_meta,
@@ -85,10 +89,16 @@ class EpochLoop:
         t_data = t_step = clock.now()
         bar = tqdm(t.train_loader, desc=f"epoch {epoch}/{self.planned_epochs()}", unit="batch", leave=False,
                    disable=not (t.dist.is_main and sys.stderr.isatty()), dynamic_ncols=True)
-        for images, masks, labelled in bar:
+        k, group = self.cfg.train.accumulate_steps, 1
+        for i, (images, masks, labelled) in enumerate(bar):
             data_seconds += clock.now() - t_data  # time spent waiting for the loader
-            loss = train_step(t, images, masks, labelled, where=f"epoch {epoch}, step {state.global_step}")
-            self.scheduler.step()
+            if i % k == 0:  # an optimizer step's batches: k, fewer at the epoch's (or the plan's) end
+                group = min(k, self.spe - i, plan.end_step - state.global_step if plan is not None else k)
+            first, last = i % k == 0, i % k == group - 1
+            loss = train_step(t, images, masks, labelled, where=f"epoch {epoch}, step {state.global_step}",
+                              first=first, last=last, group=group)
+            if last:
+                self.scheduler.step()  # the schedule counts optimizer steps
             state.global_step += 1
             loss_sum += loss.item() * images.shape[0]
             seen += images.shape[0]

@@ -62,14 +62,26 @@ def lr_factor(cfg: ScheduleConfig, steps_per_epoch: int, total_epochs: int,
 
 def build_scheduler(
     optimizer: torch.optim.Optimizer, cfg: ScheduleConfig, steps_per_epoch: int, total_epochs: int, *,
-    total_steps: Optional[int] = None, position: Optional[Callable[[int], float]] = None,
+    total_steps: Optional[int] = None, position: Optional[Callable[[int], float]] = None, accumulate_steps: int = 1,
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """A LambdaLR stepped once per optimizer step. A time-budgeted run passes its plan's schedule
-    length (`total_steps`) and `position`, the schedule position of each optimizer step."""
+    """A LambdaLR stepped once per optimizer step. Steps, `steps_per_epoch` and `total_steps` count
+    batches; with gradient accumulation an optimizer step is `accumulate_steps` batches (fewer at an
+    epoch's end), so optimizer step j sits at the batch that starts it. A time-budgeted run passes its
+    plan's schedule length (`total_steps`) and `position`, the schedule position of each batch step."""
     factor = lr_factor(cfg, steps_per_epoch, total_epochs, total_steps)
-    if position is None:
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: factor(position(step)))
+    if accumulate_steps == 1:
+        if position is None:
+            return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: factor(position(step)))
+    per_epoch = -(-steps_per_epoch // accumulate_steps)  # optimizer steps per epoch
+    at_batch = position
+
+    def at_optimizer_step(step: int) -> float:
+        epoch, j = divmod(step, per_epoch)
+        batch = epoch * steps_per_epoch + min(j * accumulate_steps, steps_per_epoch)
+        return factor(at_batch(batch) if at_batch is not None else batch)
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, at_optimizer_step)
 
 
 def count_parameters(model: nn.Module) -> int:

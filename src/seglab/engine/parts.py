@@ -2,6 +2,7 @@
 validation (`validate`): what the epoch loop and the speed measurement are made of."""
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -20,6 +21,7 @@ from ..evaluation.evaluate import run_evaluation
 from ..losses import build_loss_from_config, check_loss_config, class_weights_from_counts, pooled_over_ranks, total_loss
 from ..models import build_model_from_meta, train_inputs
 from .distributed import DistInfo, broadcast_buffers, convert_sync_batchnorm
+from .ema import ModelEMA
 from .optim import build_optimizer
 from .precision import amp_dtype, resolve_amp
 
@@ -56,6 +58,12 @@ class Training:
     sampler: EpochSampler
     train_loader: DataLoader
     optimizer: torch.optim.Optimizer
+    ema: Optional[ModelEMA] = None  # train.ema_decay: the averaged model, validated and saved
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The model validated and saved as the run's weights: the moving average when there is one."""
+        return self.ema.model if self.ema is not None else self.model
 
 
 def build_training(cfg: Config, *, split: Optional[Split], dist: DistInfo, device: torch.device,
@@ -100,13 +108,16 @@ def build_training(cfg: Config, *, split: Optional[Split], dist: DistInfo, devic
     return Training(cfg=cfg, dist=dist, device=device, data=data, model_meta=model_meta, model=model, net=net,
                     precision=precision, scaler=torch.amp.GradScaler("cuda", enabled=precision == "fp16"),
                     loss_fn=loss_fn, class_weights=class_weights, train_set=train_set, val_set=val_set,
-                    sampler=sampler, train_loader=train_loader, optimizer=build_optimizer(model, cfg.optimizer))
+                    sampler=sampler, train_loader=train_loader, optimizer=build_optimizer(model, cfg.optimizer),
+                    ema=ModelEMA(model, cfg.train.ema_decay) if cfg.train.ema_decay is not None else None)
 
 
-def train_step(t: Training, images: torch.Tensor, masks: torch.Tensor, labelled: torch.Tensor,
-               where: str) -> torch.Tensor:
-    """One optimizer step on a batch (N, C, H, W) / (N, H, W) / (N, K); returns the detached loss.
-    The caller steps the learning-rate schedule."""
+def train_step(t: Training, images: torch.Tensor, masks: torch.Tensor, labelled: torch.Tensor, where: str, *,
+               first: bool = True, last: bool = True, group: int = 1) -> torch.Tensor:
+    """One batch (N, C, H, W) / (N, H, W) / (N, K) of an optimizer step made of `group` batches (gradient
+    accumulation): the `first` clears the gradients, each adds its loss / group, the `last` steps the
+    optimizer (and the moving average). Returns the batch's detached loss; the caller steps the schedule
+    after the last."""
     cfg, device = t.cfg, t.device
     images = images.to(device, non_blocking=True)
     masks = masks.to(device, non_blocking=True)
@@ -122,14 +133,22 @@ def train_step(t: Training, images: torch.Tensor, masks: torch.Tensor, labelled:
         loss = total_loss(t.loss_fn, outputs, masks, cfg.loss.aux_weight, labelled)
     if not torch.isfinite(loss):
         raise SeglabError(f"training diverged at {where}: loss is {float(loss.detach())}; lower optimizer.lr")
-    t.optimizer.zero_grad(set_to_none=True)
+    if first:
+        t.optimizer.zero_grad(set_to_none=True)
     # each rank's gradient is the global loss's through its own pixels; DDP averages them, so scale back to the sum
-    t.scaler.scale(loss * t.dist.world_size if t.dist.enabled else loss).backward()
+    scaled = loss * t.dist.world_size if t.dist.enabled else loss
+    # DDP: gradients are averaged over ranks once, at the group's last batch
+    with t.net.no_sync() if t.dist.enabled and not last and hasattr(t.net, "no_sync") else contextlib.nullcontext():
+        t.scaler.scale(scaled / group if group > 1 else scaled).backward()
+    if not last:
+        return loss.detach()
     if cfg.train.grad_clip:
         t.scaler.unscale_(t.optimizer)
         torch.nn.utils.clip_grad_norm_(t.model.parameters(), cfg.train.grad_clip)
     t.scaler.step(t.optimizer)
     t.scaler.update()
+    if t.ema is not None:
+        t.ema.update(t.model)
     return loss.detach()
 
 
@@ -137,8 +156,8 @@ def validate(t: Training, dataset: torch.utils.data.Dataset) -> dict[str, Any]:
     """Metrics of the model on `dataset` (sharded over torchrun ranks and all-reduced)."""
     cfg = t.cfg
     if t.dist.enabled:
-        broadcast_buffers(t.model)
-    return run_evaluation(t.model, dataset, t.data.labels, device=t.device, batch_size=cfg.eval.batch_size,
+        broadcast_buffers(t.eval_model)
+    return run_evaluation(t.eval_model, dataset, t.data.labels, device=t.device, batch_size=cfg.eval.batch_size,
                           dilation_ratio=cfg.eval.boundary_dilation_ratio, loss_fn=t.loss_fn,
                           channels_last=cfg.train.channels_last, num_workers=cfg.train.num_workers,
                           shard=(t.dist.rank, t.dist.world_size)).metrics

@@ -69,6 +69,7 @@ def measure_speed(t: Training, steps: int) -> Estimate:
     saved_model = copy.deepcopy(t.model.state_dict())
     saved_opt = copy.deepcopy(t.optimizer.state_dict())
     saved_scaler = copy.deepcopy(t.scaler.state_dict())
+    saved_ema = copy.deepcopy(t.ema.model.state_dict()) if t.ema is not None else None
     saved_rng = rng_state()
     t.model.train()
     t.sampler.set_epoch(1)
@@ -94,6 +95,8 @@ def measure_speed(t: Training, steps: int) -> Estimate:
     t.model.load_state_dict(saved_model)
     t.optimizer.load_state_dict(saved_opt)
     t.scaler.load_state_dict(saved_scaler)
+    if t.ema is not None and saved_ema is not None:
+        t.ema.model.load_state_dict(saved_ema)
     set_rng_state(saved_rng)
     step_seconds, val_seconds, probe_seconds = rank_mean([step_seconds, val_seconds, clock.now() - start], t.device)
     return Estimate(step_seconds=step_seconds, val_seconds=val_seconds, batch_size=t.cfg.train.batch_size,
@@ -198,7 +201,8 @@ def _fit(run: RunDir, cfg: Config, *, resume: bool, overwrite: bool, split: Opti
     plan = _plan(t, state, estimate, first=ckpt is None)
     scheduler = build_scheduler(optimizer, cfg.schedule, len(t.train_loader), cfg.train.epochs,
                                 position=plan.position if plan is not None else None,
-                                total_steps=plan.schedule_steps if plan is not None else None)
+                                total_steps=plan.schedule_steps if plan is not None else None,
+                                accumulate_steps=cfg.train.accumulate_steps)
     if ckpt is not None:  # after building the schedule, which sets the optimizer's first learning rate
         _restore(t, scheduler, ckpt, run.last)
 
@@ -287,11 +291,15 @@ def _restore(t: Training, scheduler: Any, ckpt: dict[str, Any], path: Path) -> N
                               f"{labels.num_classes} ({', '.join(labels.names[:5])}...); the palette or class "
                               "settings changed since the run started")
     try:
-        t.model.load_state_dict(ckpt["model_state"])
+        t.model.load_state_dict(ckpt.get("trained_model_state", ckpt["model_state"]))
+        if t.ema is not None:  # a run that starts averaging on resume starts from the trained weights
+            t.ema.model.load_state_dict(ckpt["model_state"] if "trained_model_state" in ckpt else t.model.state_dict())
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: weights do not fit the run's model ({brief(exc)})") from None
     t.optimizer.load_state_dict(ckpt["optimizer_state"])
     scheduler.load_state_dict(ckpt["scheduler_state"])
+    if "scaler_state" in ckpt:  # fp16: the loss scale carries on where it was
+        t.scaler.load_state_dict(ckpt["scaler_state"])
     set_rng_state(ckpt["rng"])
 
 
