@@ -192,3 +192,17 @@ def test_module_entry_point_and_help():
     assert "options: base_channels=32 depth=4" in models  # each model's options, as the README says
     assert sorted(l.split()[0] for l in losses.splitlines()[1:]) == list_losses()
     assert "focal_gamma=2.0" in losses
+
+
+def test_each_commands_set_example_is_one_it_accepts():
+    import argparse
+    import re
+
+    from seglab.cli import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    examples = {name: re.search(r"--set (\S+)", a.help).group(1)
+                for name, p in commands.items() for a in p._actions if a.dest == "overrides"}
+    assert examples["predict"].startswith("eval.") and examples["eval"].startswith("eval.")  # all they take
+    assert examples["train"] == "train.epochs=5"

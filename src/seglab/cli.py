@@ -22,10 +22,11 @@ def _count(low: int):
     return parse
 
 
-def _common(p: argparse.ArgumentParser, sets: bool = True) -> None:
+def _common(p: argparse.ArgumentParser, sets: bool = True, example: str = "train.epochs=5") -> None:
+    """--debug, and --set with an `example` the command accepts."""
     if sets:
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a config key, e.g. --set train.epochs=5 (repeatable)")
+                       help=f"override a config key, e.g. --set {example} (repeatable)")
     p.add_argument("--debug", action="store_true", help="show full tracebacks")
 
 
@@ -86,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=["val", "test"], default="val")
     p.add_argument("--out", help="output folder (default RUN_DIR/eval/SPLIT)")
     _inference_flags(p)
-    _common(p)
+    _common(p, example="eval.batch_size=2")
 
     p = sub.add_parser("predict", help="predict masks for images or folders")
     p.add_argument("checkpoint")
@@ -97,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="onnxruntime: CHECKPOINT is an .onnx file written by `seglab export`")
     p.add_argument("--workers", type=_count(0), default=0, help="processes decoding images and threads writing PNGs")
     _inference_flags(p)
-    _common(p)
+    _common(p, example="eval.tta_flip=true")
 
     p = sub.add_parser("export", help="export a checkpoint to ONNX or TorchScript")
     p.add_argument("checkpoint")
