@@ -57,8 +57,11 @@ def train(config: Union[Config, PathLike], *, overrides: Sequence[str] = (), res
 
 
 def predict(checkpoint: PathLike, inputs: Sequence[str], out: PathLike, *, device: str = "cpu",
-            progress: bool = True, engine: str = "torch", overrides: Sequence[str] = (), workers: int = 0) -> list[Path]:
-    """Write index masks, colour masks and overlays for images or folders of images.
+            progress: bool = True, engine: str = "torch", overrides: Sequence[str] = (), workers: int = 0,
+            save_probabilities: bool = False, threshold: Optional[float] = None) -> list[Path]:
+    """Write index masks, colour masks and overlays for images or folders of images (and with
+    `save_probabilities` each image's (K, H, W) float16 probabilities as NAME_prob.npy; `threshold` is a
+    two-class model's foreground threshold).
 
     engine: 'torch' (a seglab checkpoint or a TorchScript export) or 'onnxruntime' (an ONNX export).
     A folder's files that are masks by the checkpoint's data.mask_suffix or data.pair_stems are skipped.
@@ -76,7 +79,7 @@ def predict(checkpoint: PathLike, inputs: Sequence[str], out: PathLike, *, devic
     if bad:
         raise SeglabError(f"--set {bad[0]}: predict takes eval.* settings only (sliding window, TTA)")
     return predict_files(Path(checkpoint), inputs, Path(out), pick_device(device, "--device"), progress, engine,
-                         settings_from_config(cfg.eval), workers)
+                         settings_from_config(cfg.eval), workers, save_probabilities, threshold)
 
 
 def export(checkpoint: PathLike, *, fmt: str = "onnx", out: Optional[PathLike] = None,

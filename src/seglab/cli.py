@@ -97,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", choices=["torch", "onnxruntime"], default="torch",
                    help="onnxruntime: CHECKPOINT is an .onnx file written by `seglab export`")
     p.add_argument("--workers", type=_count(0), default=0, help="processes decoding images and threads writing PNGs")
+    p.add_argument("--save-probabilities", action="store_true",
+                   help="also write NAME_prob.npy: the (classes, H, W) float16 softmax probabilities")
+    p.add_argument("--threshold", type=float, metavar="T",
+                   help="two-class models: foreground where its probability is >= T (default: the more probable class)")
     _inference_flags(p)
     _common(p, example="eval.tta_flip=true")
 
@@ -262,7 +266,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from . import api
 
     files = api.predict(args.checkpoint, args.inputs, args.out, device=args.device, engine=args.engine,
-                        overrides=args.overrides + _inference_overrides(args), workers=args.workers)
+                        overrides=args.overrides + _inference_overrides(args), workers=args.workers,
+                        save_probabilities=args.save_probabilities, threshold=args.threshold)
     print(f"wrote {len(files)} files to {args.out}")
     return 0
 

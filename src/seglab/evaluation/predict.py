@@ -118,18 +118,42 @@ def load_model(path: Path, device: str = "cpu") -> LoadedModel:
     )
 
 
-def predict_image(predictor: Predictor, image: np.ndarray, settings: Optional[InferenceSettings] = None) -> np.ndarray:
-    """(H, W, C) uint8 image -> (H, W) uint8 class map at the image's own size.
+def image_logits(predictor: Predictor, image: np.ndarray, settings: Optional[InferenceSettings] = None) -> torch.Tensor:
+    """(H, W, C) image -> (1, K, H, W) logits at the image's own size.
 
     `settings`: sliding windows / test-time augmentation (None: the whole image once).
     """
     x = prepare_eval_image(image, predictor.input_size, predictor.mean, predictor.std).unsqueeze(0).to(predictor.device)
     if settings is not None and not settings.plain:
         with torch.no_grad():
-            logits = logits_with(predictor, x, image.shape[:2], settings)
-    else:
-        logits = logits_at(predictor, x, image.shape[:2])
-    return logits.argmax(1)[0].to(torch.uint8).cpu().numpy()
+            return logits_with(predictor, x, image.shape[:2], settings)
+    return logits_at(predictor, x, image.shape[:2])
+
+
+def class_map(logits: torch.Tensor, threshold: Optional[float] = None) -> np.ndarray:
+    """(1, K, H, W) logits -> (H, W) uint8 class ids: the most probable class, or for a two-class model
+    with `threshold`, class 1 wherever its probability is at least the threshold."""
+    if threshold is None:
+        return logits.argmax(1)[0].to(torch.uint8).cpu().numpy()
+    return (logits.float().softmax(1)[0, 1] >= threshold).to(torch.uint8).cpu().numpy()
+
+
+def predict_image(predictor: Predictor, image: np.ndarray, settings: Optional[InferenceSettings] = None,
+                  threshold: Optional[float] = None) -> np.ndarray:
+    """(H, W, C) image -> (H, W) uint8 class map at the image's own size (see `class_map`)."""
+    return class_map(image_logits(predictor, image, settings), threshold)
+
+
+def check_threshold(threshold: Optional[float], labels: LabelSpace) -> None:
+    """A foreground threshold is for two-class (background / foreground) models, strictly inside (0, 1)."""
+    if threshold is None:
+        return
+    if labels.num_classes != 2:
+        raise SeglabError(f"--threshold: for two-class (binary) models; this one has {labels.num_classes} classes "
+                          f"({', '.join(labels.names[:4])}{' ...' if labels.num_classes > 4 else ''}), so each pixel "
+                          "takes its most probable class")
+    if not 0.0 < threshold < 1.0:
+        raise SeglabError(f"--threshold: a probability strictly between 0 and 1 (got {threshold})")
 
 
 def overlay(image: np.ndarray, color_mask: np.ndarray, alpha: float = 0.5) -> np.ndarray:
@@ -211,7 +235,8 @@ def output_names(files: Sequence[Path]) -> list[str]:
     return [f"{b}_{i}" if dup[b] > 1 else b for i, b in enumerate(out)]
 
 
-def _write_outputs(base: str, out_dir: Path, labels: np.ndarray, color: np.ndarray, image: np.ndarray) -> list[Path]:
+def _write_outputs(base: str, out_dir: Path, labels: np.ndarray, color: np.ndarray, image: np.ndarray,
+                   probabilities: Optional[np.ndarray] = None) -> list[Path]:
     from PIL import Image
 
     written = []
@@ -219,6 +244,11 @@ def _write_outputs(base: str, out_dir: Path, labels: np.ndarray, color: np.ndarr
         target = out_dir / f"{base}_{suffix}.png"
         with atomic_path(target) as tmp:
             Image.fromarray(arr).save(tmp, format="PNG")
+        written.append(target)
+    if probabilities is not None:
+        target = out_dir / f"{base}_prob.npy"
+        with atomic_path(target) as tmp, open(tmp, "wb") as f:
+            np.save(f, probabilities)
         written.append(target)
     return written
 
@@ -234,9 +264,12 @@ def model_file_kind(path: Path, engine: str) -> str:
 
 
 def predict_files(checkpoint: Path, inputs: Sequence[str], out_dir: Path, device: str = "cpu", progress: bool = True,
-                  engine: str = "torch", settings: Optional[InferenceSettings] = None, workers: int = 0):
+                  engine: str = "torch", settings: Optional[InferenceSettings] = None, workers: int = 0,
+                  save_probabilities: bool = False, threshold: Optional[float] = None):
     """Write `<stem>_mask.png` (indices), `<stem>_color.png` and `<stem>_overlay.png` per input image
-    (inputs sharing a stem keep their extension, `1.jpg_mask.png`: see `output_names`).
+    (inputs sharing a stem keep their extension, `1.jpg_mask.png`: see `output_names`); with
+    `save_probabilities`, `<stem>_prob.npy`, the (K, H, W) float16 softmax probabilities at the image's size.
+    `threshold`: a two-class model's foreground threshold (default: the more probable class).
 
     engine 'torch' reads a seglab checkpoint or a TorchScript export; 'onnxruntime' an ONNX export.
     workers > 0 decode images in that many processes and encode the PNGs in as many threads.
@@ -253,6 +286,7 @@ def predict_files(checkpoint: Path, inputs: Sequence[str], out_dir: Path, device
         lm = TorchScriptModel(checkpoint)
     else:
         lm = load_model(checkpoint, device)
+    check_threshold(threshold, lm.labels)
     files = collect_inputs(inputs, mask_rule(lm.data_settings))
     bases = output_names(files)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -262,8 +296,11 @@ def predict_files(checkpoint: Path, inputs: Sequence[str], out_dir: Path, device
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         pending = []
         for i, image in tqdm(loader, total=len(files), desc="predict", unit="img", disable=not progress):
-            labels = predict_image(lm, image, settings)
-            pending.append(pool.submit(_write_outputs, bases[i], out_dir, labels, lm.labels.colorize(labels), image))
+            logits = image_logits(lm, image, settings)
+            labels = class_map(logits, threshold)
+            probs = logits.float().softmax(1)[0].to(torch.float16).cpu().numpy() if save_probabilities else None
+            pending.append(pool.submit(_write_outputs, bases[i], out_dir, labels, lm.labels.colorize(labels), image,
+                                       probs))
         for job in pending:
             written.extend(job.result())
     return written

@@ -1,0 +1,65 @@
+"""predict --save-probabilities and --threshold (issue 16): probabilities that agree with the masks, and a
+foreground threshold for two-class models only."""
+import copy
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from seglab.cli import main
+
+from conftest import TINY, cfg_file, cli_fails
+
+
+@pytest.fixture(scope="module")
+def binary_run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("binary")
+    raw = copy.deepcopy(TINY)
+    raw["data"]["synthetic"].update(num_classes=2, num_train=8, num_val=4, num_test=2)
+    raw["output"] = {"dir": str(d / "runs"), "name": "b"}
+    raw["train"].update(epochs=1, batch_size=4, estimate_steps=0)
+    assert main(["train", cfg_file(d, raw)]) == 0
+    images = d / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 255, (30, 44, 3), dtype=np.uint8)).save(images / f"im{i}.png")
+    return d / "runs" / "b" / "checkpoints" / "best.pt", images
+
+
+def test_probabilities_are_written_and_match_the_masks(binary_run, tmp_path):
+    ckpt, images = binary_run
+    assert main(["predict", str(ckpt), str(images), "--out", str(tmp_path / "o"), "--save-probabilities"]) == 0
+    for i in range(2):
+        prob = np.load(tmp_path / "o" / f"im{i}_prob.npy")
+        mask = np.asarray(Image.open(tmp_path / "o" / f"im{i}_mask.png"))
+        assert prob.dtype == np.float16 and prob.shape == (2, 30, 44)
+        assert np.allclose(prob.astype(np.float32).sum(0), 1.0, atol=2e-3)
+        clear = np.abs(prob[1].astype(np.float32) - prob[0]) > 2e-3  # away from float16 ties
+        assert (mask[clear] == prob.argmax(0)[clear]).all()
+
+
+@pytest.mark.parametrize("threshold", [0.2, 0.8])
+def test_threshold_sets_the_foreground(binary_run, tmp_path, threshold):
+    ckpt, images = binary_run
+    out = tmp_path / "o"
+    assert main(["predict", str(ckpt), str(images), "--out", str(out), "--save-probabilities",
+                 "--threshold", str(threshold)]) == 0
+    prob = np.load(out / "im0_prob.npy").astype(np.float32)[1]
+    mask = np.asarray(Image.open(out / "im0_mask.png"))
+    clear = np.abs(prob - threshold) > 2e-3
+    assert (mask[clear] == (prob[clear] >= threshold)).all()
+
+
+def test_threshold_is_refused_for_many_classes_or_outside_0_1(binary_run, capsys, tmp_path):
+    ckpt, images = binary_run
+    cli_fails(capsys, ["predict", str(ckpt), str(images), "--out", str(tmp_path / "o"), "--threshold", "1.5"],
+              r"--threshold: a probability strictly between 0 and 1 \(got 1\.5\)")
+    raw = copy.deepcopy(TINY)
+    raw["output"] = {"dir": str(tmp_path / "runs"), "name": "three"}
+    raw["train"].update(epochs=1, estimate_steps=0)
+    raw["data"]["synthetic"].update(num_train=8, num_val=4, num_test=2)
+    assert main(["train", cfg_file(tmp_path, raw)]) == 0
+    cli_fails(capsys, ["predict", str(tmp_path / "runs" / "three" / "checkpoints" / "best.pt"), str(images), "--out",
+                       str(tmp_path / "o"), "--threshold", "0.5"],
+              r"--threshold: for two-class \(binary\) models; this one has 3 classes")
