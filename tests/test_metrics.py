@@ -171,3 +171,18 @@ def test_boundary_iou_opencv_and_maxpool_backends_count_identically(num_classes,
 def test_boundary_iou_rejects_target_ids_outside_the_classes():
     with pytest.raises(ValueError, match="outside"):
         BoundaryIoU(3, backend="opencv").update(torch.zeros(4, 4, dtype=torch.long), torch.full((4, 4), 7))
+
+
+def test_per_image_row_from_hand_counts():
+    from seglab.evaluation.evaluate import image_row
+    from seglab.metrics import confusion_counts
+
+    target = torch.tensor([[0, 0, 1, 1], [0, 0, 1, 255]])
+    pred = torch.tensor([[0, 1, 1, 1], [0, 0, 2, 2]])
+    counts = confusion_counts(pred, target, 3)
+    # class 0: 3 right, 1 missed -> 3/4; class 1: 2 right of 3 true, 1 false positive -> 2/4; class 2: 0/1
+    row = image_row("a", counts, torch.tensor([1, 0, 0]), torch.tensor([2, 0, 0]))
+    assert row["iou"] == pytest.approx([0.75, 0.5, 0.0])
+    assert row["miou"] == pytest.approx((0.75 + 0.5 + 0.0) / 3)
+    assert row["pixel_accuracy"] == pytest.approx(5 / 7)
+    assert row["mean_boundary_iou"] == pytest.approx(0.5)  # classes with no band pixels are left out

@@ -1,5 +1,6 @@
 import copy
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -209,3 +210,19 @@ def test_amp_auto_uses_bf16_only_on_cpus_with_native_bf16(tiny_raw, monkeypatch)
     tiny_raw["output"]["name"] = "fp32"
     summary = json.loads((fit(config_from_dict(tiny_raw)).path / "summary.json").read_text())
     assert summary["precision"] == "none"
+
+
+def test_eval_writes_per_image_metrics_and_the_worst_images(trained_run):
+    run = trained_run
+    with (run.eval_dir("val") / "per_image.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    metrics = json.loads((run.eval_dir("val") / "metrics.json").read_text())
+    assert len(rows) == metrics["num_images"] == 8
+    assert list(rows[0])[:4] == ["image", "miou", "pixel_accuracy", "mean_boundary_iou"]
+    assert {r["image"] for r in rows} == {f"val/{i:05d}" for i in range(8)}
+    for r in rows:  # each image's mIoU is the mean of its class IoUs
+        ious = [float(v) for k, v in r.items() if k.startswith("iou_") and v != ""]
+        assert float(r["miou"]) == pytest.approx(sum(ious) / len(ious), abs=1e-5)
+    for name in ("per_image_miou_val", "worst_val"):
+        assert (run.plots / f"{name}.png").is_file(), name
+    assert "Per image" in run.report.read_text()

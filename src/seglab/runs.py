@@ -22,7 +22,7 @@ from .evaluation.predict import load_model, overlay
 from .fileio import atomic_write_text
 from .reporting import plots
 from .reporting.report import build_report
-from .reporting.tables import per_class_csv, per_class_markdown
+from .reporting.tables import per_class_csv, per_class_markdown, per_image_csv
 from .run_dir import RunDir
 
 log = logging.getLogger("seglab")
@@ -164,7 +164,8 @@ def evaluate(target: PathLike, *, split: str = "val", overrides: Sequence[str] =
     settings = settings_from_config(cfg.eval)
     res = run_evaluation(lm.model, dataset, lm.labels, device=device, batch_size=cfg.eval.batch_size,
                          dilation_ratio=cfg.eval.boundary_dilation_ratio, num_samples=cfg.eval.num_samples,
-                         channels_last=cfg.train.channels_last, settings=settings)
+                         channels_last=cfg.train.channels_last, settings=settings, per_image=True,
+                         worst=cfg.eval.worst_images)
     metrics = dict(res.metrics, split=split, num_images=len(dataset), checkpoint=str(ckpt_path), inference=settings.describe(),
                    class_names=lm.labels.names, seconds=res.seconds, metric_seconds=res.metric_seconds,
                    confusion=res.confusion.tolist())
@@ -172,6 +173,7 @@ def evaluate(target: PathLike, *, split: str = "val", overrides: Sequence[str] =
     out_dir.mkdir(parents=True, exist_ok=True)
     RunDir(out_dir).write_json(out_dir / "metrics.json", metrics)
     atomic_write_text(out_dir / "per_class.csv", per_class_csv(lm.labels.names, metrics))
+    atomic_write_text(out_dir / "per_image.csv", per_image_csv(lm.labels.names, res.per_image))
     table = per_class_markdown(lm.labels.names, metrics)
     atomic_write_text(out_dir / "per_class.md", table)
     fig_dir = run.plots if run is not None and out is None else out_dir
@@ -179,6 +181,9 @@ def evaluate(target: PathLike, *, split: str = "val", overrides: Sequence[str] =
     plots.plot_confusion(res.confusion.numpy(), lm.labels.names, fig_dir / f"confusion_{split}.png")
     if res.samples:
         plots.plot_samples(res.samples, lm.labels, fig_dir / f"samples_{split}.png", overlay)
+    plots.plot_histogram([r["miou"] for r in res.per_image], fig_dir / f"per_image_miou_{split}.png")
+    if res.worst:
+        plots.plot_worst(res.worst, lm.labels, fig_dir / f"worst_{split}.png")
     log.info(f"{split}: mIoU {metrics['miou']:.4f}  pixel accuracy {metrics['pixel_accuracy']:.4f}  "
              f"mean Boundary IoU {metrics['mean_boundary_iou']:.4f}  ({len(dataset)} images, {res.seconds:.1f} s, "
              f"of which metrics {res.metric_seconds:.1f} s, "

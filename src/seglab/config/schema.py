@@ -134,6 +134,8 @@ class EvalConfig(_Strict):
     batch_size: int = Field(4, ge=1)
     boundary_dilation_ratio: float = Field(0.02, gt=0.0, le=0.5)
     num_samples: int = Field(6, ge=0)
+    # seglab eval (and a run's final evaluation): the images of lowest mIoU shown in the report, with error maps
+    worst_images: int = Field(6, ge=0)
     # Large images (seglab eval / predict and the final evaluation of a run; validation during training
     # stays whole-image): windows of this (h, w) over the model-input image, Gaussian-blended.
     sliding_window: Optional[tuple[int, int]] = None

@@ -327,6 +327,7 @@ class EvalDataset(Dataset):
             "mask": torch.from_numpy(np.ascontiguousarray(mask)).long(),
             "raw": image,
             "index": index,
+            "name": self.loader.name(index),
             "labelled": torch.from_numpy(self.loader.labelled(index).copy()),
         }
 

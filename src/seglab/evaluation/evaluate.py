@@ -1,6 +1,7 @@
 """The evaluation loop: full-resolution predictions into the confusion and Boundary IoU accumulators."""
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -13,7 +14,8 @@ from torch.utils.data import DataLoader
 from ..collectives import all_reduce_sum
 from ..data.datasets import EvalDataset, collate_eval
 from ..data.labels import LabelSpace
-from ..metrics import BoundaryIoU, ConfusionMatrix, summarize_confusion
+from ..metrics import (BoundaryIoU, ConfusionMatrix, confusion_counts, iou_from_confusion, nanmean,
+                       pixel_accuracy_from_confusion, summarize_confusion)
 from .inference import InferenceSettings, logits_with
 from .predict import logits_at
 
@@ -25,6 +27,21 @@ class EvalResult:
     samples: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)
     seconds: float = 0.0
     metric_seconds: float = 0.0  # of `seconds`, spent in the metric accumulators
+    # per_image=True: one row per image (name, miou, pixel_accuracy, mean_boundary_iou, iou: per class list)
+    per_image: list[dict[str, Any]] = field(default_factory=list)
+    # worst > 0: the images of lowest mIoU, worst first: (row, image, ground truth, prediction)
+    worst: list[tuple[dict[str, Any], np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)
+
+
+def image_row(name: str, counts: torch.Tensor, b_inter: torch.Tensor, b_union: torch.Tensor) -> dict[str, Any]:
+    """One image's metrics from its (K, K) confusion counts and (K,) boundary-band counts; a class absent
+    from both its ground truth and its prediction has no IoU (NaN) and is left out of the means."""
+    iou = iou_from_confusion(counts)
+    biou = torch.full_like(iou, float("nan"))
+    ok = b_union > 0
+    biou[ok] = b_inter[ok].double() / b_union[ok].double()
+    return {"name": name, "miou": nanmean(iou), "pixel_accuracy": pixel_accuracy_from_confusion(counts),
+            "mean_boundary_iou": nanmean(biou), "iou": iou.tolist()}
 
 
 def _groups(batch: list[dict[str, Any]]):
@@ -43,12 +60,15 @@ class _Scores:
     """The accumulators of one evaluation: confusion matrix, Boundary IoU, loss and a few samples."""
 
     def __init__(self, labels: LabelSpace, dilation_ratio: float, boundary_backend: str,
-                 loss_fn: Optional[nn.Module], num_samples: int):
+                 loss_fn: Optional[nn.Module], num_samples: int, per_image: bool = False, worst: int = 0):
         self.cm = ConfusionMatrix(labels.num_classes, labels.ignore_index)
         self.biou = BoundaryIoU(labels.num_classes, labels.ignore_index, dilation_ratio, backend=boundary_backend)
         self.ignore_index, self.loss_fn, self.num_samples = labels.ignore_index, loss_fn, num_samples
         self.loss_sum, self.loss_n, self.metric_seconds = 0.0, 0, 0.0
         self.samples: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self.per_image, self.keep_worst = per_image or worst > 0, worst
+        self.rows: list[dict[str, Any]] = []
+        self.worst: list[tuple[dict[str, Any], np.ndarray, np.ndarray, np.ndarray]] = []
 
     def add(self, logit: torch.Tensor, item: dict[str, Any], device: torch.device) -> None:
         """One sample's (K, H, W) logits at its mask's size."""
@@ -60,14 +80,25 @@ class _Scores:
             # so predictions of those classes count as background
             pred = torch.where(labelled[pred], pred, torch.zeros_like(pred))
         t_metric = time.perf_counter()
-        self.cm.update(pred, target)
-        self.biou.update(pred, target)
+        counts = confusion_counts(pred, target, self.cm.num_classes, self.ignore_index)
+        b_counts = self.biou.image_counts(pred, target)
+        self.cm.add(counts)
+        self.biou.add(*b_counts)
+        if self.per_image:
+            self._keep(image_row(item["name"], counts, *b_counts), item, pred)
         self.metric_seconds += time.perf_counter() - t_metric
         if self.loss_fn is not None and (target != self.ignore_index).any():
             self.loss_sum += float(self.loss_fn(logit[None].float(), target[None], labelled[None]))
             self.loss_n += 1
         if len(self.samples) < self.num_samples:
             self.samples.append((item["raw"], item["mask"].numpy().astype(np.uint8), pred.cpu().numpy().astype(np.uint8)))
+
+    def _keep(self, row: dict[str, Any], item: dict[str, Any], pred: torch.Tensor) -> None:
+        self.rows.append(row)
+        if self.keep_worst and not math.isnan(row["miou"]):
+            self.worst.append((row, item["raw"], item["mask"].numpy().astype(np.uint8), pred.cpu().numpy().astype(np.uint8)))
+            self.worst.sort(key=lambda w: w[0]["miou"])
+            del self.worst[self.keep_worst:]  # only the worst few images are held in memory
 
     def metrics(self, sharded: bool) -> dict[str, Any]:
         """All metrics; `sharded`: each rank scored its own samples, so the accumulators are summed first."""
@@ -101,6 +132,8 @@ def run_evaluation(
     settings: Optional[InferenceSettings] = None,
     shard: tuple[int, int] = (0, 1),
     boundary_backend: str = "auto",
+    per_image: bool = False,
+    worst: int = 0,
 ) -> EvalResult:
     """Predict every sample at its mask's full resolution and compute all metrics.
 
@@ -111,11 +144,13 @@ def run_evaluation(
     Returns metrics (pixel_accuracy, mean_accuracy, miou, mean_dice, fwiou, per-class lists,
     boundary_iou per class, mean_boundary_iou and, with `loss_fn`, loss).
     `boundary_backend`: BoundaryIoU's ('auto': OpenCV for CPU tensors, max-pooling on a GPU).
+    `per_image`: also each image's metrics (`image_row`); `worst`: keep the `worst` images of lowest mIoU
+    with their predictions (one process: under torchrun each rank would see only its own share).
     """
     start = time.perf_counter()
     was_training = model.training
     model.eval()
-    scores = _Scores(labels, dilation_ratio, boundary_backend, loss_fn, num_samples)
+    scores = _Scores(labels, dilation_ratio, boundary_backend, loss_fn, num_samples, per_image, worst)
     rank, world = shard
     # under torchrun each rank scores every world-th sample; the accumulators are summed over ranks
     part = dataset if world == 1 else torch.utils.data.Subset(dataset, range(rank, len(dataset), world))
@@ -139,4 +174,4 @@ def run_evaluation(
     metrics = scores.metrics(sharded=world > 1)
     model.train(was_training)
     return EvalResult(metrics, scores.cm.matrix.clone(), scores.samples, time.perf_counter() - start,
-                      scores.metric_seconds)
+                      scores.metric_seconds, scores.rows, scores.worst)

@@ -111,9 +111,17 @@ class BoundaryIoU:
         if pred.dim() == 2:
             pred, target = pred[None], target[None]
         for p, t in zip(pred, target):
-            self._update_one(p, t)
+            self.add(*self.image_counts(p, t))
 
-    def _update_one(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+    def add(self, intersection: torch.Tensor, union: torch.Tensor) -> None:
+        """Add one image's (K,) band intersections and unions from `image_counts`."""
+        self.intersection += intersection
+        self.union += union
+
+    def image_counts(self, pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(H, W) label maps of one image -> its (K,) int64 boundary-band intersections and unions (CPU)."""
+        inter_all = torch.zeros(self.num_classes, dtype=torch.int64)
+        union_all = torch.zeros(self.num_classes, dtype=torch.int64)
         h, w = target.shape
         d = boundary_dilation(h, w, self.dilation_ratio)
         n = self.num_classes
@@ -128,17 +136,18 @@ class BoundaryIoU:
             classes = np.flatnonzero(present).tolist()
             if classes:
                 inter, union = band_counts_opencv(p, t, classes, d, self.ignore_index)
-                self.intersection[classes] += inter
-                self.union[classes] += union
-            return
+                inter_all[classes] += inter
+                union_all[classes] += union
+            return inter_all, union_all
         present = torch.zeros(n, dtype=torch.bool, device=target.device)
         present[target[target != self.ignore_index].unique().long()] = True
         present[pred.unique().long().clamp(max=n - 1)] = True
         idx = present.nonzero().flatten()
         if idx.numel():
             inter, union = band_counts_torch(pred, target, idx, d, self.ignore_index)
-            self.intersection[idx.cpu()] += inter
-            self.union[idx.cpu()] += union
+            inter_all[idx.cpu()] += inter
+            union_all[idx.cpu()] += union
+        return inter_all, union_all
 
     def all_reduce(self) -> None:
         """Sum the counts over distributed ranks (no-op without a process group)."""

@@ -11,6 +11,21 @@ import torch
 from ..collectives import all_reduce_tensor
 
 
+def confusion_counts(pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int = 255) -> torch.Tensor:
+    """(K, K) int64 counts, rows = target class, columns = predicted class, over the pixels of integer
+    tensors `pred` and `target` of one shape (ignored target pixels left out); on the CPU."""
+    if pred.shape != target.shape:
+        raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
+    t = target.reshape(-1).to(torch.int64)
+    p = pred.reshape(-1).to(torch.int64)
+    valid = t != ignore_index
+    t, p = t[valid], p[valid]
+    if t.numel() and (int(t.max()) >= num_classes or int(t.min()) < 0):
+        raise ValueError(f"target holds class ids outside 0..{num_classes - 1}")
+    n = num_classes
+    return torch.bincount(t * n + p, minlength=n * n).reshape(n, n).cpu()
+
+
 class ConfusionMatrix:
     def __init__(self, num_classes: int, ignore_index: int = 255) -> None:
         self.num_classes = num_classes
@@ -19,16 +34,11 @@ class ConfusionMatrix:
 
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
         """pred, target: integer tensors of the same shape, e.g. (N, H, W)."""
-        if pred.shape != target.shape:
-            raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
-        t = target.reshape(-1).to(torch.int64)
-        p = pred.reshape(-1).to(torch.int64)
-        valid = t != self.ignore_index
-        t, p = t[valid], p[valid]
-        if t.numel() and (int(t.max()) >= self.num_classes or int(t.min()) < 0):
-            raise ValueError(f"target holds class ids outside 0..{self.num_classes - 1}")
-        n = self.num_classes
-        self.matrix += torch.bincount(t * n + p, minlength=n * n).reshape(n, n).cpu()
+        self.add(confusion_counts(pred, target, self.num_classes, self.ignore_index))
+
+    def add(self, counts: torch.Tensor) -> None:
+        """Add (K, K) counts from `confusion_counts`."""
+        self.matrix += counts
 
     def all_reduce(self) -> None:
         """Sum the matrix over distributed ranks (no-op without a process group)."""

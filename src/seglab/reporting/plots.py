@@ -131,3 +131,39 @@ def plot_samples(samples, labels: LabelSpace, path: Path, overlay_fn) -> Path:
         color = labels.colorize(pred)
         rows.append([display_rgb(image), labels.colorize(gt), color, overlay_fn(image, color)])
     return plot_grid(rows, ["input", "ground truth", "prediction", "overlay"], path)
+
+
+def error_map(image: np.ndarray, gt: np.ndarray, pred: np.ndarray, ignore_index: int) -> np.ndarray:
+    """The image dimmed, with wrongly predicted pixels in red and ignored ones in grey: (H, W, 3) uint8."""
+    rgb = display_rgb(image)
+    if rgb.shape[:2] != gt.shape:
+        import cv2
+
+        rgb = cv2.resize(rgb, (gt.shape[1], gt.shape[0]), interpolation=cv2.INTER_AREA)
+    out = (rgb.astype(np.float32) * 0.35).astype(np.uint8)
+    out[gt == ignore_index] = (128, 128, 128)
+    out[(gt != ignore_index) & (gt != pred)] = (255, 32, 32)
+    return out
+
+
+def plot_worst(worst, labels: LabelSpace, path: Path) -> Path:
+    """Input, ground truth, prediction and error map of each (row, image, gt, pred), labelled by name and mIoU."""
+    rows = [[display_rgb(image), labels.colorize(gt), labels.colorize(pred), error_map(image, gt, pred, labels.ignore_index)]
+            for _, image, gt, pred in worst]
+    names = [f"{r['name']}  mIoU {r['miou']:.3f}" for r, *_ in worst]
+    return plot_grid(rows, ["input", "ground truth", "prediction", "errors (red)"], path, row_labels=names)
+
+
+def plot_histogram(values: Sequence[float], path: Path, xlabel: str = "per-image mIoU") -> Path:
+    """A histogram of values in [0, 1] (NaNs left out), with the mean marked."""
+    v = np.asarray([x for x in values if not is_missing(x)], dtype=float)
+    fig, ax = plt.subplots(figsize=(5.5, 3.2))
+    ax.hist(v, bins=np.linspace(0, 1, 21), color="#4c72b0", edgecolor="white")
+    if v.size:
+        ax.axvline(v.mean(), color="#c44e52", linestyle="--", label=f"mean {v.mean():.3f}")
+        ax.legend(loc="upper left")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("images")
+    ax.set_xlim(0, 1)
+    fig.tight_layout()
+    return _save(fig, path)

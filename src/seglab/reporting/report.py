@@ -65,12 +65,17 @@ def _eval_section(run: RunDir, split: str, names: list[str]) -> str:
     card_html = "".join(f'<div class="card"><b>{num_html(v, pct=True)}</b><span>{k} (%)</span></div>' for k, v in cards)
     figs = "".join(img_html(run.plots / f"{f}_{split}.png", f) for f in ("per_class_iou", "confusion"))
     samples = img_html(run.plots / f"samples_{split}.png", "samples")
+    hist = img_html(run.plots / f"per_image_miou_{split}.png", "per-image mIoU")
+    worst = img_html(run.plots / f"worst_{split}.png", "worst images")
+    per_image = (f"<h2>Per image</h2><p>mIoU of each image (every image's metrics: eval/{split}/per_image.csv); "
+                 f"the worst ones below, wrong pixels in red.</p><div class='figs'>{hist}</div>{worst}"
+                 if hist or worst else "")
     ckpt = html.escape(str(m.get("checkpoint", "")))
     return (
         f"<section><h2>{split} split: {m.get('num_images', '?')} images at full resolution "
         f"<small>({ckpt})</small></h2><div class='cards'>{card_html}</div><br>"
         f"{table_html(PER_CLASS_HEADER, per_class_rows(names, m))}<div class='figs'>{figs}</div>"
-        f"{'<h2>Predictions</h2>' + samples if samples else ''}</section>"
+        f"{'<h2>Predictions</h2>' + samples if samples else ''}{per_image}</section>"
     )
 
 

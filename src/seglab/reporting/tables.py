@@ -35,6 +35,18 @@ def per_class_csv(names: list[str], m: dict[str, Any]) -> str:
     return buf.getvalue()
 
 
+def per_image_csv(names: list[str], rows: list[dict[str, Any]]) -> str:
+    """One line per image: its mIoU, pixel accuracy, mean Boundary IoU and IoU per class (empty where a
+    class is in neither its ground truth nor its prediction)."""
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["image", "miou", "pixel_accuracy", "mean_boundary_iou", *(f"iou_{n}" for n in names)])
+    for r in rows:
+        values = [r["miou"], r["pixel_accuracy"], r["mean_boundary_iou"], *r["iou"]]
+        w.writerow([r["name"]] + ["" if is_missing(v) else f"{v:.6f}" for v in values])
+    return buf.getvalue()
+
+
 def per_class_markdown(names: list[str], m: dict[str, Any]) -> str:
     lines = ["| " + " | ".join(PER_CLASS_HEADER) + " |", "|" + "---|" * len(PER_CLASS_HEADER)]
     lines += [f"| {row[0]} | " + " | ".join(percent(v) for v in row[1:]) + " |" for row in per_class_values(names, m)]
