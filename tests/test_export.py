@@ -7,8 +7,8 @@ from seglab.cli import main
 from seglab.checkpoint import save_checkpoint
 from seglab.data.synthetic import synthetic_labels
 from seglab.evaluation.export import export_checkpoint
-from seglab.evaluation.runtimes import OnnxModel
-from seglab.models import create_model, list_models
+from seglab.evaluation.runtimes import OnnxModel, onnx_providers
+from seglab.models import create_model, fixed_export_size, list_models
 
 from test_zoo import FAST
 from conftest import save_png
@@ -36,15 +36,9 @@ def _checkpoint(tmp_path, name):
     return model, path
 
 
-@pytest.mark.parametrize("name", list_models())
-def test_onnx_matches_eager(tmp_path, name):
-    model, ckpt = _checkpoint(tmp_path, name)
-    onnx_path = export_checkpoint(ckpt, "onnx")
-    x = torch.randn(2, 3, 64, 80)
+def _assert_close_to_eager(model, ort, x):
     with torch.no_grad():
         ref = model(x)
-    ort = OnnxModel(onnx_path)
-    assert ort.labels.names == ["background", "disc", "box"] and ort.input_size == (64, 80)
     got = ort(x)
     assert got.shape == ref.shape
     err = float((got - ref).abs().max())
@@ -58,6 +52,29 @@ def test_onnx_matches_eager(tmp_path, name):
             exact = copy.deepcopy(model).double()(x.double()).float()
         own = float((ref - exact).abs().max())
         assert own > 1e-4 * scale and float((got - exact).abs().max()) <= 2 * own, (err, own, scale)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_onnx_matches_eager(tmp_path, name):
+    """At the export size and, for every model that does not say it needs a fixed size, at two others
+    (one not a multiple of 32) and another batch size."""
+    model, ckpt = _checkpoint(tmp_path, name)
+    onnx_path = export_checkpoint(ckpt, "onnx")
+    ort = OnnxModel(onnx_path)
+    assert ort.labels.names == ["background", "disc", "box"] and ort.input_size == (64, 80)
+    _assert_close_to_eager(model, ort, torch.randn(2, 3, 64, 80))
+    fixed = fixed_export_size(model)
+    if fixed:
+        assert name == "pspnet" and "pyramid pooling" in fixed  # the one model that needs its export size
+        return
+    _assert_close_to_eager(model, ort, torch.randn(1, 3, 96, 128))
+    _assert_close_to_eager(model, ort, torch.randn(3, 3, 72, 100))
+
+
+def test_onnxruntime_asks_for_cuda_when_onnxruntime_gpu_has_it():
+    assert onnx_providers(["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+    assert onnx_providers(["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]) == [
+        "CUDAExecutionProvider", "CPUExecutionProvider"]
 
 
 @pytest.mark.parametrize("name", ["unet", "deeplabv3plus", "u2net_small"])

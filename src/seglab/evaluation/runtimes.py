@@ -15,8 +15,14 @@ from ..errors import SeglabError, brief
 META_KEY = "seglab"
 
 
+def onnx_providers(available: list[str]) -> list[str]:
+    """onnxruntime's execution providers to ask for: CUDA first when onnxruntime-gpu offers it, then the CPU."""
+    return (["CUDAExecutionProvider"] if "CUDAExecutionProvider" in available else []) + ["CPUExecutionProvider"]
+
+
 class OnnxModel:
-    """An exported ONNX model run by onnxruntime on the CPU, with the metadata predict needs (a Predictor)."""
+    """An exported ONNX model run by onnxruntime (on a GPU with onnxruntime-gpu, else the CPU), with the
+    metadata predict needs (a Predictor)."""
 
     device = "cpu"  # where its inputs go: onnxruntime takes numpy arrays
 
@@ -33,7 +39,7 @@ class OnnxModel:
         if threads:
             opts.intra_op_num_threads = threads
         try:
-            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(str(path), opts, providers=onnx_providers(ort.get_available_providers()))
         except Exception as exc:
             raise SeglabError(f"{path}: not a loadable ONNX model ({brief(exc)})") from None
         meta = self.session.get_modelmeta().custom_metadata_map.get(META_KEY)

@@ -56,6 +56,16 @@ def train_inputs(model: nn.Module) -> tuple[str, ...]:
     return tuple(getattr(model, "train_inputs", ()))
 
 
+def fixed_export_size(model: nn.Module) -> str:
+    """Why the model's ONNX graph holds for the traced input size only ("" when height and width may vary):
+    a model class that cannot export dynamic sizes says so in an `export_fixed_size` attribute."""
+    for m in model.modules():
+        reason = getattr(type(m), "export_fixed_size", "")
+        if reason:
+            return f"{type(m).__name__}: {reason}"
+    return ""
+
+
 def build_model_from_meta(meta: dict[str, Any]) -> nn.Module:
     """Rebuild a model from a checkpoint's plain "model" metadata (name, options, sizes, conditional)."""
     options = dict(meta["options"])
@@ -96,4 +106,5 @@ def model_options(name: str) -> dict[str, Any]:
     return {k: p.default for k, p in builder_options(lookup(MODELS, "model", name)).items()}
 
 
-__all__ = ["count_flops", "create_model", "describe_model", "list_models", "model_options"]
+__all__ = ["count_flops", "create_model", "describe_model", "fixed_export_size", "list_models", "model_options",
+           "train_inputs"]

@@ -48,13 +48,13 @@ class DoubleConv(nn.Sequential):
 def match_size(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     """Zero-pad or crop x (N, C, h, w) to ref's spatial size; used where pooling floored odd sizes."""
     dh, dw = ref.shape[-2] - x.shape[-2], ref.shape[-1] - x.shape[-1]
-    if dh == 0 and dw == 0:
+    if dh == 0 and dw == 0 and not torch.onnx.is_in_onnx_export():  # an export keeps the op: other sizes need it
         return x
     return F.pad(x, (dw // 2, dw - dw // 2, dh // 2, dh - dh // 2))
 
 
 def upsample_like(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     """Bilinear resize of x to ref's spatial size."""
-    if x.shape[-2:] == ref.shape[-2:]:
+    if x.shape[-2:] == ref.shape[-2:] and not torch.onnx.is_in_onnx_export():  # see match_size
         return x
     return F.interpolate(x, size=ref.shape[-2:], mode="bilinear", align_corners=False)

@@ -14,6 +14,11 @@ from .heads import FCNHead, PyramidPooling
 
 
 class PSPNet(SegmentationModel):
+    """Pyramid pooling on a dilated encoder, with an optional auxiliary FCN head (Zhao et al., CVPR 2017)."""
+
+    # ONNX: adaptive average pooling to 2, 3 and 6 bins exports as fixed pooling windows of the traced size
+    export_fixed_size = "its pyramid pooling (adaptive average pools to 1, 2, 3 and 6 bins) exports for one input size"
+
     def __init__(self, encoder, num_classes: int, bins, aux: bool, dropout: float):
         super().__init__()
         self.encoder = encoder
