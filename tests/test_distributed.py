@@ -82,12 +82,26 @@ def test_two_processes_match_one_and_resume(tmp_path):
 
 def test_without_sync_bn_validation_scores_the_saved_model(tmp_path):
     """Without sync_bn each rank's batch-norm statistics follow its own half batches; validation (sharded over
-    ranks) must score rank 0's model, the one saved, so the logged mIoU is what evaluating the checkpoint gives."""
+    ranks) must score rank 0's model, the one saved: the logged validation loss is that of last.pt."""
+    import torch
+
+    from seglab.checkpoint import load_checkpoint
+    from seglab.config import load_config
+    from seglab.data.datasets import EvalDataset, build_data
+    from seglab.data.splits import load_split
+    from seglab.evaluation.evaluate import run_evaluation
+    from seglab.evaluation.predict import build_checkpoint_model
+    from seglab.losses import build_loss_from_config
+
     _torchrun("train", _raw(tmp_path, "ddp_local_bn", 2, sync_bn=False), cwd=tmp_path)
     run = tmp_path / "runs" / "ddp_local_bn"
-    summary = json.loads((run / "summary.json").read_text())
-    logged = {int(r["epoch"]): r["val_miou"] for r in _history(run)}[summary["best_epoch"]]
-    assert json.loads((run / "eval" / "val" / "metrics.json").read_text())["miou"] == pytest.approx(logged, abs=1e-6)
+    cfg = load_config(run / "config.yaml")
+    data = build_data(cfg, split=load_split(run / "split.json"))
+    model = build_checkpoint_model(run / "checkpoints" / "last.pt", load_checkpoint(run / "checkpoints" / "last.pt"))
+    loss_fn = build_loss_from_config(cfg.loss, ignore_index=data.labels.ignore_index, weight=None)
+    res = run_evaluation(model.eval(), EvalDataset(data.readers["val"], cfg), data.labels, device=torch.device("cpu"),
+                         batch_size=cfg.eval.batch_size, loss_fn=loss_fn)
+    assert res.metrics["loss"] == pytest.approx(_history(run)[-1]["val_loss"], rel=1e-5)
 
 
 def test_compare_and_k_fold_under_torchrun(tmp_path):
