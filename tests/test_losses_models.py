@@ -64,8 +64,9 @@ def test_class_weights_from_counts():
 
 
 def test_unknown_loss_lists_available():
-    with pytest.raises(ConfigError, match="unknown loss 'focal'; available: ce_dice, cross_entropy, dice"):
-        _loss("focal")
+    with pytest.raises(ConfigError, match="unknown loss 'focl'; available: ce_dice, cross_entropy, dice, focal, "
+                                          "focal_tversky, lovasz, ohem, tversky"):
+        _loss("focl")
 
 
 @pytest.mark.parametrize("batch", [1, 2])

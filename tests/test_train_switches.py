@@ -2,6 +2,7 @@
 gradient scaler's state in checkpoints; each resumes exactly."""
 import copy
 import json
+import math
 from types import SimpleNamespace
 
 import pytest
@@ -51,7 +52,7 @@ def test_two_accumulated_batches_make_the_step_of_their_union():
 
 def test_ema_update_is_the_weighted_average():
     model = nn.BatchNorm2d(2)
-    ema = ModelEMA(model, decay=0.75)
+    ema = ModelEMA(model, decay=0.75, warmup=False)
     before = model.weight.detach().clone()
     with torch.no_grad():
         model.weight.add_(4.0)
@@ -60,6 +61,21 @@ def test_ema_update_is_the_weighted_average():
     assert torch.allclose(ema.model.weight, 0.75 * before + 0.25 * (before + 4.0))
     assert int(ema.model.num_batches_tracked) == int(model.num_batches_tracked)
     assert not ema.model.training and not any(p.requires_grad for p in ema.model.parameters())
+
+
+def test_ema_warms_up_so_a_short_run_forgets_its_random_start():
+    model = nn.Linear(1, 1, bias=False)
+    ema = ModelEMA(model, decay=0.999)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+        ema.model.weight.fill_(0.0)
+    decays = []
+    for _ in range(100):
+        decays.append(ema.current_decay())
+        ema.update(model)
+    assert decays[0] == pytest.approx(0.1) and decays[90] == pytest.approx(91 / 100)
+    # without warm-up 0.999^100 = 90% of the random start would remain; with it almost none
+    assert float(ema.model.weight) == pytest.approx(1 - math.prod(decays), rel=1e-5) and float(ema.model.weight) > 0.85
 
 
 def test_accumulation_and_ema_resume_exactly(tmp_path):

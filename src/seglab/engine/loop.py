@@ -56,7 +56,7 @@ class EpochLoop:
             self.state.plan = self.plan.to_dict()
         # model_state is what evaluation and prediction load: the moving average when there is one; the
         # trained weights go beside it so --resume continues them
-        extra = {"trained_model_state": t.model.state_dict()} if t.ema is not None else {}
+        extra = {"trained_model_state": t.model.state_dict(), "ema_updates": t.ema.updates} if t.ema is not None else {}
         return {
             "model_state": t.eval_model.state_dict(), **extra, "optimizer_state": t.optimizer.state_dict(),
             "scaler_state": t.scaler.state_dict(),

@@ -69,7 +69,7 @@ def measure_speed(t: Training, steps: int) -> Estimate:
     saved_model = copy.deepcopy(t.model.state_dict())
     saved_opt = copy.deepcopy(t.optimizer.state_dict())
     saved_scaler = copy.deepcopy(t.scaler.state_dict())
-    saved_ema = copy.deepcopy(t.ema.model.state_dict()) if t.ema is not None else None
+    saved_ema = (copy.deepcopy(t.ema.model.state_dict()), t.ema.updates) if t.ema is not None else None
     saved_rng = rng_state()
     t.model.train()
     t.sampler.set_epoch(1)
@@ -96,7 +96,8 @@ def measure_speed(t: Training, steps: int) -> Estimate:
     t.optimizer.load_state_dict(saved_opt)
     t.scaler.load_state_dict(saved_scaler)
     if t.ema is not None and saved_ema is not None:
-        t.ema.model.load_state_dict(saved_ema)
+        t.ema.model.load_state_dict(saved_ema[0])
+        t.ema.updates = saved_ema[1]
     set_rng_state(saved_rng)
     step_seconds, val_seconds, probe_seconds = rank_mean([step_seconds, val_seconds, clock.now() - start], t.device)
     return Estimate(step_seconds=step_seconds, val_seconds=val_seconds, batch_size=t.cfg.train.batch_size,
@@ -294,6 +295,7 @@ def _restore(t: Training, scheduler: Any, ckpt: dict[str, Any], path: Path) -> N
         t.model.load_state_dict(ckpt.get("trained_model_state", ckpt["model_state"]))
         if t.ema is not None:  # a run that starts averaging on resume starts from the trained weights
             t.ema.model.load_state_dict(ckpt["model_state"] if "trained_model_state" in ckpt else t.model.state_dict())
+            t.ema.updates = int(ckpt.get("ema_updates", 0))
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: weights do not fit the run's model ({brief(exc)})") from None
     t.optimizer.load_state_dict(ckpt["optimizer_state"])
