@@ -284,7 +284,7 @@ def test_bad_merged_inputs(tmp_path, capsys):
     bad["data"]["sources"].append({"name": "empty", "images": "empty/images", "masks": "empty/masks", "classes": "liver"})
     _fails(capsys, ["inspect", _cfg_file(tmp_path, bad)], r"data\.sources\[empty\]: .*empty/masks: no mask for any of the 1 images")
     _fails(capsys, ["train", _cfg_file(tmp_path, raw), "--set", "loss.strategy=partial"],
-           r"loss\.strategy: unknown strategy 'partial'; available: conditional, marginal, marginal_exclusion, naive")
+           r"loss\.strategy: unknown strategy 'partial'; available: conditional, marginal, marginal_exclusion, multilabel, naive")
     bad = copy.deepcopy(raw)
     bad["data"]["sources"][0]["classes"] = {"tumor": "polyp"}
     _fails(capsys, ["inspect", _cfg_file(tmp_path, bad)], r"sources\[polyp\]\.classes: 'tumor' is not a class of this source; its classes: background, foreground")

@@ -112,7 +112,8 @@ def inspect(config: Union[Config, PathLike], *, overrides: Sequence[str] = (), o
         summary["strategy"] = cfg.loss.strategy
     for name, loader in data.readers.items():
         stats = check_split(loader, problems)
-        total = int(stats.counts.sum())
+        # overlapping classes: each class's share of the labelled pixels (the shares may sum past 1)
+        total = (sum(h * w for h, w in stats.sizes) - stats.ignored if labels.multilabel else int(stats.counts.sum()))
         sizes: dict[str, int] = {}
         for h, w in stats.sizes:
             sizes[f"{w}x{h}"] = sizes.get(f"{w}x{h}", 0) + 1

@@ -98,9 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="onnxruntime: CHECKPOINT is an .onnx file written by `seglab export`")
     p.add_argument("--workers", type=_count(0), default=0, help="processes decoding images and threads writing PNGs")
     p.add_argument("--save-probabilities", action="store_true",
-                   help="also write NAME_prob.npy: the (classes, H, W) float16 softmax probabilities")
+                   help="also write NAME_prob.npy: the (classes, H, W) float16 probabilities (softmax; "
+                        "multi-label: each class's sigmoid)")
     p.add_argument("--threshold", type=float, metavar="T",
-                   help="two-class models: foreground where its probability is >= T (default: the more probable class)")
+                   help="two-class models: foreground where its probability is >= T (default: the more probable "
+                        "class); multi-label models: each class where its sigmoid is >= T (default 0.5)")
     _inference_flags(p)
     _common(p, example="eval.tta_flip=true")
 
@@ -360,7 +362,11 @@ def _cmd_models(args: argparse.Namespace) -> int:
     print(f"\n{'loss':<14} options (loss.*, defaults)")
     for name in list_losses():
         print(f"{name:<14} {_options_text(loss_options(name))}")
-    print(f"\nloss.strategy (partial labels): {', '.join(list_strategies())}")
+    from .losses import strategy_forms
+
+    print("\nloss.strategy (how the losses above read the labels), with the losses each has a form of:")
+    for name in list_strategies():
+        print(f"{name:<18} {', '.join(strategy_forms(name)) or 'every loss'}")
     return 0
 
 

@@ -7,6 +7,10 @@ from pydantic import Field, field_validator, model_validator
 
 from .base import _Strict
 
+# mask encodings of overlapping classes (model.output: multilabel): a multi-channel PNG / TIFF, channel k
+# = class k, or one folder of binary masks per class under the masks folder
+MULTILABEL_ENCODINGS = ("channels", "class_folders")
+
 
 def _check_pairing(images: Optional[str], masks: Optional[str], list_file: Optional[str]) -> None:
     if list_file is None and (images is None or masks is None):
@@ -168,7 +172,9 @@ class DataConfig(_MaskOptions):
     region_suffix: str = ""
     # what a region mask's non-zero pixels are: the pixels to score (a field of view) or the ones to ignore
     region_marks: Literal["valid", "ignore"] = "valid"
-    mask_encoding: Literal["index", "binary", "rgb"] = "index"
+    # index / binary / rgb: one class per pixel; channels / class_folders: overlapping classes (one binary
+    # mask per class, in a mask channel or a folder per class named as in class_names)
+    mask_encoding: Literal["index", "binary", "rgb", "channels", "class_folders"] = "index"
     palette_file: Optional[str] = None
     class_names: Optional[list[str]] = None
     void_class: Optional[str] = "Void"
@@ -205,6 +211,15 @@ class DataConfig(_MaskOptions):
                 raise ValueError("no source has split 'train'")
         elif self.sources:
             raise ValueError("data.sources needs data.kind: merged")
+        if self.mask_encoding in MULTILABEL_ENCODINGS:
+            if self.kind != "folder":
+                raise ValueError(f"mask_encoding '{self.mask_encoding}' (overlapping classes) needs data.kind: folder")
+            if self.palette_file is not None:
+                raise ValueError(f"mask_encoding '{self.mask_encoding}' takes class names from data.class_names, "
+                                 "not a palette file; remove data.palette_file")
+            if not self.class_names:
+                raise ValueError(f"mask_encoding '{self.mask_encoding}' needs data.class_names: one name per "
+                                 f"{'mask channel' if self.mask_encoding == 'channels' else 'class folder'}, in order")
         if self.mask_encoding == "rgb" and self.kind == "folder" and self.palette_file is None:
             raise ValueError("mask_encoding 'rgb' needs data.palette_file (label_colors.txt or class_dict.csv)")
         return self

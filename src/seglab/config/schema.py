@@ -8,14 +8,16 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from ..durations import parse_duration
 from .base import _Strict, to_plain
-from .data import AugmentConfig, DataConfig
+from .data import MULTILABEL_ENCODINGS, AugmentConfig, DataConfig
 
 
 class ModelConfig(BaseModel):
-    """`name` picks a registered model; every other key is a keyword option of its builder."""
+    """`name` picks a registered model; `output` how its logits are read (softmax: one class per pixel;
+    multilabel: one sigmoid per class, classes may overlap); every other key is a keyword option of its builder."""
 
     model_config = ConfigDict(extra="allow", validate_assignment=True)
     name: str = "unet"
+    output: Literal["softmax", "multilabel"] = "softmax"
 
     def options(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
@@ -242,6 +244,21 @@ class Config(_Strict):
                 object.__setattr__(self.augment, key, value)  # resolved: the dump shows what was used
             elif len(given) != n:
                 raise ValueError(f"augment.{key} has {len(given)} values but data.in_channels is {n}: give {n}")
+        return self
+
+    @model_validator(mode="after")
+    def _multilabel_throughout(self) -> "Config":
+        overlapping = self.data.kind == "folder" and self.data.mask_encoding in MULTILABEL_ENCODINGS
+        if overlapping and self.model.output != "multilabel":
+            raise ValueError(f"data.mask_encoding '{self.data.mask_encoding}' holds overlapping classes; "
+                             "set model.output: multilabel")
+        if self.model.output == "multilabel" and not overlapping:
+            raise ValueError("model.output: multilabel needs multi-label masks: data.kind: folder with "
+                             f"data.mask_encoding {' or '.join(MULTILABEL_ENCODINGS)}")
+        if overlapping != (self.loss.strategy == "multilabel"):
+            raise ValueError("loss.strategy: set it to multilabel for model.output: multilabel (sigmoid forms of "
+                             "the losses)" if overlapping else
+                             "loss.strategy: multilabel is for model.output: multilabel (overlapping classes)")
         return self
 
     def run_dir(self) -> Path:

@@ -18,6 +18,7 @@ from .folder import pair_folders, read_list_file
 from .labels import LabelSpace, build_label_space
 from .masks import MaskDecoder, read_image, read_region
 from .merge import MergedSource, build_merged, source_index
+from .multilabel import class_pixel_counts
 from .splits import SPLIT_NAMES, Item, Sample, Split, SyntheticItem, random_split
 from .synthetic import make_synthetic_sample, synthetic_labels
 from .transforms import build_train_transform, prepare_eval_image, to_tensor
@@ -55,14 +56,27 @@ def build_labels(data: DataConfig) -> tuple[LabelSpace, dict[int, int]]:
 
 
 def _read_source(src: Union[SplitSource, SourceConfig], root: Path, pairing: dict[str, Any],
-                 problems: Optional[list[str]], notes: Optional[list[str]] = None) -> list[Sample]:
+                 problems: Optional[list[str]], notes: Optional[list[str]] = None,
+                 class_folders: Sequence[str] = ()) -> list[Sample]:
     if src.list is not None:
         return read_list_file(resolve_path(root, src.list), root)
     regions = getattr(src, "regions", None)  # folder datasets' splits only
     if regions is not None:
         pairing = {**pairing, "regions": resolve_path(root, regions)}
-    return pair_folders(resolve_path(root, src.images), resolve_path(root, src.masks), problems=problems, notes=notes,
-                        **pairing)
+    masks = resolve_path(root, src.masks)
+    if class_folders:
+        masks = _first_class_folder(masks, class_folders)
+    return pair_folders(resolve_path(root, src.images), masks, problems=problems, notes=notes, **pairing)
+
+
+def _first_class_folder(masks: Path, names: Sequence[str]) -> Path:
+    """mask_encoding class_folders: images pair with the first class's masks; the decoder reads the others."""
+    missing = [n for n in names if not (masks / n).is_dir()]
+    if missing:
+        found = sorted(p.name for p in masks.iterdir() if p.is_dir()) if masks.is_dir() else []
+        raise DataError(f"{masks}: no class folder '{missing[0]}' (mask_encoding class_folders wants one folder per "
+                        f"name in data.class_names); found: {', '.join(found) or 'no folders'}")
+    return masks / names[0]
 
 
 def _merged_split(data: DataConfig, root: Path, problems: Optional[list[str]],
@@ -106,9 +120,10 @@ def build_split(data: DataConfig, problems: Optional[list[str]] = None,
         return _merged_split(data, root, problems, notes)
     assert data.train is not None
     pairing = {**data.pairing(), "region_suffix": data.region_suffix}
-    train = _read_source(data.train, root, pairing, problems, notes)
-    val = _read_source(data.val, root, pairing, problems, notes) if data.val else None
-    test = _read_source(data.test, root, pairing, problems, notes) if data.test else None
+    folders = (data.class_names or []) if data.mask_encoding == "class_folders" else []
+    train = _read_source(data.train, root, pairing, problems, notes, folders)
+    val = _read_source(data.val, root, pairing, problems, notes, folders) if data.val else None
+    test = _read_source(data.test, root, pairing, problems, notes, folders) if data.test else None
     rs = data.random_split
     if val is None:
         if rs.val == 0:
@@ -242,6 +257,11 @@ def label_problems(loader: "SampleReader", stats: SplitStats) -> list[str]:
     (e.g. 0/255 binary masks read as index masks, where 255 is the ignore value)."""
     labels, data = loader.labels, loader.data
     present = np.flatnonzero(stats.counts)
+    if labels.multilabel:  # overlapping classes: one class alone is a fine split; no class at all is not
+        return [] if not stats.sizes or len(present) else [
+            f"{loader.split} split: none of its {len(stats.sizes)} images has a pixel of any class "
+            f"({', '.join(labels.names)}): every mask reads as empty; check data.binary_threshold, "
+            "data.binary_invert and data.mask_encoding"]
     if not stats.sizes or len(present) > 1 or data.kind == "synthetic":
         return []
     n, total = len(stats.sizes), sum(h * w for h, w in stats.sizes)
@@ -277,8 +297,9 @@ def check_split(loader: SampleReader, problems: Optional[list[str]] = None) -> S
             problems.append(str(exc))
             continue
         hist = np.bincount(mask.ravel(), minlength=256)
-        stats.counts += hist[:n]
-        stats.image_pixels += np.where(hist[:n] > 0, mask.size, 0)
+        present = class_pixel_counts(hist, n) if loader.labels.multilabel else hist[:n]
+        stats.counts += present
+        stats.image_pixels += np.where(present > 0, mask.size, 0)
         stats.ignored += int(hist[loader.labels.ignore_index])
         stats.sizes.append(mask.shape)
     stats.changed = {k: v for k, v in (_changed_total(loader) - before).items() if v}

@@ -8,7 +8,13 @@ from typing import Optional
 
 import numpy as np
 
+from ..config.data import MULTILABEL_ENCODINGS
 from ..errors import DataError
+from .multilabel import MAX_MULTILABEL_CLASSES, blend_palette
+
+# colours of overlapping classes, far apart so their means (the overlaps) stay readable
+MULTILABEL_PALETTE = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (255, 225, 25), (145, 30, 180), (70, 240, 240),
+                      (245, 130, 48)]
 
 
 def default_palette(n: int) -> list[tuple[int, int, int]]:
@@ -34,12 +40,18 @@ class LabelSpace:
     palette: list[tuple[int, int, int]]
     ignore_index: int = 255
     void_colors: list[tuple[int, int, int]] = field(default_factory=list)
+    # overlapping classes: a label map holds one bit per class (data/multilabel.py), the model one sigmoid each
+    multilabel: bool = False
 
     def __post_init__(self) -> None:
         if len(self.names) != len(self.palette):
             raise ValueError("names and palette differ in length")
         if len(self.names) < 2:
             raise DataError(f"a label space needs at least 2 classes, got {self.names}")
+        if self.multilabel and (len(self.names) > MAX_MULTILABEL_CLASSES or self.ignore_index < 1 << len(self.names)):
+            raise DataError(f"{len(self.names)} overlapping classes: at most {MAX_MULTILABEL_CLASSES} fit one byte "
+                            f"per pixel, with an ignore value of at least 2^classes (data.ignore_index is "
+                            f"{self.ignore_index})")
         if len(self.names) >= 255 or self.ignore_index < len(self.names):
             raise DataError(
                 f"{len(self.names)} classes do not fit with ignore index {self.ignore_index} (at most 254 classes)"
@@ -50,9 +62,13 @@ class LabelSpace:
         return len(self.names)
 
     def colorize(self, mask: np.ndarray) -> np.ndarray:
-        """(H, W) index mask -> (H, W, 3) uint8 colours; ignored pixels are black."""
-        lut = np.zeros((256, 3), np.uint8)
-        lut[: self.num_classes] = np.asarray(self.palette, np.uint8)
+        """(H, W) index mask -> (H, W, 3) uint8 colours; ignored pixels are black. Multi-label maps: a
+        class's own colour, overlapping classes the mean of theirs, no class black."""
+        if self.multilabel:
+            lut = blend_palette(self.palette)
+        else:
+            lut = np.zeros((256, 3), np.uint8)
+            lut[: self.num_classes] = np.asarray(self.palette, np.uint8)
         return lut[mask.astype(np.uint8)]
 
     def to_dict(self) -> dict:
@@ -61,6 +77,7 @@ class LabelSpace:
             "palette": [list(c) for c in self.palette],
             "ignore_index": self.ignore_index,
             "void_colors": [list(c) for c in self.void_colors],
+            "multilabel": self.multilabel,
         }
 
     @classmethod
@@ -70,6 +87,7 @@ class LabelSpace:
             palette=[tuple(int(v) for v in c) for c in d["palette"]],
             ignore_index=int(d["ignore_index"]),
             void_colors=[tuple(int(v) for v in c) for c in d.get("void_colors", [])],
+            multilabel=bool(d.get("multilabel", False)),
         )
 
 
@@ -152,6 +170,13 @@ def build_label_space(
                 f"{palette_file}: class names {names} differ from data.class_names {class_names}; drop one of them"
             )
         return LabelSpace(names, palette, ignore_index, void_colors), remap
+    if encoding in MULTILABEL_ENCODINGS:
+        if not class_names:
+            raise DataError(f"mask_encoding '{encoding}' needs data.class_names: one name per "
+                            f"{'mask channel' if encoding == 'channels' else 'class folder'}, in order")
+        n = min(len(class_names), MAX_MULTILABEL_CLASSES)
+        return LabelSpace(list(class_names), MULTILABEL_PALETTE[:n] + default_palette(len(class_names))[n:],
+                          ignore_index, multilabel=True), remap
     if encoding == "rgb":
         raise DataError("RGB masks need data.palette_file")
     if class_names is None:

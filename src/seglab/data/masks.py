@@ -10,6 +10,7 @@ from PIL import Image, UnidentifiedImageError
 
 from ..errors import DataError, brief
 from .labels import LabelSpace
+from .multilabel import pack_masks
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif")
 
@@ -154,8 +155,10 @@ class MaskDecoder:
     """Decode one mask file to an (H, W) uint8 map of class indices and `ignore_index`.
 
     encoding: 'index' (8/16-bit values, or 1-bit pixels, are class ids), 'binary' (foreground where any
-    channel is above `threshold`; soft JPEG edges allowed; {0,1} masks read as they are) or 'rgb'
-    (colours looked up in the label space's palette).
+    channel is above `threshold`; soft JPEG edges allowed; {0,1} masks read as they are), 'rgb'
+    (colours looked up in the label space's palette), or for overlapping classes 'channels' (channel k of a
+    PNG / TIFF is class k's binary mask) and 'class_folders' (a binary mask per class folder), both packed one
+    bit per class (data/multilabel.py).
     remap: raw index -> class index or ignore (e.g. CamVid's 11 = Void -> 255).
     unknown_colors: what an rgb mask's colour outside the palette becomes: 'error', 'nearest' (the
     nearest palette colour within `tolerance`, RGB distance) or 'ignore'.
@@ -183,6 +186,10 @@ class MaskDecoder:
             self._names = [(list(labels.names) + ["void"] * len(labels.void_colors))[i] for i in order]
 
     def __call__(self, path: Path) -> np.ndarray:
+        if self.encoding == "channels":
+            return self._decode_channels(path)
+        if self.encoding == "class_folders":
+            return self._decode_class_folders(path)
         im = _open(path, self.max_pixels)
         if self.encoding == "binary":
             return self._decode_binary(im, path)
@@ -200,19 +207,63 @@ class MaskDecoder:
         else:
             rgb = np.asarray(im.convert("RGB"))  # RGBA, LA, P, CMYK...: the colours, without alpha
             values = rgb.max(axis=-1)  # any channel: a pure-blue (0, 0, 255) object is foreground
+        return self._foreground(values, path).astype(np.uint8)
+
+    def _foreground(self, values: np.ndarray, path: Path, where: str = "binary mask") -> np.ndarray:
+        """One binary mask's (H, W) values -> bool foreground, by the threshold rules of data.binary_*."""
         top = int(values.max(initial=0))
         if top == 1:
             # {0,1} masks: a threshold meant for 0/255 would read every one as all background
             fg = values == 1
-            self.changed["binary masks holding 0/1 (read as background/foreground)"] += int(fg.sum())
+            self.changed[f"{where}s holding 0/1 (read as background/foreground)"] += int(fg.sum())
         else:
             if 1 < top <= self.threshold and len(np.unique(values)) == 2:
-                raise DataError(f"{path}: binary mask holds only 0 and {top}, and {top} is not above "
+                raise DataError(f"{path}: {where} holds only 0 and {top}, and {top} is not above "
                                 f"data.binary_threshold {self.threshold}: set data.binary_threshold below {top}")
             fg = values > self.threshold
-        if self.invert:
-            fg = ~fg
-        return fg.astype(np.uint8)
+        return ~fg if self.invert else fg
+
+    def _decode_channels(self, path: Path) -> np.ndarray:
+        """A multi-channel PNG / TIFF, channel k = class k's binary mask -> packed (H, W) map."""
+        if path.suffix.lower() in (".tif", ".tiff"):
+            arr, _ = _read_tiff(path, self.max_pixels)
+        else:
+            im = _open(path, self.max_pixels)
+            if im.mode == "P":
+                raise DataError(f"{path}: a palette image holds one class per pixel, not one channel per class; "
+                                "use data.mask_encoding: index (or rgb with a palette file)")
+            if im.format == "PNG" and ";16" in im.info["seglab_rawmode"]:
+                arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)  # Pillow keeps only 8 of 16 bits
+                if arr is not None and arr.ndim == 3:  # OpenCV's BGR(A) -> the file's RGB(A) channel order
+                    arr = cv2.cvtColor(arr, cv2.COLOR_BGRA2RGBA if arr.shape[-1] == 4 else cv2.COLOR_BGR2RGB)
+            else:
+                arr = np.asarray(im.convert("L") if im.mode == "1" else im)
+        arr = arr[..., None] if arr.ndim == 2 else arr
+        k = self.labels.num_classes
+        if arr.shape[-1] != k:
+            raise DataError(f"{path}: {arr.shape[-1]} channel{'s' if arr.shape[-1] != 1 else ''}, but data.class_names "
+                            f"names {k} classes; a channels mask holds one binary mask per class, in that order")
+        return pack_masks(np.stack([self._foreground(arr[..., c], path, "mask channel") for c in range(k)]))
+
+    def _decode_class_folders(self, path: Path) -> np.ndarray:
+        """`path` is the image's mask in one class's folder; the same file name in every class folder beside
+        it is that class's binary mask -> packed (H, W) map."""
+        names = self.labels.names
+        if path.parent.name not in names:
+            raise DataError(f"{path}: with mask_encoding class_folders a mask lies in a folder named after its class "
+                            f"({', '.join(names)}); found folder '{path.parent.name}'")
+        masks = []
+        for name in names:
+            p = path.parent.parent / name / path.name
+            if not p.is_file():
+                raise DataError(f"{p}: not found; every class folder needs a mask for each image (an empty mask "
+                                "where the class is absent)")
+            fg = self._decode_binary(_open(p, self.max_pixels), p).astype(bool)
+            if masks and fg.shape != masks[0].shape:
+                raise DataError(f"{p}: {fg.shape[1]}x{fg.shape[0]}, but {path.parent.parent / names[0] / path.name} "
+                                f"is {masks[0].shape[1]}x{masks[0].shape[0]}; an image's class masks share one size")
+            masks.append(fg)
+        return pack_masks(np.stack(masks))
 
     def _decode_index(self, im: Image.Image, path: Path) -> np.ndarray:
         if im.mode in ("RGB", "RGBA"):

@@ -14,9 +14,10 @@ from torch.utils.data import DataLoader
 from ..collectives import all_reduce_sum
 from ..data.datasets import EvalDataset, collate_eval
 from ..data.labels import LabelSpace
-from ..metrics import (BoundaryIoU, ConfusionMatrix, confusion_counts, iou_from_confusion, nanmean,
-                       pixel_accuracy_from_confusion, summarize_confusion)
-from .inference import InferenceSettings, logits_with
+from ..metrics import (BoundaryIoU, ConfusionMatrix, MultilabelConfusion, confusion_counts, iou_from_confusion,
+                       multilabel_counts, multilabel_iou, multilabel_pixel_accuracy, nanmean,
+                       pixel_accuracy_from_confusion, summarize_confusion, summarize_multilabel)
+from .inference import InferenceSettings, label_maps, logits_with
 from .predict import logits_at
 
 
@@ -34,13 +35,16 @@ class EvalResult:
 
 
 def image_row(name: str, counts: torch.Tensor, b_inter: torch.Tensor, b_union: torch.Tensor) -> dict[str, Any]:
-    """One image's metrics from its (K, K) confusion counts and (K,) boundary-band counts; a class absent
-    from both its ground truth and its prediction has no IoU (NaN) and is left out of the means."""
-    iou = iou_from_confusion(counts)
+    """One image's metrics from its (K, K) confusion counts (multi-label: (K, 2, 2)) and (K,) boundary-band
+    counts; a class absent from both its ground truth and its prediction has no IoU (NaN) and is left out of
+    the means."""
+    multilabel = counts.dim() == 3
+    iou = multilabel_iou(counts) if multilabel else iou_from_confusion(counts)
+    accuracy = multilabel_pixel_accuracy(counts) if multilabel else pixel_accuracy_from_confusion(counts)
     biou = torch.full_like(iou, float("nan"))
     ok = b_union > 0
     biou[ok] = b_inter[ok].double() / b_union[ok].double()
-    return {"name": name, "miou": nanmean(iou), "pixel_accuracy": pixel_accuracy_from_confusion(counts),
+    return {"name": name, "miou": nanmean(iou), "pixel_accuracy": accuracy,
             "mean_boundary_iou": nanmean(biou), "iou": iou.tolist()}
 
 
@@ -61,8 +65,10 @@ class _Scores:
 
     def __init__(self, labels: LabelSpace, dilation_ratio: float, boundary_backend: str,
                  loss_fn: Optional[nn.Module], num_samples: int, per_image: bool = False, worst: int = 0):
-        self.cm = ConfusionMatrix(labels.num_classes, labels.ignore_index)
-        self.biou = BoundaryIoU(labels.num_classes, labels.ignore_index, dilation_ratio, backend=boundary_backend)
+        self.multilabel = labels.multilabel
+        self.cm = (MultilabelConfusion if self.multilabel else ConfusionMatrix)(labels.num_classes, labels.ignore_index)
+        self.biou = BoundaryIoU(labels.num_classes, labels.ignore_index, dilation_ratio, backend=boundary_backend,
+                                multilabel=self.multilabel)
         self.ignore_index, self.loss_fn, self.num_samples = labels.ignore_index, loss_fn, num_samples
         self.loss_sum, self.loss_n, self.metric_seconds = 0.0, 0, 0.0
         self.samples: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
@@ -73,14 +79,15 @@ class _Scores:
     def add(self, logit: torch.Tensor, item: dict[str, Any], device: torch.device) -> None:
         """One sample's (K, H, W) logits at its mask's size."""
         target = item["mask"].to(device)
-        pred = logit.argmax(0)
+        pred = label_maps(logit[None], self.multilabel)[0].long()
         labelled = item["labelled"].to(device)
         if not bool(labelled.all()):
             # a partially labelled sample: its 0 pixels may be any class it does not annotate,
             # so predictions of those classes count as background
             pred = torch.where(labelled[pred], pred, torch.zeros_like(pred))
         t_metric = time.perf_counter()
-        counts = confusion_counts(pred, target, self.cm.num_classes, self.ignore_index)
+        counts = (multilabel_counts if self.multilabel else confusion_counts)(pred, target, self.cm.num_classes,
+                                                                              self.ignore_index)
         b_counts = self.biou.image_counts(pred, target)
         self.cm.add(counts)
         self.biou.add(*b_counts)
@@ -108,7 +115,7 @@ class _Scores:
             if self.loss_fn is not None:
                 self.loss_sum, n = all_reduce_sum([self.loss_sum, float(self.loss_n)])
                 self.loss_n = int(n)
-        metrics = summarize_confusion(self.cm.matrix)
+        metrics = (summarize_multilabel if self.multilabel else summarize_confusion)(self.cm.matrix)
         metrics["boundary_iou"] = self.biou.per_class().tolist()
         metrics["mean_boundary_iou"] = self.biou.mean()
         if self.loss_fn is not None:
@@ -159,7 +166,8 @@ def run_evaluation(
     def infer(x: torch.Tensor, size) -> torch.Tensor:
         if settings is None or settings.plain:
             return logits_at(model, x, size, channels_last)
-        return logits_with(model, x.contiguous(memory_format=torch.channels_last) if channels_last else x, size, settings)
+        return logits_with(model, x.contiguous(memory_format=torch.channels_last) if channels_last else x, size, settings,
+                           labels.multilabel)
     for batch in loader:
         for group in _groups(batch):
             x = torch.stack([it["image"] for it in group]).to(device)

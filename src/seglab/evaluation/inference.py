@@ -1,5 +1,6 @@
-"""Inference strategies for large images: sliding windows with Gaussian overlap blending, and test-time
-augmentation (horizontal flip, several scales), averaged as class probabilities."""
+"""From logits to labels: class probabilities (softmax, or one sigmoid per class for overlapping classes),
+label maps, and the inference strategies for large images: sliding windows with Gaussian overlap blending,
+and test-time augmentation (horizontal flip, several scales), averaged as class probabilities."""
 from __future__ import annotations
 
 import math
@@ -9,7 +10,32 @@ from typing import Callable, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
+from ..data.multilabel import pack_target
+
 Net = Callable[[torch.Tensor], torch.Tensor]
+
+
+def class_probabilities(logits: torch.Tensor, multilabel: bool = False) -> torch.Tensor:
+    """(N, K, H, W) logits -> float32 probabilities: softmax over classes, or each class's sigmoid
+    (`multilabel`: overlapping classes)."""
+    return logits.float().sigmoid() if multilabel else logits.float().softmax(1)
+
+
+def logits_from_probabilities(probs: torch.Tensor, multilabel: bool = False) -> torch.Tensor:
+    """The inverse of `class_probabilities` (up to softmax's shift): log p, or log(p / (1 - p))."""
+    return torch.logit(probs, eps=1e-6) if multilabel else probs.clamp_min(1e-12).log()
+
+
+def label_maps(logits: torch.Tensor, multilabel: bool = False, threshold: Optional[float] = None) -> torch.Tensor:
+    """(N, K, H, W) logits -> (N, H, W) uint8 label maps: the most probable class, or for a two-class model
+    with `threshold` class 1 wherever its probability is at least the threshold; `multilabel`: bit k set where
+    class k's sigmoid is at least `threshold` (default 0.5), see data/multilabel.py."""
+    if multilabel:
+        present = logits >= 0 if threshold is None else class_probabilities(logits, True) >= threshold
+        return pack_target(present)
+    if threshold is None:
+        return logits.argmax(1).to(torch.uint8)
+    return (class_probabilities(logits)[:, 1] >= threshold).to(torch.uint8)
 
 
 @dataclass
@@ -65,7 +91,7 @@ def _net_out(net: Net, x: torch.Tensor) -> torch.Tensor:
 
 
 def sliding_window_probs(net: Net, images: torch.Tensor, window: tuple[int, int], stride: Optional[tuple[int, int]] = None,
-                         batch_windows: int = 4) -> torch.Tensor:
+                         batch_windows: int = 4, multilabel: bool = False) -> torch.Tensor:
     """(N, C, H, W) -> (N, K, H, W) class probabilities from overlapping windows, Gaussian-weighted.
 
     Images smaller than the window are padded (reflect where possible) and cropped back.
@@ -85,7 +111,7 @@ def sliding_window_probs(net: Net, images: torch.Tensor, window: tuple[int, int]
     for i in range(0, len(boxes), batch_windows):
         chunk = boxes[i:i + batch_windows]
         crops = torch.cat([images[:, :, y:y + wh, x:x + ww] for y, x in chunk])
-        probs = _net_out(net, crops).float().softmax(1)
+        probs = class_probabilities(_net_out(net, crops), multilabel)
         if acc is None:
             acc = torch.zeros(n, probs.shape[1], H, W, device=images.device)
         for j, (y, x) in enumerate(chunk):
@@ -95,7 +121,7 @@ def sliding_window_probs(net: Net, images: torch.Tensor, window: tuple[int, int]
     return (acc / norm)[:, :, :h, :w]
 
 
-def predict_probs(net: Net, images: torch.Tensor, settings: InferenceSettings) -> torch.Tensor:
+def predict_probs(net: Net, images: torch.Tensor, settings: InferenceSettings, multilabel: bool = False) -> torch.Tensor:
     """(N, C, H, W) -> (N, K, H, W) class probabilities averaged over scales and flips."""
     h, w = images.shape[-2:]
     total: Optional[torch.Tensor] = None
@@ -106,9 +132,9 @@ def predict_probs(net: Net, images: torch.Tensor, settings: InferenceSettings) -
         for flip in ((False, True) if settings.flip else (False,)):
             xi = x.flip(-1) if flip else x
             if settings.window is not None:
-                p = sliding_window_probs(net, xi, settings.window, settings.stride)
+                p = sliding_window_probs(net, xi, settings.window, settings.stride, multilabel=multilabel)
             else:
-                p = _net_out(net, xi).float().softmax(1)
+                p = class_probabilities(_net_out(net, xi), multilabel)
             p = p.flip(-1) if flip else p
             if p.shape[-2:] != (h, w):
                 p = F.interpolate(p, size=(h, w), mode="bilinear", align_corners=False)
@@ -118,12 +144,13 @@ def predict_probs(net: Net, images: torch.Tensor, settings: InferenceSettings) -
     return total / count
 
 
-def logits_with(net: Net, images: torch.Tensor, size: Sequence[int], settings: InferenceSettings) -> torch.Tensor:
-    """Log of the averaged probabilities, resized to `size`: argmax and cross-entropy behave as on logits."""
-    probs = predict_probs(net, images, settings)
+def logits_with(net: Net, images: torch.Tensor, size: Sequence[int], settings: InferenceSettings,
+                multilabel: bool = False) -> torch.Tensor:
+    """Logits of the averaged probabilities, resized to `size`: label maps and losses behave as on logits."""
+    probs = predict_probs(net, images, settings, multilabel)
     if tuple(probs.shape[-2:]) != tuple(size):
         probs = F.interpolate(probs, size=tuple(size), mode="bilinear", align_corners=False)
-    return probs.clamp_min(1e-12).log()
+    return logits_from_probabilities(probs, multilabel)
 
 
 def settings_from(window=None, stride=None, flip: bool = False, scales=None) -> InferenceSettings:

@@ -19,7 +19,7 @@ from ..checkpoint import load_checkpoint
 from ..errors import CheckpointError, DataError, SeglabError, brief
 from ..fileio import atomic_path
 from ..models import build_model_from_meta
-from .inference import InferenceSettings, logits_with
+from .inference import InferenceSettings, class_probabilities, label_maps, logits_with
 from .runtimes import OnnxModel, TorchScriptModel, is_torchscript
 
 
@@ -126,29 +126,28 @@ def image_logits(predictor: Predictor, image: np.ndarray, settings: Optional[Inf
     x = prepare_eval_image(image, predictor.input_size, predictor.mean, predictor.std).unsqueeze(0).to(predictor.device)
     if settings is not None and not settings.plain:
         with torch.no_grad():
-            return logits_with(predictor, x, image.shape[:2], settings)
+            return logits_with(predictor, x, image.shape[:2], settings, predictor.labels.multilabel)
     return logits_at(predictor, x, image.shape[:2])
 
 
-def class_map(logits: torch.Tensor, threshold: Optional[float] = None) -> np.ndarray:
-    """(1, K, H, W) logits -> (H, W) uint8 class ids: the most probable class, or for a two-class model
-    with `threshold`, class 1 wherever its probability is at least the threshold."""
-    if threshold is None:
-        return logits.argmax(1)[0].to(torch.uint8).cpu().numpy()
-    return (logits.float().softmax(1)[0, 1] >= threshold).to(torch.uint8).cpu().numpy()
+def class_map(logits: torch.Tensor, labels: LabelSpace, threshold: Optional[float] = None) -> np.ndarray:
+    """(1, K, H, W) logits -> (H, W) uint8 label map (`inference.label_maps`: class ids, or for overlapping
+    classes one bit per class)."""
+    return label_maps(logits, labels.multilabel, threshold)[0].cpu().numpy()
 
 
 def predict_image(predictor: Predictor, image: np.ndarray, settings: Optional[InferenceSettings] = None,
                   threshold: Optional[float] = None) -> np.ndarray:
-    """(H, W, C) image -> (H, W) uint8 class map at the image's own size (see `class_map`)."""
-    return class_map(image_logits(predictor, image, settings), threshold)
+    """(H, W, C) image -> (H, W) uint8 label map at the image's own size (see `class_map`)."""
+    return class_map(image_logits(predictor, image, settings), predictor.labels, threshold)
 
 
 def check_threshold(threshold: Optional[float], labels: LabelSpace) -> None:
-    """A foreground threshold is for two-class (background / foreground) models, strictly inside (0, 1)."""
+    """A foreground threshold is for two-class (background / foreground) models and multi-label models (every
+    class's sigmoid), strictly inside (0, 1)."""
     if threshold is None:
         return
-    if labels.num_classes != 2:
+    if labels.num_classes != 2 and not labels.multilabel:
         raise SeglabError(f"--threshold: for two-class (binary) models; this one has {labels.num_classes} classes "
                           f"({', '.join(labels.names[:4])}{' ...' if labels.num_classes > 4 else ''}), so each pixel "
                           "takes its most probable class")
@@ -235,12 +234,12 @@ def output_names(files: Sequence[Path]) -> list[str]:
     return [f"{b}_{i}" if dup[b] > 1 else b for i, b in enumerate(out)]
 
 
-def _write_outputs(base: str, out_dir: Path, labels: np.ndarray, color: np.ndarray, image: np.ndarray,
+def _write_outputs(base: str, out_dir: Path, masks: list[tuple[str, np.ndarray]], color: np.ndarray, image: np.ndarray,
                    probabilities: Optional[np.ndarray] = None) -> list[Path]:
     from PIL import Image
 
     written = []
-    for suffix, arr in (("mask", labels), ("color", color), ("overlay", overlay(image, color))):
+    for suffix, arr in masks + [("color", color), ("overlay", overlay(image, color))]:
         target = out_dir / f"{base}_{suffix}.png"
         with atomic_path(target) as tmp:
             Image.fromarray(arr).save(tmp, format="PNG")
@@ -251,6 +250,21 @@ def _write_outputs(base: str, out_dir: Path, labels: np.ndarray, color: np.ndarr
             np.save(f, probabilities)
         written.append(target)
     return written
+
+
+def mask_files(label_map: np.ndarray, labels: LabelSpace) -> list[tuple[str, np.ndarray]]:
+    """The mask files of one prediction, as (file suffix, array): `mask` (class ids), or for overlapping
+    classes one 0/255 mask per class, suffixed with the class name (`mask_<name>`)."""
+    if not labels.multilabel:
+        return [("mask", label_map)]
+    return [(f"mask_{safe_name(name)}", ((label_map >> k) & 1) * np.uint8(255)) for k, name in enumerate(labels.names)]
+
+
+def safe_name(name: str) -> str:
+    """A class name as part of a file name: characters other than letters, digits, '-' and '.' become '_'."""
+    import re
+
+    return re.sub(r"[^\w.-]", "_", name) or "class"
 
 
 def model_file_kind(path: Path, engine: str) -> str:
@@ -266,10 +280,12 @@ def model_file_kind(path: Path, engine: str) -> str:
 def predict_files(checkpoint: Path, inputs: Sequence[str], out_dir: Path, device: str = "cpu", progress: bool = True,
                   engine: str = "torch", settings: Optional[InferenceSettings] = None, workers: int = 0,
                   save_probabilities: bool = False, threshold: Optional[float] = None):
-    """Write `<stem>_mask.png` (indices), `<stem>_color.png` and `<stem>_overlay.png` per input image
-    (inputs sharing a stem keep their extension, `1.jpg_mask.png`: see `output_names`); with
-    `save_probabilities`, `<stem>_prob.npy`, the (K, H, W) float16 softmax probabilities at the image's size.
-    `threshold`: a two-class model's foreground threshold (default: the more probable class).
+    """Write `<stem>_mask.png` (indices; a multi-label model: `<stem>_mask_<class>.png`, 0/255, per class),
+    `<stem>_color.png` and `<stem>_overlay.png` per input image (overlapping classes in the mean of their
+    colours; inputs sharing a stem keep their extension, `1.jpg_mask.png`: see `output_names`); with
+    `save_probabilities`, `<stem>_prob.npy`, the (K, H, W) float16 probabilities (softmax, or each class's
+    sigmoid) at the image's size. `threshold`: a two-class model's foreground threshold (default: the more
+    probable class), or a multi-label model's threshold on every class's sigmoid (default 0.5).
 
     engine 'torch' reads a seglab checkpoint or a TorchScript export; 'onnxruntime' an ONNX export.
     workers > 0 decode images in that many processes and encode the PNGs in as many threads.
@@ -297,10 +313,11 @@ def predict_files(checkpoint: Path, inputs: Sequence[str], out_dir: Path, device
         pending = []
         for i, image in tqdm(loader, total=len(files), desc="predict", unit="img", disable=not progress):
             logits = image_logits(lm, image, settings)
-            labels = class_map(logits, threshold)
-            probs = logits.float().softmax(1)[0].to(torch.float16).cpu().numpy() if save_probabilities else None
-            pending.append(pool.submit(_write_outputs, bases[i], out_dir, labels, lm.labels.colorize(labels), image,
-                                       probs))
+            labels = class_map(logits, lm.labels, threshold)
+            probs = (class_probabilities(logits, lm.labels.multilabel)[0].to(torch.float16).cpu().numpy()
+                     if save_probabilities else None)
+            pending.append(pool.submit(_write_outputs, bases[i], out_dir, mask_files(labels, lm.labels),
+                                       lm.labels.colorize(labels), image, probs))
         for job in pending:
             written.extend(job.result())
     return written

@@ -2,8 +2,8 @@
 
 Every registered loss (`register_loss`: basic.py) skips pixels equal to `ignore_index`. `loss.name` is one
 registered loss or a list of them summed with `loss.weights`; `loss.strategy` (a registered strategy:
-basic.py's naive, partial.py's marginal, marginal_exclusion and conditional) makes the one loss module from
-those terms. Adding a loss or a strategy is a registered builder; the config needs no edit.
+basic.py's naive, partial.py's marginal, marginal_exclusion and conditional, multilabel.py's multilabel for
+overlapping classes) makes the one loss module from those terms. Adding a loss or a strategy is a registered builder; the config needs no edit.
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..registry import LOSSES, STRATEGIES, STRATEGY_FORMS, builder_options, coerce_options
 from . import imbalance  # noqa: F401  (registers focal, tversky, focal_tversky, lovasz, ohem)
+from . import multilabel  # noqa: F401  (registers the multilabel strategy)
 from .basic import CrossEntropy, SoftDice, Weighted, build_term
 from .partial import (ConditionalLoss, ExclusionLoss, MarginalCrossEntropy, MarginalDice,
                       marginal_log_prob)
@@ -23,7 +24,8 @@ from .pooling import batch_sum, pooled_over_ranks
 
 __all__ = ["CrossEntropy", "SoftDice", "Weighted", "ConditionalLoss", "ExclusionLoss", "MarginalCrossEntropy",
            "MarginalDice", "marginal_log_prob", "batch_sum", "pooled_over_ranks", "build_loss", "build_term",
-           "build_loss_from_config", "check_loss_config", "list_losses", "list_strategies", "loss_options", "strategy_takes", "total_loss",
+           "build_loss_from_config", "check_loss_config", "list_losses", "list_strategies", "loss_options",
+           "strategy_forms", "strategy_takes", "total_loss",
            "class_weights_from_counts"]
 
 # Settings of LossConfig that are options of some builders (ce_dice's weights, Dice's smoothing, the
@@ -44,6 +46,12 @@ def loss_options(name: str) -> dict[str, Any]:
     """Defaults of a registered loss's options, e.g. for `seglab models`."""
     fn = LOSSES[loss_terms(name)[0][1]]
     return {k: p.default for k, p in builder_options(fn).items() if k not in _FROM_CALLER}
+
+
+def strategy_forms(strategy: str) -> tuple[str, ...]:
+    """The losses `strategy` has a form of; () when it takes every loss (naive)."""
+    _strategy(strategy)
+    return tuple(STRATEGY_FORMS[strategy] or ())
 
 
 def strategy_takes(strategy: str, name: str) -> bool:
@@ -114,6 +122,11 @@ def check_loss_config(lc: Any) -> None:
     """Fail on a loss section whose names, strategy or options the registries do not know (no data needed)."""
     terms = loss_terms(lc.name, lc.weights)
     _checked_options(terms, lc.strategy, _config_options(lc))
+    forms = strategy_forms(lc.strategy)
+    for _, name in terms:
+        if forms and name not in forms:
+            raise ConfigError(f"loss.name: the {lc.strategy} strategy has no form of '{name}'; it takes "
+                              f"{', '.join(forms)}")
 
 
 def build_loss_from_config(lc: Any, *, ignore_index: int, weight: Optional[torch.Tensor]) -> nn.Module:

@@ -93,16 +93,19 @@ class BoundaryIoU:
     """Accumulates per-class boundary intersections and unions over (H, W) label maps.
 
     `backend`: 'auto' = OpenCV for CPU tensors, max-pooling on the tensor's device otherwise.
+    `multilabel`: the maps are packed one bit per class (overlapping classes, data/multilabel.py); each
+    class's band is that of its own binary mask.
     """
 
     def __init__(self, num_classes: int, ignore_index: int = 255, dilation_ratio: float = 0.02,
-                 backend: Literal["auto", "opencv", "torch"] = "auto") -> None:
+                 backend: Literal["auto", "opencv", "torch"] = "auto", multilabel: bool = False) -> None:
         if backend not in ("auto", "opencv", "torch"):
             raise ValueError(f"backend must be 'auto', 'opencv' or 'torch', got {backend!r}")
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.dilation_ratio = dilation_ratio
         self.backend = backend
+        self.multilabel = multilabel
         self.intersection = torch.zeros(num_classes, dtype=torch.int64)
         self.union = torch.zeros(num_classes, dtype=torch.int64)
 
@@ -125,6 +128,8 @@ class BoundaryIoU:
         h, w = target.shape
         d = boundary_dilation(h, w, self.dilation_ratio)
         n = self.num_classes
+        if self.multilabel:
+            return self._multilabel_counts(pred, target, d)
         if self.backend == "opencv" or (self.backend == "auto" and target.device.type == "cpu"):
             t, p = _small_labels(target.cpu()), _small_labels(pred.cpu())
             present = np.zeros(n, dtype=bool)
@@ -148,6 +153,30 @@ class BoundaryIoU:
             inter_all[idx.cpu()] += inter
             union_all[idx.cpu()] += union
         return inter_all, union_all
+
+    def _multilabel_counts(self, pred: torch.Tensor, target: torch.Tensor, d: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Packed maps: class k's band counts from the binary maps of bit k (ignored pixels kept out)."""
+        inter = torch.zeros(self.num_classes, dtype=torch.int64)
+        union = torch.zeros(self.num_classes, dtype=torch.int64)
+        ignore = self.ignore_index
+        on_cpu = self.backend == "opencv" or (self.backend == "auto" and target.device.type == "cpu")
+        if on_cpu:
+            t, p = target.cpu().numpy().astype(np.int64), pred.cpu().numpy().astype(np.int64)
+        else:
+            t, p = target.long(), pred.long()
+        ignored = t == ignore
+        for k in range(self.num_classes):
+            tk, pk = (t >> k) & 1, (p >> k) & 1
+            if on_cpu:
+                tk = np.where(ignored, ignore, tk).astype(np.uint8)
+                if (tk == 1).any() or pk.any():
+                    i, u = band_counts_opencv(pk.astype(np.uint8), tk, [1], d, ignore)
+                    inter[k], union[k] = i[0], u[0]
+            else:
+                tk = torch.where(ignored, torch.full_like(tk, ignore), tk)
+                i, u = band_counts_torch(pk, tk, torch.tensor([1]), d, ignore)
+                inter[k], union[k] = i[0], u[0]
+        return inter, union
 
     def all_reduce(self) -> None:
         """Sum the counts over distributed ranks (no-op without a process group)."""

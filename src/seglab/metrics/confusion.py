@@ -11,15 +11,20 @@ import torch
 from ..collectives import all_reduce_tensor
 
 
-def confusion_counts(pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int = 255) -> torch.Tensor:
-    """(K, K) int64 counts, rows = target class, columns = predicted class, over the pixels of integer
-    tensors `pred` and `target` of one shape (ignored target pixels left out); on the CPU."""
+def labelled_pixels(pred: torch.Tensor, target: torch.Tensor, ignore_index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flat int64 (target, pred) values of the pixels whose target is not `ignore_index`."""
     if pred.shape != target.shape:
         raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
     t = target.reshape(-1).to(torch.int64)
     p = pred.reshape(-1).to(torch.int64)
     valid = t != ignore_index
-    t, p = t[valid], p[valid]
+    return t[valid], p[valid]
+
+
+def confusion_counts(pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int = 255) -> torch.Tensor:
+    """(K, K) int64 counts, rows = target class, columns = predicted class, over the pixels of integer
+    tensors `pred` and `target` of one shape (ignored target pixels left out); on the CPU."""
+    t, p = labelled_pixels(pred, target, ignore_index)
     if t.numel() and (int(t.max()) >= num_classes or int(t.min()) < 0):
         raise ValueError(f"target holds class ids outside 0..{num_classes - 1}")
     n = num_classes
@@ -45,7 +50,8 @@ class ConfusionMatrix:
         self.matrix = all_reduce_tensor(self.matrix)
 
 
-def _div(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def safe_divide(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a / b in float64, NaN where b is 0."""
     a, b = a.double(), b.double()
     out = torch.full_like(a, float("nan"))
     ok = b > 0
@@ -61,24 +67,24 @@ def _parts(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 def iou_from_confusion(m: torch.Tensor) -> torch.Tensor:
     """Per-class IoU = TP / (TP + FP + FN)."""
     tp, fp, fn = _parts(m)
-    return _div(tp, tp + fp + fn)
+    return safe_divide(tp, tp + fp + fn)
 
 
 def dice_from_confusion(m: torch.Tensor) -> torch.Tensor:
     """Per-class Dice = F1 = 2TP / (2TP + FP + FN)."""
     tp, fp, fn = _parts(m)
-    return _div(2 * tp, 2 * tp + fp + fn)
+    return safe_divide(2 * tp, 2 * tp + fp + fn)
 
 
 def precision_from_confusion(m: torch.Tensor) -> torch.Tensor:
     tp, fp, _ = _parts(m)
-    return _div(tp, tp + fp)
+    return safe_divide(tp, tp + fp)
 
 
 def recall_from_confusion(m: torch.Tensor) -> torch.Tensor:
     """Per-class recall, also called class accuracy."""
     tp, _, fn = _parts(m)
-    return _div(tp, tp + fn)
+    return safe_divide(tp, tp + fn)
 
 
 def pixel_accuracy_from_confusion(m: torch.Tensor) -> float:

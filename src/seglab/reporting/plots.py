@@ -87,8 +87,11 @@ def plot_per_class(names: Sequence[str], iou: Sequence[float], biou: Sequence[fl
 
 
 def plot_confusion(matrix: np.ndarray, names: Sequence[str], path: Path) -> Path:
-    """Rows = ground truth, normalised to sum 1."""
+    """Rows = ground truth, normalised to sum 1; (K, 2, 2) per-class matrices of overlapping classes as K
+    small absent / present matrices."""
     m = np.asarray(matrix, np.float64)
+    if m.ndim == 3:
+        return _plot_binary_confusions(m, names, path)
     rows = m.sum(1, keepdims=True)
     norm = np.divide(m, rows, out=np.zeros_like(m), where=rows > 0)
     n = len(names)
@@ -106,10 +109,50 @@ def plot_confusion(matrix: np.ndarray, names: Sequence[str], path: Path) -> Path
     return _save(fig, path)
 
 
-def plot_grid(rows: list[list[np.ndarray]], titles: Sequence[str], path: Path, row_labels: Sequence[str] = ()) -> Path:
-    """A grid of images: one list of panels per row, one title per column."""
+def _plot_binary_confusions(m: np.ndarray, names: Sequence[str], path: Path) -> Path:
+    k = len(names)
+    fig, axes = plt.subplots(1, k, figsize=(2.3 * k + 0.5, 2.6), squeeze=False)
+    ticks = ["absent", "present"]
+    for c, ax in enumerate(axes[0]):
+        rows = m[c].sum(1, keepdims=True)
+        norm = np.divide(m[c], rows, out=np.zeros_like(m[c]), where=rows > 0)
+        ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+        ax.set_xticks(range(2), ticks, fontsize=7)
+        ax.set_yticks(range(2), ticks, fontsize=7, rotation=90, va="center")
+        ax.set_title(names[c], fontsize=9)
+        for i in range(2):
+            for j in range(2):
+                ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center", fontsize=8,
+                        color="white" if norm[i, j] > 0.5 else "black")
+    axes[0][0].set(ylabel="ground truth")
+    fig.suptitle("Per-class confusion (row-normalised; columns: predicted)", fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def color_legend(labels: LabelSpace) -> list[tuple[str, tuple[int, int, int]]]:
+    """(name, colour) of each class as the pictures draw it; for up to 4 overlapping classes, each pair too."""
+    items = [(n, tuple(c)) for n, c in zip(labels.names, labels.palette)]
+    if labels.multilabel and labels.num_classes <= 4:
+        lut = labels.colorize(np.arange(256, dtype=np.uint8)[None])[0]
+        k = labels.num_classes
+        items += [(f"{labels.names[a]} + {labels.names[b]}", tuple(int(v) for v in lut[(1 << a) | (1 << b)]))
+                  for a in range(k) for b in range(a + 1, k)]
+    return items
+
+
+def plot_grid(rows: list[list[np.ndarray]], titles: Sequence[str], path: Path, row_labels: Sequence[str] = (),
+              legend: Sequence[tuple[str, tuple[int, int, int]]] = ()) -> Path:
+    """A grid of images: one list of panels per row, one title per column; `legend`: colour swatches below."""
     nr, nc = len(rows), len(titles)
     fig, axes = plt.subplots(max(nr, 1), nc, figsize=(2.6 * nc, 2.2 * max(nr, 1)), squeeze=False)
+    if legend:
+        from matplotlib.patches import Patch
+
+        # below the panels: the tight bounding box of _save takes it in
+        fig.legend(handles=[Patch(color=np.asarray(c) / 255.0, label=n) for n, c in legend], loc="upper center",
+                   ncol=min(len(legend), 6), fontsize=7, frameon=False,
+                   bbox_to_anchor=(0.5, axes[-1][0].get_position().y0 - 0.005))
     for i, row in enumerate(rows):
         for j, panel in enumerate(row):
             ax = axes[i][j]
@@ -130,7 +173,7 @@ def plot_samples(samples, labels: LabelSpace, path: Path, overlay_fn) -> Path:
     for image, gt, pred in samples:
         color = labels.colorize(pred)
         rows.append([display_rgb(image), labels.colorize(gt), color, overlay_fn(image, color)])
-    return plot_grid(rows, ["input", "ground truth", "prediction", "overlay"], path)
+    return plot_grid(rows, ["input", "ground truth", "prediction", "overlay"], path, legend=color_legend(labels))
 
 
 def error_map(image: np.ndarray, gt: np.ndarray, pred: np.ndarray, ignore_index: int) -> np.ndarray:
@@ -151,7 +194,8 @@ def plot_worst(worst, labels: LabelSpace, path: Path) -> Path:
     rows = [[display_rgb(image), labels.colorize(gt), labels.colorize(pred), error_map(image, gt, pred, labels.ignore_index)]
             for _, image, gt, pred in worst]
     names = [f"{r['name']}  mIoU {r['miou']:.3f}" for r, *_ in worst]
-    return plot_grid(rows, ["input", "ground truth", "prediction", "errors (red)"], path, row_labels=names)
+    return plot_grid(rows, ["input", "ground truth", "prediction", "errors (red)"], path, row_labels=names,
+                     legend=color_legend(labels))
 
 
 def plot_histogram(values: Sequence[float], path: Path, xlabel: str = "per-image mIoU") -> Path:
