@@ -130,14 +130,17 @@ def _plot_binary_confusions(m: np.ndarray, names: Sequence[str], path: Path) -> 
     return _save(fig, path)
 
 
-def color_legend(labels: LabelSpace) -> list[tuple[str, tuple[int, int, int]]]:
-    """(name, colour) of each class as the pictures draw it; for up to 4 overlapping classes, each pair too."""
-    items = [(n, tuple(c)) for n, c in zip(labels.names, labels.palette)]
-    if labels.multilabel and labels.num_classes <= 4:
+def color_legend(labels: LabelSpace, maps: Sequence[np.ndarray] = ()) -> list[tuple[str, tuple[int, int, int]]]:
+    """(name, colour) of each class as the pictures draw it; for overlapping classes also each combination
+    found in the label `maps` shown (at most 12, the commonest first)."""
+    items = [(n, tuple(int(v) for v in c)) for n, c in zip(labels.names, labels.palette)]
+    if labels.multilabel and maps:
+        counts = sum(np.bincount(m.ravel().astype(np.uint8), minlength=256) for m in maps)
         lut = labels.colorize(np.arange(256, dtype=np.uint8)[None])[0]
-        k = labels.num_classes
-        items += [(f"{labels.names[a]} + {labels.names[b]}", tuple(int(v) for v in lut[(1 << a) | (1 << b)]))
-                  for a in range(k) for b in range(a + 1, k)]
+        combos = [v for v in np.argsort(-counts, kind="stable")
+                  if counts[v] and v < 1 << labels.num_classes and bin(int(v)).count("1") > 1][:12]
+        items += [(" + ".join(n for k, n in enumerate(labels.names) if v >> k & 1), tuple(int(x) for x in lut[v]))
+                  for v in combos]
     return items
 
 
@@ -173,7 +176,8 @@ def plot_samples(samples, labels: LabelSpace, path: Path, overlay_fn) -> Path:
     for image, gt, pred in samples:
         color = labels.colorize(pred)
         rows.append([display_rgb(image), labels.colorize(gt), color, overlay_fn(image, color)])
-    return plot_grid(rows, ["input", "ground truth", "prediction", "overlay"], path, legend=color_legend(labels))
+    return plot_grid(rows, ["input", "ground truth", "prediction", "overlay"], path,
+                     legend=color_legend(labels, [m for _, gt, pred in samples for m in (gt, pred)]))
 
 
 def error_map(image: np.ndarray, gt: np.ndarray, pred: np.ndarray, ignore_index: int) -> np.ndarray:
@@ -195,7 +199,7 @@ def plot_worst(worst, labels: LabelSpace, path: Path) -> Path:
             for _, image, gt, pred in worst]
     names = [f"{r['name']}  mIoU {r['miou']:.3f}" for r, *_ in worst]
     return plot_grid(rows, ["input", "ground truth", "prediction", "errors (red)"], path, row_labels=names,
-                     legend=color_legend(labels))
+                     legend=color_legend(labels, [m for _, _, gt, pred in worst for m in (gt, pred)]))
 
 
 def plot_histogram(values: Sequence[float], path: Path, xlabel: str = "per-image mIoU") -> Path:
