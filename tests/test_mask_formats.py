@@ -183,3 +183,43 @@ def test_inspect_lists_classes_without_pixels_and_fallback_pixels(tmp_path, tiny
     n = summary["splits"]["train"]["samples"]
     assert train["pixels_decoded_by_rule"] == {"colours outside the palette -> nearest palette colour": 2 * n}
     assert json.loads((tmp_path / "insp" / "inspect.json").read_text())["splits"]["train"]["classes_without_pixels"]
+
+
+def _fixture(encoding, tmp_path):
+    """A mask file of `encoding` meaning TRUTH (for overlapping classes: TRUTH as class 0, its complement as
+    class 1, TRUTH's top row of the object also as class 2), with the label space that reads it."""
+    from seglab.data.multilabel import pack_masks
+
+    if encoding in ("index", "binary"):
+        return save_png(tmp_path / "m.png", TRUTH * (255 if encoding == "binary" else 1)), BINARY, TRUTH
+    if encoding == "rgb":
+        labels = LabelSpace(["sky", "road"], [(128, 128, 128), (128, 64, 128)])
+        return save_png(tmp_path / "m.png", np.asarray(labels.palette, np.uint8)[TRUTH]), labels, TRUTH
+    third = np.zeros_like(TRUTH, bool)
+    third[1, 2:5] = True
+    masks = np.stack([TRUTH.astype(bool), ~TRUTH.astype(bool), third])
+    labels = build_label_space(encoding=encoding, palette_file=None, class_names=["a", "b", "c"], void_class=None,
+                               ignore_index=255)[0]
+    if encoding == "channels":  # 16-bit RGB: OpenCV reads it, in the file's R, G, B order
+        import cv2
+
+        cv2.imwrite(str(tmp_path / "m.png"), (masks.transpose(1, 2, 0)[..., ::-1] * 65535).astype(np.uint16))
+        return tmp_path / "m.png", labels, pack_masks(masks)
+    for name, m in zip(labels.names, masks):
+        (tmp_path / name).mkdir()
+        save_png(tmp_path / name / "m.png", m.astype(np.uint8) * 255)
+    return tmp_path / "b" / "m.png", labels, pack_masks(masks)
+
+
+def test_every_mask_encoding_decodes_a_fixture_pixel_by_pixel(tmp_path):
+    import typing
+
+    from seglab.config import DataConfig
+
+    encodings = typing.get_args(DataConfig.model_fields["mask_encoding"].annotation)
+    assert set(encodings) == {"index", "binary", "rgb", "channels", "class_folders"}  # a new one needs a fixture
+    for encoding in encodings:
+        where = tmp_path / encoding
+        where.mkdir()
+        path, labels, truth = _fixture(encoding, where)
+        np.testing.assert_array_equal(MaskDecoder(encoding, labels)(path), truth, err_msg=encoding)
