@@ -86,6 +86,14 @@ def _accepted(terms: list[tuple[float, str]], strategy: str) -> dict[str, Any]:
     return {k: fn for fn in fns for k in builder_options(fn) if k not in _FROM_CALLER}
 
 
+def _check_forms(terms: list[tuple[float, str]], strategy: str) -> None:
+    """Each term must be a loss the strategy has a form of (its registered `forms`)."""
+    forms = strategy_forms(strategy)
+    for _, name in terms:
+        if forms and name not in forms:
+            raise ConfigError(f"loss.name: the {strategy} strategy has no form of '{name}'; it takes {', '.join(forms)}")
+
+
 def _checked_options(terms: list[tuple[float, str]], strategy: str, options: dict[str, Any]) -> dict[str, Any]:
     accepted = _accepted(terms, strategy)
     out: dict[str, Any] = {}
@@ -109,6 +117,7 @@ def build_loss(name: Union[str, Sequence[str]], *, ignore_index: int, weight: Op
     """
     terms = loss_terms(name, weights)
     options = _checked_options(terms, strategy, options)
+    _check_forms(terms, strategy)
     fn = _strategy(strategy)
     own = {k: v for k, v in options.items() if k in builder_options(fn) and k not in _FROM_CALLER}
     return fn(terms, ignore_index=ignore_index, weight=weight, options=options, **own)
@@ -122,11 +131,7 @@ def check_loss_config(lc: Any) -> None:
     """Fail on a loss section whose names, strategy or options the registries do not know (no data needed)."""
     terms = loss_terms(lc.name, lc.weights)
     _checked_options(terms, lc.strategy, _config_options(lc))
-    forms = strategy_forms(lc.strategy)
-    for _, name in terms:
-        if forms and name not in forms:
-            raise ConfigError(f"loss.name: the {lc.strategy} strategy has no form of '{name}'; it takes "
-                              f"{', '.join(forms)}")
+    _check_forms(terms, lc.strategy)
 
 
 def build_loss_from_config(lc: Any, *, ignore_index: int, weight: Optional[torch.Tensor]) -> nn.Module:

@@ -88,6 +88,18 @@ def build_ce_dice(
                      (dice_weight, SoftDice(ignore_index, dice_smooth, weight))])
 
 
+def split_ce_dice(terms: list[tuple[float, str]], options: dict) -> list[tuple[float, str]]:
+    """ce_dice as its cross-entropy and Dice terms (weights ce_weight, dice_weight); other terms as they are:
+    for strategies that build their own form of each."""
+    out: list[tuple[float, str]] = []
+    for w, name in terms:
+        if name == "ce_dice":
+            out += [(w * options.get("ce_weight", 1.0), "cross_entropy"), (w * options.get("dice_weight", 1.0), "dice")]
+        else:
+            out.append((w, name))
+    return out
+
+
 def build_term(name: str, *, ignore_index: int, weight: Optional[torch.Tensor], options: dict) -> nn.Module:
     """The registered loss `name`, given those of `options` (and the class weights) its builder takes."""
     fn = lookup(LOSSES, "loss", name)

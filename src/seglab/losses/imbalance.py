@@ -37,7 +37,8 @@ def _class_mean(values: torch.Tensor, weight: Optional[torch.Tensor]) -> torch.T
     return (values * w).sum() / w.sum().clamp_min(1e-12)
 
 
-def _at_least(value: float, low: float, key: str) -> float:
+def at_least(value: float, low: float, key: str) -> float:
+    """`value`, or a one-line error naming loss.`key` when it is below `low`."""
     if not value >= low:
         raise ConfigError(f"loss.{key}: must be >= {low:g} (got {value})")
     return value
@@ -155,22 +156,22 @@ class OhemCrossEntropy(nn.Module):
 
 @register_loss("focal")
 def build_focal(*, ignore_index: int, weight: Optional[torch.Tensor] = None, focal_gamma: float = 2.0) -> nn.Module:
-    return FocalLoss(ignore_index, weight, _at_least(focal_gamma, 0.0, "focal_gamma"))
+    return FocalLoss(ignore_index, weight, at_least(focal_gamma, 0.0, "focal_gamma"))
 
 
 @register_loss("tversky")
 def build_tversky(*, ignore_index: int, weight: Optional[torch.Tensor] = None, tversky_alpha: float = 0.3,
                   tversky_beta: float = 0.7, dice_smooth: float = 1.0) -> nn.Module:
-    return TverskyLoss(ignore_index, weight, _at_least(tversky_alpha, 0.0, "tversky_alpha"),
-                       _at_least(tversky_beta, 0.0, "tversky_beta"), 1.0, dice_smooth)
+    return TverskyLoss(ignore_index, weight, at_least(tversky_alpha, 0.0, "tversky_alpha"),
+                       at_least(tversky_beta, 0.0, "tversky_beta"), 1.0, dice_smooth)
 
 
 @register_loss("focal_tversky")
 def build_focal_tversky(*, ignore_index: int, weight: Optional[torch.Tensor] = None, tversky_alpha: float = 0.3,
                         tversky_beta: float = 0.7, focal_tversky_gamma: float = 0.75, dice_smooth: float = 1.0) -> nn.Module:
-    return TverskyLoss(ignore_index, weight, _at_least(tversky_alpha, 0.0, "tversky_alpha"),
-                       _at_least(tversky_beta, 0.0, "tversky_beta"),
-                       _at_least(focal_tversky_gamma, 0.0, "focal_tversky_gamma"), dice_smooth)
+    return TverskyLoss(ignore_index, weight, at_least(tversky_alpha, 0.0, "tversky_alpha"),
+                       at_least(tversky_beta, 0.0, "tversky_beta"),
+                       at_least(focal_tversky_gamma, 0.0, "focal_tversky_gamma"), dice_smooth)
 
 
 @register_loss("lovasz")
@@ -183,4 +184,4 @@ def build_ohem(*, ignore_index: int, weight: Optional[torch.Tensor] = None, ohem
                ohem_min_kept: int = 100_000) -> nn.Module:
     if not 0.0 < ohem_threshold <= 1.0:
         raise ConfigError(f"loss.ohem_threshold: a probability in (0, 1] (got {ohem_threshold})")
-    return OhemCrossEntropy(ignore_index, weight, ohem_threshold, int(_at_least(ohem_min_kept, 1, "ohem_min_kept")))
+    return OhemCrossEntropy(ignore_index, weight, ohem_threshold, int(at_least(ohem_min_kept, 1, "ohem_min_kept")))

@@ -10,9 +10,9 @@ from torch import nn
 import torch.nn.functional as F
 
 from ..data.multilabel import unpack_target
-from ..errors import ConfigError
 from ..registry import register_strategy
-from .basic import Weighted
+from .basic import Weighted, split_ce_dice
+from .imbalance import at_least
 from .pooling import batch_sum
 
 _FORMS = ("cross_entropy", "dice", "ce_dice", "focal")
@@ -76,19 +76,12 @@ def build_multilabel(terms: list[tuple[float, str]], *, ignore_index: int, weigh
     binary Dice per class, focal -> sigmoid focal loss, ce_dice -> both), class weights per class."""
     smooth = options.get("dice_smooth", 1.0)
     parts: list[tuple[float, nn.Module]] = []
-    for w, name in terms:
-        if name not in _FORMS:
-            raise ConfigError(f"loss.name: the multilabel strategy has no form of '{name}'; it takes "
-                              f"{', '.join(_FORMS)}")
-        if name in ("cross_entropy", "ce_dice"):
-            parts.append((w * (options.get("ce_weight", 1.0) if name == "ce_dice" else 1.0),
-                          BinaryCrossEntropy(ignore_index, weight)))
-        if name in ("dice", "ce_dice"):
-            parts.append((w * (options.get("dice_weight", 1.0) if name == "ce_dice" else 1.0),
-                          BinaryDice(ignore_index, smooth, weight)))
-        if name == "focal":
-            gamma = float(options.get("focal_gamma", 2.0))
-            if gamma < 0:
-                raise ConfigError(f"loss.focal_gamma: at least 0 (got {gamma})")
+    for w, name in split_ce_dice(terms, options):
+        if name == "cross_entropy":
+            parts.append((w, BinaryCrossEntropy(ignore_index, weight)))
+        elif name == "dice":
+            parts.append((w, BinaryDice(ignore_index, smooth, weight)))
+        else:  # focal
+            gamma = at_least(float(options.get("focal_gamma", 2.0)), 0.0, "focal_gamma")
             parts.append((w, BinaryCrossEntropy(ignore_index, weight, gamma)))
     return parts[0][1] if len(parts) == 1 and parts[0][0] == 1.0 else Weighted(parts)

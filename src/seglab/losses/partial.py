@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from ..errors import ConfigError
 from ..registry import register_strategy
-from .basic import CrossEntropy, Weighted
+from .basic import CrossEntropy, Weighted, split_ce_dice
 from .pooling import batch_sum
 
 
@@ -195,26 +195,11 @@ class ConditionalLoss(nn.Module):
 _FORMS = ("cross_entropy", "dice", "ce_dice")  # the losses with a partial-label form
 
 
-def _primitive_terms(strategy: str, terms: list[tuple[float, str]], options: dict) -> list[tuple[float, str]]:
-    """ce_dice as its cross-entropy and Dice parts (weights ce_weight, dice_weight); other names as they are,
-    each checked to have a form under `strategy`."""
-    out: list[tuple[float, str]] = []
-    for w, name in terms:
-        if name not in _FORMS:
-            raise ConfigError(f"loss.name: the {strategy} strategy has no form of '{name}'; "
-                              f"it takes {', '.join(_FORMS)} (or use loss.strategy: naive)")
-        if name == "ce_dice":
-            out += [(w * options.get("ce_weight", 1.0), "cross_entropy"), (w * options.get("dice_weight", 1.0), "dice")]
-        else:
-            out.append((w, name))
-    return out
-
-
 def _marginal(strategy: str, terms: list[tuple[float, str]], ignore_index: int, weight: Optional[torch.Tensor],
               options: dict, exclusion_weight: Optional[float]) -> nn.Module:
     smooth = options.get("dice_smooth", 1.0)
     parts: list[tuple[float, nn.Module]] = []
-    for w, name in _primitive_terms(strategy, terms, options):
+    for w, name in split_ce_dice(terms, options):
         if name == "cross_entropy":
             parts.append((w, MarginalCrossEntropy(ignore_index, weight)))
             if exclusion_weight is not None:
@@ -248,7 +233,7 @@ def build_conditional(terms: list[tuple[float, str]], *, ignore_index: int, weig
         raise ConfigError("loss.class_weights: not used by the conditional strategy (one binary output per class)")
     ce = dice = 0.0
     names = set()
-    for w, name in _primitive_terms("conditional", terms, options):
+    for w, name in split_ce_dice(terms, options):
         names.add(name)
         ce, dice = (ce + w, dice) if name == "cross_entropy" else (ce, dice + w)
     kind = "bce_dice" if len(names) == 2 else ("bce" if "cross_entropy" in names else "dice")
