@@ -78,18 +78,24 @@ def _read_pil(path: Path, channels: int, max_pixels: int) -> tuple[np.ndarray, s
     im = _open(path, max_pixels)
     kind = im.mode
     if im.format == "PNG" and (";16" in im.info["seglab_rawmode"] or im.mode.startswith("I;16")):
-        # Pillow keeps only the high bytes of 16-bit RGB PNGs: OpenCV reads every bit
-        arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        if arr is None:
-            raise DataError(f"{path}: cannot decode image (16-bit PNG)")
-        if arr.ndim == 3:
-            arr = cv2.cvtColor(arr, cv2.COLOR_BGRA2RGBA if arr.shape[-1] == 4 else cv2.COLOR_BGR2RGB)
+        arr = _read_png16(path)
         return arr, f"{'grey' if arr.ndim == 2 else kind} 16-bit"
     if im.mode in ("I", "F"):
         return np.asarray(im), kind
     if channels in (1, 3, 4):
         im = im.convert({1: "L", 3: "RGB", 4: "RGBA"}[channels])
     return np.asarray(im), kind
+
+
+def _read_png16(path: Path) -> np.ndarray:
+    """A 16-bit PNG in the file's channel order (Pillow keeps only the high bytes of 16-bit RGB PNGs: OpenCV
+    reads every bit, in BGR(A) order, turned back to RGB(A))."""
+    arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if arr is None:
+        raise DataError(f"{path}: cannot decode image (16-bit PNG)")
+    if arr.ndim == 3:
+        arr = cv2.cvtColor(arr, cv2.COLOR_BGRA2RGBA if arr.shape[-1] == 4 else cv2.COLOR_BGR2RGB)
+    return arr
 
 
 def _read_tiff(path: Path, max_pixels: int) -> tuple[np.ndarray, str]:
@@ -233,9 +239,7 @@ class MaskDecoder:
                 raise DataError(f"{path}: a palette image holds one class per pixel, not one channel per class; "
                                 "use data.mask_encoding: index (or rgb with a palette file)")
             if im.format == "PNG" and ";16" in im.info["seglab_rawmode"]:
-                arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)  # Pillow keeps only 8 of 16 bits
-                if arr is not None and arr.ndim == 3:  # OpenCV's BGR(A) -> the file's RGB(A) channel order
-                    arr = cv2.cvtColor(arr, cv2.COLOR_BGRA2RGBA if arr.shape[-1] == 4 else cv2.COLOR_BGR2RGB)
+                arr = _read_png16(path)
             else:
                 arr = np.asarray(im.convert("L") if im.mode == "1" else im)
         arr = arr[..., None] if arr.ndim == 2 else arr

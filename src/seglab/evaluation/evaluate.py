@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -14,9 +14,7 @@ from torch.utils.data import DataLoader
 from ..collectives import all_reduce_sum
 from ..data.datasets import EvalDataset, collate_eval
 from ..data.labels import LabelSpace
-from ..metrics import (BoundaryIoU, ConfusionMatrix, MultilabelConfusion, confusion_counts, iou_from_confusion,
-                       multilabel_counts, multilabel_iou, multilabel_pixel_accuracy, nanmean,
-                       pixel_accuracy_from_confusion, summarize_confusion, summarize_multilabel)
+from ..metrics import BoundaryIoU, ConfusionMatrix, MultilabelConfusion, nanmean, summarize_confusion
 from .inference import InferenceSettings, label_maps, logits_with
 from .predict import logits_at
 
@@ -34,18 +32,17 @@ class EvalResult:
     worst: list[tuple[dict[str, Any], np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)
 
 
-def image_row(name: str, counts: torch.Tensor, b_inter: torch.Tensor, b_union: torch.Tensor) -> dict[str, Any]:
-    """One image's metrics from its (K, K) confusion counts (multi-label: (K, 2, 2)) and (K,) boundary-band
-    counts; a class absent from both its ground truth and its prediction has no IoU (NaN) and is left out of
-    the means."""
-    multilabel = counts.dim() == 3
-    iou = multilabel_iou(counts) if multilabel else iou_from_confusion(counts)
-    accuracy = multilabel_pixel_accuracy(counts) if multilabel else pixel_accuracy_from_confusion(counts)
-    biou = torch.full_like(iou, float("nan"))
+def image_row(name: str, counts: torch.Tensor, b_inter: torch.Tensor, b_union: torch.Tensor,
+              summarize: Callable[[torch.Tensor], dict] = summarize_confusion) -> dict[str, Any]:
+    """One image's metrics from its confusion counts (summarized by `summarize`, the accumulator's) and (K,)
+    boundary-band counts; a class absent from both its ground truth and its prediction has no IoU (NaN) and
+    is left out of the means."""
+    region = summarize(counts)
+    biou = torch.full((len(region["iou"]),), float("nan"), dtype=torch.float64)
     ok = b_union > 0
     biou[ok] = b_inter[ok].double() / b_union[ok].double()
-    return {"name": name, "miou": nanmean(iou), "pixel_accuracy": accuracy,
-            "mean_boundary_iou": nanmean(biou), "iou": iou.tolist()}
+    return {"name": name, "miou": region["miou"], "pixel_accuracy": region["pixel_accuracy"],
+            "mean_boundary_iou": nanmean(biou), "iou": region["iou"]}
 
 
 def _groups(batch: list[dict[str, Any]]):
@@ -86,13 +83,12 @@ class _Scores:
             # so predictions of those classes count as background
             pred = torch.where(labelled[pred], pred, torch.zeros_like(pred))
         t_metric = time.perf_counter()
-        counts = (multilabel_counts if self.multilabel else confusion_counts)(pred, target, self.cm.num_classes,
-                                                                              self.ignore_index)
+        counts = self.cm.image_counts(pred, target)
         b_counts = self.biou.image_counts(pred, target)
         self.cm.add(counts)
         self.biou.add(*b_counts)
         if self.per_image:
-            self._keep(image_row(item["name"], counts, *b_counts), item, pred)
+            self._keep(image_row(item["name"], counts, *b_counts, self.cm.summarize), item, pred)
         self.metric_seconds += time.perf_counter() - t_metric
         if self.loss_fn is not None and (target != self.ignore_index).any():
             self.loss_sum += float(self.loss_fn(logit[None].float(), target[None], labelled[None]))
@@ -115,7 +111,7 @@ class _Scores:
             if self.loss_fn is not None:
                 self.loss_sum, n = all_reduce_sum([self.loss_sum, float(self.loss_n)])
                 self.loss_n = int(n)
-        metrics = (summarize_multilabel if self.multilabel else summarize_confusion)(self.cm.matrix)
+        metrics = self.cm.summarize(self.cm.matrix)
         metrics["boundary_iou"] = self.biou.per_class().tolist()
         metrics["mean_boundary_iou"] = self.biou.mean()
         if self.loss_fn is not None:

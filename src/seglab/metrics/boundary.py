@@ -130,7 +130,7 @@ class BoundaryIoU:
         n = self.num_classes
         if self.multilabel:
             return self._multilabel_counts(pred, target, d)
-        if self.backend == "opencv" or (self.backend == "auto" and target.device.type == "cpu"):
+        if self._opencv(target):
             t, p = _small_labels(target.cpu()), _small_labels(pred.cpu())
             present = np.zeros(n, dtype=bool)
             ids = _values(t[t != self.ignore_index])
@@ -154,12 +154,16 @@ class BoundaryIoU:
             union_all[idx.cpu()] += union
         return inter_all, union_all
 
+    def _opencv(self, target: torch.Tensor) -> bool:
+        """Whether bands are computed with OpenCV (CPU tensors under 'auto') rather than max-pooling."""
+        return self.backend == "opencv" or (self.backend == "auto" and target.device.type == "cpu")
+
     def _multilabel_counts(self, pred: torch.Tensor, target: torch.Tensor, d: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Packed maps: class k's band counts from the binary maps of bit k (ignored pixels kept out)."""
         inter = torch.zeros(self.num_classes, dtype=torch.int64)
         union = torch.zeros(self.num_classes, dtype=torch.int64)
         ignore = self.ignore_index
-        on_cpu = self.backend == "opencv" or (self.backend == "auto" and target.device.type == "cpu")
+        on_cpu = self._opencv(target)
         if on_cpu:
             t, p = target.cpu().numpy().astype(np.int64), pred.cpu().numpy().astype(np.int64)
         else:

@@ -32,14 +32,26 @@ def confusion_counts(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
 
 
 class ConfusionMatrix:
+    """Accumulates (K, K) counts; `image_counts` and `summarize` are the kind's pure functions, so an
+    evaluation loop serves any kind of accumulator (metrics/multilabel.py's too) without asking which."""
+
     def __init__(self, num_classes: int, ignore_index: int = 255) -> None:
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64)
 
+    def image_counts(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Counts of one prediction, to `add` (see `confusion_counts`)."""
+        return confusion_counts(pred, target, self.num_classes, self.ignore_index)
+
+    @staticmethod
+    def summarize(counts: torch.Tensor) -> dict:
+        """Every region metric of a counts matrix (`summarize_confusion`)."""
+        return summarize_confusion(counts)
+
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
         """pred, target: integer tensors of the same shape, e.g. (N, H, W)."""
-        self.add(confusion_counts(pred, target, self.num_classes, self.ignore_index))
+        self.add(self.image_counts(pred, target))
 
     def add(self, counts: torch.Tensor) -> None:
         """Add (K, K) counts from `confusion_counts`."""

@@ -25,15 +25,20 @@ def multilabel_counts(pred: torch.Tensor, target: torch.Tensor, num_classes: int
 
 
 class MultilabelConfusion(ConfusionMatrix):
-    """Accumulates `multilabel_counts` in a (K, 2, 2) `matrix`; adding and summing over ranks as ConfusionMatrix."""
+    """Accumulates `multilabel_counts` in a (K, 2, 2) `matrix`; updating, adding and summing over ranks as
+    ConfusionMatrix."""
 
     def __init__(self, num_classes: int, ignore_index: int = 255) -> None:
         super().__init__(num_classes, ignore_index)
         self.matrix = torch.zeros(num_classes, 2, 2, dtype=torch.int64)
 
-    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
-        """pred, target: packed integer maps of the same shape, e.g. (N, H, W)."""
-        self.add(multilabel_counts(pred, target, self.num_classes, self.ignore_index))
+    def image_counts(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """(K, 2, 2) counts of packed maps (see `multilabel_counts`)."""
+        return multilabel_counts(pred, target, self.num_classes, self.ignore_index)
+
+    @staticmethod
+    def summarize(counts: torch.Tensor) -> dict:
+        return summarize_multilabel(counts)
 
 
 def _parts(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
