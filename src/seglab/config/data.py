@@ -89,7 +89,9 @@ class _MaskOptions(_Strict):
     """How masks are decoded beyond their encoding: the fields below, declared last in a folder dataset
     and in each merged source (so a resolved config lists them after the encoding).
 
-    binary_threshold: binary masks are foreground where any channel is above it (in the mask's units).
+    binary_threshold: binary masks are foreground where any channel is above it (in the mask's units). Unset:
+    127 for 8-bit masks, any non-zero value for 16-bit ones (instance ids), {0,1} masks as they are; an 8-bit
+    mask with flat regions of values below 127 is then refused (set the threshold, e.g. 0).
     binary_invert: for datasets whose class of interest is the dark one.
     unknown_colors: rgb masks' colours outside the palette are an error (default), or go to the nearest
     palette colour within color_tolerance (RGB distance; farther ones stay an error), or to ignore.
@@ -106,7 +108,8 @@ class _MaskOptions(_Strict):
         """Keyword arguments of pair_folders: how an image's mask is found."""
         p = self.pair_stems  # type: ignore[attr-defined]
         return {"mask_suffix": self.mask_suffix,  # type: ignore[attr-defined]
-                "stems": (p.image, p.mask) if p is not None else None}
+                "stems": (p.image, p.mask) if p is not None else None,
+                "recursive": self.recursive}  # type: ignore[attr-defined]
 
     def mask_options(self) -> dict[str, Any]:
         """Keyword arguments of MaskDecoder."""
@@ -128,12 +131,14 @@ class SourceConfig(_MaskOptions):
     images: Optional[str] = None
     masks: Optional[str] = None
     mask_suffix: str = ""
+    # pair files in sub-folders too (Cityscapes: leftImg8bit/train/CITY/..., gtFine/train/CITY/...)
+    recursive: bool = False
     pair_stems: Optional[StemPairing] = None
     mask_encoding: Literal["index", "binary", "rgb"] = "binary"
     palette_file: Optional[str] = None
     class_names: Optional[List[str]] = None  # typing.List: `list` is a field here
     void_class: Optional[str] = "Void"
-    binary_threshold: int = Field(127, ge=0, le=65534)
+    binary_threshold: Optional[int] = Field(None, ge=0, le=65534)
     binary_invert: bool = False
     unknown_colors: Literal["error", "nearest", "ignore"] = "error"
     color_tolerance: float = Field(30.0, ge=0.0)
@@ -166,6 +171,8 @@ class DataConfig(_MaskOptions):
     test: Optional[SplitSource] = None
     random_split: RandomSplit = RandomSplit()
     mask_suffix: str = ""
+    # pair files in sub-folders too (Cityscapes: leftImg8bit/train/CITY/..., gtFine/train/CITY/...)
+    recursive: bool = False
     pair_stems: Optional[StemPairing] = None
     # region masks (train/val/test `regions:` folders) are found by the image's stem plus this suffix
     # (DRIVE: 21_training.tif -> 21_training_mask.gif with region_suffix: _mask)
@@ -179,7 +186,12 @@ class DataConfig(_MaskOptions):
     class_names: Optional[list[str]] = None
     void_class: Optional[str] = "Void"
     ignore_index: int = Field(255, ge=0, le=255)
-    binary_threshold: int = Field(127, ge=0, le=65534)
+    # index masks: mask value -> class id, class name or "ignore" (many to one; a value left out is refused),
+    # inline or a YAML / JSON mapping or "value target" lines file under data.root (Cityscapes labelIds -> trainIds)
+    label_map: Optional[Union[str, dict[int, Union[int, str]]]] = None
+    # index masks whose 0 means "unlabelled" and classes start at 1 (ADE20K): 0 -> ignore, v -> v - 1
+    reduce_zero_label: bool = False
+    binary_threshold: Optional[int] = Field(None, ge=0, le=65534)
     binary_invert: bool = False
     unknown_colors: Literal["error", "nearest", "ignore"] = "error"
     color_tolerance: float = Field(30.0, ge=0.0)
@@ -222,6 +234,13 @@ class DataConfig(_MaskOptions):
                                  f"{'mask channel' if self.mask_encoding == 'channels' else 'class folder'}, in order")
         if self.mask_encoding == "rgb" and self.kind == "folder" and self.palette_file is None:
             raise ValueError("mask_encoding 'rgb' needs data.palette_file (label_colors.txt or class_dict.csv)")
+        if self.label_map is not None or self.reduce_zero_label:
+            key = "label_map" if self.label_map is not None else "reduce_zero_label"
+            if self.label_map is not None and self.reduce_zero_label:
+                raise ValueError("give label_map or reduce_zero_label, not both (a label_map can send 0 to ignore)")
+            if self.kind != "folder" or self.mask_encoding != "index":
+                raise ValueError(f"{key} remaps the values of index masks: it needs data.kind: folder and "
+                                 f"mask_encoding: index (found {self.kind}, {self.mask_encoding})")
         return self
 
 

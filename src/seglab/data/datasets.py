@@ -1,6 +1,7 @@
 """Datasets built from the config: label space, splits, sample loading, checks and samplers."""
 from __future__ import annotations
 
+import logging
 import random
 from collections import Counter
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from torch.utils.data import Dataset, Sampler
 from ..config import Config, DataConfig, SourceConfig, SplitSource
 from ..errors import ConfigError, DataError
 from .folder import pair_folders, read_list_file
+from .label_map import read_label_map, resolve_label_map, zero_label_remap
 from .labels import LabelSpace, build_label_space
 from .masks import MaskDecoder, read_image, read_region
 from .merge import MergedSource, build_merged, source_index
@@ -22,6 +24,8 @@ from .multilabel import class_pixel_counts
 from .splits import SPLIT_NAMES, Item, Sample, Split, SyntheticItem, random_split
 from .synthetic import make_synthetic_sample, synthetic_labels
 from .transforms import build_train_transform, prepare_eval_image, to_tensor
+
+log = logging.getLogger("seglab")
 
 # images with a side below this are refused (a 1x1 thumbnail or an empty crop, not a training image)
 MIN_IMAGE_SIDE = 4
@@ -46,13 +50,21 @@ def build_labels(data: DataConfig) -> tuple[LabelSpace, dict[int, int]]:
     if data.kind == "merged":
         return build_merged(data, data_root(data))[0], {}
     palette = resolve_path(data_root(data), data.palette_file) if data.palette_file else None
-    return build_label_space(
+    labels, remap = build_label_space(
         encoding=data.mask_encoding,
         palette_file=palette,
         class_names=data.class_names,
         void_class=data.void_class,
         ignore_index=data.ignore_index,
     )
+    if data.reduce_zero_label:
+        return labels, zero_label_remap(labels.ignore_index)
+    if isinstance(data.label_map, str):
+        path = resolve_path(data_root(data), data.label_map)
+        return labels, resolve_label_map(read_label_map(path), labels, str(path))
+    if data.label_map is not None:  # replaces the palette's own remap (its Void row) as a whole
+        return labels, resolve_label_map(dict(data.label_map), labels, "data.label_map")
+    return labels, remap
 
 
 def _read_source(src: Union[SplitSource, SourceConfig], root: Path, pairing: dict[str, Any],
@@ -135,6 +147,12 @@ def build_split(data: DataConfig, problems: Optional[list[str]] = None,
     return Split("folder", list(train), list(val), list(test or []))
 
 
+def _label_map_name(data: DataConfig) -> Optional[str]:
+    if data.label_map is None:
+        return None
+    return f"data.label_map ({data.label_map})" if isinstance(data.label_map, str) else "data.label_map"
+
+
 class SampleReader:
     """Reads one split's aligned samples (image (H, W, C), mask (H, W) uint8 class ids) from their files or the
     synthetic generator; datasets and torch DataLoaders are built on top of it."""
@@ -146,7 +164,8 @@ class SampleReader:
         self.items = items
         self.labels = labels
         self.decoder = (MaskDecoder(data.mask_encoding, labels, remap, **data.mask_options(),
-                                    max_pixels=data.max_image_pixels)
+                                    max_pixels=data.max_image_pixels,
+                                    remap_source=_label_map_name(data))
                         if data.kind != "merged" else None)
         self.sources = sources or []
         # per item: index into `sources` (merged data) or -1
@@ -154,6 +173,7 @@ class SampleReader:
                           else -1 for it in items]
         self._all = np.ones(labels.num_classes, bool)
         self.image_kinds: Counter = Counter()  # files read per kind (RGB, L, P, RGBA, 16-bit, TIFF bands)
+        self.image_peaks: dict[str, int] = {}  # the largest raw value per 16-bit (or wider) integer kind
         self.region_ignored: Counter = Counter()  # labelled pixels that region masks turned to ignore
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
@@ -189,13 +209,17 @@ class SampleReader:
             )
         else:
             pair = self._load_files(it, i)
+        # read-only, cached or not: a transform or tensor conversion that wrote into a sample would corrupt every
+        # later read of a cached one (and behave differently with and without data.cache)
+        for a in pair:
+            a.setflags(write=False)
         if self.data.cache:
             self._cache[i] = pair
         return pair
 
     def _load_files(self, s: Sample, i: int) -> tuple[np.ndarray, np.ndarray]:
         image = read_image(Path(s.image), self.data.in_channels, self.data.image_max, self.image_kinds,
-                           self.data.max_image_pixels)
+                           self.data.max_image_pixels, self.image_peaks)
         if min(image.shape[:2]) < MIN_IMAGE_SIDE:
             raise DataError(f"{s.image}: {image.shape[1]}x{image.shape[0]} pixels, too small to segment (sides below "
                             f"{MIN_IMAGE_SIDE}); remove it from the dataset")
@@ -252,6 +276,21 @@ def _changed_total(loader: "SampleReader") -> Counter:
     return total
 
 
+def image_range_notes(loader: "SampleReader") -> list[str]:
+    """Warnings for integer images wider than 8 bits whose values use a small part of the range they are divided
+    by (8-bit or 12-bit data in 16-bit files): nearly black pictures and a network input squeezed near 0."""
+    if loader.data.image_max is not None:
+        return []
+    notes = []
+    for kind, peak in sorted(loader.image_peaks.items()):
+        for bits, top in ((8, 255), (12, 4095)):
+            if peak <= top:
+                notes.append(f"{loader.split} split: its '{kind}' images hold values up to {peak} only ({bits}-bit data "
+                             f"in wider files); divided by 65535 they fill 1/{65535 // top} of the input range and look black: set data.image_max: {top}")
+                break
+    return notes
+
+
 def label_problems(loader: "SampleReader", stats: SplitStats) -> list[str]:
     """What makes a decoded split unusable though every file decoded: all labelled pixels in one class
     (e.g. 0/255 binary masks read as index masks, where 255 is the ignore value)."""
@@ -275,7 +314,8 @@ def label_problems(loader: "SampleReader", stats: SplitStats) -> list[str]:
         return [f"{where} and {100 * stats.ignored / total:.0f}% are {labels.ignore_index} (the ignore value): "
                 "0/255 masks are binary masks; set data.mask_encoding: binary"]
     if data.kind == "folder" and data.mask_encoding == "binary":
-        return [f"{where}: no foreground pixel above data.binary_threshold {data.binary_threshold}; check the "
+        return [f"{where}: no foreground pixel above data.binary_threshold "
+                f"{data.binary_threshold if data.binary_threshold is not None else 127}; check the "
                 "threshold, data.binary_invert and data.mask_encoding"]
     return [f"{where}: check data.mask_encoding, data.class_names or the palette file"]
 
@@ -325,7 +365,7 @@ class TrainDataset(Dataset):
         if seed is not None:
             self.transform.set_random_seed(seed)
         out = self.transform(image=image, mask=mask)
-        return (to_tensor(out["image"], self.mean, self.std), torch.from_numpy(np.ascontiguousarray(out["mask"])).long(),
+        return (to_tensor(out["image"], self.mean, self.std), torch.tensor(np.ascontiguousarray(out["mask"]), dtype=torch.long),
                 torch.from_numpy(self.loader.labelled(index).copy()))
 
 
@@ -345,7 +385,7 @@ class EvalDataset(Dataset):
         image, mask = self.loader.load(index)
         return {
             "image": prepare_eval_image(image, self.input_size, self.mean, self.std),
-            "mask": torch.from_numpy(np.ascontiguousarray(mask)).long(),
+            "mask": torch.tensor(np.ascontiguousarray(mask), dtype=torch.long),
             "raw": image,
             "index": index,
             "name": self.loader.name(index),
@@ -444,6 +484,8 @@ def build_data(cfg: Config, split: Optional[Split] = None, check: Sequence[str] 
         refused = label_problems(readers[name], stats)
         if refused:
             raise DataError(refused[0])
+        for note in image_range_notes(readers[name]):
+            log.warning(note)
         sizes = sorted(set(stats.sizes))
         if name == "train" and len(sizes) > 1 and cfg.augment.resize is None and cfg.augment.crop is None:
             shown = ", ".join(f"{w}x{h}" for h, w in sizes[:3])

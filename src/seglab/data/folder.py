@@ -14,10 +14,13 @@ from .splits import Sample
 log = logging.getLogger("seglab")
 
 
-def _images_in(folder: Path) -> list[Path]:
+def _images_in(folder: Path, recursive: bool = False) -> list[Path]:
+    """The image files of `folder` (and of its sub-folders, e.g. Cityscapes' one folder per city, when
+    `recursive`), sorted by path."""
     if not folder.is_dir():
         raise DataError(f"{folder}: folder not found")
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    found = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(p for p in found if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
 
 
 def _stem_key(pattern: Optional[str], stem: str) -> Optional[str]:
@@ -38,7 +41,7 @@ def marked_mask_key(stem: str, mask_suffix: str = "", stems: Optional[tuple[str,
 def pair_folders(
     images: Path, masks: Path, mask_suffix: str = "", problems: Optional[list[str]] = None,
     stems: Optional[tuple[str, str]] = None, regions: Optional[Path] = None, region_suffix: str = "",
-    notes: Optional[list[str]] = None,
+    notes: Optional[list[str]] = None, recursive: bool = False,
 ) -> list[Sample]:
     """Pair every image with its mask, any image extension: the mask of the same stem plus `mask_suffix`,
     or, with `stems` = (image regex, mask regex), the mask whose stem shares the regexes' one group.
@@ -50,12 +53,13 @@ def pair_folders(
 
     With `regions`, each image also gets the region mask whose stem is the image's stem plus
     `region_suffix` (a region folder shared with the images needs the suffix, so regions are not images).
+    `recursive` looks in sub-folders too (stems must then be unique across them).
     """
     same = images.resolve() == masks.resolve() if images.is_dir() else False
     if same and not mask_suffix and stems is None:
         raise DataError(f"{images}: images and masks are the same folder; set data.mask_suffix (e.g. _L) or "
                         "data.pair_stems so masks can be told from images")
-    region_files = _region_index(images, regions, region_suffix) if regions is not None else None
+    region_files = _region_index(images, regions, region_suffix, recursive) if regions is not None else None
     regions_shared = region_files is not None and images.is_dir() and images.resolve() == regions.resolve()  # type: ignore[union-attr]
 
     def mask_key(stem: str) -> Optional[str]:
@@ -71,9 +75,9 @@ def pair_folders(
             return None  # a mask, or a region mask, in a folder shared with the images
         return _stem_key(stems[0], stem) if stems is not None else stem
 
-    by_key, ambiguous = _index_files(masks, mask_key, refuse, "a second mask for the image")
+    by_key, ambiguous = _index_files(masks, mask_key, refuse, "a second mask for the image", recursive)
     # two images of one key would both train on its one mask
-    image_of, ambiguous_images = _index_files(images, image_key, refuse, "a second image for the mask")
+    image_of, ambiguous_images = _index_files(images, image_key, refuse, "a second image for the mask", recursive)
     ambiguous |= ambiguous_images
     unpaired = sorted(set(by_key) - set(image_of))
     if unpaired:
@@ -109,12 +113,12 @@ def pair_folders(
 
 
 def _index_files(folder: Path, key_of: Callable[[str], Optional[str]], refuse: Callable[[str], None],
-                 second: str) -> tuple[dict[str, Path], set[str]]:
+                 second: str, recursive: bool = False) -> tuple[dict[str, Path], set[str]]:
     """The image files of `folder` by key (files whose key is None are skipped), and the keys held by two
     files (a.png and a.jpg: which one is meant is not ours to guess), each refused once per extra file."""
     by_key: dict[str, Path] = {}
     ambiguous: set[str] = set()
-    for f in _images_in(folder):
+    for f in _images_in(folder, recursive):
         key = key_of(f.stem)
         if key is None:
             continue
@@ -126,13 +130,13 @@ def _index_files(folder: Path, key_of: Callable[[str], Optional[str]], refuse: C
     return by_key, ambiguous
 
 
-def _region_index(images: Path, regions: Path, region_suffix: str) -> dict[str, Path]:
+def _region_index(images: Path, regions: Path, region_suffix: str, recursive: bool = False) -> dict[str, Path]:
     """Region mask files by stem."""
     if images.is_dir() and regions.is_dir() and images.resolve() == regions.resolve() and not region_suffix:
         raise DataError(f"{regions}: images and region masks are the same folder; set data.region_suffix "
                         "(e.g. _mask) so region masks can be told from images")
     files: dict[str, Path] = {}
-    for r in _images_in(regions):
+    for r in _images_in(regions, recursive):
         files.setdefault(r.stem, r)
     return files
 

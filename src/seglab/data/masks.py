@@ -44,11 +44,13 @@ def _open(path: Path, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Image.Image
 
 
 def read_image(path: Path, channels: int = 3, image_max: float | None = None,
-               kinds: Counter | None = None, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
+               kinds: Counter | None = None, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+               peaks: dict[str, int] | None = None) -> np.ndarray:
     """Read an image file as (H, W, C) with C = `channels`: uint8 for 8-bit files; float32 for 16-bit and
     float files, divided by `image_max` (default 65535 for 16-bit and other integer files, 1 for floats),
     one scale for the whole dataset so absolute intensity survives. TIFFs of any band count go through tifffile.
-    Grey, RGBA, palette and CMYK files become RGB (and RGB grey for 1 channel); `kinds` counts the kinds read.
+    Grey, RGBA, palette and CMYK files become RGB (and RGB grey for 1 channel); `kinds` counts the kinds read,
+    `peaks` keeps each integer kind's largest raw value above 8 bits (8-bit data in 16-bit files shows there).
     """
     path = Path(path)
     if path.suffix.lower() in (".tif", ".tiff"):
@@ -57,6 +59,8 @@ def read_image(path: Path, channels: int = 3, image_max: float | None = None,
         arr, kind = _read_pil(path, channels, max_pixels)
     if kinds is not None:
         kinds[kind] += 1
+    if peaks is not None and arr.dtype.kind in "iu" and arr.dtype.itemsize > 1:
+        peaks[kind] = max(peaks.get(kind, 0), int(arr.max(initial=0)))
     if arr.dtype != np.uint8:  # 16-bit (or 32-bit integer grey) -> / 65535, float -> / 1, unless image_max
         top = image_max if image_max is not None else (65535.0 if arr.dtype.kind in "iu" else 1.0)
         arr = arr.astype(np.float32) / np.float32(top)
@@ -114,6 +118,8 @@ def _read_tiff(path: Path, max_pixels: int) -> tuple[np.ndarray, str]:
     except DataError:
         raise
     except Exception as exc:  # tifffile raises many kinds for broken files
+        if "imagecodecs" in str(exc):
+            return _read_tiff_pillow(path, max_pixels, exc)
         raise DataError(f"{path}: cannot decode TIFF ({brief(exc, 100)})") from None
     axes = axes.replace("Q", "S")
     if arr.ndim == 3 and axes[0] in "SC" and axes[1:] == "YX":  # band-first (planar) -> band-last
@@ -122,6 +128,17 @@ def _read_tiff(path: Path, max_pixels: int) -> tuple[np.ndarray, str]:
         raise DataError(f"{path}: TIFF of shape {arr.shape} (axes {axes}): expected one image, Y X with bands")
     if arr.dtype == np.bool_:
         arr = arr.astype(np.uint8) * 255
+    bands = 1 if arr.ndim == 2 else arr.shape[-1]
+    return arr, f"TIFF {arr.dtype} {bands} band{'s' if bands > 1 else ''}"
+
+
+def _read_tiff_pillow(path: Path, max_pixels: int, exc: Exception) -> tuple[np.ndarray, str]:
+    """A compressed TIFF without the imagecodecs package (a broken install): Pillow's libtiff reads the usual
+    grey / RGB / 16-bit ones; anything else is refused naming the package."""
+    try:
+        arr = np.asarray(_open(path, max_pixels))
+    except DataError:
+        raise DataError(f"{path}: compressed TIFF ({brief(exc, 80)}); install it: pip install imagecodecs") from None
     bands = 1 if arr.ndim == 2 else arr.shape[-1]
     return arr, f"TIFF {arr.dtype} {bands} band{'s' if bands > 1 else ''}"
 
@@ -157,6 +174,34 @@ def read_region(path: Path, marks: str = "valid", max_pixels: int = DEFAULT_MAX_
     return inside if marks == "valid" else ~inside
 
 
+# binary masks' threshold when data.binary_threshold is not set (8-bit masks; see MaskDecoder._foreground)
+DEFAULT_BINARY_THRESHOLD = 127
+# values at or above this that fill flat 3x3 patches below the threshold are labels, not JPEG or resizing noise
+DIM_LABEL_MIN = 8
+DIM_LABEL_MIN_PIXELS = 16
+
+
+def _refuse_dim_foreground(values: np.ndarray, threshold: int, path: Path, where: str) -> None:
+    """Refuse an 8-bit mask whose non-zero values below `threshold` fill flat regions (PanNuke-style masks whose
+    values 16..255 encode a type or an instance): the default threshold would read those objects as background.
+    JPEG and anti-aliasing noise lies on edges, in gradients, so it leaves few flat 3x3 patches."""
+    dim = (values >= DIM_LABEL_MIN) & (values <= threshold)
+    if int(dim.sum()) < DIM_LABEL_MIN_PIXELS or not (values == 0).any():  # no background: not objects on 0
+        return
+    v = np.ascontiguousarray(values, dtype=np.uint8)
+    kernel = np.ones((3, 3), np.uint8)
+    flat = (cv2.erode(v, kernel) == v) & (cv2.dilate(v, kernel) == v) & dim
+    if int(flat.sum()) < DIM_LABEL_MIN_PIXELS:
+        return
+    dropped = int(((values > 0) & (values <= threshold)).sum())
+    levels = np.unique(values[flat])
+    raise DataError(f"{path}: {dropped:,} non-zero {where} pixels are at or below the default binary threshold "
+                    f"{threshold} (flat regions of {len(levels)} value{'s' if len(levels) > 1 else ''} from "
+                    f"{int(levels[0])} to {int(levels[-1])}, not edge noise) and would be read as background: "
+                    "set data.binary_threshold: 0 to read every non-zero pixel as foreground, or set the threshold "
+                    "you mean")
+
+
 class MaskDecoder:
     """Decode one mask file to an (H, W) uint8 map of class indices and `ignore_index`.
 
@@ -172,9 +217,11 @@ class MaskDecoder:
     """
 
     def __init__(self, encoding: str, labels: LabelSpace, remap: dict[int, int] | None = None, *,
-                 threshold: int = 127, invert: bool = False, unknown_colors: str = "error",
-                 tolerance: float = 30.0, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> None:
+                 threshold: int | None = None, invert: bool = False, unknown_colors: str = "error",
+                 tolerance: float = 30.0, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+                 remap_source: str | None = None) -> None:
         self.encoding = encoding
+        self.remap_source = remap_source  # where a complete remap comes from: values outside it are refused
         self.max_pixels = max_pixels
         self.labels = labels
         self.remap = dict(remap or {})
@@ -216,17 +263,31 @@ class MaskDecoder:
         return self._foreground(values, path).astype(np.uint8)
 
     def _foreground(self, values: np.ndarray, path: Path, where: str = "binary mask") -> np.ndarray:
-        """One binary mask's (H, W) values -> bool foreground, by the threshold rules of data.binary_*."""
+        """One binary mask's (H, W) values -> bool foreground, by the threshold rules of data.binary_*.
+
+        Without data.binary_threshold: {0,1} masks are read as they are, masks of more than 8 bits (16-bit
+        instance ids, one per object) as foreground wherever non-zero, 8-bit masks above 127; an 8-bit mask
+        whose foreground lies in flat regions below 127 (values that encode a type or an instance) is refused.
+        """
         top = int(values.max(initial=0))
         if top == 1:
             # {0,1} masks: a threshold meant for 0/255 would read every one as all background
             fg = values == 1
-            self.changed[f"{where}s holding 0/1 (read as background/foreground)"] += int(fg.sum())
+            self.changed[f"foreground pixels of {where}s holding 0/1 (read as background/foreground)"] += int(fg.sum())
+        elif self.threshold is None and values.dtype.itemsize > 1:
+            # 16-bit and wider: object ids 1..N (nuclei, cells), or 0/65535; an 8-bit threshold would drop ids <= 127
+            fg = values > 0
+            if len(np.unique(values)) > 2:
+                self.changed[f"foreground pixels of 16-bit {where}s holding instance ids (every non-zero id "
+                             "read as foreground)"] += int(fg.sum())
         else:
-            if 1 < top <= self.threshold and len(np.unique(values)) == 2:
+            threshold = DEFAULT_BINARY_THRESHOLD if self.threshold is None else self.threshold
+            if 1 < top <= threshold and len(np.unique(values)) == 2:
                 raise DataError(f"{path}: {where} holds only 0 and {top}, and {top} is not above "
-                                f"data.binary_threshold {self.threshold}: set data.binary_threshold below {top}")
-            fg = values > self.threshold
+                                f"data.binary_threshold {threshold}: set data.binary_threshold below {top}")
+            if self.threshold is None:
+                _refuse_dim_foreground(values, threshold, path, where)
+            fg = values > threshold
         return ~fg if self.invert else fg
 
     def _decode_channels(self, path: Path) -> np.ndarray:
@@ -286,11 +347,20 @@ class MaskDecoder:
         arr = arr.astype(np.int64)
         n, ignore = self.labels.num_classes, self.labels.ignore_index
         if self.remap:
-            lut_size = max(int(arr.max()) + 1, max(self.remap) + 1, 256)
-            lut = np.arange(lut_size, dtype=np.int64)
+            lut_size = max(int(arr.max(initial=0)) + 1, max(self.remap) + 1, 256)
+            # a complete map (data.label_map) marks the values it leaves out; otherwise they are ids as they are
+            lut = np.full(lut_size, -1, np.int64) if self.remap_source else np.arange(lut_size, dtype=np.int64)
+            if self.remap_source:
+                lut[ignore] = ignore
             for raw, new in self.remap.items():
                 lut[raw] = new
-            arr = lut[arr]
+            raw_values, arr = arr, lut[arr]
+            if self.remap_source and (arr < 0).any():
+                values, counts = np.unique(raw_values[arr < 0], return_counts=True)
+                listed = ", ".join(f"{v} ({c} px)" for v, c in zip(values[:5], counts[:5]))
+                more = f" and {len(values) - 5} more" if len(values) > 5 else ""
+                raise DataError(f"{path}: mask values {listed}{more} are not in {self.remap_source}; map each to a "
+                                "class id, a class name or ignore")
         bad = (arr >= n) & (arr != ignore)
         if bad.any():
             values, counts = np.unique(arr[bad], return_counts=True)

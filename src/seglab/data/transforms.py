@@ -41,18 +41,17 @@ def build_train_transform(aug: AugmentConfig, ignore_index: int) -> A.Compose:
 
 def to_tensor(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """(H, W, C) uint8 (0..255) or float32 (0..1, from 16-bit or float files) -> normalised (C, H, W) float32;
-    `mean` and `std` hold one value per channel (the config checks it)."""
-    image = np.ascontiguousarray(image)
-    if not image.flags.writeable:  # PIL-backed arrays are read-only; torch wants writable memory
-        image = image.copy()
-    x = torch.from_numpy(image).permute(2, 0, 1).float()
-    if image.dtype == np.uint8:
-        x = x.div_(255.0)
-    c = x.shape[0]
+    `mean` and `std` hold one value per channel (the config checks it). `image` is never modified: a float32
+    array and its tensor share memory, and a cached sample would be normalised again at every read."""
+    c = image.shape[2]
     if len(mean) != c or len(std) != c:
         raise ValueError(f"{c} image channels but {len(mean)} means and {len(std)} stds")
     m = torch.tensor(list(mean), dtype=torch.float32).view(c, 1, 1)
     s = torch.tensor(list(std), dtype=torch.float32).view(c, 1, 1)
+    # torch.tensor copies (and accepts read-only arrays), so the in-place steps below touch only the copy
+    x = torch.tensor(np.ascontiguousarray(image).transpose(2, 0, 1), dtype=torch.float32)
+    if image.dtype == np.uint8:
+        x.div_(255.0)
     return x.sub_(m).div_(s)
 
 
