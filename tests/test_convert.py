@@ -94,7 +94,7 @@ def test_coco_to_masks_pixel_by_pixel(tmp_path, capsys):
     assert labels.names == ["background", "road", "car"]  # categories ordered by id: road (3), car (7)
     want = np.ones((6, 8), np.uint8)  # road
     want[1:3, 2:5] = 2  # car drawn later
-    want[_small()] = 255  # the crowd, later still
+    want[_small()] = 255  # the crowd, on top of any class
     np.testing.assert_array_equal(a, want)
     _, b = _read(out, "b.png", tmp_path)
     np.testing.assert_array_equal(b, np.where(_blob(), 2, 0))
@@ -109,7 +109,7 @@ def test_coco_overlap_smaller_on_top_and_class_order(tmp_path):
     d = json.loads(p.read_text())
     d["annotations"] = [d["annotations"][1], d["annotations"][0]]  # the car first, then the road over it
     p.write_text(json.dumps(d))
-    assert main(["convert", "coco", str(p), "--out", str(tmp_path / "later")]) == 0
+    assert main(["convert", "coco", str(p), "--out", str(tmp_path / "later"), "--overlap", "later"]) == 0
     assert (_read(tmp_path / "later", "a.png", tmp_path)[1] == 1).all()  # later wins: the road hides the car
     assert main(["convert", "coco", str(p), "--out", str(tmp_path / "small"), "--overlap", "smaller",
                  "--classes", "car", "road"]) == 0

@@ -152,8 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="coco: the annotations JSON; labelme: JSON files or folders of them")
     p.add_argument("--out", required=True, help="output folder: masks/, label_colors.txt, convert.json")
-    p.add_argument("--overlap", choices=["later", "smaller"], default="later",
-                   help="where regions overlap: the later annotation wins (default), or smaller regions on top")
+    p.add_argument("--overlap", choices=["smaller", "later"], default="smaller",
+                   help="where regions overlap: smaller regions on top (default), or the later annotation wins")
     p.add_argument("--classes", nargs="+", metavar="NAME",
                    help="class names in id order 1, 2, ... (default: COCO category order; LabelMe sorted names)")
     _common(p, sets=False)
@@ -205,7 +205,7 @@ def _print_inspect(s: dict) -> None:
 def _convert(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from .data.convert import convert_coco, convert_labelme
+    from .data.convert import OVERLAP_RULES, convert_coco, convert_labelme
 
     if args.format == "coco":
         if len(args.inputs) != 1:
@@ -215,12 +215,20 @@ def _convert(args: argparse.Namespace) -> None:
         s = convert_labelme([Path(p) for p in args.inputs], Path(args.out), overlap=args.overlap, classes=args.classes)
     print(f"wrote {s.masks} masks to {s.out_dir}/masks; classes: " + ", ".join(
         f"{i} {n} ({s.class_pixels[n]} px)" for i, n in enumerate(s.classes)))
-    notes = [f"{s.overlapping_pixels} px overlapped (rule: {args.overlap})"]
+    for note in s.notes:
+        print(f"  {note}")
+    notes = [f"{s.overlapping_pixels} px overlapped"]
     if s.ignored_pixels:
-        notes.append(f"{s.ignored_pixels} px of crowd regions -> ignore (255)")
+        notes.append(f"{s.ignored_pixels} px -> ignore (255)")
     notes += [f"{n} {what} skipped" for what, n in s.skipped.items()]
     print("; ".join(notes))
-    print(f"config: data: {{masks: {s.out_dir}/masks, mask_encoding: index, palette_file: {s.out_dir}/label_colors.txt}}")
+    other = [r for r in OVERLAP_RULES if r != s.overlap][0]
+    losers = {n: v for n, v in s.lost_in_overlaps.items() if v[s.overlap] or v[other]}
+    if losers:
+        print(f"  pixels of each class painted over where regions overlap, --overlap {s.overlap} (used) / {other}: "
+              + ", ".join(f"{n} {v[s.overlap]:,} / {v[other]:,}" for n, v in losers.items()))
+    out = Path(s.out_dir).resolve()  # absolute: the config works from any folder and under any data.root
+    print(f"config: data: {{masks: {out}/masks, mask_encoding: index, palette_file: {out}/label_colors.txt}}")
 
 
 def _check_config_early(args: argparse.Namespace) -> None:

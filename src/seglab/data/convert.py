@@ -7,9 +7,12 @@ OUT/convert.json (pixels per class, overlapping pixels, what was skipped).
 Rasterisation follows each format's own tool: COCO regions cover the pixels whose centres lie inside
 (pycocotools' area convention); LabelMe shapes are drawn as labelme's own shape_to_mask draws them (PIL,
 outline included).
-Overlaps: `later` (default; the later annotation wins, as labelme's converter does) or `smaller`
-(smaller regions drawn on top, so an object inside another stays visible). COCO crowd regions
-(iscrowd) become the ignore value 255.
+Overlaps: `smaller` (default: smaller regions drawn on top, so an object inside another, a window in a
+facade, stays visible whatever order it was drawn in) or `later` (the later annotation wins, as labelme's
+converter does); convert.json gives, per class, the pixels each rule takes from it. COCO crowd regions
+(iscrowd) and the classes named `__ignore__` (labelme's "don't care") become the ignore value 255; classes
+named `_background_` / `background` are drawn as background 0. A Roboflow export's category 0 (the dataset
+name: no annotations, the supercategory of the others, often a real class's name too) is dropped.
 """
 from __future__ import annotations
 
@@ -28,6 +31,10 @@ from ..fileio import atomic_path, atomic_write_text
 from .labels import default_palette
 
 IGNORE = 255
+OVERLAP_RULES = ("smaller", "later")
+# class names that mean background (labelme2coco, labelme's labels.txt) or "don't care" (labelme's __ignore__)
+BACKGROUND_NAMES = ("background", "_background_", "__background__")
+IGNORE_NAMES = ("__ignore__", "_ignore_", "ignore")
 
 
 @dataclass
@@ -48,6 +55,10 @@ class ConvertSummary:
     ignored_pixels: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
     out_dir: str = ""
+    overlap: str = "smaller"
+    # per class: its annotated pixels that overlaps gave to another class, under each rule
+    lost_in_overlaps: dict[str, dict[str, int]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # categories dropped, merged or read as background / ignore
 
 
 def polygon_mask(points: np.ndarray, height: int, width: int, centres: bool) -> np.ndarray:
@@ -115,11 +126,14 @@ def rle_mask(rle: dict[str, Any], where: str) -> np.ndarray:
 
 
 def paint(regions: list[Region], height: int, width: int, overlap: str) -> tuple[np.ndarray, int]:
-    """Draw regions into a (H, W) uint8 class map, background 0; returns it and the overlapping pixels."""
+    """Draw regions into a (H, W) uint8 class map, background 0; returns it and the overlapping pixels.
+    `overlap`: 'smaller' regions on top (ties: the later), or the 'later' region on top; ignore regions on top
+    of both."""
+    # "don't care" regions (crowds, __ignore__) go on top under either rule: what they cover is not scored
     if overlap == "smaller":
-        regions = sorted(regions, key=lambda r: (-int(r.mask.sum()), r.order))
+        regions = sorted(regions, key=lambda r: (r.label == IGNORE, -int(r.mask.sum()), r.order))
     else:
-        regions = sorted(regions, key=lambda r: r.order)
+        regions = sorted(regions, key=lambda r: (r.label == IGNORE, r.order))
     out = np.zeros((height, width), np.uint8)
     covered = np.zeros((height, width), np.int32)
     for r in regions:
@@ -159,19 +173,14 @@ def _class_ids(found: Iterable[str], classes: Optional[Sequence[str]], source: s
     return {n: i + 1 for i, n in enumerate(classes)}
 
 
-def convert_coco(annotations: Path, out: Path, *, overlap: str = "later",
+def convert_coco(annotations: Path, out: Path, *, overlap: str = "smaller",
                  classes: Optional[Sequence[str]] = None) -> ConvertSummary:
     """COCO segmentation JSON (polygons and RLE; categories give names, ordered by id) -> mask folder."""
     data = _load_json(annotations)
     if not isinstance(data, dict) or not {"images", "annotations", "categories"} <= set(data):
         raise DataError(f"{annotations}: not a COCO file (expected 'images', 'annotations' and 'categories')")
-    cats = sorted(data["categories"], key=lambda c: int(c["id"]))
-    names = [str(c["name"]) for c in cats]
-    dup = sorted({n for n in names if names.count(n) > 1})
-    if dup:
-        raise DataError(f"{annotations}: category name {dup[0]!r} is used by more than one category id")
-    ids = _class_ids(names, classes, str(annotations))
-    label_of = {int(c["id"]): ids[str(c["name"])] for c in cats}
+    notes: list[str] = []
+    label_of, ids = _coco_labels(data, classes, str(annotations), notes)
     by_image: dict[int, list[dict[str, Any]]] = {}
     for a in data["annotations"]:
         by_image.setdefault(int(a["image_id"]), []).append(a)
@@ -180,7 +189,7 @@ def convert_coco(annotations: Path, out: Path, *, overlap: str = "later",
     if dup:
         raise DataError(f"{annotations}: images {dup[0]!r}.* appear more than once; their masks would overwrite "
                         "each other")
-    summary, written = _summary(ids), set()
+    summary, written = _summary(ids, overlap, notes), set()
     for img in data["images"]:
         h, w = int(img["height"]), int(img["width"])
         regions = []
@@ -207,7 +216,48 @@ def convert_coco(annotations: Path, out: Path, *, overlap: str = "later",
     return _finish(summary, out)
 
 
-def convert_labelme(inputs: Sequence[Path], out: Path, *, overlap: str = "later",
+def _coco_labels(data: dict[str, Any], classes: Optional[Sequence[str]], source: str,
+                 notes: list[str]) -> tuple[dict[int, int], dict[str, int]]:
+    """COCO category id -> class id (0 background, 1..K, IGNORE) and class name -> id; `notes` says what was
+    dropped, merged or read as background / ignore."""
+    cats = sorted(data["categories"], key=lambda c: int(c["id"]))
+    used = {int(a["category_id"]) for a in data["annotations"]}
+    names = [str(c["name"]) for c in cats]
+    supers = {str(c.get("supercategory", "")) for c in cats}
+    kept = []
+    for c, name in zip(cats, names):
+        # Roboflow: category 0 is the dataset's name, unused, the others' supercategory, often a class name too
+        if int(c["id"]) not in used and (names.count(name) > 1 or name in supers):
+            notes.append(f"category {c['id']} {name!r} dropped: no annotation uses it and it is "
+                         f"{'the supercategory of the others' if name in supers else 'a second category of that name'}"
+                         " (a Roboflow export's dataset name)")
+            continue
+        kept.append(c)
+    label_of: dict[int, int] = {}
+    real = []
+    for c in kept:
+        name = str(c["name"])
+        if name.lower() in BACKGROUND_NAMES + IGNORE_NAMES:
+            bg = name.lower() in BACKGROUND_NAMES
+            label_of[int(c["id"])] = 0 if bg else IGNORE
+            notes.append(f"category {c['id']} {name!r} drawn as {'background 0' if bg else 'the ignore value 255'}")
+        else:
+            real.append(c)
+    real_names = [str(c["name"]) for c in real]
+    dup = sorted({n for n in real_names if real_names.count(n) > 1})
+    if dup and classes is None:
+        both = [int(c["id"]) for c in real if c["name"] == dup[0]]
+        raise DataError(f"{source}: category name {dup[0]!r} is used by category ids {', '.join(map(str, both))}: "
+                        "pass --classes NAME ... (each name once) to merge them into one class, or rename one")
+    for n in dup:
+        notes.append(f"categories {', '.join(str(c['id']) for c in real if c['name'] == n)} named {n!r} merged into "
+                     "one class")
+    ids = _class_ids(list(dict.fromkeys(real_names)), classes, source)
+    label_of.update({int(c["id"]): ids[str(c["name"])] for c in real})
+    return label_of, ids
+
+
+def convert_labelme(inputs: Sequence[Path], out: Path, *, overlap: str = "smaller",
                     classes: Optional[Sequence[str]] = None) -> ConvertSummary:
     """LabelMe JSON files (or folders of them) -> mask folder; class names sorted unless `classes` is given."""
     files: list[Path] = []
@@ -227,11 +277,12 @@ def convert_labelme(inputs: Sequence[Path], out: Path, *, overlap: str = "later"
             raise DataError(f"{f}: not a LabelMe file (no 'shapes')")
         docs.append((f, d))
     found = sorted({str(s["label"]) for _, d in docs for s in d["shapes"]})
-    if "background" in found:
-        found.remove("background")  # drawn as class 0
-    ids = _class_ids(found, classes, ", ".join(map(str, inputs)))
-    ids["background"] = 0
-    summary, written = _summary({k: v for k, v in ids.items() if v}), set()
+    special = {n: (0 if n.lower() in BACKGROUND_NAMES else IGNORE) for n in found
+               if n.lower() in BACKGROUND_NAMES + IGNORE_NAMES}
+    notes = [f"label {n!r} drawn as {'background 0' if v == 0 else 'the ignore value 255'}" for n, v in special.items()]
+    ids = _class_ids([n for n in found if n not in special], classes, ", ".join(map(str, inputs)))
+    summary, written = _summary(ids, overlap, notes), set()
+    ids.update(special)
     for f, d in docs:
         h, w = _labelme_size(f, d)
         regions = []
@@ -279,9 +330,23 @@ def _labelme_mask(s: dict[str, Any], pts: np.ndarray, h: int, w: int, f: Path) -
     return mask
 
 
-def _summary(ids: dict[str, int]) -> ConvertSummary:
+def _summary(ids: dict[str, int], overlap: str, notes: list[str]) -> ConvertSummary:
+    if overlap not in OVERLAP_RULES:
+        raise DataError(f"overlap rule {overlap!r}: expected one of {', '.join(OVERLAP_RULES)}")
     classes = ["background"] + [n for n, _ in sorted(ids.items(), key=lambda kv: kv[1])]
-    return ConvertSummary(classes=classes, class_pixels={n: 0 for n in classes})
+    return ConvertSummary(classes=classes, class_pixels={n: 0 for n in classes}, overlap=overlap, notes=notes,
+                          lost_in_overlaps={n: {r: 0 for r in OVERLAP_RULES} for n in classes[1:]})
+
+
+def _count_overlap_losses(summary: ConvertSummary, regions: list[Region], painted: dict[str, np.ndarray]) -> None:
+    """Per class, the pixels its regions cover that each overlap rule paints as something else."""
+    for k, name in enumerate(summary.classes[1:], 1):
+        own = [r.mask for r in regions if r.label == k]
+        if not own:
+            continue
+        covered = np.logical_or.reduce(own)
+        for rule, labels in painted.items():
+            summary.lost_in_overlaps[name][rule] += int((covered & (labels != k)).sum())
 
 
 def _write(summary: ConvertSummary, out: Path, stem: str, regions: list[Region], h: int, w: int, overlap: str,
@@ -290,6 +355,9 @@ def _write(summary: ConvertSummary, out: Path, stem: str, regions: list[Region],
         raise DataError(f"{out / 'masks'}: two annotated images share the stem {stem!r}; rename one")
     written.add(stem)
     labels, overlapping = paint(regions, h, w, overlap)
+    if overlapping:
+        painted = {r: labels if r == overlap else paint(regions, h, w, r)[0] for r in OVERLAP_RULES}
+        _count_overlap_losses(summary, regions, painted)
     hist = np.bincount(labels.ravel(), minlength=256)
     for i, n in enumerate(summary.classes):
         summary.class_pixels[n] += int(hist[i])
