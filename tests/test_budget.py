@@ -207,3 +207,24 @@ def test_time_reserved_for_a_validation_that_was_quicker_is_used(tiny_raw, monke
     run = fit(config_from_dict(_budget_raw(tiny_raw, budget="124s", val_every=2)))
     timing = _summary(run)["timing"]
     assert 0.9 * 124 <= timing["train_seconds"] <= 124 * 1.03
+
+
+def test_cli_says_what_the_budget_covers_and_keeps_re_plans_in_the_log(tiny_raw, tmp_path, capsys, monkeypatch):
+    """The start line names what the budget covers and what comes on top (set-up, the final evaluation);
+    re-plan lines go to train.log only, the terminal gets their count in the closing line (issue 23 item 6)."""
+    import yaml
+
+    monkeypatch.setattr(clock, "now", SimClock(slow_after=150, factor=3.0))
+    raw = _budget_raw(tiny_raw, budget="10m")
+    cfg = tmp_path / "b.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    assert main(["train", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    start = next(line for line in out.splitlines() if line.startswith("time budget 10 min: planned"))
+    assert ("The budget covers that measurement, the training steps, validations and checkpoint writes; on top of "
+            "it come the set-up before it (data checks, model: ") in start
+    assert "and the final evaluation of val with the report after it (about " in start
+    log = (tmp_path / "runs" / raw["output"]["name"] / "train.log").read_text()
+    replans = log.count("re-planned at step")
+    assert replans >= 1 and "re-planned at step" not in out
+    assert f"re-planned {json.load(open(tmp_path / 'runs' / raw['output']['name'] / 'summary.json'))['timing']['replans']} times" in out

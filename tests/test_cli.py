@@ -206,3 +206,13 @@ def test_each_commands_set_example_is_one_it_accepts():
                 for name, p in commands.items() for a in p._actions if a.dest == "overrides"}
     assert examples["predict"].startswith("eval.") and examples["eval"].startswith("eval.")  # all they take
     assert examples["train"] == "train.epochs=5"
+
+
+@pytest.mark.parametrize("modules", [["seglab.cli", "seglab.config"], ["seglab.data.convert"], ["seglab.data.labels"]])
+def test_first_lines_need_no_torch(modules):
+    """What `seglab models` and `inspect` print first, and all of `convert`, load without torch and
+    albumentations (seconds of imports on a 2-core machine; issue 23 item 7)."""
+    code = ("import sys\n" + "".join(f"import {m}\n" for m in modules)
+            + "heavy = sorted(m for m in ('torch', 'albumentations', 'cv2') if m in sys.modules)\n"
+            + "assert not heavy, heavy\n")
+    subprocess.run([sys.executable, "-c", code], check=True)

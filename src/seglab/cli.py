@@ -290,6 +290,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
+    print(f"inspecting {args.config}: decoding every image and mask", flush=True)  # before torch's import
     from . import api
 
     summary = api.inspect(args.config, overrides=args.overrides, out=args.out)
@@ -350,10 +351,10 @@ def _options_text(defaults: dict[str, Any], hidden: Sequence[str] = ()) -> str:
 
 def _cmd_models(args: argparse.Namespace) -> int:
     """The models with their size, encoders and `model.*` options; the losses with their `loss.*` options."""
+    print(f"{'model':<14} {'params':>9} {'GFLOPs@512':>11}  encoders (default first)", flush=True)  # before torch
     from .losses import list_losses, list_strategies, loss_options
     from .models import describe_model, list_models, model_options
 
-    print(f"{'model':<14} {'params':>9} {'GFLOPs@512':>11}  encoders (default first)")
     for name in list_models():
         d = describe_model(name)
         encs = list(d["encoders"])
@@ -401,6 +402,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logger = logging.getLogger("seglab")
     console = logging.StreamHandler(sys.stdout)
     console.setFormatter(logging.Formatter("%(message)s"))
+    # lines logged with extra={"console": False} (a budget's re-plans) go to train.log only
+    console.addFilter(lambda record: getattr(record, "console", True))
     logger.addHandler(console)
     # torchrun: the other ranks print only warnings and errors, so the console reads like one process
     logger.setLevel(logging.INFO if is_main_process() else logging.WARNING)

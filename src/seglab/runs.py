@@ -54,8 +54,8 @@ def train_run(cfg: Config, *, resume: bool = False, overwrite: bool = False, spl
 
 
 def eval_splits(cfg: Config) -> list[str]:
-    """The splits a finished run is evaluated on: val, and test when eval.split is test."""
-    return ["val"] + (["test"] if cfg.eval.split == "test" else [])
+    """The splits a finished run is evaluated on (EvalConfig.final_splits)."""
+    return cfg.eval.final_splits()
 
 
 def evaluate_and_report(run: RunDir, splits: Sequence[str]) -> None:

@@ -145,6 +145,10 @@ class EvalConfig(_Strict):
     tta_flip: bool = False
     tta_scales: List[float] = [1.0]
 
+    def final_splits(self) -> list[str]:
+        """The splits a finished run is evaluated on: val, and test when `split` is test."""
+        return ["val"] + (["test"] if self.split == "test" else [])
+
     @model_validator(mode="after")
     def _inference(self) -> "EvalConfig":
         w, s = self.sliding_window, self.sliding_stride

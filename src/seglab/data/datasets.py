@@ -328,7 +328,11 @@ def check_split(loader: SampleReader, problems: Optional[list[str]] = None) -> S
     n = loader.labels.num_classes
     stats = SplitStats(np.zeros(n, np.int64), np.zeros(n, np.int64), [])
     before, kinds_before = _changed_total(loader), Counter(loader.image_kinds)
-    for i in range(len(loader)):
+    from tqdm import tqdm
+
+    # a bar on a terminal only (disable=None), gone when done: a large split takes minutes to decode
+    for i in tqdm(range(len(loader)), desc=f"decoding the {loader.split} split", unit="file", leave=False,
+                  disable=None, mininterval=0.5):
         try:
             _, mask = loader.load(i)
         except DataError as exc:

@@ -7,8 +7,12 @@ value (255 by default, at least 2^K) never collides with a combination of classe
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 # bits per pixel left for classes once the ignore value (>= 2^K) is reserved in a byte
 MAX_MULTILABEL_CLASSES = 7
@@ -30,6 +34,8 @@ def unpack_masks(packed: np.ndarray, num_classes: int) -> np.ndarray:
 
 def unpack_target(target: torch.Tensor, num_classes: int) -> torch.Tensor:
     """(..., H, W) integer packed maps -> (..., K, H, W) bool, class k's mask in channel k."""
+    import torch  # here, not at the top: convert and inspect's first lines need no torch
+
     bits = torch.arange(num_classes, device=target.device)
     shape = (1,) * (target.dim() - 2) + (num_classes, 1, 1)
     return (target.unsqueeze(-3).long() >> bits.view(shape)) & 1 == 1
@@ -37,6 +43,8 @@ def unpack_target(target: torch.Tensor, num_classes: int) -> torch.Tensor:
 
 def pack_target(masks: torch.Tensor) -> torch.Tensor:
     """(..., K, H, W) bool -> (..., H, W) uint8 packed maps (the inverse of `unpack_target`)."""
+    import torch
+
     k = masks.shape[-3]
     weights = (2 ** torch.arange(k, device=masks.device)).view((k, 1, 1))
     return (masks.long() * weights).sum(-3).to(torch.uint8)

@@ -77,7 +77,7 @@ class EpochLoop:
                 and abs(plan.end_step - old_end) >= 0.05 * old_end):  # small corrections are not news
             log.info(f"re-planned at step {self.state.global_step}: {old_end} -> {plan.end_step} steps "
                      f"({seen_per_s:.1f} train img/s now; {format_duration(used)} of "
-                     f"{format_duration(plan.budget_seconds)} used)")
+                     f"{format_duration(plan.budget_seconds)} used)", extra={"console": False})  # train.log only
 
     def train_one_epoch(self, epoch: int, t0: float) -> tuple[dict[str, Any], float]:
         """The epoch's optimizer steps (fewer when a time budget's plan ends inside it), begun at clock

@@ -115,15 +115,29 @@ def estimate_training(cfg: Config) -> Estimate:
     return measure_speed(t, max(1, cfg.train.estimate_steps))
 
 
-def describe_plan(cfg: Config, est: Estimate, plan: Optional[BudgetPlan]) -> str:
-    """The line printed before epoch 1: how long the run will take, or what its budget buys."""
+def describe_plan(cfg: Config, est: Estimate, plan: Optional[BudgetPlan], final_eval_seconds: float = 0.0,
+                  setup_seconds: float = 0.0) -> str:
+    """The line printed before epoch 1: how long the run will take, or what its budget buys and what comes on
+    top of it (the set-up before it, the final evaluation after it)."""
     if plan is None:
         return (f"estimate: {est.describe(cfg.train.epochs, cfg.train.val_every)}; "
                 "set train.time_budget (or --budget 30m) to fit a budget")
+    splits = " + ".join(cfg.eval.final_splits())
     return (f"time budget {format_duration(plan.budget_seconds)}: planned {plan.end_step} steps = "
             f"{plan.end_step / plan.steps_per_epoch:.1f} epochs, the whole {cfg.schedule.name} schedule "
             f"({est.train_images_per_s:.1f} train img/s, {format_duration(est.val_seconds)} per validation, "
-            f"measured in {est.probe_seconds:.1f} s)")
+            f"measured in {est.probe_seconds:.1f} s). The budget covers that measurement, the training steps, "
+            f"validations and checkpoint writes; on top of it come the set-up before it (data checks, model: "
+            f"{format_duration(setup_seconds)}) and the final evaluation of {splits} with the report after it "
+            f"(about {format_duration(final_eval_seconds)})")
+
+
+def final_eval_seconds(t: Training, est: Estimate) -> float:
+    """The final evaluation's expected length: one validation pass per final split, scaled by its size
+    (sliding windows and test-time augmentation make it longer)."""
+    n_val = max(1, len(t.val_set))
+    return sum(est.val_seconds * len(t.data.split.items(s)) / n_val
+               for s in t.cfg.eval.final_splits() if s in t.data.readers)
 
 
 def fit(cfg: Config, *, resume: bool = False, overwrite: bool = False, split: Optional[Split] = None,
@@ -173,6 +187,7 @@ def _resume_point(run: RunDir, cfg: Config, main: bool) -> dict[str, Any]:
 
 def _fit(run: RunDir, cfg: Config, *, resume: bool, overwrite: bool, split: Optional[Split],
          on_epoch: Optional[Callable[[dict[str, Any]], None]], estimate: Optional[Estimate]) -> RunDir:
+    started = clock.now()
     if not resume:
         run.check_new(overwrite)
     ckpt = _resume_point(run, cfg, is_main_process()) if resume else None
@@ -199,7 +214,7 @@ def _fit(run: RunDir, cfg: Config, *, resume: bool, overwrite: bool, split: Opti
     n_params = count_parameters(model)
     _log_start(t, run, state, resume, n_params)
 
-    plan = _plan(t, state, estimate, first=ckpt is None)
+    plan = _plan(t, state, estimate, first=ckpt is None, setup_seconds=clock.now() - started)
     scheduler = build_scheduler(optimizer, cfg.schedule, len(t.train_loader), cfg.train.epochs,
                                 position=plan.position if plan is not None else None,
                                 total_steps=plan.schedule_steps if plan is not None else None,
@@ -262,7 +277,8 @@ def _log_start(t: Training, run: RunDir, state: TrainState, resume: bool, n_para
                  f"{', '.join(labels.names[c] for c in src.annotated)}; strategy {cfg.loss.strategy}")
 
 
-def _plan(t: Training, state: TrainState, estimate: Optional[Estimate], first: bool) -> Optional[BudgetPlan]:
+def _plan(t: Training, state: TrainState, estimate: Optional[Estimate], first: bool,
+          setup_seconds: float = 0.0) -> Optional[BudgetPlan]:
     """How long the run will take, measured on its own pipeline before its first epoch (`first`), and a
     time budget's plan made from it (or the plan a checkpoint carries, with a budget changed on resume)."""
     cfg = t.cfg
@@ -279,7 +295,8 @@ def _plan(t: Training, state: TrainState, estimate: Optional[Estimate], first: b
         log.info(f"time budget changed from {format_duration(plan.budget_seconds)} to {format_duration(budget)}")
         plan.budget_seconds = budget
     if first and state.estimate is not None:
-        log.info(describe_plan(cfg, Estimate(**state.estimate), plan))
+        est = Estimate(**state.estimate)
+        log.info(describe_plan(cfg, est, plan, final_eval_seconds(t, est), setup_seconds))
     return plan
 
 
