@@ -10,7 +10,7 @@ SRC = ROOT / "src"
 # floor -> module prefixes; a module's floor is that of its longest matching prefix
 FLOORS = {
     0: ["seglab.errors", "seglab.fileio", "seglab.durations", "seglab.registry", "seglab.engine.rank",
-        "seglab.collectives"],
+        "seglab.collectives", "seglab.lazy"],
     1: ["seglab.config"],
     2: ["seglab.checkpoint", "seglab.run_dir", "seglab.tracking"],
     3: ["seglab.data", "seglab.metrics"],

@@ -5,8 +5,7 @@ for torch and albumentations, which datasets.py needs.
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ..lazy import lazy_getattr
 
 _HOMES = {"DataBundle": "datasets", "EpochSampler": "datasets", "EvalDataset": "datasets", "TrainDataset": "datasets",
           "build_data": "datasets", "build_labels": "datasets", "build_split": "datasets", "LabelSpace": "labels",
@@ -14,9 +13,4 @@ _HOMES = {"DataBundle": "datasets", "EpochSampler": "datasets", "EvalDataset": "
 __all__ = list(_HOMES)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _HOMES:
-        raise AttributeError(f"module 'seglab.data' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_HOMES[name]}", __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _HOMES, globals())
