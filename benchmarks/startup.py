@@ -84,9 +84,14 @@ def main() -> None:
     table = "\n".join(rows)
     print(table)
     if args.write:
-        cmd = "python benchmarks/startup.py " + " ".join(sys.argv[1:])
+        import shlex
+
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                text=True).stdout.strip()
+        cmd = "python benchmarks/startup.py " + shlex.join(sys.argv[1:])
         block = (f"<!-- startup:begin -->\n## Start-up: seconds to the first line and to the end\n\n"
-                 f"Measured {time.strftime('%Y-%m-%d')} on {cpu_name()}, {os.cpu_count()} cores, median of "
+                 f"Measured {time.strftime('%Y-%m-%d')} at commit {commit} ('now') on {cpu_name()}, "
+                 f"{os.cpu_count()} cores, an otherwise idle machine, median of "
                  f"{args.repeats} fresh processes per cell, the settings alternating. Command:\n\n    {cmd}\n\n"
                  f"{table}\n<!-- startup:end -->")
         replace_block(args.write, "<!-- startup:begin -->", "<!-- startup:end -->", block, "Benchmarks")
