@@ -65,7 +65,7 @@ def test_training_with_and_without_the_cache_gives_identical_weights(tmp_path, t
     states, scores = [], []
     for cache in (False, True):
         raw = folder_raw(tiny_raw, root, class_names=["bg", "fg"], cache=cache)
-        raw["train"] = {**raw["train"], "epochs": 3, "batch_size": 2}
+        raw["train"] = {**raw["train"], "epochs": 2, "batch_size": 2}
         raw["output"] = {**raw["output"], "name": f"cache_{cache}"}
         run = train(config_from_dict(raw))
         ckpt = load_checkpoint(run.last)

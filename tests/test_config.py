@@ -131,3 +131,17 @@ def test_overrides_leave_the_callers_dict_alone(tiny_raw):
     before = copy.deepcopy(tiny_raw)
     cfg = config_from_dict(tiny_raw, overrides=["train.epochs=3", "model.base_channels=4"])
     assert cfg.train.epochs == 3 and tiny_raw == before
+
+
+@pytest.mark.parametrize("text, key, lines", [
+    ("data: {kind: synthetic}\ntrain:\n  epochs: 3\nmodel: {name: unet}\ntrain:\n  epochs: 5\n", "train", (2, 5)),
+    ("data: {kind: synthetic}\noptimizer:\n  lr: 0.1\n  name: adam\n  lr: 0.01\n", "lr", (3, 5)),
+])
+def test_a_key_given_twice_is_refused_naming_both_lines(tmp_path, text, key, lines):
+    """YAML keeps the last of two equal keys silently (issue 24 item 7)."""
+    p = tmp_path / "dup.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(p)
+    assert str(err.value) == (f"{p}: key {key!r} is given twice (lines {lines[0]} and {lines[1]}); keep one of them")
+

@@ -48,6 +48,32 @@ def _schema_at(path: list[str]):
     return cls
 
 
+class DuplicateKeyError(yaml.YAMLError):
+    """A mapping that gives one key twice (YAML keeps the last one silently)."""
+
+    def __init__(self, key: Any, first: int, second: int) -> None:
+        super().__init__(f"key {key!r} is given twice (lines {first} and {second}); keep one of them")
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load that refuses a key given twice in one mapping."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+            line = key_node.start_mark.line + 1
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise DuplicateKeyError(key, seen[key], line)
+            seen.setdefault(key, line)
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(text: str) -> Any:
+    """YAML text -> Python values, as yaml.safe_load, refusing duplicate keys (DuplicateKeyError)."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """'train.epochs=5' -> (['train', 'epochs'], 5); the value is parsed as YAML."""
     if "=" not in text:
@@ -103,10 +129,12 @@ def load_config(path: Union[str, os.PathLike], overrides: Optional[list[str]] = 
     if not p.is_file():
         raise ConfigError(f"{p}: config file not found")
     try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+        raw = read_yaml(p.read_text(encoding="utf-8"))
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{p}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "
                           "save the config as UTF-8") from None
+    except DuplicateKeyError as exc:
+        raise ConfigError(f"{p}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""

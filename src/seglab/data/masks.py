@@ -31,7 +31,14 @@ def _open(path: Path, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Image.Image
                             "raise it if the file is genuine")
         raw = str(im.tile[0][3]) if im.tile else ""  # the file's pixel layout, e.g. "RGB;16B"
         im.load()  # decode now so truncated files fail here, not later
+        orientation = _exif_orientation(im)
+        if orientation not in (0, 1):  # a phone's rotation tag: turned upright, as viewers and annotation tools do
+            from PIL import ImageOps
+
+            fmt, im = im.format, ImageOps.exif_transpose(im)
+            im.format = fmt  # the turned copy has none; the 16-bit PNG path asks for it
         im.info["seglab_rawmode"] = raw
+        im.info["seglab_orientation"] = orientation
         return im
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
@@ -41,6 +48,15 @@ def _open(path: Path, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Image.Image
         raise DataError(f"{path}: cannot decode image ({brief(exc)})") from None
     finally:
         Image.MAX_IMAGE_PIXELS = limit
+
+
+def _exif_orientation(im: Image.Image) -> int:
+    """The EXIF orientation tag (1-8; 0 when absent or unreadable)."""
+    try:
+        value = im.getexif().get(0x0112, 0)
+        return int(value) if int(value) in range(9) else 0
+    except Exception:  # a broken EXIF block is not a reason to refuse the pixels
+        return 0
 
 
 def read_image(path: Path, channels: int = 3, image_max: float | None = None,
@@ -59,6 +75,11 @@ def read_image(path: Path, channels: int = 3, image_max: float | None = None,
         arr, kind = _read_pil(path, channels, max_pixels)
     if kinds is not None:
         kinds[kind] += 1
+    if arr.dtype.kind == "f":
+        bad = int((~np.isfinite(arr)).sum())
+        if bad:
+            raise DataError(f"{path}: {bad:,} of {arr.size:,} values are NaN or infinite; replace them in the file "
+                            "(e.g. with 0 or the band's minimum) or leave the image out")
     if peaks is not None and arr.dtype.kind in "iu" and arr.dtype.itemsize > 1:
         peaks[kind] = max(peaks.get(kind, 0), int(arr.max(initial=0)))
     if arr.dtype != np.uint8:  # 16-bit (or 32-bit integer grey) -> / 65535, float -> / 1, unless image_max
@@ -80,15 +101,29 @@ def read_image(path: Path, channels: int = 3, image_max: float | None = None,
 
 def _read_pil(path: Path, channels: int, max_pixels: int) -> tuple[np.ndarray, str]:
     im = _open(path, max_pixels)
-    kind = im.mode
+    kind = im.mode + (" turned upright by EXIF" if im.info["seglab_orientation"] > 1 else "")
     if im.format == "PNG" and (";16" in im.info["seglab_rawmode"] or im.mode.startswith("I;16")):
-        arr = _read_png16(path)
+        arr = orient(_read_png16(path), im.info["seglab_orientation"])
         return arr, f"{'grey' if arr.ndim == 2 else kind} 16-bit"
     if im.mode in ("I", "F"):
         return np.asarray(im), kind
     if channels in (1, 3, 4):
         im = im.convert({1: "L", 3: "RGB", 4: "RGBA"}[channels])
     return np.asarray(im), kind
+
+
+def orient(arr: np.ndarray, orientation: int) -> np.ndarray:
+    """(H, W, ...) pixels as stored -> upright for an EXIF orientation 1-8 (what Pillow's exif_transpose does),
+    for the files OpenCV reads (16-bit PNGs), which ignores the tag."""
+    if orientation in (0, 1):
+        return arr
+    if orientation in (5, 7):  # a mirror about a diagonal, then a turn
+        arr = np.swapaxes(arr, 0, 1)
+        return np.ascontiguousarray(arr if orientation == 5 else arr[::-1, ::-1])
+    turns = {3: 2, 6: 3, 8: 1}.get(orientation)
+    if turns is not None:
+        return np.ascontiguousarray(np.rot90(arr, turns))
+    return np.ascontiguousarray(arr[:, ::-1] if orientation == 2 else arr[::-1])
 
 
 def _read_png16(path: Path) -> np.ndarray:
@@ -244,6 +279,8 @@ class MaskDecoder:
         if self.encoding == "class_folders":
             return self._decode_class_folders(path)
         im = _open(path, self.max_pixels)
+        if im.info["seglab_orientation"] > 1:
+            self.changed["mask pixels turned upright by their EXIF orientation"] += im.width * im.height
         if self.encoding == "binary":
             return self._decode_binary(im, path)
         if self.encoding == "rgb":
@@ -300,7 +337,7 @@ class MaskDecoder:
                 raise DataError(f"{path}: a palette image holds one class per pixel, not one channel per class; "
                                 "use data.mask_encoding: index (or rgb with a palette file)")
             if im.format == "PNG" and ";16" in im.info["seglab_rawmode"]:
-                arr = _read_png16(path)
+                arr = orient(_read_png16(path), im.info["seglab_orientation"])
             else:
                 arr = np.asarray(im.convert("L") if im.mode == "1" else im)
         arr = arr[..., None] if arr.ndim == 2 else arr
