@@ -142,7 +142,7 @@ def test_predict_writes_masks_colours_overlays(capsys, cli_run, tmp_path):
     out = tmp_path / "pred"
     assert main(["predict", str(cli_run / "checkpoints" / "best.pt"), str(imgs), "--out", str(out)]) == 0
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        f"{s}_{k}.png" for s in ("a", "b") for k in ("mask", "color", "overlay"))
+        [f"{s}_{k}.png" for s in ("a", "b") for k in ("mask", "color", "overlay")] + [".seglab-predict"])
     mask = np.asarray(Image.open(out / "a_mask.png"))
     assert mask.shape == (37, 53) and mask.max() < 3
     assert np.asarray(Image.open(out / "a_color.png")).shape == (37, 53, 3)
@@ -151,7 +151,7 @@ def test_predict_writes_masks_colours_overlays(capsys, cli_run, tmp_path):
     capsys.readouterr()
     assert main(["predict", str(cli_run / "checkpoints" / "best.pt"), str(imgs), str(imgs / "b.jpg"),
                  "--out", str(tmp_path / "two")]) == 0
-    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(
+    assert sorted(p.name for p in (tmp_path / "two").glob("*.png")) == sorted(
         f"{s}_{k}.png" for s in ("a.png", "a.jpg", "b") for k in ("mask", "color", "overlay"))
     assert np.asarray(Image.open(tmp_path / "two" / "a.jpg_mask.png")).shape == (11, 13)
     assert "wrote 9 files" in capsys.readouterr().out

@@ -63,3 +63,42 @@ def test_threshold_is_refused_for_many_classes_or_outside_0_1(binary_run, capsys
     cli_fails(capsys, ["predict", str(tmp_path / "runs" / "three" / "checkpoints" / "best.pt"), str(images), "--out",
                        str(tmp_path / "o"), "--threshold", "0.5"],
               r"--threshold: for two-class \(binary\) models; this one has 3 classes")
+
+
+def test_a_second_predict_into_its_input_folder_skips_its_own_outputs(binary_run, tmp_path, capsys):
+    """issue 24 item 4: predict never reads what it wrote (by name beside the image, and by the folder's list)."""
+    import shutil
+
+    ckpt, images = binary_run
+    work = tmp_path / "w"
+    shutil.copytree(images, work)
+    assert main(["predict", str(ckpt), str(work), "--out", str(work)]) == 0
+    first = sorted(p.name for p in work.iterdir())
+    capsys.readouterr()
+    assert main(["predict", str(ckpt), str(work), "--out", str(work)]) == 0
+    assert "skipped 6 files that an earlier seglab predict wrote" in capsys.readouterr().out
+    assert sorted(p.name for p in work.iterdir()) == first  # no im0_color_color.png
+    assert set((work / ".seglab-predict").read_text().split()) == {f"im{i}_{k}.png" for i in range(2)
+                                                                   for k in ("mask", "color", "overlay")}
+    # an output renamed away from the pattern is still known by the list
+    (work / "im0_color.png").rename(work / "renamed.png")
+    listed = (work / ".seglab-predict").read_text().replace("im0_color.png", "renamed.png")
+    (work / ".seglab-predict").write_text(listed)
+    assert main(["predict", str(ckpt), str(work), "--out", str(tmp_path / "o2")]) == 0
+    assert sorted(p.name for p in (tmp_path / "o2").iterdir() if p.suffix == ".png") == sorted(
+        f"im{i}_{k}.png" for i in range(2) for k in ("mask", "color", "overlay"))
+
+
+def test_two_predicts_into_one_folder_refuse_the_second(binary_run, tmp_path, capsys):
+    from seglab.run_dir import RunDir, RunLock
+
+    ckpt, images = binary_run
+    out = tmp_path / "o"
+    with RunLock(RunDir(out), "predict output folder"):  # another predict holds it (same process: re-entrant)
+        import subprocess
+        import sys
+
+        proc = subprocess.run([sys.executable, "-m", "seglab", "predict", str(ckpt), str(images), "--out", str(out)],
+                              capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith(f"error: {out}: predict output folder is in use by seglab process")

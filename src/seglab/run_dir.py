@@ -151,8 +151,8 @@ class RunLock:
     the folder keeps it), holding the owner's pid. The operating system releases it when its process dies,
     so a lock left by a killed run is not in force. Re-entrant within one process."""
 
-    def __init__(self, run: RunDir) -> None:
-        self.run = run
+    def __init__(self, run: RunDir, what: str = "run folder") -> None:
+        self.run, self.what = run, what
         self.path = run.lock_file
         self.key = str(self.path.resolve())
 
@@ -173,7 +173,7 @@ class RunLock:
             except OSError:
                 owner = os.read(fd, 200).decode(errors="replace").strip() or "another process"
                 os.close(fd)
-                raise SeglabError(f"{self.run.path}: run folder is in use by {owner}; wait for that run to end or "
+                raise SeglabError(f"{self.run.path}: {self.what} is in use by {owner}; wait for it to end or "
                                   "stop it (a lock left by a process that died is not in force)") from None
             try:  # the previous holder may have removed the file between our open and our lock
                 same = os.path.samestat(os.fstat(fd), os.stat(self.path))

@@ -1,6 +1,8 @@
 """Inference: logits at full resolution, models from checkpoints, and `seglab predict` over files."""
 from __future__ import annotations
 
+import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Protocol, Sequence
@@ -17,10 +19,13 @@ from ..data.masks import IMAGE_EXTENSIONS, display_rgb, read_image
 from ..data.transforms import prepare_eval_image
 from ..checkpoint import load_checkpoint
 from ..errors import CheckpointError, DataError, SeglabError, brief
-from ..fileio import atomic_path
+from ..fileio import atomic_path, atomic_write_text
+from ..run_dir import RunDir, RunLock
 from ..models import build_model_from_meta
 from .inference import InferenceSettings, class_probabilities, label_maps, logits_with
 from .runtimes import OnnxModel, TorchScriptModel, is_torchscript
+
+log = logging.getLogger("seglab")
 
 
 @torch.no_grad()
@@ -179,14 +184,40 @@ def mask_rule(data: dict[str, Any]) -> Callable[[str], bool]:
     return is_mask
 
 
-def collect_inputs(inputs: Sequence[str], is_mask: Optional[Callable[[str], bool]] = None) -> list[Path]:
-    """Files and folders (their images, not recursive; without files that `is_mask`) -> sorted image paths."""
+# what predict writes for an image NAME: NAME_mask.png (NAME_mask_CLASS.png), NAME_color.png, NAME_overlay.png
+OUTPUT_STEM = re.compile(r"(.+)_(mask(_.+)?|color|overlay)")
+# the file in an output folder that lists what predict wrote there, one name a line
+OUTPUT_MARKER = ".seglab-predict"
+
+
+def predict_outputs(folder: Path, files: Sequence[Path]) -> set[Path]:
+    """The files of `folder` that an earlier predict wrote: listed in its marker, or named NAME_mask / _color /
+    _overlay beside an image NAME of the same folder (so a second predict into its input folder skips them)."""
+    marker = folder / OUTPUT_MARKER
+    listed = set(marker.read_text(errors="replace").splitlines()) if marker.is_file() else set()
+    stems = {q.stem for q in files}
+    out = set()
+    for q in files:
+        m = OUTPUT_STEM.fullmatch(q.stem)
+        if q.name in listed or (m is not None and m.group(1) in stems - {q.stem}):
+            out.add(q)
+    return out
+
+
+def collect_inputs(inputs: Sequence[str], is_mask: Optional[Callable[[str], bool]] = None,
+                   skipped: Optional[list[Path]] = None) -> list[Path]:
+    """Files and folders (their images, not recursive; without files that `is_mask` and without predict's own
+    outputs, which are added to `skipped`) -> sorted image paths. Files named one by one are kept."""
     out: list[Path] = []
     for raw in inputs:
         p = Path(raw)
         if p.is_dir():
             found = sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_EXTENSIONS
                            and not (is_mask is not None and is_mask(q.stem)))
+            own = predict_outputs(p, found)
+            if skipped is not None:
+                skipped.extend(sorted(own))
+            found = [q for q in found if q not in own]
             if not found:
                 raise DataError(f"{p}: folder holds no images ({', '.join(IMAGE_EXTENSIONS)})")
             out.extend(found)
@@ -288,12 +319,10 @@ def predict_files(checkpoint: Path, inputs: Sequence[str], out_dir: Path, device
     probable class), or a multi-label model's threshold on every class's sigmoid (default 0.5).
 
     engine 'torch' reads a seglab checkpoint or a TorchScript export; 'onnxruntime' an ONNX export.
-    workers > 0 decode images in that many processes and encode the PNGs in as many threads.
+    workers > 0 decode images in that many processes and encode the PNGs in as many threads. Files an earlier
+    predict wrote into an input folder are skipped (said in the log); the output folder is locked while
+    predict writes it, and its `.seglab-predict` lists what was written there.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
-    from tqdm import tqdm
-
     kind = model_file_kind(checkpoint, engine)
     lm: Predictor
     if kind == "onnx":
@@ -303,9 +332,27 @@ def predict_files(checkpoint: Path, inputs: Sequence[str], out_dir: Path, device
     else:
         lm = load_model(checkpoint, device)
     check_threshold(threshold, lm.labels)
-    files = collect_inputs(inputs, mask_rule(lm.data_settings))
+    skipped: list[Path] = []
+    files = collect_inputs(inputs, mask_rule(lm.data_settings), skipped)
+    if skipped:
+        log.info(f"skipped {len(skipped)} files that an earlier seglab predict wrote (e.g. {skipped[0].name})")
     bases = output_names(files)
     out_dir.mkdir(parents=True, exist_ok=True)
+    with RunLock(RunDir(out_dir), "predict output folder"):  # two predicts into one folder would mix outputs
+        written = _predict_into(lm, files, bases, out_dir, progress, settings, workers, save_probabilities, threshold)
+        marker = out_dir / OUTPUT_MARKER
+        before = marker.read_text(errors="replace").splitlines() if marker.is_file() else []
+        atomic_write_text(marker, "\n".join(sorted(set(before) | {w.name for w in written})) + "\n")
+    return written
+
+
+def _predict_into(lm: "Predictor", files: list[Path], bases: list[str], out_dir: Path, progress: bool,
+                  settings: Optional[InferenceSettings], workers: int, save_probabilities: bool,
+                  threshold: Optional[float]) -> list[Path]:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm import tqdm
+
     loader = torch.utils.data.DataLoader(_ImageFiles(files, lm.in_channels, lm.image_max), batch_size=None, num_workers=workers,
                                          collate_fn=collate_eval)  # items as they are
     written: list[Path] = []
