@@ -18,7 +18,7 @@ from ..errors import ConfigError, DataError
 from .folder import pair_folders, read_list_file
 from .label_map import read_label_map, resolve_label_map, zero_label_remap
 from .labels import LabelSpace, build_label_space
-from .masks import MaskDecoder, read_image, read_region
+from .masks import DEFAULT_BINARY_THRESHOLD, MaskDecoder, read_image, read_region
 from .merge import MergedSource, build_merged, source_index
 from .multilabel import class_pixel_counts
 from .splits import SPLIT_NAMES, Item, Sample, Split, SyntheticItem, random_split
@@ -314,8 +314,8 @@ def label_problems(loader: "SampleReader", stats: SplitStats) -> list[str]:
         return [f"{where} and {100 * stats.ignored / total:.0f}% are {labels.ignore_index} (the ignore value): "
                 "0/255 masks are binary masks; set data.mask_encoding: binary"]
     if data.kind == "folder" and data.mask_encoding == "binary":
-        return [f"{where}: no foreground pixel above data.binary_threshold "
-                f"{data.binary_threshold if data.binary_threshold is not None else 127}; check the "
+        threshold = DEFAULT_BINARY_THRESHOLD if data.binary_threshold is None else data.binary_threshold
+        return [f"{where}: no foreground pixel above data.binary_threshold {threshold}; check the "
                 "threshold, data.binary_invert and data.mask_encoding"]
     return [f"{where}: check data.mask_encoding, data.class_names or the palette file"]
 

@@ -163,8 +163,13 @@ def _read_tiff(path: Path, max_pixels: int) -> tuple[np.ndarray, str]:
         raise DataError(f"{path}: TIFF of shape {arr.shape} (axes {axes}): expected one image, Y X with bands")
     if arr.dtype == np.bool_:
         arr = arr.astype(np.uint8) * 255
+    return arr, _tiff_kind(arr)
+
+
+def _tiff_kind(arr: np.ndarray) -> str:
+    """What `read_image` counts a TIFF as, e.g. 'TIFF uint16 5 bands'."""
     bands = 1 if arr.ndim == 2 else arr.shape[-1]
-    return arr, f"TIFF {arr.dtype} {bands} band{'s' if bands > 1 else ''}"
+    return f"TIFF {arr.dtype} {bands} band{'s' if bands > 1 else ''}"
 
 
 def _read_tiff_pillow(path: Path, max_pixels: int, exc: Exception) -> tuple[np.ndarray, str]:
@@ -174,8 +179,7 @@ def _read_tiff_pillow(path: Path, max_pixels: int, exc: Exception) -> tuple[np.n
         arr = np.asarray(_open(path, max_pixels))
     except DataError:
         raise DataError(f"{path}: compressed TIFF ({brief(exc, 80)}); install it: pip install imagecodecs") from None
-    bands = 1 if arr.ndim == 2 else arr.shape[-1]
-    return arr, f"TIFF {arr.dtype} {bands} band{'s' if bands > 1 else ''}"
+    return arr, _tiff_kind(arr)
 
 
 def display_rgb(image: np.ndarray) -> np.ndarray:
