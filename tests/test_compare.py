@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from seglab.cli import main
+from seglab.run_dir import RunDir
 
 from conftest import TINY
 
@@ -180,6 +181,16 @@ def test_k_fold_cross_validation(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "fold 1/3: finished, reusing" in out and "fold 3/3: resuming" in out
     assert (root / "fold_1" / "checkpoints" / "last.pt").stat().st_mtime_ns == before
+    # --overwrite replaces the folds and keeps the user's files (issue 24 item 1)
+    (root / "NOTES.txt").write_text("mine")
+    (root / "fold_2" / "figure.png").write_text("mine too")
+    assert main(["train", cfg, "--overwrite"]) == 0
+    assert "kept 2 files (NOTES.txt, fold_2/figure.png) that seglab did not write" in capsys.readouterr().out
+    assert (root / "fold_1" / "checkpoints" / "last.pt").stat().st_mtime_ns != before
+    # every file a cross-validation writes is in the run layout (what --overwrite deletes)
+    assert sorted(RunDir(root).remove_own_files()) == ["NOTES.txt", "fold_2/figure.png"]
+    assert sorted(p.name for p in root.iterdir()) == [".seglab-run", "NOTES.txt", "fold_2"]  # still seglab's
+    assert sorted(p.name for p in (root / "fold_2").iterdir()) == [".seglab-run", "figure.png"]
 
 
 def test_compare_with_a_budget_gives_every_experiment_the_same_time(tmp_path, monkeypatch, capsys):

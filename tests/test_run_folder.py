@@ -41,9 +41,63 @@ def test_overwrite_replaces_only_seglab_run_folders(tmp_path, tiny_raw):
     assert main(["train", str(cfg_path)]) == 0  # an empty folder is fine
     assert (mine / MARKER).is_file()
     assert main(["train", str(cfg_path)]) == 2  # exists: --resume or --overwrite
-    (mine / "notes.txt").write_text("kept?")  # a seglab folder is replaced whole, with --overwrite only
+    assert (mine / MARKER).is_file()
+
+
+def test_overwrite_deletes_only_the_files_seglab_wrote(tmp_path, tiny_raw, capsys):
+    """Issue 24 item 1: the user's notes, notebooks and figures inside a run folder survive --overwrite;
+    what the earlier run wrote (stale evaluations of other splits included) is gone."""
+    from seglab.cli import main
+
+    cfg_path = tmp_path / "c.yaml"
+    cfg_path.write_text(yaml.safe_dump(_small(tiny_raw)))
+    assert main(["train", str(cfg_path)]) == 0
+    run = tmp_path / "runs" / "tiny"
+    old_best = (run / "checkpoints" / "best.pt").read_bytes()
+    users = {"NOTES.txt": "my notes", "analysis/a.csv": "x,y", "plots/my_figure.png": "a figure",
+             "checkpoints/best_of_monday.pt": "weights I keep", "eval/val/notes.md": "why val is odd",
+             "tb/README": "how I read the curves"}
+    for rel, text in users.items():
+        (run / rel).parent.mkdir(parents=True, exist_ok=True)
+        (run / rel).write_text(text)
+    (run / "data").symlink_to(tmp_path)  # a link to a folder is kept, never followed
+    stale = ["eval/test/metrics.json", "plots/samples_test.png", "checkpoints/best.onnx", "checkpoints/.last.pt.x1.tmp"]
+    for rel in stale:
+        (run / rel).parent.mkdir(parents=True, exist_ok=True)
+        (run / rel).write_text("from the earlier run")
+    capsys.readouterr()
     assert main(["train", str(cfg_path), "--overwrite"]) == 0
-    assert not (mine / "notes.txt").exists() and (mine / MARKER).is_file()
+    out = capsys.readouterr().out
+    assert "kept 7 files (NOTES.txt, analysis/a.csv, checkpoints/best_of_monday.pt, data, eval/val/notes.md, and 2 more) " \
+           "that seglab did not write" in out, out
+    assert "kept 7 files" in (run / "train.log").read_text()
+    for rel, text in users.items():
+        assert (run / rel).read_text() == text, rel
+    assert (run / "data").is_symlink() and (tmp_path / "c.yaml").is_file()
+    for rel in stale:
+        assert not (run / rel).exists(), rel
+    assert not (run / "eval" / "test").exists()  # emptied seglab folders go too
+    assert (run / MARKER).is_file() and (run / "checkpoints" / "best.pt").read_bytes() != old_best
+    # everything left but the user's files is the new run's own
+    assert sorted(RunDir(run).remove_own_files()) == sorted([*users, "data"])
+
+
+def test_every_file_a_run_writes_is_in_the_run_layout(tmp_path, tiny_raw):
+    """The layout --overwrite deletes by (run_dir._RUN_FILES) names every file a training, `seglab eval` of
+    another split and `seglab export`'s default output write: none is left behind as if it were the user's."""
+    from seglab.cli import main
+
+    raw = _small(tiny_raw)
+    cfg_path = tmp_path / "c.yaml"
+    cfg_path.write_text(yaml.safe_dump(raw))
+    assert main(["train", str(cfg_path)]) == 0
+    run = tmp_path / "runs" / "tiny"
+    ckpt = run / "checkpoints" / "best.pt"
+    assert main(["eval", str(run), "--split", "test"]) == 0
+    assert main(["export", str(ckpt), "--format", "onnx", "--size", "16", "16"]) == 0
+    assert (run / "checkpoints" / "best.onnx").is_file() and (run / "eval" / "test" / "metrics.json").is_file()
+    assert RunDir(run).remove_own_files() == []
+    assert list(run.iterdir()) == []
 
 
 @pytest.mark.parametrize("name", [".", "..", "a/b", "", "../escape"])

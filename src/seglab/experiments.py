@@ -19,7 +19,7 @@ from .errors import ConfigError, SeglabError
 from .evaluation.predict import load_model, predict_image
 from .reporting import plots
 from .reporting.compare import result_row, write_comparison
-from .run_dir import RunDir
+from .run_dir import RunDir, kept_files
 from .runs import complete_run, eval_splits, evaluate as evaluate_run
 
 log = logging.getLogger("seglab")
@@ -259,8 +259,6 @@ def _mean_std(rows: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any
 def cross_validate(cfg: Config, *, overwrite: bool = False) -> RunDir:
     """Train cfg.k_folds folds into RUN/fold_k (finished folds kept, an interrupted one resumed), then write
     RUN/cv_summary.json, RUN/cv_results.md and a comparison report of the folds with mean and std rows."""
-    import shutil
-
     from .config import dump_config
     from .data.datasets import build_split
     from .data.splits import save_split
@@ -280,7 +278,10 @@ def cross_validate(cfg: Config, *, overwrite: bool = False) -> RunDir:
         if is_main_process():
             if existing and overwrite:
                 root.check_new(overwrite=True)  # refuses a folder seglab did not create
-                shutil.rmtree(root.path)
+                kept = root.remove_own_files()
+                if kept:
+                    log.info(f"{root.path}: replaced the earlier cross-validation; kept {kept_files(kept)} "
+                             "that seglab did not write")
             root.path.mkdir(parents=True, exist_ok=True)
             root.mark()
             if not root.split.is_file():  # when resuming: the same pool and folds as before

@@ -7,16 +7,31 @@ import json
 import math
 import os
 import re
-import shutil
 import socket
 from pathlib import Path
 from typing import Any, Optional
 
 from .errors import SeglabError
-from .fileio import atomic_write_text, remove_stale_temporaries
+from .fileio import TMP_SUFFIX, atomic_write_text, remove_stale_temporaries
 
 # Written when seglab creates a run folder: the only kind of folder --overwrite replaces.
 MARKER = ".seglab-run"
+
+# Every file seglab writes in a run folder, relative to it: the only files --overwrite deletes. A k-fold
+# folder holds one run layout per fold_K/ and a comparison report of the folds; `checkpoints/eval_SPLIT/` is
+# where `seglab eval` writes for a checkpoint it cannot place in a run folder, and checkpoints/best.onnx and
+# the like are `seglab export`'s default outputs. tests/test_run_folder.py checks that every run kind writes
+# nothing outside this list.
+_SCORES = r"(metrics\.json|per_class\.csv|per_class\.md|per_image\.csv|(per_class_iou|confusion|samples|per_image_miou|worst)_[^/]+\.png)"
+_RUN_FILES = (
+    r"\.seglab-run", r"config\.yaml", r"split\.json", r"metrics\.csv", r"train\.log", r"report\.html", r"summary\.json",
+    r"checkpoints/(best|last)\.(pt|onnx|torchscript\.pt)", rf"checkpoints/eval_[^/]+/{_SCORES}",
+    r"plots/(loss|metrics)\.png", r"plots/(per_class_iou|confusion|samples|per_image_miou|worst)_[^/]+\.png",
+    rf"eval/[^/]+/{_SCORES}", r"tb/events\.out\.tfevents\.[^/]+",
+    r"cv_summary\.json", r"cv_results\.md", r"results\.csv", r"results\.md", r"predictions\.png", r"curves\.png",
+)
+_OWN_FILE = re.compile(rf"(fold_\d+/)?({'|'.join(_RUN_FILES)})|(.*/)?\.[^/]+{re.escape(TMP_SUFFIX)}")
+_OWN_FOLDER = re.compile(r"(fold_\d+/)?(checkpoints(/eval_[^/]+)?|plots|tb|eval(/[^/]+)?)|fold_\d+")
 
 METRICS_COLUMNS = [
     "epoch", "train_loss", "val_loss", "val_miou", "val_pixel_accuracy", "val_mean_boundary_iou",
@@ -99,15 +114,39 @@ class RunDir:
         """Anything in the folder but the temporary of a marker write that a stop interrupted."""
         return any(not (p.name.startswith(f".{MARKER}.") and p.name.endswith(".tmp")) for p in self.path.iterdir())
 
-    def prepare_new(self, overwrite: bool) -> None:
-        """Create an empty run folder with seglab's marker, replacing an existing one as check_new allows."""
+    def prepare_new(self, overwrite: bool) -> list[str]:
+        """Make this a fresh run folder with seglab's marker, replacing an existing run as check_new allows:
+        the files seglab wrote are deleted, every other file stays. Returns the kept files (relative paths)."""
         self.check_new(overwrite)
-        if self.path.is_dir() and any(self.path.iterdir()):
-            shutil.rmtree(self.path)
+        kept = self.remove_own_files() if self.path.is_dir() else []
         self.path.mkdir(parents=True, exist_ok=True)
         self.mark()  # first: a folder that a stop leaves half-made is still recognisably seglab's
         for p in (self.checkpoints, self.plots, self.tensorboard):
             p.mkdir(parents=True, exist_ok=True)
+        return kept
+
+    def remove_own_files(self) -> list[str]:
+        """Delete what seglab wrote here (the run layout above) and the folders that leaves empty; the user's
+        own files and folders stay. Returns the kept files, relative to the run folder, sorted."""
+        kept: list[str] = []
+        for folder, dirs, files in os.walk(self.path, topdown=False):  # links are not followed
+            base = Path(folder).relative_to(self.path).as_posix()
+            prefix = "" if base == "." else base + "/"
+            for name in files + [d for d in dirs if (Path(folder) / d).is_symlink()]:
+                rel = prefix + name
+                if name == MARKER:
+                    continue
+                if _OWN_FILE.fullmatch(rel) and not (Path(folder) / name).is_dir():
+                    (Path(folder) / name).unlink()
+                else:
+                    kept.append(rel)
+            left = [p.name for p in Path(folder).iterdir()]
+            if left == [MARKER]:  # a folder that keeps the user's files stays seglab's (a fold's too)
+                (Path(folder) / MARKER).unlink()
+                left = []
+            if base != "." and _OWN_FOLDER.fullmatch(base) and not left:
+                Path(folder).rmdir()
+        return sorted(kept)
 
     def mark(self) -> None:
         """Write the marker that makes this folder one --overwrite may replace."""
@@ -217,3 +256,9 @@ def clean_json(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [clean_json(v) for v in obj]
     return obj
+
+
+def kept_files(kept: list[str], shown: int = 5) -> str:
+    """'2 files (NOTES.txt, analysis/a.csv)': the user's files a replaced run folder kept, the first few named."""
+    more = f", and {len(kept) - shown} more" if len(kept) > shown else ""
+    return f"{len(kept)} file{'s' if len(kept) != 1 else ''} ({', '.join(kept[:shown])}{more})"

@@ -24,7 +24,7 @@ from ..data.splits import Split, load_split, save_split
 from ..durations import format_duration, parse_duration
 from ..errors import CheckpointError, ConfigError, SeglabError, brief
 from ..fileio import atomic_write_text
-from ..run_dir import RunDir, RunLock
+from ..run_dir import RunDir, RunLock, kept_files
 from ..tracking import create_tracker
 from . import clock
 from .budget import BudgetPlan, Estimate
@@ -206,11 +206,14 @@ def _fit(run: RunDir, cfg: Config, *, resume: bool, overwrite: bool, split: Opti
                        class_weights=ckpt["class_weights"] if ckpt is not None else None, check_files=not resume)
     model, optimizer = t.model, t.optimizer
     state = TrainState.from_dict(ckpt["train_state"]) if ckpt is not None else TrainState()
+    kept: list[str] = []
     if ckpt is None and main:
-        run.prepare_new(overwrite)
+        kept = run.prepare_new(overwrite)
         atomic_write_text(run.config, dump_config(cfg))
         save_split(run.split, t.data.split)
     handler = _attach_log_file(run.log) if main else None
+    if kept:
+        log.info(f"{run.path}: replaced the earlier run; kept {kept_files(kept)} that seglab did not write")
     n_params = count_parameters(model)
     _log_start(t, run, state, resume, n_params)
 
