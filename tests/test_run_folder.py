@@ -259,3 +259,47 @@ def test_a_failed_rename_names_the_target_and_leaves_no_temporary(tmp_path):
     with pytest.raises(SeglabError, match=rf"{tmp_path / 'report.html'}: could not write"):
         fileio.atomic_write_text(tmp_path / "report.html", "<html>")
     assert [p.name for p in tmp_path.iterdir()] == ["report.html"]
+
+
+def test_a_run_folder_evaluates_and_resumes_from_any_directory(tmp_path, tiny_raw, monkeypatch, capsys):
+    """Issue 24 item 5: a run trained with a relative data.root evaluates and resumes from another working
+    directory; moved data is refused naming data.root and relocated with --set data.root=."""
+    import json
+    import shutil
+
+    from seglab.cli import main
+
+    from conftest import folder_raw, make_folder_dataset
+
+    make_folder_dataset(tmp_path / "proj" / "data" / "base", n=8, size=(16, 16))
+    raw = folder_raw(_small(tiny_raw), tmp_path / "proj" / "data" / "base")
+    raw["data"]["root"] = "data/base"
+    raw["output"]["dir"] = "runs"
+    (tmp_path / "proj" / "c.yaml").write_text(yaml.safe_dump(raw))
+    monkeypatch.chdir(tmp_path / "proj")
+    assert main(["train", "c.yaml", "--set", "train.epochs=1"]) == 0
+    run = tmp_path / "proj" / "runs" / "tiny"
+    split = json.loads((run / "split.json").read_text())
+    assert split["root"] == str(tmp_path / "proj" / "data" / "base")
+    assert split["train"][0][0].startswith("images/")  # relative to the recorded root
+    metrics = json.loads((run / "eval" / "val" / "metrics.json").read_text())
+
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert main(["eval", str(run)]) == 0
+    assert json.loads((run / "eval" / "val" / "metrics.json").read_text())["miou"] == metrics["miou"]
+    assert main(["train", "--resume", str(run), "--set", "train.epochs=2"]) == 0
+    assert len((run / "metrics.csv").read_text().splitlines()) == 1 + 2
+    metrics = json.loads((run / "eval" / "val" / "metrics.json").read_text())
+
+    shutil.move(tmp_path / "proj" / "data", tmp_path / "moved")
+    capsys.readouterr()
+    assert main(["eval", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "split.json: the run's data folder" in err and \
+        "(data.root) is not there; if the data has moved, pass --set data.root=" in err, err
+    assert main(["eval", str(run), "--set", f"data.root={tmp_path / 'moved' / 'base'}"]) == 0
+    assert json.loads((run / "eval" / "val" / "metrics.json").read_text())["miou"] == metrics["miou"]
+    assert main(["train", "--resume", str(run), "--set", "train.epochs=3",
+                 "--set", f"data.root={tmp_path / 'moved' / 'base'}"]) == 0
+    assert len((run / "metrics.csv").read_text().splitlines()) == 1 + 3

@@ -169,7 +169,7 @@ def _prediction_grid(runs: dict[str, RunDir], split: str, out: Path, num_images:
         return None
     first = next(iter(runs.values()))
     cfg = load_config(first.config)
-    data = build_data(cfg, split=load_split(first.split) if first.split.is_file() else None)
+    data = build_data(cfg, split=load_split(first.split, cfg.data.root) if first.split.is_file() else None)
     if split not in data.readers:
         return None
     loader = data.readers[split]
@@ -285,10 +285,10 @@ def cross_validate(cfg: Config, *, overwrite: bool = False) -> RunDir:
             root.path.mkdir(parents=True, exist_ok=True)
             root.mark()
             if not root.split.is_file():  # when resuming: the same pool and folds as before
-                save_split(root.split, build_split(cfg.data))
+                save_split(root.split, build_split(cfg.data), cfg.data.root)
             atomic_write_text(root.config, dump_config(cfg))
         barrier()
-        split = load_split(root.split)
+        split = load_split(root.split, cfg.data.root)
         for i, fold in enumerate(split.folds(k, cfg.seed), 1):
             fold_cfg = cfg.model_copy(deep=True)
             fold_cfg.k_folds = None

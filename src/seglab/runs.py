@@ -5,6 +5,7 @@ evaluated with; what is evaluated after training. `experiments.py` (compare, k-f
 """
 from __future__ import annotations
 
+import copy
 import logging
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
@@ -145,16 +146,21 @@ def evaluate(target: PathLike, *, split: str = "val", overrides: Sequence[str] =
     """
     ckpt_path, run = _resolve_target(target)
     lm = load_model(ckpt_path)
-    cfg = config_from_dict(lm.checkpoint["config"], str(ckpt_path), list(overrides))
-    if run is not None:  # a checkpoint copied in from another run would be scored on labels it never learnt
-        diff = config_differences(config_from_dict(lm.checkpoint["config"], str(ckpt_path)), load_config(run.config),
+    run_cfg = load_config(run.config) if run is not None else None
+    # where the data is now is the run folder's to say (a resume may have moved it), a --set's above both
+    raw = copy.deepcopy(lm.checkpoint["config"])
+    if run_cfg is not None and isinstance(raw.get("data"), dict):
+        raw["data"]["root"] = run_cfg.data.root
+    cfg = config_from_dict(raw, str(ckpt_path), list(overrides))
+    if run_cfg is not None:  # a checkpoint copied in from another run would be scored on labels it never learnt
+        diff = config_differences(config_from_dict(lm.checkpoint["config"], str(ckpt_path)), run_cfg,
                                   sections=("data", "model"))
         if diff:
             raise CheckpointError(f"{ckpt_path}: not a checkpoint of the run in {run.path}: its settings differ at "
                                   f"{diff} (checkpoint vs config.yaml)")
     device = pick_device(cfg.train.device)
     lm.to(device)
-    split_data = load_split(run.split) if run is not None and run.split.is_file() else None
+    split_data = load_split(run.split, cfg.data.root) if run is not None and run.split.is_file() else None
     data = build_data(cfg, split=split_data)
     if split not in data.readers:
         raise DataError(f"the {split} split is empty for {target}")

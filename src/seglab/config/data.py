@@ -1,9 +1,10 @@
 """The data and augment sections: where the images and masks are, how masks decode, how samples are augmented."""
 from __future__ import annotations
 
+import os
 from typing import Any, List, Literal, Optional, Union
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from .base import _Strict
 
@@ -207,6 +208,14 @@ class DataConfig(_MaskOptions):
     sources: Optional[list[SourceConfig]] = None
     # merged data: draw training samples from every source equally often, whatever their sizes
     balance_sources: bool = False
+
+    @field_validator("root")
+    @classmethod
+    def _absolute_root(cls, v: str, info: ValidationInfo) -> str:
+        # absolute from the start: a run folder's config.yaml and split.json then work from any directory
+        if info.data.get("kind") in ("folder", "merged"):
+            return os.path.abspath(os.path.expanduser(v))
+        return v
 
     @model_validator(mode="after")
     def _sources(self) -> "DataConfig":

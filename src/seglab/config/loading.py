@@ -151,7 +151,8 @@ def load_config(path: Union[str, os.PathLike], overrides: Optional[list[str]] = 
 
 def config_differences(a: Config, b: Config, limit: int = 3, sections: Optional[tuple[str, ...]] = None) -> str:
     """The settings where two configs differ, e.g. "model.base_channels (32 vs 16)"; "" when they are the
-    same run (where a run folder is, output.*, is not compared). `sections` limits it to some, e.g. ("data",)."""
+    same run (where a run folder is, output.*, and where its data is, data.root, are not compared: a moved
+    run or moved data is the same run). `sections` limits it to some, e.g. ("data",)."""
     def flat(d: Any, prefix: str = "") -> dict[str, Any]:
         if isinstance(d, dict):
             out: dict[str, Any] = {}
@@ -161,7 +162,7 @@ def config_differences(a: Config, b: Config, limit: int = 3, sections: Optional[
         return {prefix[:-1]: d}
 
     fa, fb = flat(a.to_dict()), flat(b.to_dict())
-    keys = [k for k in dict.fromkeys([*fa, *fb]) if not k.startswith("output.") and fa.get(k) != fb.get(k)
+    keys = [k for k in dict.fromkeys([*fa, *fb]) if not k.startswith("output.") and k != "data.root" and fa.get(k) != fb.get(k)
             and (sections is None or k.split(".")[0] in sections)]
     shown = ", ".join(f"{k} ({fa.get(k)!r} vs {fb.get(k)!r})" for k in keys[:limit])
     return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")

@@ -3,10 +3,11 @@ random splits by ratio and seed, and k-fold splits for cross-validation."""
 from __future__ import annotations
 
 import json
+import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence, TypeVar, Union
+from typing import Any, Optional, Sequence, TypeVar, Union
 
 from ..errors import ConfigError, DataError
 from ..fileio import atomic_write_text
@@ -40,8 +41,10 @@ Item = Union[Sample, SyntheticItem]
 @dataclass
 class Split:
     """The items of each of train / val / test; `kind` is the data.kind they come from (folder, merged,
-    synthetic). In split.json a sample is [image, mask], [image, mask, source] or [image, mask, "", region];
-    a synthetic item its index, or "stream/index" when some item sits outside its own stream (k-fold)."""
+    synthetic). In split.json a sample is [image, mask], [image, mask, source] or [image, mask, "", region],
+    its paths relative to the data root recorded beside them (`root`), so that a run folder works from any
+    directory and `--set data.root=` relocates moved data; a synthetic item is its index, or "stream/index"
+    when some item sits outside its own stream (k-fold)."""
 
     kind: str
     train: list[Item] = field(default_factory=list)
@@ -59,27 +62,45 @@ class Split:
         """The names of the non-empty splits, in train, val, test order."""
         return [name for name in SPLIT_NAMES if getattr(self, name)]
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, root: Optional[str] = None) -> dict[str, Any]:
+        """Plain JSON; sample paths under the absolute folder `root` are written relative to it."""
         tagged = any(isinstance(it, SyntheticItem) and it.stream != name
                      for name in SPLIT_NAMES for it in getattr(self, name))
+        under = root.rstrip(os.sep) + os.sep if root else None
+
+        def rel(path: str) -> str:
+            return path[len(under):] if under and path.startswith(under) else path
 
         def plain(it: Item) -> Any:
             if isinstance(it, SyntheticItem):
                 return f"{it.stream}/{it.index}" if tagged else it.index
-            return [it.image, it.mask] + ([it.source, it.region] if it.region else [it.source] if it.source else [])
+            paths = [rel(it.image), rel(it.mask)]
+            return paths + ([it.source, rel(it.region)] if it.region else [it.source] if it.source else [])
 
-        return {"kind": self.kind, **{name: [plain(it) for it in getattr(self, name)] for name in SPLIT_NAMES}}
+        head = {"kind": self.kind, **({"root": root} if root and self.kind != "synthetic" else {})}
+        return {**head, **{name: [plain(it) for it in getattr(self, name)] for name in SPLIT_NAMES}}
 
     @classmethod
-    def from_json(cls, raw: Any, where: str = "split") -> "Split":
-        """Read what `to_json` wrote; anything else fails naming `where`."""
+    def from_json(cls, raw: Any, where: str = "split", root: Optional[str] = None) -> "Split":
+        """Read what `to_json` wrote, relative paths under `root` (default: the root it recorded); anything
+        else fails naming `where`, a data root that is not there names data.root."""
         if not isinstance(raw, dict) or not isinstance(raw.get("kind"), str):
             raise DataError(f"{where}: not a seglab split (a mapping with kind, train, val, test expected)")
+        base = raw.get("root")
+        if base is not None and raw["kind"] != "synthetic":
+            if not isinstance(base, str):
+                raise DataError(f"{where}: root is {base!r}, not a folder path")
+            moved = root is not None and os.path.abspath(root) != base
+            base = os.path.abspath(root) if root is not None else base
+            if not os.path.isdir(base):
+                hint = ("" if moved else "; if the data has moved, pass --set data.root=FOLDER (where it is now): "
+                        "the split's paths are relative to it")
+                raise DataError(f"{where}: the run's data folder {base} (data.root) is not there{hint}")
         out = cls(raw["kind"])
         for name in SPLIT_NAMES:
             items = raw.get(name) or []
             try:
-                setattr(out, name, [_item_from_json(it, name, raw["kind"]) for it in items])
+                setattr(out, name, [_item_from_json(it, name, raw["kind"], base) for it in items])
             except (TypeError, ValueError, IndexError):
                 raise DataError(f"{where}: the {name} split holds an entry that is not a sample "
                                 f"({str(items)[:80]})") from None
@@ -101,7 +122,7 @@ class Split:
         return out
 
 
-def _item_from_json(it: Any, name: str, kind: str) -> Item:
+def _item_from_json(it: Any, name: str, kind: str, base: Optional[str] = None) -> Item:
     if kind == "synthetic":
         if isinstance(it, str):
             stream, _, index = it.partition("/")
@@ -113,7 +134,8 @@ def _item_from_json(it: Any, name: str, kind: str) -> Item:
         return SyntheticItem(name, it)
     if not isinstance(it, list) or not 2 <= len(it) <= 4 or not all(isinstance(v, str) for v in it):
         raise TypeError(it)
-    return Sample(it[0], it[1], it[2] if len(it) > 2 else "", it[3] if len(it) > 3 else "")
+    under = (lambda p: os.path.join(base, p) if p else p) if base else (lambda p: p)
+    return Sample(under(it[0]), under(it[1]), it[2] if len(it) > 2 else "", under(it[3]) if len(it) > 3 else "")
 
 
 def random_split(items: Sequence[T], *, val: float, test: float, seed: int) -> dict[str, list[T]]:
@@ -131,15 +153,17 @@ def random_split(items: Sequence[T], *, val: float, test: float, seed: int) -> d
     return {"train": pick(train_idx), "val": pick(val_idx), "test": pick(test_idx)}
 
 
-def save_split(path: Path, split: Split) -> None:
-    atomic_write_text(path, json.dumps(split.to_json(), indent=1))
+def save_split(path: Path, split: Split, root: Optional[str] = None) -> None:
+    """Write split.json, sample paths relative to the absolute data root `root` (data.root)."""
+    atomic_write_text(path, json.dumps(split.to_json(root), indent=1))
 
 
-def load_split(path: Path) -> Split:
+def load_split(path: Path, root: Optional[str] = None) -> Split:
+    """Read split.json; `root` (data.root, when a --set moved it) replaces the data root it recorded."""
     try:
         raw = json.loads(path.read_text())
     except FileNotFoundError:
         raise DataError(f"{path}: split file not found") from None
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise DataError(f"{path}: not a valid split file (JSON expected)") from None
-    return Split.from_json(raw, str(path))
+    return Split.from_json(raw, str(path), root)

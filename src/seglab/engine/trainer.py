@@ -202,7 +202,7 @@ def _fit(run: RunDir, cfg: Config, *, resume: bool, overwrite: bool, split: Opti
     if not main:
         log.setLevel(logging.WARNING)
 
-    t = build_training(cfg, split=load_split(run.split) if resume else split, dist=dist, device=device,
+    t = build_training(cfg, split=load_split(run.split, cfg.data.root) if resume else split, dist=dist, device=device,
                        class_weights=ckpt["class_weights"] if ckpt is not None else None, check_files=not resume)
     model, optimizer = t.model, t.optimizer
     state = TrainState.from_dict(ckpt["train_state"]) if ckpt is not None else TrainState()
@@ -210,7 +210,7 @@ def _fit(run: RunDir, cfg: Config, *, resume: bool, overwrite: bool, split: Opti
     if ckpt is None and main:
         kept = run.prepare_new(overwrite)
         atomic_write_text(run.config, dump_config(cfg))
-        save_split(run.split, t.data.split)
+        save_split(run.split, t.data.split, cfg.data.root)
     handler = _attach_log_file(run.log) if main else None
     if kept:
         log.info(f"{run.path}: replaced the earlier run; kept {kept_files(kept)} that seglab did not write")
