@@ -90,3 +90,51 @@ def test_tune_prunes_a_poor_trial(tmp_path):
     assert result["trials"]["pruned"] == 1 and result["best_params"] == {"optimizer.lr": 0.02}
     log = (tmp_path / "runs" / "tune_prune" / "trial_0001" / "train.log").read_text()
     assert f"trial 1 pruned at epoch {max(poor.intermediate_values)}" in log
+
+
+def test_a_killed_tune_leaves_no_running_trial_behind(tmp_path):
+    """Issue 24 item 6: `seglab tune` killed mid-trial leaves that trial RUNNING and its folder's lock file;
+    the next `seglab tune` on the same study marks it FAIL (its process is gone), removes the lock file and
+    goes on; a trial of a live process is left alone."""
+    import os
+    import signal
+    import time
+
+    from seglab.run_dir import RunDir
+    from seglab.tuning import fail_abandoned_trials
+
+    raw = copy.deepcopy(TINY)
+    raw["train"]["epochs"] = 500
+    raw["output"] = {"dir": str(tmp_path / "runs"), "name": "killed"}
+    raw["tune"] = {"space": {"optimizer.lr": {"type": "float", "low": 1e-3, "high": 3e-2, "log": True}}}
+    cfg = tmp_path / "tune.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    proc = subprocess.Popen([sys.executable, "-m", "seglab", "tune", str(cfg), "--trials", "1", "--storage", url],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    lock = tmp_path / "runs" / "tune_killed" / ".trial_0000.lock"
+    metrics = tmp_path / "runs" / "tune_killed" / "trial_0000" / "metrics.csv"
+    deadline = time.time() + 240
+    while not metrics.is_file() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert metrics.is_file(), "the trial never finished an epoch"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert lock.is_file()
+    study = optuna.load_study(study_name="killed", storage=url)
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.RUNNING]
+
+    # a RUNNING trial of a live process (this one) is not touched
+    live = study.ask()
+    live.set_user_attr("seglab_process", {"host": __import__("socket").gethostname(), "pid": os.getpid()})
+    res = subprocess.run([sys.executable, "-m", "seglab", "tune", str(cfg), "--trials", "1", "--storage", url,
+                          "--set", "train.epochs=1"], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "study killed: trial 0 stopped without finishing (process gone): marked FAIL; its folder is kept" \
+        in res.stdout + res.stderr, res.stdout[-2000:]
+    states = [t.state for t in optuna.load_study(study_name="killed", storage=url).trials]
+    R, F, C = (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE)
+    assert states == [F, R, C]
+    assert not lock.exists() and RunDir(lock.parent / "trial_0000").is_run()  # its folder is kept
+    study.tell(live, state=F)
+    assert fail_abandoned_trials(optuna, study, lock.parent) == []  # nothing left to mark

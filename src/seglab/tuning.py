@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import socket
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
 
@@ -16,6 +18,7 @@ import yaml
 from .config import Config, config_from_dict, dump_config, load_config, set_dotted
 from .errors import ConfigError, SeglabError
 from .fileio import atomic_write_text
+from .run_dir import RunDir, RunLock
 
 log = logging.getLogger("seglab")
 PathLike = Union[str, Path]
@@ -82,6 +85,7 @@ def tune(config: Union[Config, PathLike], *, trials: int, overrides: Sequence[st
     name = study_name or tc.study_name or cfg.output.name
     study = _open_study(optuna, tc, name, storage)
     out_dir = Path(cfg.output.dir) / f"tune_{name}"
+    fail_abandoned_trials(optuna, study, out_dir)
     study.optimize(_objective(optuna, cfg, out_dir), n_trials=trials, timeout=timeout, catch=())
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not done:
@@ -126,6 +130,50 @@ def _open_study(optuna: Any, tc: Any, name: str, storage: str) -> Any:
         raise SeglabError(f"tune.storage: cannot open study {name!r} at {storage}: {str(exc).splitlines()[0]}") from None
 
 
+# Recorded on each trial: which process runs it, so a later `seglab tune` can tell a killed trial from a live one.
+OWNER_ATTR = "seglab_process"
+
+
+def _alive(pid: Any) -> bool:
+    if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def fail_abandoned_trials(optuna: Any, study: Any, out_dir: Path) -> list[int]:
+    """Mark FAIL the RUNNING trials whose seglab process on this machine is gone (killed, crashed), and remove
+    the lock files their trial folders kept. Trials of live processes, or of other machines (whose processes
+    cannot be seen from here), stay RUNNING. Returns the numbers of the trials marked."""
+    host = socket.gethostname()
+    marked, elsewhere = [], []
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        owner = t.user_attrs.get(OWNER_ATTR)
+        if not isinstance(owner, dict) or _alive(owner.get("pid")) and owner.get("host") == host:
+            continue
+        if owner.get("host") != host:
+            elsewhere.append(f"{t.number} ({owner.get('host')})")
+            continue
+        # the same transition Optuna's own fail_stale_trials makes (it needs heartbeats, which a kill stops too)
+        study._storage.set_trial_state_values(t._trial_id, state=optuna.trial.TrialState.FAIL)
+        with RunLock(RunDir(out_dir / f"trial_{t.number:04d}"), "tune trial folder"):
+            pass  # taken and released: the lock file a killed trial left is removed
+        marked.append(t.number)
+    if marked:
+        log.warning(f"study {study.study_name}: trial{'s' if len(marked) > 1 else ''} "
+                    f"{', '.join(map(str, marked))} stopped without finishing (process gone): marked FAIL; "
+                    f"{'their folders are' if len(marked) > 1 else 'its folder is'} kept in {out_dir}")
+    if elsewhere:
+        log.info(f"study {study.study_name}: trials {', '.join(elsewhere)} are RUNNING on other machines; "
+                 "left as they are")
+    return marked
+
+
 def _objective(optuna: Any, cfg: Config, out_dir: Path) -> Callable[[Any], float]:
     """One trial: train the suggested config, report each validation to the pruner; its best value."""
     from .engine.trainer import fit
@@ -134,6 +182,7 @@ def _objective(optuna: Any, cfg: Config, out_dir: Path) -> Callable[[Any], float
     key = "val_loss" if tc.metric in ("loss", "val_loss") else f"val_{tc.metric}"
 
     def objective(trial) -> float:
+        trial.set_user_attr(OWNER_ATTR, {"host": socket.gethostname(), "pid": os.getpid()})
         params = suggest(trial, tc.space)
         trial_cfg = config_with(cfg, params, f"trial_{trial.number:04d}")
         trial_cfg.output.dir = str(out_dir)
