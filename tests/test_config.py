@@ -145,3 +145,26 @@ def test_a_key_given_twice_is_refused_naming_both_lines(tmp_path, text, key, lin
         load_config(p)
     assert str(err.value) == (f"{p}: key {key!r} is given twice (lines {lines[0]} and {lines[1]}); keep one of them")
 
+
+
+def test_a_set_mapping_never_drops_a_sections_other_settings(tiny_raw, capsys):
+    """Issue 24 item 7: `--set model={name: unet, depth: 2}` would reset the config's other model options
+    (base_channels 4 -> 32, 29,643 -> 467,235 parameters): refused with the dotted keys that do it; a mapping
+    that keeps every key, a section the config lacks and a nested mapping (data.train={...}) are applied."""
+    from conftest import cfg_file, cli_fails
+
+    with pytest.raises(ConfigError, match=r"^--set model=\{name: unet, depth: 2\}: a mapping would replace the whole "
+                       r"model section, dropping its base_channels; set options one by one: "
+                       r"--set model.name=unet --set model.depth=2$"):
+        config_from_dict(tiny_raw, overrides=["model={name: unet, depth: 2}"])
+    cfg = config_from_dict(tiny_raw, overrides=["model={name: unet, depth: 3, base_channels: 8}"])
+    assert (cfg.to_dict()["model"]["depth"], cfg.to_dict()["model"]["base_channels"]) == (3, 8)
+    raw = {k: v for k, v in tiny_raw.items() if k != "schedule"}
+    assert config_from_dict(raw, overrides=["schedule={name: cosine, warmup_epochs: 1}"]).schedule.warmup_epochs == 1
+    folder = config_from_dict({**tiny_raw, "data": {"kind": "folder", "root": ".", "train": {"images": "i", "masks": "m"}}},
+                              overrides=["data.train={list: train.txt}"])
+    assert folder.data.train.list == "train.txt"
+    cli_fails(capsys, ["inspect", cfg_file(Path(tiny_raw["output"]["dir"]).parent, tiny_raw), "--set",
+                       "train={epochs: 3}"], r"--set train=\{epochs: 3\}: a mapping would replace the whole train "
+                       r"section, dropping its amp, batch_size, channels_last, num_workers; set options one by one: "
+                       r"--set train.epochs=3")

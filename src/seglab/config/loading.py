@@ -105,8 +105,20 @@ def set_dotted(raw: dict[str, Any], keys: list[str], value: Any, where: str) -> 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     for text in overrides:
         keys, value = parse_override(text)
+        old = raw.get(keys[0]) if len(keys) == 1 else None
+        if isinstance(value, dict) and isinstance(old, dict) and set(old) - set(value):
+            # a whole section given as a mapping would silently drop the config's other settings in it
+            lost = sorted(set(old) - set(value))
+            dotted = " ".join(f"--set {keys[0]}.{k}={_flow(v)}" for k, v in value.items()) or f"--set {keys[0]}.KEY=VALUE"
+            raise ConfigError(f"--set {text}: a mapping would replace the whole {keys[0]} section, dropping its "
+                              f"{', '.join(lost[:4])}{' ...' if len(lost) > 4 else ''}; set options one by one: {dotted}")
         set_dotted(raw, keys, value, f"--set {text}")
     return raw
+
+
+def _flow(value: Any) -> str:
+    """A value as one line of YAML, as --set reads it."""
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
 
 
 def config_from_dict(raw: dict[str, Any], source: str = "config", overrides: Optional[list[str]] = None) -> Config:
