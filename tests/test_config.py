@@ -159,6 +159,8 @@ def test_a_set_mapping_never_drops_a_sections_other_settings(tiny_raw, capsys):
         config_from_dict(tiny_raw, overrides=["model={name: unet, depth: 2}"])
     cfg = config_from_dict(tiny_raw, overrides=["model={name: unet, depth: 3, base_channels: 8}"])
     assert (cfg.to_dict()["model"]["depth"], cfg.to_dict()["model"]["base_channels"]) == (3, 8)
+    # a mapping that names another model replaces the section: the unet's options do not apply to an fcn
+    assert config_from_dict(tiny_raw, overrides=["model={name: fcn}"]).to_dict()["model"]["name"] == "fcn"
     raw = {k: v for k, v in tiny_raw.items() if k != "schedule"}
     assert config_from_dict(raw, overrides=["schedule={name: cosine, warmup_epochs: 1}"]).schedule.warmup_epochs == 1
     folder = config_from_dict({**tiny_raw, "data": {"kind": "folder", "root": ".", "train": {"images": "i", "masks": "m"}}},

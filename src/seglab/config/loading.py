@@ -106,8 +106,10 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     for text in overrides:
         keys, value = parse_override(text)
         old = raw.get(keys[0]) if len(keys) == 1 else None
-        if isinstance(value, dict) and isinstance(old, dict) and set(old) - set(value):
-            # a whole section given as a mapping would silently drop the config's other settings in it
+        switch = isinstance(value, dict) and "name" in value and isinstance(old, dict) and value["name"] != old.get("name")
+        if isinstance(value, dict) and isinstance(old, dict) and set(old) - set(value) and not switch:
+            # a whole section given as a mapping would silently drop the config's other settings in it (unless
+            # it names another model, loss, ...: the old one's options would not apply to it)
             lost = sorted(set(old) - set(value))
             dotted = " ".join(f"--set {keys[0]}.{k}={_flow(v)}" for k, v in value.items()) or f"--set {keys[0]}.KEY=VALUE"
             raise ConfigError(f"--set {text}: a mapping would replace the whole {keys[0]} section, dropping its "
