@@ -111,37 +111,45 @@ def _seglab(*args, **kw):
                             stderr=subprocess.STDOUT, text=True, **kw)
 
 
-def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
+def test_resume_after_sigkill_or_sigterm_matches_uninterrupted_run(tmp_path):
+    """kill -9 anywhere, and SIGTERM (issue 24 item 8: what `kill` and schedulers send; handled like Ctrl-C,
+    exit 143, "interrupted", the lock released), then --resume: the same weights and metrics as one run."""
     full = _seglab("train", str(_write_cfg(tmp_path, "full")))
     assert full.wait(timeout=300) == 0, full.stdout.read()
-
-    proc = _seglab("train", str(_write_cfg(tmp_path, "killed")))
-    metrics = tmp_path / "killed" / "metrics.csv"
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        if metrics.is_file() and len(_rows(metrics)) >= 2:
-            break
-        time.sleep(0.02)
-    assert proc.poll() is None, "training ended before it could be interrupted"
-    time.sleep(0.3)  # land somewhere inside the next epoch
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    done = len(_rows(metrics))
-    assert done < 6
-    resumed = _seglab("train", "--resume", str(tmp_path / "killed"))
-    out = resumed.communicate(timeout=300)[0]
-    assert resumed.returncode == 0, out
-    assert "resuming" in out
-
     a = torch.load(tmp_path / "full" / "checkpoints" / "last.pt", weights_only=True)
-    b = torch.load(tmp_path / "killed" / "checkpoints" / "last.pt", weights_only=True)
-    for k, v in a["model_state"].items():
-        assert torch.equal(v, b["model_state"][k]), k
-    ra, rb = _rows(tmp_path / "full" / "metrics.csv"), _rows(metrics)
-    assert len(ra) == len(rb) == 6
-    for x, y in zip(ra, rb):
-        for key in ("epoch", "train_loss", "val_loss", "val_miou", "val_mean_boundary_iou", "lr"):
-            assert x[key] == y[key], (key, x, y)
+    ra = _rows(tmp_path / "full" / "metrics.csv")
+
+    for sig, name in ((signal.SIGKILL, "killed"), (signal.SIGTERM, "terminated")):
+        proc = _seglab("train", str(_write_cfg(tmp_path, name)))
+        metrics = tmp_path / name / "metrics.csv"
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None:
+            if metrics.is_file() and len(_rows(metrics)) >= 2:
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, "training ended before it could be interrupted"
+        time.sleep(0.3)  # land somewhere inside the next epoch
+        proc.send_signal(sig)
+        out = proc.communicate(timeout=60)[0]
+        if sig == signal.SIGTERM:
+            assert proc.returncode == 143 and out.strip().splitlines()[-1] == "interrupted (SIGTERM)", out[-2000:]
+            assert not (tmp_path / f".{name}.lock").exists()  # released, as after Ctrl-C
+            assert not list((tmp_path / name).rglob("*.tmp"))
+        done = len(_rows(metrics))
+        assert done < 6
+        resumed = _seglab("train", "--resume", str(tmp_path / name))
+        out = resumed.communicate(timeout=300)[0]
+        assert resumed.returncode == 0, out
+        assert "resuming" in out
+
+        b = torch.load(tmp_path / name / "checkpoints" / "last.pt", weights_only=True)
+        for k, v in a["model_state"].items():
+            assert torch.equal(v, b["model_state"][k]), (name, k)
+        rb = _rows(metrics)
+        assert len(ra) == len(rb) == 6
+        for x, y in zip(ra, rb):
+            for key in ("epoch", "train_loss", "val_loss", "val_miou", "val_mean_boundary_iou", "lr"):
+                assert x[key] == y[key], (name, key, x, y)
 
 
 @pytest.mark.parametrize("model", [{"name": "u2net_small"}, {"name": "pspnet", "encoder": "resnet18"},

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
 from typing import Any, Optional, Sequence
 
 from .errors import SeglabError
@@ -396,8 +398,18 @@ def run(args: argparse.Namespace) -> int:
     return COMMANDS[args.command](args)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what `kill` and job schedulers send), raised where Ctrl-C raises KeyboardInterrupt, so that a
+    terminated command ends like an interrupted one: temporaries removed, locks released, one line."""
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    on_term = signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread() else None
     from .engine.rank import is_main_process
     logger = logging.getLogger("seglab")
     console = logging.StreamHandler(sys.stdout)
@@ -410,9 +422,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logger.propagate = False
     try:
         return run(args)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        term = isinstance(exc, Terminated)
+        print(f"interrupted{' (SIGTERM)' if term else ''}", file=sys.stderr)
+        return 143 if term else 130
     except SeglabError as exc:
         if args.debug:
             raise
@@ -426,6 +439,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 1
     finally:
         logger.removeHandler(console)
+        if on_term is not None:
+            signal.signal(signal.SIGTERM, on_term)
 
 
 if __name__ == "__main__":
