@@ -76,7 +76,11 @@ def test_two_processes_match_one_and_resume(tmp_path):
 
     # resume under DDP: 3 epochs, then continue to 6 from last.pt
     _torchrun("train", _raw(tmp_path, "ddp_resumed", 3), cwd=tmp_path)
-    _torchrun("train", "--resume", str(tmp_path / "runs" / "ddp_resumed"), "--set", "train.epochs=6", cwd=tmp_path)
+    # ... through seglab's own launcher (torchrun --standalone after the config checks)
+    res = subprocess.run([sys.executable, "-m", "seglab", "train", "--resume", str(tmp_path / "runs" / "ddp_resumed"),
+                          "--set", "train.epochs=6", "--nproc-per-node", "2"], capture_output=True, text=True,
+                         cwd=tmp_path, env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=300)
+    assert res.returncode == 0 and "training so far) on 2 processes" in res.stdout, res.stdout[-2000:] + res.stderr[-2000:]
     _close(_history(tmp_path / "runs" / "ddp_resumed"), single)
 
 
@@ -154,12 +158,24 @@ def test_time_budget_under_torchrun_keeps_ranks_in_step(tmp_path):
 
 
 def test_an_uneven_global_batch_is_refused_once_before_any_work(tmp_path):
+    """Under torchrun every rank finds it, rank 0 alone says it (torchrun then adds its own report); seglab's
+    --nproc-per-node checks before any process starts: one line in all, no traceback."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
+    message = ("error: train.batch_size: 7 (the global batch) does not split over 2 processes; the nearest that "
+               "do are 6 and 8 (--set train.batch_size=N)")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "seglab", "train", _raw(tmp_path, "uneven", 1), "--set", "train.batch_size=7"]
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
     assert res.returncode != 0
     lines = [ln for ln in res.stderr.splitlines() if ln.startswith("error: ")]
-    assert lines == ["error: train.batch_size: 7 (the global batch) does not split over 2 processes; "
-                     "use a multiple of 2"], res.stderr[-2000:]
+    assert lines == [message], res.stderr[-2000:]
     assert not (tmp_path / "runs").exists()
+    cmd = [sys.executable, "-m", "seglab", "train", _raw(tmp_path, "uneven", 1), "--set", "train.batch_size=7",
+           "--nproc-per-node", "2"]
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert (res.returncode, res.stdout, res.stderr.strip()) == (2, "", message)
+    assert not (tmp_path / "runs").exists()
+    # a run folder to resume is checked before the processes start too
+    res = subprocess.run([sys.executable, "-m", "seglab", "train", "--resume", str(tmp_path / "none"),
+                          "--nproc-per-node", "2"], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert (res.returncode, res.stderr.strip()) == (2, f"error: {tmp_path / 'none'}: not a run folder (no config.yaml)")

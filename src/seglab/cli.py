@@ -32,6 +32,12 @@ def _common(p: argparse.ArgumentParser, sets: bool = True, example: str = "train
     p.add_argument("--debug", action="store_true", help="show full tracebacks")
 
 
+def _nproc_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--nproc-per-node", type=_count(1), metavar="N",
+                   help="run in N processes on this machine (torchrun --standalone, DistributedDataParallel), "
+                        "after the config's checks pass")
+
+
 def _inference_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("large images (default: the config's eval section)")
     g.add_argument("--sliding-window", nargs=2, type=_count(1), metavar=("H", "W"), help="predict in overlapping H x W windows")
@@ -82,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     _budget_flag(p)
+    _nproc_flag(p)
     _common(p)
 
     p = sub.add_parser("eval", help="evaluate a run folder or checkpoint at full resolution")
@@ -147,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=_count(0), default=4, help="images predicted side by side by every model")
     _budget_flag(p, "every experiment gets the same training time, e.g. 20m: the fair answer to "
                     "'which model is best in 20 minutes of this machine'")
+    _nproc_flag(p)
     _common(p)
 
     p = sub.add_parser("convert", help="turn COCO or LabelMe polygon annotations into mask PNGs + a palette file")
@@ -239,14 +247,18 @@ def _check_config_early(args: argparse.Namespace) -> None:
     import os
 
     from .config import load_config
-    from .errors import ConfigError
 
     try:
-        cfg = load_config(args.config, args.overrides + (_budget_overrides(args) if args.command == "train" else []))
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        if args.command == "train" and world > 1 and cfg.train.batch_size % world:
-            raise ConfigError(f"train.batch_size: {cfg.train.batch_size} (the global batch) does not split over "
-                              f"{world} processes; use a multiple of {world}")
+        path = args.config
+        if path is None:  # train --resume RUN: its config.yaml
+            from pathlib import Path
+
+            from .run_dir import RunDir
+
+            path = RunDir(Path(args.resume)).require_run().config
+        cfg = load_config(path, args.overrides + (_budget_overrides(args) if args.command == "train" else []))
+        if args.command == "train":
+            cfg.train.check_processes(int(os.environ.get("WORLD_SIZE", "0")) or args.nproc_per_node or 1)
     except SeglabError as exc:
         exc.same_on_every_rank = True  # type: ignore[attr-defined]
         raise
@@ -391,10 +403,16 @@ COMMANDS = {"train": _cmd_train, "eval": _cmd_eval, "predict": _cmd_predict, "ex
             "compare": _cmd_compare, "models": _cmd_models, "convert": _cmd_convert}
 
 
-def run(args: argparse.Namespace) -> int:
-    """Carry out one parsed command; its exit status."""
-    if args.command in ("train", "inspect", "tune") and getattr(args, "config", None) is not None:
+def run(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
+    """Carry out one parsed command (`argv`: its arguments, for --nproc-per-node); its exit status."""
+    import os
+
+    if args.command in ("train", "inspect", "tune") and (getattr(args, "config", None) or getattr(args, "resume", None)):
         _check_config_early(args)
+    if getattr(args, "nproc_per_node", None) and "WORLD_SIZE" not in os.environ:  # not yet one of the N
+        from .engine.distributed import launch_standalone
+
+        return launch_standalone(args.nproc_per_node, list(argv))
     return COMMANDS[args.command](args)
 
 
@@ -408,6 +426,7 @@ def _terminate(signum: int, frame: Any) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     on_term = signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread() else None
     from .engine.rank import is_main_process
@@ -421,10 +440,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logger.setLevel(logging.INFO if is_main_process() else logging.WARNING)
     logger.propagate = False
     try:
-        return run(args)
+        return run(args, argv)
     except KeyboardInterrupt as exc:
         term = isinstance(exc, Terminated)
-        print(f"interrupted{' (SIGTERM)' if term else ''}", file=sys.stderr)
+        if is_main_process():  # torchrun stops the other ranks with SIGTERM when one fails: one line, not N
+            print(f"interrupted{' (SIGTERM)' if term else ''}", file=sys.stderr)
         return 143 if term else 130
     except SeglabError as exc:
         if args.debug:

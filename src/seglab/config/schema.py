@@ -130,6 +130,16 @@ class TrainConfig(_Strict):
             raise ValueError("must be 'auto', 'cpu' or 'cuda[:N]'")
         return v
 
+    def check_processes(self, world: int) -> None:
+        """Refuse a global batch that does not split evenly over `world` processes, naming the nearest that do."""
+        b = self.batch_size
+        if world > 1 and b % world:
+            from ..errors import ConfigError
+
+            near = sorted({max(world, b // world * world), (b // world + 1) * world})
+            raise ConfigError(f"train.batch_size: {b} (the global batch) does not split over {world} processes; "
+                              f"the nearest that do are {' and '.join(map(str, near))} (--set train.batch_size=N)")
+
 
 class EvalConfig(_Strict):
     split: Literal["val", "test"] = "val"

@@ -159,3 +159,33 @@ def convert_sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
         return module
 
     return swap(model)
+
+
+def launch_standalone(nproc: int, argv: list[str]) -> int:
+    """Run `python -m seglab ARGV` in `nproc` processes on this machine, as `torchrun --standalone
+    --nproc_per_node N` does; returns the exit status of the first process that failed (0 when all finish).
+    Each process has already said why it stopped in one line, so torchrun's own failure report (a traceback
+    of the launcher) is not shown; each process gets the machine's cores divided among them."""
+    import logging
+    import sys
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+
+    env_threads = "OMP_NUM_THREADS" not in os.environ
+    if env_threads:  # torchrun would set 1 and warn; share the cores instead
+        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc))
+    elastic = logging.getLogger("torch.distributed.elastic")
+    level = elastic.level
+    elastic.setLevel(logging.CRITICAL)  # "Sending process closing signal", "failed (exitcode: 2)": said already
+    try:
+        run(parse_args(["--standalone", f"--nproc_per_node={nproc}", "-m", "seglab", *argv]))
+    except ChildFailedError as exc:
+        code = exc.get_first_failure()[1].exitcode
+        return code if code > 0 else 128 - code if code < 0 else 1  # died of signal S: 128 + S, as a shell says
+    finally:
+        elastic.setLevel(level)
+        if env_threads:
+            del os.environ["OMP_NUM_THREADS"]
+    sys.stdout.flush()
+    return 0

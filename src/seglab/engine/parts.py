@@ -71,9 +71,7 @@ def build_training(cfg: Config, *, split: Optional[Split], dist: DistInfo, devic
                    timing_only: bool = False) -> Training:
     """Data, model, loss, loader and optimizer of `cfg` on `device` (the learning-rate schedule is built
     by the caller: its length may come from a time budget)."""
-    if cfg.train.batch_size % dist.world_size:
-        raise SeglabError(f"train.batch_size: {cfg.train.batch_size} (the global batch) does not split over "
-                          f"{dist.world_size} processes")
+    cfg.train.check_processes(dist.world_size)
     check_loss_config(cfg.loss)  # a misspelt loss fails before the data are decoded
     # Data first: every training and validation file is decoded before anything is written.
     data = build_data(cfg, split=split, check=("train", "val") if check_files else ())

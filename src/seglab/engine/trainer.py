@@ -269,7 +269,8 @@ def _write_summary(t: Training, run: RunDir, state: TrainState, plan: Optional[B
 def _log_start(t: Training, run: RunDir, state: TrainState, resume: bool, n_params: int) -> None:
     cfg, labels = t.cfg, t.data.labels
     if resume:
-        log.info(f"resuming {run.path} after epoch {state.epoch} ({format_duration(state.train_seconds)} of training so far)")
+        log.info(f"resuming {run.path} after epoch {state.epoch} ({format_duration(state.train_seconds)} of training so far)"
+                 f"{f' on {t.dist.world_size} processes' if t.dist.enabled else ''}")
         return
     log.info(f"run {run.path}: {cfg.model.name} ({n_params:,} parameters) on {t.device}"
              f"{f' x {t.dist.world_size} processes' if t.dist.enabled else ''}"
