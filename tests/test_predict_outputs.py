@@ -102,3 +102,19 @@ def test_two_predicts_into_one_folder_refuse_the_second(binary_run, tmp_path, ca
                               capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith(f"error: {out}: predict output folder is in use by seglab process")
+
+
+@pytest.mark.parametrize("size", [(1, 1), (1, 2000), (3, 5)])
+def test_an_image_smaller_than_the_model_takes_is_named_in_one_line(binary_run, tmp_path, capsys, size):
+    """Issue 24 item 8: a checkpoint trained at native size (the U-Net of depth 2 pools twice) on a 1 px, a
+    1 x 2000 px or a 3 x 5 px image: one line naming the file and the smallest input, not PyTorch's error;
+    4 x 4 predicts."""
+    ckpt, _ = binary_run
+    img = tmp_path / "tiny.png"
+    Image.fromarray(np.zeros((*size, 3), np.uint8)).save(img)
+    cli_fails(capsys, ["predict", str(ckpt), str(img), "--out", str(tmp_path / "o")],
+              rf"{img}: {size[0]}x{size[1]} pixels is too small for this model \(the smallest square input it takes "
+              r"is 4 pixels a side\); resize or pad the image, or leave it out$")
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(img)
+    assert main(["predict", str(ckpt), str(img), "--out", str(tmp_path / "o")]) == 0
+    assert np.asarray(Image.open(tmp_path / "o" / "tiny_mask.png")).shape == (4, 4)

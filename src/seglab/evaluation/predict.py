@@ -308,6 +308,30 @@ def model_file_kind(path: Path, engine: str) -> str:
     return "torchscript" if path.is_file() and is_torchscript(path) else "checkpoint"
 
 
+# What PyTorch says when an input is smaller than a network's pooling, kernels or padding allow.
+_SIZE_ERRORS = ("Output size is too small", "Kernel size can't be greater than actual input size",
+                "Padding size should be less than the corresponding input dimension")
+
+
+def is_size_error(exc: BaseException) -> bool:
+    return any(m in str(exc) for m in _SIZE_ERRORS)
+
+
+@torch.no_grad()
+def smallest_input(predictor: "Predictor", limit: int = 1024) -> int:
+    """The smallest side of a square input the model runs on (probed, 1..`limit`)."""
+    side = 1
+    while side <= limit:
+        try:
+            predictor(torch.zeros(1, predictor.in_channels, side, side, device=predictor.device))
+            return side
+        except RuntimeError as exc:
+            if not is_size_error(exc):
+                raise
+        side = side + 1 if side < 64 else side * 2
+    return limit
+
+
 def predict_files(checkpoint: Path, inputs: Sequence[str], out_dir: Path, device: str = "cpu", progress: bool = True,
                   engine: str = "torch", settings: Optional[InferenceSettings] = None, workers: int = 0,
                   save_probabilities: bool = False, threshold: Optional[float] = None):
@@ -358,8 +382,17 @@ def _predict_into(lm: "Predictor", files: list[Path], bases: list[str], out_dir:
     written: list[Path] = []
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         pending = []
-        for i, image in tqdm(loader, total=len(files), desc="predict", unit="img", disable=not progress):
-            logits = image_logits(lm, image, settings)
+        # a bar on a terminal only (disable=None), so logs and captured output stay clean
+        for i, image in tqdm(loader, total=len(files), desc="predict", unit="img", disable=None if progress else True):
+            try:
+                logits = image_logits(lm, image, settings)
+            except RuntimeError as exc:
+                if not is_size_error(exc):
+                    raise
+                h, w = image.shape[:2]
+                raise DataError(f"{files[i]}: {h}x{w} pixels is too small for this model (the smallest square "
+                                f"input it takes is {smallest_input(lm)} pixels a side); resize or pad the image, "
+                                "or leave it out") from None
             labels = class_map(logits, lm.labels, threshold)
             probs = (class_probabilities(logits, lm.labels.multilabel)[0].to(torch.float16).cpu().numpy()
                      if save_probabilities else None)
