@@ -45,8 +45,19 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     with atomic_path(Path(path)) as tmp:
         try:
             torch.save(data, tmp)
-        except RuntimeError as exc:  # torch's writer reports a full disk as "enforce fail ..."
-            raise write_error(Path(path), exc) from None
+        except RuntimeError as exc:  # torch's writer reports a full disk as "enforce fail ... unexpected pos"
+            raise write_error(Path(path), exc, needed=_tensor_bytes(data)) from None
+
+
+def _tensor_bytes(obj: Any) -> int:
+    """About how many bytes torch.save writes for `obj`: its tensors' sizes."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_tensor_bytes(v) for v in obj)
+    return 0
 
 
 def load_checkpoint(path: Path, map_location: str = "cpu", mmap: bool = False) -> dict[str, Any]:

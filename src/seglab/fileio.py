@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -84,9 +85,16 @@ def atomic_path(path: Path) -> Iterator[Path]:
         write_hook(path, "replaced")
 
 
-def write_error(path: Path, exc: BaseException) -> SeglabError:
-    """One line for a failed write, naming the file (a full disk says so)."""
-    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC or "No space left" in str(exc):
+def write_error(path: Path, exc: BaseException, needed: Optional[int] = None) -> SeglabError:
+    """One line for a failed write, naming the file. A full disk says so: told by the error, or (`needed`,
+    the bytes being written, for writers such as torch.save whose errors do not say why) by the free space."""
+    full = isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left" in str(exc)
+    if not full and needed is not None:
+        try:
+            full = shutil.disk_usage(Path(path).parent).free < needed + 2**20
+        except OSError:
+            pass
+    if full:
         why = "the disk is full; free space and rerun (a run resumes with --resume)"
     elif isinstance(exc, OSError) and exc.strerror:
         why = exc.strerror
