@@ -186,3 +186,37 @@ def test_brief_cuts_at_a_word():
     out = brief(text, 30)
     assert out.endswith(" ...") and len(out) <= 34 and not out[:-4].endswith("wor")
     assert brief("short\nsecond line") == "short"
+
+
+def test_a_list_file_too_short_to_split_is_named(tmp_path, capsys):
+    """Issue 24 item 8: a train list with one usable line (the rest unresolvable, or missing) names the list file
+    when it cannot be split, and an unresolvable line is named with its line number."""
+    root = make_folder_dataset(tmp_path / "d", n=3)
+    raw = folder_raw(copy.deepcopy(TINY), root)
+    raw["output"]["dir"] = str(tmp_path / "runs")
+    raw["data"]["train"] = {"list": "train.txt"}
+    (root / "train.txt").write_text("images/img00.png masks/img00.png\n")
+    cfg = _cfg_file(tmp_path, raw)
+    _fails(capsys, ["train", cfg], rf"data.train \(list {root / 'train.txt'}\): cannot split 1 sample into "
+                                   r"train/val/test with ratios val=0.34 test=0.0; list more samples there, or give data.val$")
+    (root / "train.txt").write_text("images/img00.png masks/img00.png\nimages/x1.png masks/x1.png\n")
+    _fails(capsys, ["train", cfg], rf"{root / 'train.txt'}:2: 'images/x1.png' not found under {root}$")
+    assert not (tmp_path / "runs").exists()  # a refused training creates nothing (its lock's folders go too)
+    raw["output"] = {"dir": str(root), "name": "images"}  # output.dir is the data folder
+    before = sorted(p.name for p in root.iterdir())
+    _fails(capsys, ["train", _cfg_file(tmp_path, raw)], r"images: folder exists and was not created by seglab")
+    assert sorted(p.name for p in root.iterdir()) == before  # no lock file left in the data folder
+
+
+@pytest.mark.parametrize("version, found", [("1", "'1' (str)"), (1.0, "1.0 (float)"), (None, "None (NoneType)")])
+def test_a_checkpoint_version_of_the_wrong_type_says_so(run, tmp_path, capsys, version, found):
+    """Issue 24 item 8: version "1" read "checkpoint version 1 is not supported (expected 1)"."""
+    ckpt = torch.load(run / "checkpoints" / "best.pt", weights_only=True)
+    ckpt["version"] = version
+    path = tmp_path / "odd.pt"
+    torch.save(ckpt, path)
+    _fails(capsys, ["eval", str(path)], rf"{path}: checkpoint version is {re.escape(found)}, not a whole number "
+                                        r"\(seglab writes 1\); the file was not written by seglab's save_checkpoint$")
+    ckpt["version"] = 7
+    torch.save(ckpt, path)
+    _fails(capsys, ["eval", str(path)], rf"{path}: checkpoint version 7 is not supported \(expected 1\)$")

@@ -163,12 +163,13 @@ def test_cli_prints_the_estimate_before_epoch_1(tiny_raw, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("value", ["abc", "-3m", "0s"])
-def test_cli_budget_errors_are_one_line(tiny_raw, tmp_path, capsys, value):
+@pytest.mark.parametrize("attached", [True, False])  # `--budget -3m` too (issue 24 item 8): not argparse's words
+def test_cli_budget_errors_are_one_line(tiny_raw, tmp_path, capsys, value, attached):
     import yaml
 
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(yaml.safe_dump(tiny_raw))
-    assert main(["train", str(cfg), f"--budget={value}"]) == 2
+    assert main(["train", str(cfg), *([f"--budget={value}"] if attached else ["--budget", value])]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: --budget: expected") and len(err.splitlines()) == 1 and repr(value) in err
 

@@ -73,8 +73,12 @@ def load_checkpoint(path: Path, map_location: str = "cpu", mmap: bool = False) -
         raise CheckpointError(f"{path}: not a seglab checkpoint ({first})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a seglab checkpoint (no '{FORMAT}' marker)")
-    if data.get("version") != VERSION:
-        raise CheckpointError(f"{path}: checkpoint version {data.get('version')} is not supported (expected {VERSION})")
+    version = data.get("version")
+    if type(version) is not int:  # "1" or 1.0 is a file written by something else, not an old seglab
+        raise CheckpointError(f"{path}: checkpoint version is {version!r} ({type(version).__name__}), not a whole "
+                              f"number (seglab writes {VERSION}); the file was not written by seglab's save_checkpoint")
+    if version != VERSION:
+        raise CheckpointError(f"{path}: checkpoint version {version} is not supported (expected {VERSION})")
     for key in ("model_state", "model", "labels", "config"):
         if key not in data:
             raise CheckpointError(f"{path}: seglab checkpoint lacks '{key}'")

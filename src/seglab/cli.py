@@ -416,6 +416,22 @@ def run(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
     return COMMANDS[args.command](args)
 
 
+def _attach_dash_values(argv: list[str]) -> list[str]:
+    """`--budget -5m` -> `--budget=-5m`: argparse would take '-5m' for an option and say "expected one
+    argument"; attached, the value reaches the duration check, which says what is wrong with it."""
+    out: list[str] = []
+    rest = iter(argv)
+    for a in rest:
+        if a == "--budget":
+            value = next(rest, None)
+            if value is None or not value.startswith("-") or value.startswith("--"):
+                out += [a] + ([value] if value is not None else [])
+                continue
+            a = f"--budget={value}"
+        out.append(a)
+    return out
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM (what `kill` and job schedulers send), raised where Ctrl-C raises KeyboardInterrupt, so that a
     terminated command ends like an interrupted one: temporaries removed, locks released, one line."""
@@ -427,7 +443,7 @@ def _terminate(signum: int, frame: Any) -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_attach_dash_values(argv))
     on_term = signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread() else None
     from .engine.rank import is_main_process
     logger = logging.getLogger("seglab")

@@ -182,7 +182,7 @@ class RunDir:
         return json.loads(path.read_text()) if path.is_file() else None
 
 
-_held: dict[str, list[Any]] = {}  # lock path -> [fd, depth]: this process's locks (re-entrant)
+_held: dict[str, list[Any]] = {}  # lock path -> [fd, depth, folders made]: this process's locks (re-entrant)
 
 
 class RunLock:
@@ -204,6 +204,10 @@ class RunLock:
             import fcntl
         except ImportError:  # not on Windows: no lock
             return self
+        made, folder = [], self.path.parent
+        while not folder.exists():  # the folders this lock creates go again if the command leaves them empty
+            made.append(folder)
+            folder = folder.parent
         self.path.parent.mkdir(parents=True, exist_ok=True)
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
@@ -223,7 +227,7 @@ class RunLock:
             os.close(fd)
         os.ftruncate(fd, 0)
         os.write(fd, f"seglab process {os.getpid()} on {socket.gethostname()}".encode())
-        _held[key] = [fd, 1]
+        _held[key] = [fd, 1, made]
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -232,12 +236,17 @@ class RunLock:
             return
         _held[key][1] -= 1
         if _held[key][1] == 0:
-            fd = _held.pop(key)[0]
+            fd, _, made = _held.pop(key)
             try:
                 self.path.unlink()
             except FileNotFoundError:
                 pass
             os.close(fd)
+            for folder in made:  # deepest first: a refused training leaves no empty output.dir behind
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
 
 
 def fmt_value(v: Any) -> str:

@@ -141,10 +141,19 @@ def build_split(data: DataConfig, problems: Optional[list[str]] = None,
         if rs.val == 0:
             raise ConfigError("data.random_split.val: 0 leaves no validation images and no data.val is given; "
                               "set a fraction (e.g. 0.15) or give data.val")
-        parts = random_split(train, val=rs.val, test=0.0 if test is not None else rs.test, seed=rs.seed)
+        try:
+            parts = random_split(train, val=rs.val, test=0.0 if test is not None else rs.test, seed=rs.seed)
+        except DataError as exc:
+            raise DataError(f"{_source_name(data.train, root)}: {exc}; list more samples there, or give data.val") from None
         train, val = parts["train"], parts["val"]
         test = test if test is not None else parts["test"]
     return Split("folder", list(train), list(val), list(test or []))
+
+
+def _source_name(src: SplitSource, root: Path) -> str:
+    """'data.train (list /data/train.txt)' or 'data.train (images /data/images)': where a split's samples came from."""
+    return (f"data.train (list {resolve_path(root, src.list)})" if src.list is not None
+            else f"data.train (images {resolve_path(root, src.images)})")
 
 
 def _label_map_name(data: DataConfig) -> Optional[str]:

@@ -146,7 +146,7 @@ def random_split(items: Sequence[T], *, val: float, test: float, seed: int) -> d
     n_val = max(1, round(n * val)) if val > 0 else 0
     n_test = max(1, round(n * test)) if test > 0 else 0
     if n_val + n_test >= n:
-        raise DataError(f"cannot split {n} samples into train/val/test with ratios val={val} test={test}")
+        raise DataError(f"cannot split {n} sample{'s' if n != 1 else ''} into train/val/test with ratios val={val} test={test}")
     val_idx, test_idx = order[:n_val], order[n_val : n_val + n_test]
     train_idx = order[n_val + n_test :]
     pick = lambda idx: [items[i] for i in sorted(idx)]  # noqa: E731
