@@ -112,7 +112,13 @@ def test_predict_runs_a_torchscript_export_and_refuses_onnx_without_its_engine(t
     _, ckpt = _checkpoint(tmp_path, "unet")
     ts = export_checkpoint(ckpt, "torchscript")
     img = save_png(tmp_path / "in" / "a.png", np.random.default_rng(0).integers(0, 255, (50, 70, 3), dtype=np.uint8))
-    assert main(["predict", str(ts), str(img), "--out", str(tmp_path / "ts")]) == 0
+    # issue 24 item 9: loading TorchScript runs code, so only on the explicit engine, never by sniffing the file
+    capsys.readouterr()
+    assert main(["predict", str(ts), str(img), "--out", str(tmp_path / "ts")]) == 2
+    assert capsys.readouterr().err.strip() == (f"error: {ts}: a TorchScript export; loading one runs the code inside "
+                                               "it, so predict does it only when asked: --engine torchscript (for "
+                                               "files you trust)")
+    assert main(["predict", str(ts), str(img), "--out", str(tmp_path / "ts"), "--engine", "torchscript"]) == 0
     assert main(["predict", str(ckpt), str(img), "--out", str(tmp_path / "pt")]) == 0
     from PIL import Image
 

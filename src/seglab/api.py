@@ -63,7 +63,8 @@ def predict(checkpoint: PathLike, inputs: Sequence[str], out: PathLike, *, devic
     `save_probabilities` each image's (K, H, W) float16 probabilities as NAME_prob.npy; `threshold` is a
     two-class model's foreground threshold).
 
-    engine: 'torch' (a seglab checkpoint or a TorchScript export) or 'onnxruntime' (an ONNX export).
+    engine: 'torch' (a seglab checkpoint), 'torchscript' (a TorchScript export: loading it runs its code, so
+    only on this explicit choice) or 'onnxruntime' (an ONNX export).
     A folder's files that are masks by the checkpoint's data.mask_suffix or data.pair_stems are skipped.
     Sliding windows and test-time augmentation follow the eval section of the checkpoint's config,
     changed with `overrides` such as eval.tta_flip=true.

@@ -103,8 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", metavar="INPUT")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--device", default="auto")
-    p.add_argument("--engine", choices=["torch", "onnxruntime"], default="torch",
-                   help="onnxruntime: CHECKPOINT is an .onnx file written by `seglab export`")
+    p.add_argument("--engine", choices=["torch", "torchscript", "onnxruntime"], default="torch",
+                   help="torch: a seglab checkpoint; torchscript / onnxruntime: a file written by `seglab export` "
+                        "(a TorchScript file runs code when loaded: trusted files only)")
     p.add_argument("--workers", type=_count(0), default=0, help="processes decoding images and threads writing PNGs")
     p.add_argument("--save-probabilities", action="store_true",
                    help="also write NAME_prob.npy: the (classes, H, W) float16 probabilities (softmax; "

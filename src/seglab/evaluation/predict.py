@@ -299,13 +299,20 @@ def safe_name(name: str) -> str:
 
 
 def model_file_kind(path: Path, engine: str) -> str:
-    """'checkpoint', 'torchscript' or 'onnx': what predict runs `path` as (an ONNX file needs its engine)."""
+    """'checkpoint', 'torchscript' or 'onnx': what predict runs `path` as, by the engine asked for. A
+    TorchScript archive runs code when it is loaded (torch.jit.load), so it is loaded only on an explicit
+    engine 'torchscript', never because a file looks like one; an ONNX file needs its engine too."""
     path = Path(path)
     if engine == "onnxruntime":
         return "onnx"
+    if engine == "torchscript":
+        return "torchscript"
     if path.suffix.lower() == ".onnx":
         raise CheckpointError(f"{path}: an ONNX model; predict runs it with --engine onnxruntime")
-    return "torchscript" if path.is_file() and is_torchscript(path) else "checkpoint"
+    if path.is_file() and is_torchscript(path):  # reading the archive's file names runs nothing
+        raise CheckpointError(f"{path}: a TorchScript export; loading one runs the code inside it, so predict "
+                              "does it only when asked: --engine torchscript (for files you trust)")
+    return "checkpoint"
 
 
 # What PyTorch says when an input is smaller than a network's pooling, kernels or padding allow.
@@ -342,7 +349,8 @@ def predict_files(checkpoint: Path, inputs: Sequence[str], out_dir: Path, device
     sigmoid) at the image's size. `threshold`: a two-class model's foreground threshold (default: the more
     probable class), or a multi-label model's threshold on every class's sigmoid (default 0.5).
 
-    engine 'torch' reads a seglab checkpoint or a TorchScript export; 'onnxruntime' an ONNX export.
+    engine 'torch' reads a seglab checkpoint, 'torchscript' a TorchScript export (its code runs when loaded:
+    trusted files only), 'onnxruntime' an ONNX export.
     workers > 0 decode images in that many processes and encode the PNGs in as many threads. Files an earlier
     predict wrote into an input folder are skipped (said in the log); the output folder is locked while
     predict writes it, and its `.seglab-predict` lists what was written there.
