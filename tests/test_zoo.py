@@ -115,9 +115,9 @@ def test_output_stride_dilates_resnet(os_, stride):
 
 
 def test_backbone_errors_list_what_exists():
-    with pytest.raises(ConfigError, match=r"model\.encoder: 'pspnet' takes resnet18, resnet34, resnet50, resnet101; got 'vgg16_bn'"):
+    with pytest.raises(ConfigError, match=r"model\.encoder: 'pspnet' takes resnet18, resnet34, resnet50, resnet101, timm/NAME \(any timm encoder\); got 'vgg16_bn'"):
         create_model("pspnet", num_classes=2, encoder="vgg16_bn")
-    with pytest.raises(ConfigError, match=r"model\.encoder: 'unet' takes resnet18, .*mobilenet_v3_large; got 'resnet9'"):
+    with pytest.raises(ConfigError, match=r"model\.encoder: 'unet' takes resnet18, .*mobilenet_v3_large, timm/NAME \(any timm encoder\); got 'resnet9'"):
         create_model("unet", num_classes=2, encoder="resnet9")
     with pytest.raises(ConfigError, match=r"'segformer' takes mit_b0, mit_b1, mit_b2; got 'resnet50'"):
         create_model("segformer", num_classes=2, encoder="resnet50")

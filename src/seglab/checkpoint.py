@@ -100,6 +100,8 @@ def _check_metadata(path: Path, data: dict[str, Any]) -> None:
             raise bad(f"model.{key} is {v!r}, expected a whole number {low}..{high}")
     if not isinstance(meta.get("conditional"), (dict, type(None))):
         raise bad("model.conditional is not a mapping")
+    if not isinstance(meta.get("pretrained", []), list) or not all(isinstance(r, dict) for r in meta.get("pretrained", [])):
+        raise bad("model.pretrained is not a list of weights records")
     labels = data["labels"]
     try:
         names = labels["names"]

@@ -170,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, sets=False)
 
     p = sub.add_parser("models", help="list the registered models and their options")
+    p.add_argument("--encoders", metavar="PATTERN",
+                   help="list the timm encoders matching a shell pattern instead, e.g. '*lite*' (model.encoder: timm/NAME)")
     _common(p, sets=False)
     return parser
 
@@ -365,7 +367,21 @@ def _options_text(defaults: dict[str, Any], hidden: Sequence[str] = ()) -> str:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    """The models with their size, encoders and `model.*` options; the losses with their `loss.*` options."""
+    """The models with their size, encoders and `model.*` options; the losses with their `loss.*` options.
+    With --encoders PATTERN: the timm encoders whose names match."""
+    if args.encoders:
+        from .models.timm_encoder import list_timm_encoders
+
+        names = list_timm_encoders(args.encoders)
+        if not names:
+            raise SeglabError(f"--encoders: no timm model matches {args.encoders!r}; try a wider pattern such as '*{args.encoders.strip('*')}*'")
+        print("\n".join(names))
+        from .models.timm_encoder import TIMM_ANY
+        from .registry import MODEL_ENCODERS
+
+        under = ", ".join(m for m, encs in MODEL_ENCODERS.items() if TIMM_ANY in encs)
+        print(f"{len(names)} timm encoders (model.encoder: timm/NAME, under {under})")
+        return 0
     print(f"{'model':<14} {'params':>9} {'GFLOPs@512':>11}  encoders (default first)", flush=True)  # before torch
     from .losses import list_losses, list_strategies, loss_options
     from .models import describe_model, list_models, model_options

@@ -3,6 +3,7 @@ validation (`validate`): what the epoch loop and the speed measurement are made 
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -20,10 +21,14 @@ from ..errors import SeglabError
 from ..evaluation.evaluate import run_evaluation
 from ..losses import build_loss_from_config, check_loss_config, class_weights_from_counts, pooled_over_ranks, total_loss
 from ..models import build_model_from_meta, train_inputs
+from ..models.timm_encoder import check_timm_name, pretrained_normalization, timm_base
+from ..models.weights import weights_records
 from .distributed import DistInfo, broadcast_buffers, convert_sync_batchnorm
 from .ema import ModelEMA
 from .optim import build_optimizer
 from .precision import amp_dtype, resolve_amp
+
+log = logging.getLogger("seglab")
 
 
 def _class_weights(cfg: Config, counts: Optional[np.ndarray], image_pixels: Optional[np.ndarray], n: int):
@@ -66,13 +71,31 @@ class Training:
         return self.ema.model if self.ema is not None else self.model
 
 
+def _use_pretrained_normalization(cfg: Config) -> None:
+    """A pretrained timm encoder's mean / std (its pretrained config), unless the config sets them: the
+    weights only see the inputs they were trained on. Written into cfg, so config.yaml, the checkpoint and
+    everything reading it (eval, predict, exports) use the same."""
+    opts = cfg.model.options()
+    given = {"mean", "std"} & cfg.augment.model_fields_set
+    if not opts.get("pretrained") or given or cfg.data.in_channels != 3:
+        return
+    norm = pretrained_normalization(str(opts.get("encoder") or ""))
+    if norm is not None and (tuple(cfg.augment.mean), tuple(cfg.augment.std)) != norm:
+        object.__setattr__(cfg.augment, "mean", norm[0])
+        object.__setattr__(cfg.augment, "std", norm[1])
+        log.info(f"augment.mean {list(norm[0])}, augment.std {list(norm[1])}: from {opts['encoder']}'s pretrained config")
+
+
 def build_training(cfg: Config, *, split: Optional[Split], dist: DistInfo, device: torch.device,
                    class_weights: Optional[torch.Tensor] = None, check_files: bool = True,
-                   timing_only: bool = False) -> Training:
+                   timing_only: bool = False, load_pretrained: bool = True) -> Training:
     """Data, model, loss, loader and optimizer of `cfg` on `device` (the learning-rate schedule is built
     by the caller: its length may come from a time budget)."""
     cfg.train.check_processes(dist.world_size)
     check_loss_config(cfg.loss)  # a misspelt loss fails before the data are decoded
+    if timm_base(cfg.model.options().get("encoder")):
+        check_timm_name(cfg.model.options()["encoder"])  # so does a misspelt timm encoder
+    _use_pretrained_normalization(cfg)
     # Data first: every training and validation file is decoded before anything is written.
     data = build_data(cfg, split=split, check=("train", "val") if check_files else ())
     labels = data.labels
@@ -86,7 +109,8 @@ def build_training(cfg: Config, *, split: Optional[Split], dist: DistInfo, devic
     conditional = {"threshold": lc.conditional_threshold} if lc.strategy == "conditional" else None
     model_meta = {"name": cfg.model.name, "options": cfg.model.options(), "in_channels": cfg.data.in_channels,
                   "num_classes": labels.num_classes, "conditional": conditional}
-    model = build_model_from_meta(model_meta).to(device)
+    model = build_model_from_meta(model_meta, pretrained=load_pretrained).to(device)
+    model_meta["pretrained"] = weights_records(model)  # what was loaded (a resume restores last.pt's)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if dist.enabled and cfg.train.sync_bn:

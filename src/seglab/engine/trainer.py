@@ -23,6 +23,7 @@ from ..config import Config, config_differences, config_from_dict, dump_config, 
 from ..data.splits import Split, load_split, save_split
 from ..durations import format_duration, parse_duration
 from ..errors import CheckpointError, ConfigError, SeglabError, brief
+from ..models.weights import WeightsRecord
 from ..fileio import atomic_write_text
 from ..run_dir import RunDir, RunLock, kept_files
 from ..tracking import create_tracker
@@ -111,7 +112,8 @@ def estimate_training(cfg: Config) -> Estimate:
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     seed_everything(cfg.seed)
-    t = build_training(cfg, split=None, dist=dist, device=device, check_files=False, timing_only=True)
+    t = build_training(cfg, split=None, dist=dist, device=device, check_files=False, timing_only=True,
+                       load_pretrained=False)  # speed only: the weights do not matter
     return measure_speed(t, max(1, cfg.train.estimate_steps))
 
 
@@ -203,7 +205,8 @@ def _fit(run: RunDir, cfg: Config, *, resume: bool, overwrite: bool, split: Opti
         log.setLevel(logging.WARNING)
 
     t = build_training(cfg, split=load_split(run.split, cfg.data.root) if resume else split, dist=dist, device=device,
-                       class_weights=ckpt["class_weights"] if ckpt is not None else None, check_files=not resume)
+                       class_weights=ckpt["class_weights"] if ckpt is not None else None, check_files=not resume,
+                       load_pretrained=ckpt is None)  # a resume's weights come from last.pt
     model, optimizer = t.model, t.optimizer
     state = TrainState.from_dict(ckpt["train_state"]) if ckpt is not None else TrainState()
     kept: list[str] = []
@@ -261,6 +264,7 @@ def _write_summary(t: Training, run: RunDir, state: TrainState, plan: Optional[B
     run.write_json(run.summary, {
         "mlflow_run_id": state.mlflow_run_id, "model": cfg.model.name, "parameters": n_params, "device": str(t.device),
         "hardware": describe_hardware(t.device), "torch": torch.__version__, "precision": t.precision,
+        "pretrained": t.model_meta.get("pretrained") or [],
         "class_names": t.data.labels.names, "best_metric": cfg.train.best_metric, "best_value": state.best_value,
         "best_epoch": state.best_epoch, "timing": timing_summary(state, cfg, plan, len(t.train_loader)),
     })
@@ -276,6 +280,8 @@ def _log_start(t: Training, run: RunDir, state: TrainState, resume: bool, n_para
              f"{f' x {t.dist.world_size} processes' if t.dist.enabled else ''}"
              f"{f', {t.precision} autocast' if t.precision != 'none' else ''}, "
              f"{len(t.train_set)} train / {len(t.val_set)} val images, {labels.num_classes} classes")
+    for record in t.model_meta.get("pretrained") or []:  # logged here so train.log has it too
+        log.info(WeightsRecord(**record).describe())
     for src in t.data.sources:
         log.info(f"source {src.name} ({src.config.split}): annotates "
                  f"{', '.join(labels.names[c] for c in src.annotated)}; strategy {cfg.loss.strategy}")
@@ -312,6 +318,7 @@ def _restore(t: Training, scheduler: Any, ckpt: dict[str, Any], path: Path) -> N
                               f"({', '.join(ckpt['labels']['names'][:5])}...), but the data now gives "
                               f"{labels.num_classes} ({', '.join(labels.names[:5])}...); the palette or class "
                               "settings changed since the run started")
+    t.model_meta["pretrained"] = ckpt["model"].get("pretrained") or []
     try:
         t.model.load_state_dict(ckpt.get("trained_model_state", ckpt["model_state"]))
         if t.ema is not None:  # a run that starts averaging on resume starts from the trained weights

@@ -88,7 +88,7 @@ class LoadedModel:
 def build_checkpoint_model(path: Path, ckpt: dict[str, Any]) -> torch.nn.Module:
     """The model a loaded checkpoint describes, with its weights; errors name the checkpoint."""
     try:
-        model = build_model_from_meta(ckpt["model"])
+        model = build_model_from_meta(ckpt["model"], pretrained=False)
     except SeglabError as exc:
         raise CheckpointError(f"{path}: {brief(exc, 200)}") from None
     except (TypeError, ValueError, KeyError) as exc:

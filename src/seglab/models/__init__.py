@@ -66,9 +66,12 @@ def fixed_export_size(model: nn.Module) -> str:
     return ""
 
 
-def build_model_from_meta(meta: dict[str, Any]) -> nn.Module:
-    """Rebuild a model from a checkpoint's plain "model" metadata (name, options, sizes, conditional)."""
+def build_model_from_meta(meta: dict[str, Any], pretrained: bool = True) -> nn.Module:
+    """Rebuild a model from a checkpoint's plain "model" metadata (name, options, sizes, conditional);
+    `pretrained=False` leaves model.pretrained out (the weights come from a checkpoint: no weights file needed)."""
     options = dict(meta["options"])
+    if not pretrained:
+        options.pop("pretrained", None)
     cond = meta.get("conditional")
     if cond:
         return create_conditional_model(meta["name"], in_channels=meta["in_channels"], num_classes=meta["num_classes"],

@@ -8,6 +8,8 @@ from torch import nn
 
 from ..errors import ConfigError
 from .encoders import Encoder, build_encoder
+from .timm_encoder import TIMM_ANY, TimmEncoder, timm_base
+from .weights import load_timm_weights
 
 log = logging.getLogger("seglab")
 
@@ -16,9 +18,19 @@ def make_encoder(
     name: str, *, allowed: tuple[str, ...], in_channels: int, output_stride: int, pretrained: Optional[str],
     freeze_backbone: Union[bool, int], model: str,
 ) -> Encoder:
-    """Build `name` if this architecture takes it, load weights, freeze as asked."""
+    """Build `name` if this architecture takes it (a torchvision name, or timm/NAME where it takes timm
+    encoders), load weights, freeze as asked."""
+    if timm_base(name):
+        if TIMM_ANY not in allowed:
+            raise ConfigError(f"model.encoder: '{model}' takes {', '.join(allowed)}, not timm encoders; got '{name}'")
+        enc: Union[Encoder, TimmEncoder] = TimmEncoder(name, in_channels=in_channels, output_stride=output_stride)
+        if pretrained:  # the record is kept on the encoder; the trainer logs it into train.log
+            load_timm_weights(enc, pretrained, in_channels)
+        freeze_stages(enc, freeze_backbone)
+        return enc
     if name not in allowed:
-        raise ConfigError(f"model.encoder: '{model}' takes {', '.join(allowed)}; got '{name}'")
+        shown = ", ".join("timm/NAME (any timm encoder)" if a == TIMM_ANY else a for a in allowed)
+        raise ConfigError(f"model.encoder: '{model}' takes {shown}; got '{name}'")
     report: list[str] = []
     enc = build_encoder(name, in_channels=in_channels, output_stride=output_stride, pretrained=pretrained, report=report)
     for line in report:
@@ -27,7 +39,7 @@ def make_encoder(
     return enc
 
 
-def freeze_stages(enc: Encoder, freeze: Union[bool, int]) -> None:
+def freeze_stages(enc: Union[Encoder, "TimmEncoder"], freeze: Union[bool, int]) -> None:
     """freeze=True freezes every stage; an int N leaves the top N stages trainable (0 = all frozen).
 
     Frozen stages also keep their BatchNorm statistics fixed (see `SegmentationModel.train`).
@@ -40,7 +52,8 @@ def freeze_stages(enc: Encoder, freeze: Union[bool, int]) -> None:
         raise ConfigError(f"model.freeze_backbone: expected true, false or 0..{n} trainable top stages, got {freeze}")
     for stage in list(enc.stages)[: n - keep]:
         stage.requires_grad_(False)
-        stage.frozen = True  # type: ignore[attr-defined]
+        for m in stage.modules():
+            m.frozen = True  # type: ignore[attr-defined]
 
 
 def frozen_eval(module: nn.Module) -> None:

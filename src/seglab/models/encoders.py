@@ -14,6 +14,7 @@ from torch import nn
 import torchvision.models as tvm
 
 from ..errors import ConfigError, SeglabError
+from .weights import read_state
 
 ENCODER_NAMES = ("resnet18", "resnet34", "resnet50", "resnet101", "vgg16_bn", "mobilenet_v2", "mobilenet_v3_large")
 
@@ -110,25 +111,10 @@ def load_imagenet_state(name: str) -> dict[str, torch.Tensor]:
 
 
 def load_state_file(path: Path) -> dict[str, torch.Tensor]:
-    """A local state dict: torch (.pt/.pth, optionally under 'state_dict'/'model') or safetensors."""
+    """A local state dict: torch (.pt/.pth/.bin, optionally under 'state_dict'/'model') or safetensors."""
     if not path.is_file():
         raise SeglabError(f"model.pretrained: file {path} not found")
-    if path.suffix == ".safetensors":
-        try:
-            from safetensors.torch import load_file
-        except ImportError:
-            raise SeglabError("model.pretrained: reading .safetensors needs the 'safetensors' package") from None
-        return load_file(str(path))
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # any unpickling failure is the user's file, not our bug
-        raise SeglabError(f"model.pretrained: {path} is not a readable state dict ({str(exc).splitlines()[0][:100]})") from None
-    for key in ("state_dict", "model", "model_state"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    if not isinstance(state, dict):
-        raise SeglabError(f"model.pretrained: {path} holds no state dict")
-    return state
+    return read_state(path)
 
 
 def load_into(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> list[str]:

