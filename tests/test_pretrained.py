@@ -141,3 +141,44 @@ def test_models_lists_timm_encoders_by_pattern(capsys):
     out = capsys.readouterr().out
     assert "timm/tf_efficientnet_lite0" in out and "under fcn, deeplabv2" in out
     cli_fails(capsys, ["models", "--encoders", "zzzz"], r"--encoders: no timm model matches 'zzzz'")
+
+
+def test_the_encoder_stays_frozen_for_its_first_epochs_then_trains(tmp_path):
+    """train.freeze_encoder_for: 1 (epoch): after epoch 1 every encoder tensor (BatchNorm statistics too) is
+    still the pretrained one; resumed into epoch 2, the encoder trains (and the decoder goes on)."""
+    from seglab.models.timm_encoder import TimmEncoder
+    from seglab.models.weights import load_timm_weights
+
+    raw = copy.deepcopy(TINY)
+    raw["data"]["synthetic"].update(num_train=8, num_val=4, num_test=2, size=[48, 64])
+    raw["augment"] = {"hflip": 0.5}
+    raw["model"] = {"name": "unet", "encoder": ENCODER, "pretrained": PACKAGE}
+    raw["train"].update(epochs=1, batch_size=4, estimate_steps=0, freeze_encoder_for=1, amp="none")
+    raw["output"] = {"dir": str(tmp_path / "runs"), "name": "frozen"}
+    assert main(["train", cfg_file(tmp_path, raw)]) == 0
+    run = tmp_path / "runs" / "frozen"
+    enc = TimmEncoder(ENCODER)
+    load_timm_weights(enc, PACKAGE, 3)
+    pretrained = {f"encoder.{k}": v for k, v in enc.state_dict().items()}
+    after1 = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["model_state"]
+    for k, v in pretrained.items():
+        assert torch.equal(after1[k], v), k
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["fine_tuning"]["encoder_frozen_steps"] == 2 and summary["fine_tuning"]["freeze_encoder_for"] == 1
+    assert main(["train", "--resume", str(run), "--set", "train.epochs=2"]) == 0
+    after2 = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["model_state"]
+    moved = [k for k, v in pretrained.items() if not torch.equal(after2[k], v)]
+    assert len(moved) > len(pretrained) // 2
+    assert any(not torch.equal(after2[k], after1[k]) for k in after1 if not k.startswith("encoder."))
+
+
+def test_freeze_encoder_for_takes_epochs_or_a_share():
+    from seglab.config import config_from_dict
+
+    tc = config_from_dict({**TINY, "train": {**TINY["train"], "freeze_encoder_for": "25%"}}).train
+    assert tc.encoder_frozen_steps(10, 200) == 50
+    tc = config_from_dict({**TINY, "train": {**TINY["train"], "freeze_encoder_for": 1.5}}).train
+    assert tc.encoder_frozen_steps(10, 200) == 15
+    for bad in ("abc", "120%", -1):
+        with pytest.raises(ConfigError, match="freeze_encoder_for"):
+            config_from_dict({**TINY, "train": {**TINY["train"], "freeze_encoder_for": bad}})

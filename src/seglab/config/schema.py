@@ -101,6 +101,36 @@ class TrainConfig(_Strict):
     time_budget: Union[None, str, float] = None
     # Training steps timed before epoch 1 for the time estimate (the first is warm-up); 0 skips the estimate.
     estimate_steps: int = Field(4, ge=0)
+    # Fine-tuning a pretrained encoder: keep it frozen (no updates, BatchNorm statistics fixed) for the first
+    # N epochs (a number) or share of the planned training ("20%", also of a time budget's plan), then train
+    # it at optimizer.lr x backbone_lr_mult. model.freeze_backbone freezes stages for the whole run.
+    freeze_encoder_for: Union[None, float, str] = None
+    # keep the encoder's BatchNorm statistics as pretrained (small batches), its scales and shifts still train
+    freeze_encoder_bn: bool = False
+
+    @field_validator("freeze_encoder_for")
+    @classmethod
+    def _freeze_for(cls, v):
+        if isinstance(v, str):
+            text = v.strip()
+            try:
+                share = float(text[:-1]) if text.endswith("%") else None
+            except ValueError:
+                share = None
+            if share is None or not 0 <= share <= 100:
+                raise ValueError(f"expected a number of epochs or a share such as '20%', got {v!r}")
+        elif v is not None and v < 0:
+            raise ValueError(f"expected 0 or more epochs, got {v}")
+        return v
+
+    def encoder_frozen_steps(self, steps_per_epoch: int, total_steps: int) -> int:
+        """The training steps (batches) during which freeze_encoder_for keeps the encoder frozen."""
+        v = self.freeze_encoder_for
+        if v is None:
+            return 0
+        if isinstance(v, str):
+            return round(float(v.strip()[:-1]) / 100 * total_steps)
+        return round(float(v) * steps_per_epoch)
 
     @field_validator("time_budget")
     @classmethod

@@ -9,6 +9,7 @@ from dataclasses import asdict
 from typing import Any, Callable, Optional
 
 import numpy as np
+from torch import nn
 from tqdm import tqdm
 
 from ..checkpoint import rng_state, save_checkpoint
@@ -40,6 +41,27 @@ class EpochLoop:
         self.mark = clock.now()  # training time is counted from here, in state.train_seconds at every epoch end
         maximize = self.cfg.train.best_mode == "max"
         self.better: Callable[[float, float], bool] = (lambda a, b: a > b) if maximize else (lambda a, b: a < b)
+
+    def encoder_frozen(self) -> bool:
+        """Whether train.freeze_encoder_for holds the encoder at this step (plans may move its end)."""
+        total = self.plan.end_step if self.plan is not None else self.spe * self.cfg.train.epochs
+        return self.state.global_step < self.cfg.train.encoder_frozen_steps(self.spe, total)
+
+    def hold_encoder(self, frozen: bool) -> None:
+        """Before an optimizer step: a frozen encoder's group gets lr 0 (every optimizer then leaves it as it
+        is; set each step, as the schedule sets the rates each step) and its BatchNorm statistics stay; with
+        train.freeze_encoder_bn they stay all run."""
+        t = self.t
+        if frozen:
+            for g in t.optimizer.param_groups:
+                if g.get("encoder"):
+                    g["lr"] = 0.0
+        encoder = getattr(t.model, "encoder", None)
+        if isinstance(encoder, nn.Module):
+            keep = frozen or self.cfg.train.freeze_encoder_bn
+            for m in encoder.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm) and not getattr(m, "frozen", False):
+                    m.train(not keep)
 
     def planned_epochs(self) -> int:
         return self.plan.planned_epochs if self.plan is not None else self.cfg.train.epochs
@@ -95,6 +117,8 @@ class EpochLoop:
             if i % k == 0:  # an optimizer step's batches: k, fewer at the epoch's (or the plan's) end
                 group = min(k, self.spe - i, plan.end_step - state.global_step if plan is not None else k)
             first, last = i % k == 0, i % k == group - 1
+            if first:
+                self.hold_encoder(self.encoder_frozen())
             loss = train_step(t, images, masks, labelled, where=f"epoch {epoch}, step {state.global_step}",
                               first=first, last=last, group=group)
             if last:

@@ -17,8 +17,8 @@ def parameter_groups(model: nn.Module, cfg: OptimizerConfig) -> list[dict]:
     head = [p for p in model.parameters() if p.requires_grad and id(p) not in backbone]
     groups = [{"params": head, "lr": cfg.lr}]
     body = [p for p in model.parameters() if p.requires_grad and id(p) in backbone]
-    if body:
-        groups.append({"params": body, "lr": cfg.lr * cfg.backbone_lr_mult})
+    if body:  # marked: train.freeze_encoder_for holds this group still
+        groups.append({"params": body, "lr": cfg.lr * cfg.backbone_lr_mult, "encoder": True})
     return groups
 
 

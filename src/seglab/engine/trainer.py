@@ -265,9 +265,19 @@ def _write_summary(t: Training, run: RunDir, state: TrainState, plan: Optional[B
         "mlflow_run_id": state.mlflow_run_id, "model": cfg.model.name, "parameters": n_params, "device": str(t.device),
         "hardware": describe_hardware(t.device), "torch": torch.__version__, "precision": t.precision,
         "pretrained": t.model_meta.get("pretrained") or [],
+        "fine_tuning": fine_tuning_summary(cfg, len(t.train_loader), plan),
         "class_names": t.data.labels.names, "best_metric": cfg.train.best_metric, "best_value": state.best_value,
         "best_epoch": state.best_epoch, "timing": timing_summary(state, cfg, plan, len(t.train_loader)),
     })
+
+
+def fine_tuning_summary(cfg: Config, steps_per_epoch: int, plan: Optional[BudgetPlan]) -> dict[str, Any]:
+    """How the encoder was trained: frozen stages, frozen start, its learning-rate share, its BatchNorm."""
+    total = plan.end_step if plan is not None else steps_per_epoch * cfg.train.epochs
+    return {"freeze_backbone": cfg.model.options().get("freeze_backbone", False),
+            "freeze_encoder_for": cfg.train.freeze_encoder_for,
+            "encoder_frozen_steps": cfg.train.encoder_frozen_steps(steps_per_epoch, total),
+            "backbone_lr_mult": cfg.optimizer.backbone_lr_mult, "freeze_encoder_bn": cfg.train.freeze_encoder_bn}
 
 
 def _log_start(t: Training, run: RunDir, state: TrainState, resume: bool, n_params: int) -> None:
