@@ -182,3 +182,31 @@ def test_freeze_encoder_for_takes_epochs_or_a_share():
     for bad in ("abc", "120%", -1):
         with pytest.raises(ConfigError, match="freeze_encoder_for"):
             config_from_dict({**TINY, "train": {**TINY["train"], "freeze_encoder_for": bad}})
+
+
+def test_imagenet_reads_timms_cache_offline_and_says_where_to_put_the_file(tmp_path, monkeypatch):
+    """`model.pretrained: imagenet` takes timm's file from the torch hub cache (here a copy of the package's
+    weights under timm's names and file name), matched by name; without it, one line names the file and the
+    folder. Nothing is downloaded (the Hugging Face cache is pointed at an empty folder)."""
+    import os
+
+    from seglab.models.weights import load_timm_classifier
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    old_hub = torch.hub.get_dir()
+    torch.hub.set_dir(str(tmp_path / "hub"))
+    try:
+        with pytest.raises(ConfigError, match=r"timm's imagenet weights for tf_efficientnet_lite0 are not cached here "
+                                              r"and nothing is downloaded: put tf_efficientnet_lite0-0aa007d2.pth at "):
+            load_timm_classifier(ENCODER, "imagenet")
+        net, _ = load_timm_classifier(ENCODER, PACKAGE)  # timm's names, as timm's own file has them
+        target = tmp_path / "hub" / "checkpoints" / "tf_efficientnet_lite0-0aa007d2.pth"
+        os.makedirs(target.parent)
+        torch.save(net.state_dict(), target)
+        again, record = load_timm_classifier(ENCODER, "imagenet")
+        assert record.matched_by == "name" and record.file == str(target)
+        for k, v in net.state_dict().items():
+            assert torch.equal(again.state_dict()[k], v), k
+    finally:
+        torch.hub.set_dir(old_hub)
