@@ -6,6 +6,7 @@ import torch
 from seglab.cli import main
 from seglab.checkpoint import save_checkpoint
 from seglab.data.synthetic import synthetic_labels
+from seglab.errors import SeglabError
 from seglab.evaluation.export import export_checkpoint
 from seglab.evaluation.runtimes import OnnxModel, onnx_providers
 from seglab.models import create_model, fixed_export_size, list_models
@@ -130,3 +131,28 @@ def test_predict_runs_a_torchscript_export_and_refuses_onnx_without_its_engine(t
     assert main(["predict", str(onnx), str(img), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.endswith("an ONNX model; predict runs it with --engine onnxruntime") and len(err.splitlines()) == 1
+
+
+def test_a_native_resolution_model_exports_to_onnx_without_a_size(tmp_path, monkeypatch):
+    """Issue 27 item 6: a checkpoint trained at native resolution (no augment.resize) exports with no --size:
+    traced at its training crop, it predicts every image at its own size, as the checkpoint does; only a
+    fixed-size graph asks for --size."""
+    from seglab.evaluation import export as export_module
+    from seglab.evaluation.predict import load_model, predict_image
+    from seglab.evaluation.runtimes import OnnxModel
+
+    model, path = _checkpoint(tmp_path, "unet")
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["input_size"], ckpt["config"] = None, {"augment": {"crop": [48, 64]}}
+    native = tmp_path / "native.pt"
+    save_checkpoint(native, {k: v for k, v in ckpt.items() if k not in ("format", "version")})
+    out = export_checkpoint(native, "onnx")
+    onnx_model = OnnxModel(out)
+    assert onnx_model.input_size is None
+    image = np.random.default_rng(1).integers(0, 255, (37, 59, 3), dtype=np.uint8)
+    a, b = predict_image(load_model(native), image), predict_image(onnx_model, image)
+    assert a.shape == (37, 59) and (a == b).mean() > 0.999
+    monkeypatch.setattr(export_module, "fixed_export_size", lambda m: "PyramidPooling: pools to fixed bins")
+    with pytest.raises(SeglabError, match=r"trained at native resolution and its ONNX graph has a fixed size "
+                                          r"\(PyramidPooling: pools to fixed bins\); give --size H W"):
+        export_checkpoint(native, "onnx", out=tmp_path / "x.onnx")

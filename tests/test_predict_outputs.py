@@ -118,3 +118,31 @@ def test_an_image_smaller_than_the_model_takes_is_named_in_one_line(binary_run, 
     Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(img)
     assert main(["predict", str(ckpt), str(img), "--out", str(tmp_path / "o")]) == 0
     assert np.asarray(Image.open(tmp_path / "o" / "tiny_mask.png")).shape == (4, 4)
+
+
+def test_load_model_predicts_in_python_exactly_as_seglab_predict(binary_run, tmp_path):
+    """Issue 27 item 1: seglab.load_model(...).predict gives `seglab predict`'s masks, for a path, a numpy
+    array, a PIL image and a list; probabilities are (K, H, W) float32; an ONNX export loads the same way."""
+    import seglab
+
+    ckpt, images = binary_run
+    assert main(["predict", str(ckpt), str(images), "--out", str(tmp_path / "cli"), "--set", "eval.tta_flip=true"]) == 0
+    model = seglab.load_model(ckpt, overrides=["eval.tta_flip=true"])
+    assert model.device == "cpu" and len(model.class_names) == 2
+    files = sorted(images.glob("*.png"))
+    for f in files:
+        written = np.asarray(Image.open(tmp_path / "cli" / f"{f.stem}_mask.png"))
+        arr = np.asarray(Image.open(f))
+        for given in (f, str(f), arr, Image.open(f)):
+            got = model.predict(given)
+            assert got.dtype == np.uint8 and np.array_equal(got, written), type(given)
+    batch = model.predict(files)
+    assert isinstance(batch, list) and len(batch) == 2
+    probs = model.probabilities(files[0])
+    assert probs.dtype == np.float32 and probs.shape == (2, 30, 44) and np.allclose(probs.sum(0), 1, atol=1e-5)
+    assert np.array_equal(probs.argmax(0), model.predict(files[0]))
+    onnx = seglab.export(ckpt, out=tmp_path / "m.onnx")
+    exported = seglab.load_model(onnx)
+    assert exported.predict(files[0]).shape == (30, 44)
+    with pytest.raises(Exception, match="expected a numpy array, a PIL image or a path"):
+        model.predict(42)

@@ -5,11 +5,13 @@ from __future__ import annotations
 from .lazy import lazy_getattr
 
 __version__ = "0.1.0"
-__all__ = ["Config", "load_config", "create_model", "list_models", "train", "evaluate", "predict", "export", "inspect", "demo"]
+__all__ = ["Config", "load_config", "create_model", "list_models", "train", "evaluate", "predict", "load_model",
+           "export", "inspect", "demo"]
 
 # Loaded on first use, so `seglab --help` and a config error do not wait for torch (PEP 562).
 _HOMES = {"Config": "config", "load_config": "config", "create_model": "models", "list_models": "models",
-          "train": "api", "evaluate": "api", "predict": "api", "export": "api", "inspect": "api", "demo": "api"}
+          "train": "api", "evaluate": "api", "predict": "api", "load_model": "api", "export": "api", "inspect": "api",
+          "demo": "api"}
 
 
 __getattr__ = lazy_getattr(__name__, _HOMES, globals())

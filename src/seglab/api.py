@@ -23,7 +23,7 @@ from .run_dir import RunDir
 from .reporting.tables import per_class_csv, per_class_markdown
 from .runs import evaluate, finish_report, train_run
 
-__all__ = ["train", "evaluate", "predict", "export", "inspect", "demo", "finish_report", "per_class_csv",
+__all__ = ["train", "evaluate", "predict", "load_model", "export", "inspect", "demo", "finish_report", "per_class_csv",
            "per_class_markdown"]
 
 log = logging.getLogger("seglab")
@@ -69,6 +69,12 @@ def predict(checkpoint: PathLike, inputs: Sequence[str], out: PathLike, *, devic
     Sliding windows and test-time augmentation follow the eval section of the checkpoint's config,
     changed with `overrides` such as eval.tta_flip=true.
     """
+    return predict_files(Path(checkpoint), inputs, Path(out), pick_device(device, "--device"), progress, engine,
+                         _predict_settings(checkpoint, engine, overrides), workers, save_probabilities, threshold)
+
+
+def _predict_settings(checkpoint: PathLike, engine: str, overrides: Sequence[str]) -> Any:
+    """Sliding window / TTA of a prediction: the checkpoint's eval section, changed by eval.* overrides."""
     ckpt_cfg: dict[str, Any] = {}
     if model_file_kind(Path(checkpoint), engine) == "checkpoint":
         from .checkpoint import load_checkpoint
@@ -79,8 +85,23 @@ def predict(checkpoint: PathLike, inputs: Sequence[str], out: PathLike, *, devic
     bad = [o for o in overrides if not o.startswith("eval.")]
     if bad:
         raise SeglabError(f"--set {bad[0]}: predict takes eval.* settings only (sliding window, TTA)")
-    return predict_files(Path(checkpoint), inputs, Path(out), pick_device(device, "--device"), progress, engine,
-                         settings_from_config(cfg.eval), workers, save_probabilities, threshold)
+    return settings_from_config(cfg.eval)
+
+
+def load_model(path: PathLike, *, device: str = "cpu", engine: Optional[str] = None, overrides: Sequence[str] = (),
+               threshold: Optional[float] = None) -> "SegmentationPredictor":
+    """A model file in memory for notebooks: `.predict(image)` -> (H, W) class ids, `.probabilities(image)`
+    -> (K, H, W) float32, as `seglab predict` computes them (one code path).
+
+    path: a seglab checkpoint, an ONNX export (engine inferred from .onnx) or a TorchScript export (only with
+    engine='torchscript': loading one runs its code). device: 'cpu', 'cuda[:N]' or 'auto'.
+    """
+    from .evaluation.predict import open_model
+    from .evaluation.predictor import SegmentationPredictor
+
+    engine = engine or ("onnxruntime" if str(path).lower().endswith(".onnx") else "torch")
+    model = open_model(Path(path), engine, pick_device(device, "device"))
+    return SegmentationPredictor(model, _predict_settings(path, engine, overrides), threshold)
 
 
 def export(checkpoint: PathLike, *, fmt: str = "onnx", out: Optional[PathLike] = None,

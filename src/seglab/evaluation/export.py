@@ -20,8 +20,9 @@ from .runtimes import META_KEY
 log = logging.getLogger("seglab")
 
 
-def _metadata(lm: LoadedModel, size: Sequence[int], fixed: str = "") -> dict[str, Any]:
-    return {"labels": lm.labels.to_dict(), "mean": list(lm.mean), "std": list(lm.std), "input_size": list(size),
+def _metadata(lm: LoadedModel, size: Optional[Sequence[int]], fixed: str = "") -> dict[str, Any]:
+    return {"labels": lm.labels.to_dict(), "mean": list(lm.mean), "std": list(lm.std),
+            "input_size": list(size) if size else None,
             "in_channels": lm.in_channels, "image_max": lm.image_max, "model": lm.checkpoint["model"],
             "dynamic_size": not fixed, "fixed_size_reason": fixed}
 
@@ -33,25 +34,33 @@ def export_checkpoint(checkpoint: Path, fmt: str, out: Optional[Path] = None,
     H, W default to the checkpoint's input size. ONNX graphs take any batch, height and width, except for
     models that say they cannot (`models.fixed_export_size`: PSPNet's pyramid pooling); TorchScript traces
     are fixed to that size. `seglab predict` resizes images to the input size and the logits back, as it
-    does in PyTorch; the metadata says whether other sizes work (`dynamic_size`, `fixed_size_reason`).
+    does in PyTorch; the metadata says whether other sizes work (`dynamic_size`, `fixed_size_reason`). A model
+    trained at native resolution needs no size for ONNX: it is traced at its training crop (else 256 x 256)
+    and predicts every image at its own size; only a fixed-size graph asks for --size.
     """
     if fmt not in ("onnx", "torchscript"):
         raise SeglabError(f"--format: expected onnx or torchscript, got {fmt!r}")
     lm = load_model(checkpoint)
-    size = tuple(size) if size else lm.input_size
-    if not size:
-        raise SeglabError(f"{checkpoint}: the model was trained at native resolution; give --size H W for the export")
-    out = Path(out) if out else Path(checkpoint).with_suffix(".onnx" if fmt == "onnx" else ".torchscript.pt")
-    example = torch.randn(1, lm.in_channels, *size)
     model = lm.model.eval()
+    fixed = fixed_export_size(model) if fmt == "onnx" else "TorchScript traces keep the traced size"
+    # the size predict resizes images to: the one asked for, else the training input size; None for a model
+    # trained at native resolution whose graph takes any size (images are then predicted at their own size)
+    size = tuple(size) if size else lm.input_size
+    trace = size or _native_trace_size(lm)
+    if size is None and fixed:
+        if fmt == "onnx":
+            raise SeglabError(f"{checkpoint}: the model was trained at native resolution and its ONNX graph has a "
+                              f"fixed size ({fixed}); give --size H W")
+        size = trace  # a TorchScript trace of a native-size model: predicted at the training crop it saw
+    out = Path(out) if out else Path(checkpoint).with_suffix(".onnx" if fmt == "onnx" else ".torchscript.pt")
+    example = torch.randn(1, lm.in_channels, *trace)
     with atomic_path(out) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if fmt == "torchscript":
             traced = torch.jit.trace(model, example, check_trace=False)
-            extra = {"seglab.json": json.dumps(_metadata(lm, size))}
+            extra = {"seglab.json": json.dumps(_metadata(lm, size, fixed))}
             torch.jit.save(traced, str(tmp), _extra_files=extra)
         else:
-            fixed = fixed_export_size(model)
             axes = {0: "batch"} if fixed else {0: "batch", 2: "height", 3: "width"}
             torch.onnx.export(model, (example,), str(tmp), input_names=["image"], output_names=["logits"],
                               opset_version=opset, dynamo=False, dynamic_axes={"image": axes, "logits": axes})
@@ -61,6 +70,13 @@ def export_checkpoint(checkpoint: Path, fmt: str, out: Optional[Path] = None,
             entry = proto.metadata_props.add()
             entry.key, entry.value = META_KEY, json.dumps(_metadata(lm, size, fixed))
             onnx.save(proto, str(tmp))
-            log.info(f"{out}: fixed {size[0]}x{size[1]} input ({fixed})" if fixed
-                     else f"{out}: any batch, height and width (exported at {size[0]}x{size[1]})")
+            log.info(f"{out}: fixed {trace[0]}x{trace[1]} input ({fixed})" if fixed
+                     else f"{out}: any batch, height and width (traced at {trace[0]}x{trace[1]}"
+                          f"{'; images are predicted at their own size' if size is None else ''})")
     return out
+
+
+def _native_trace_size(lm: LoadedModel) -> tuple[int, int]:
+    """A size to trace a model trained at native resolution with: the training crop it saw, else 256 x 256."""
+    crop = ((lm.checkpoint.get("config") or {}).get("augment") or {}).get("crop")
+    return (int(crop[0]), int(crop[1])) if crop else (256, 256)

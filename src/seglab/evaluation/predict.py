@@ -339,6 +339,16 @@ def smallest_input(predictor: "Predictor", limit: int = 1024) -> int:
     return limit
 
 
+def open_model(path: Path, engine: str = "torch", device: str = "cpu") -> Predictor:
+    """The Predictor of a model file, by the engine asked for (see `model_file_kind`)."""
+    kind = model_file_kind(path, engine)
+    if kind == "onnx":
+        return OnnxModel(path)
+    if kind == "torchscript":
+        return TorchScriptModel(path)
+    return load_model(path, device)
+
+
 def predict_files(checkpoint: Path, inputs: Sequence[str], out_dir: Path, device: str = "cpu", progress: bool = True,
                   engine: str = "torch", settings: Optional[InferenceSettings] = None, workers: int = 0,
                   save_probabilities: bool = False, threshold: Optional[float] = None):
@@ -355,14 +365,7 @@ def predict_files(checkpoint: Path, inputs: Sequence[str], out_dir: Path, device
     predict wrote into an input folder are skipped (said in the log); the output folder is locked while
     predict writes it, and its `.seglab-predict` lists what was written there.
     """
-    kind = model_file_kind(checkpoint, engine)
-    lm: Predictor
-    if kind == "onnx":
-        lm = OnnxModel(checkpoint)
-    elif kind == "torchscript":
-        lm = TorchScriptModel(checkpoint)
-    else:
-        lm = load_model(checkpoint, device)
+    lm = open_model(checkpoint, engine, device)
     check_threshold(threshold, lm.labels)
     skipped: list[Path] = []
     files = collect_inputs(inputs, mask_rule(lm.data_settings), skipped)

@@ -48,7 +48,7 @@ class OnnxModel:
         info = json.loads(meta)
         self.labels = LabelSpace.from_dict(info["labels"])
         self.mean, self.std = tuple(info["mean"]), tuple(info["std"])
-        self.input_size = tuple(info["input_size"])
+        self.input_size = tuple(info["input_size"]) if info.get("input_size") else None  # None: any size
         self.in_channels = int(info["in_channels"])
         self.image_max = info.get("image_max")
 
@@ -88,7 +88,7 @@ class TorchScriptModel:
         info = json.loads(extra["seglab.json"])
         self.labels = LabelSpace.from_dict(info["labels"])
         self.mean, self.std = tuple(info["mean"]), tuple(info["std"])
-        self.input_size = tuple(info["input_size"])
+        self.input_size = tuple(info["input_size"]) if info.get("input_size") else None  # None: any size
         self.in_channels = int(info["in_channels"])
         self.image_max = info.get("image_max")
         self.module.eval()

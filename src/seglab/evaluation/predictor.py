@@ -1,0 +1,80 @@
+"""A predictor for Python and notebooks (`seglab.load_model`): a checkpoint, an ONNX or a TorchScript export
+in memory, predicting numpy arrays, PIL images or files with exactly the steps `seglab predict` takes
+(the model's normalisation, its eval section's sliding window / TTA, threshold and multi-label rules)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+import numpy as np
+
+from ..data.masks import read_image
+from ..errors import DataError
+from .inference import InferenceSettings, class_probabilities
+from .predict import Predictor, check_threshold, class_map, image_logits
+
+ImageLike = Union[np.ndarray, str, Path, Any]  # Any: a PIL image
+
+
+class SegmentationPredictor:
+    """`predict(image)`: (H, W) uint8 class ids at the image's own size (multi-label models: one bit per
+    class); `probabilities(image)`: (K, H, W) float32 (softmax, or each class's sigmoid). An image is an
+    (H, W, C) / (H, W) numpy array (uint8 0..255, or float 0..1 as seglab reads 16-bit files), a PIL image
+    or a path; a list of them gives a list back."""
+
+    def __init__(self, model: Predictor, settings: Optional[InferenceSettings], threshold: Optional[float] = None):
+        check_threshold(threshold, model.labels)
+        self.model, self.settings, self.threshold = model, settings, threshold
+
+    @property
+    def device(self) -> str:
+        return str(self.model.device)
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.model.labels.names)
+
+    def __repr__(self) -> str:
+        return f"SegmentationPredictor({len(self.class_names)} classes on {self.device})"
+
+    def image(self, image: ImageLike) -> np.ndarray:
+        """An input as the (H, W, C) array predict reads from a file (C = the model's input channels)."""
+        c = self.model.in_channels
+        if isinstance(image, (str, Path)):
+            return read_image(Path(image), c, self.model.image_max)
+        if not isinstance(image, np.ndarray):
+            try:
+                from PIL import Image
+            except ImportError:  # pragma: no cover - Pillow is a dependency
+                Image = None
+            if Image is None or not isinstance(image, Image.Image):
+                raise DataError(f"expected a numpy array, a PIL image or a path, got {type(image).__name__}")
+            image = np.asarray(image.convert("L" if c == 1 else "RGB"))
+        arr = image[..., None] if image.ndim == 2 else image
+        if arr.ndim != 3:
+            raise DataError(f"expected an (H, W) or (H, W, C) image, got shape {image.shape}")
+        if arr.shape[2] == 1 and c == 3:
+            arr = np.repeat(arr, 3, axis=2)
+        if arr.shape[2] == 4 and c == 3:  # RGBA: the alpha band is not an input
+            arr = arr[..., :3]
+        if arr.shape[2] != c:
+            raise DataError(f"the image has {arr.shape[2]} channels, the model takes {c}")
+        if arr.dtype != np.uint8:
+            arr = arr.astype(np.float32)
+        return arr
+
+    def _one(self, image: ImageLike) -> tuple[np.ndarray, Any]:
+        arr = self.image(image)
+        return arr, image_logits(self.model, arr, self.settings)
+
+    def predict(self, images: Union[ImageLike, Sequence[ImageLike]]) -> Union[np.ndarray, list[np.ndarray]]:
+        if isinstance(images, (list, tuple)):
+            return [self.predict(im) for im in images]  # type: ignore[misc]
+        _, logits = self._one(images)
+        return class_map(logits, self.model.labels, self.threshold)
+
+    def probabilities(self, images: Union[ImageLike, Sequence[ImageLike]]) -> Union[np.ndarray, list[np.ndarray]]:
+        if isinstance(images, (list, tuple)):
+            return [self.probabilities(im) for im in images]  # type: ignore[misc]
+        _, logits = self._one(images)
+        return class_probabilities(logits, self.model.labels.multilabel)[0].float().cpu().numpy()
