@@ -194,19 +194,15 @@ def test_imagenet_reads_timms_cache_offline_and_says_where_to_put_the_file(tmp_p
 
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    old_hub = torch.hub.get_dir()
-    torch.hub.set_dir(str(tmp_path / "hub"))
-    try:
-        with pytest.raises(ConfigError, match=r"timm's imagenet weights for tf_efficientnet_lite0 are not cached here "
-                                              r"and nothing is downloaded: put tf_efficientnet_lite0-0aa007d2.pth at "):
-            load_timm_classifier(ENCODER, "imagenet")
-        net, _ = load_timm_classifier(ENCODER, PACKAGE)  # timm's names, as timm's own file has them
-        target = tmp_path / "hub" / "checkpoints" / "tf_efficientnet_lite0-0aa007d2.pth"
-        os.makedirs(target.parent)
-        torch.save(net.state_dict(), target)
-        again, record = load_timm_classifier(ENCODER, "imagenet")
-        assert record.matched_by == "name" and record.file == str(target)
-        for k, v in net.state_dict().items():
-            assert torch.equal(again.state_dict()[k], v), k
-    finally:
-        torch.hub.set_dir(old_hub)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # torch.hub.get_dir() -> tmp_path/hub
+    with pytest.raises(ConfigError, match=r"timm's imagenet weights for tf_efficientnet_lite0 are not cached here "
+                                          r"and nothing is downloaded: put tf_efficientnet_lite0-0aa007d2.pth at "):
+        load_timm_classifier(ENCODER, "imagenet")
+    net, _ = load_timm_classifier(ENCODER, PACKAGE)  # timm's names, as timm's own file has them
+    target = tmp_path / "hub" / "checkpoints" / "tf_efficientnet_lite0-0aa007d2.pth"
+    os.makedirs(target.parent)
+    torch.save(net.state_dict(), target)
+    again, record = load_timm_classifier(ENCODER, "imagenet")
+    assert record.matched_by == "name" and record.file == str(target)
+    for k, v in net.state_dict().items():
+        assert torch.equal(again.state_dict()[k], v), k

@@ -227,6 +227,7 @@ def _fit(run: RunDir, cfg: Config, *, resume: bool, overwrite: bool, split: Opti
                                 accumulate_steps=cfg.train.accumulate_steps)
     if ckpt is not None:  # after building the schedule, which sets the optimizer's first learning rate
         _restore(t, scheduler, ckpt, run.last)
+        t.model_meta["pretrained"] = ckpt["model"].get("pretrained") or []  # what the run started from
 
     from torch.utils.tensorboard import SummaryWriter
 
@@ -328,7 +329,6 @@ def _restore(t: Training, scheduler: Any, ckpt: dict[str, Any], path: Path) -> N
                               f"({', '.join(ckpt['labels']['names'][:5])}...), but the data now gives "
                               f"{labels.num_classes} ({', '.join(labels.names[:5])}...); the palette or class "
                               "settings changed since the run started")
-    t.model_meta["pretrained"] = ckpt["model"].get("pretrained") or []
     try:
         t.model.load_state_dict(ckpt.get("trained_model_state", ckpt["model_state"]))
         if t.ema is not None:  # a run that starts averaging on resume starts from the trained weights
