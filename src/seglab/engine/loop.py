@@ -38,6 +38,7 @@ class EpochLoop:
         # the recent speed a budget re-plans from: long enough to average out step-to-step noise, short
         # enough to notice a machine that slows down within an epoch or two
         self.step_times: deque[float] = deque(maxlen=max(50, 2 * self.spe))
+        self.bn_held = False  # whether hold_encoder keeps the encoder's BatchNorm statistics now
         self.mark = clock.now()  # training time is counted from here, in state.train_seconds at every epoch end
         maximize = self.cfg.train.best_mode == "max"
         self.better: Callable[[float, float], bool] = (lambda a, b: a > b) if maximize else (lambda a, b: a < b)
@@ -56,12 +57,14 @@ class EpochLoop:
             for g in t.optimizer.param_groups:
                 if g.get("encoder"):
                     g["lr"] = 0.0
+        keep = frozen or self.cfg.train.freeze_encoder_bn
         encoder = getattr(t.model, "encoder", None)
-        if isinstance(encoder, nn.Module):
-            keep = frozen or self.cfg.train.freeze_encoder_bn
-            for m in encoder.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm) and not getattr(m, "frozen", False):
-                    m.train(not keep)
+        if keep == self.bn_held or not isinstance(encoder, nn.Module):
+            return  # unchanged since the last step (model.train() at each epoch start resets bn_held)
+        for m in encoder.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and not getattr(m, "frozen", False):
+                m.train(not keep)
+        self.bn_held = keep
 
     def planned_epochs(self) -> int:
         return self.plan.planned_epochs if self.plan is not None else self.cfg.train.epochs
@@ -107,6 +110,7 @@ class EpochLoop:
         t, state, plan = self.t, self.state, self.plan
         t.sampler.set_epoch(epoch)
         t.model.train()
+        self.bn_held = False  # train() put every BatchNorm back in training mode (frozen stages aside)
         loss_sum, seen, data_seconds, step_sum = 0.0, 0, 0.0, 0.0
         t_data = t_step = clock.now()
         bar = tqdm(t.train_loader, desc=f"epoch {epoch}/{self.planned_epochs()}", unit="batch", leave=False,

@@ -57,15 +57,19 @@ def check_timm_name(name: str) -> str:
     return base
 
 
+def pretrained_cfg(base: str) -> dict[str, Any]:
+    """timm's pretrained config of model `base` (url, hf_hub_id, mean, std, classifier, ...); {} if none."""
+    cfg = _timm().models.get_pretrained_cfg(base)
+    return cfg.to_dict() if cfg is not None else {}
+
+
 def pretrained_normalization(name: str) -> Optional[tuple[tuple[float, ...], tuple[float, ...]]]:
     """The (mean, std) a timm encoder's pretrained weights were trained with (its pretrained config)."""
-    base = timm_base(name)
-    if not base:
+    if not timm_base(name):
         return None
-    cfg = _timm().models.get_pretrained_cfg(check_timm_name(name))
-    if cfg is None:
+    d = pretrained_cfg(check_timm_name(name))
+    if "mean" not in d or "std" not in d:
         return None
-    d = cfg.to_dict()
     return tuple(float(v) for v in d["mean"]), tuple(float(v) for v in d["std"])
 
 

@@ -69,7 +69,9 @@ def timm_cached_file(base: str) -> Path:
     a one-line error saying where to put it when it is not there: nothing is downloaded."""
     import os
 
-    cfg = _pretrained_cfg(base)
+    from .timm_encoder import pretrained_cfg
+
+    cfg = pretrained_cfg(base)
     hub_id = cfg.get("hf_hub_id")
     tried = []
     if hub_id:
@@ -91,13 +93,6 @@ def timm_cached_file(base: str) -> Path:
     raise ConfigError(f"model.pretrained: timm's imagenet weights for {base} are not cached here and nothing is "
                       f"downloaded: put {os.path.basename(url) if url else 'the file'} at {tried[-1]}, or set "
                       "model.pretrained to a local file or package:DIST")
-
-
-def _pretrained_cfg(base: str) -> dict[str, Any]:
-    import timm
-
-    cfg = timm.models.get_pretrained_cfg(base)
-    return cfg.to_dict() if cfg is not None else {}
 
 
 def resolve_weights(spec: str, base: str) -> Path:
@@ -191,12 +186,12 @@ def transfer(src: dict[str, torch.Tensor], dst: nn.Module, in_channels: int) -> 
 def load_timm_classifier(name: str, spec: str) -> tuple[nn.Module, "WeightsRecord"]:
     """timm's whole classification network for encoder `name` (timm/NAME) with the weights `spec`
     (imagenet, a file, package:DIST) loaded the way every seglab model loads them: by name, else by order."""
-    from .timm_encoder import check_timm_name, create_timm_model
+    from .timm_encoder import check_timm_name, create_timm_model, pretrained_cfg
 
     base = check_timm_name(name)
     path = resolve_weights(spec, base)
     full = create_timm_model(base)  # the network the weights were saved from, classifier included
-    head = _pretrained_cfg(base).get("classifier") or "classifier"
+    head = pretrained_cfg(base).get("classifier") or "classifier"
     mapped, how = match_state(full.state_dict(), read_state(path), str(path),
                               optional=tuple(f"{h}." for h in ([head] if isinstance(head, str) else head)))
     full.load_state_dict(mapped, strict=False)
