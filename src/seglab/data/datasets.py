@@ -365,7 +365,8 @@ class TrainDataset(Dataset):
 
     def __init__(self, loader: SampleReader, cfg: Config):
         self.loader = loader
-        self.transform = build_train_transform(cfg.augment, loader.labels.ignore_index)
+        self.transform = build_train_transform(
+            cfg.augment, loader.labels.ignore_index, loader.labels.num_classes if loader.labels.multilabel else 0)
         self.mean, self.std = cfg.augment.mean, cfg.augment.std
 
     def __len__(self) -> int:

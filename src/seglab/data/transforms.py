@@ -9,10 +9,49 @@ import numpy as np
 import torch
 
 from ..config import AugmentConfig
+from .multilabel import class_pixel_counts
 
 
-def build_train_transform(aug: AugmentConfig, ignore_index: int) -> A.Compose:
-    """Random geometry and colour for training; masks use nearest and pad with `ignore_index`."""
+class ClassBalancedCrop(A.RandomCrop):
+    """A random crop re-drawn (up to `tries` times, then the last draw is kept) while one class covers
+    `max_share` or more of the crop's labelled pixels, or the crop holds one class only: MMSegmentation's
+    `cat_max_ratio`. The draws come from the transform's own random state, so a sample's seed fixes them
+    and a resumed or multi-process run crops exactly as an uninterrupted one."""
+
+    def __init__(self, height: int, width: int, *, max_share: float, ignore_index: int, multilabel_classes: int = 0,
+                 tries: int = 10):
+        """`multilabel_classes`: K when the masks hold K packed class bits (overlapping classes), else 0."""
+        super().__init__(height, width, p=1.0)
+        self.max_share, self.ignore_index, self.tries = max_share, ignore_index, tries
+        self.multilabel_classes = multilabel_classes
+
+    def class_shares(self, mask: np.ndarray) -> np.ndarray:
+        """(h, w) label map -> (K,) share of the labelled (not ignored) pixels that each present class covers."""
+        hist = np.bincount(mask.ravel(), minlength=max(256, self.ignore_index + 1))
+        labelled = hist.sum() - hist[self.ignore_index]
+        if self.multilabel_classes:  # packed bits: a pixel counts for every class it holds
+            counts = class_pixel_counts(hist[:256], self.multilabel_classes)
+        else:
+            counts = np.delete(hist, self.ignore_index)
+        return counts[counts > 0] / max(1, labelled)
+
+    def get_params_dependent_on_data(self, params: dict, data: dict) -> dict:
+        mask = data.get("mask")
+        out = super().get_params_dependent_on_data(params, data)
+        if mask is None or mask.ndim != 2:
+            return out
+        for _ in range(self.tries - 1):
+            x1, y1, x2, y2 = out["crop_coords"]
+            shares = self.class_shares(mask[y1:y2, x1:x2])
+            if len(shares) > 1 and shares.max() < self.max_share:
+                break
+            out = super().get_params_dependent_on_data(params, data)
+        return out
+
+
+def build_train_transform(aug: AugmentConfig, ignore_index: int, multilabel_classes: int = 0) -> A.Compose:
+    """Random geometry and colour for training; masks use nearest and pad with `ignore_index`; a crop with
+    augment.cat_max_ratio balances its classes (`multilabel_classes`: K packed class bits per mask value)."""
     near = cv2.INTER_NEAREST
     ops: list = []
     if aug.resize is not None:
@@ -23,7 +62,11 @@ def build_train_transform(aug: AugmentConfig, ignore_index: int) -> A.Compose:
     if aug.crop is not None:
         h, w = aug.crop
         ops.append(A.PadIfNeeded(h, w, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=ignore_index))
-        ops.append(A.RandomCrop(h, w))
+        if aug.cat_max_ratio is not None:
+            ops.append(ClassBalancedCrop(h, w, max_share=aug.cat_max_ratio, ignore_index=ignore_index,
+                                         multilabel_classes=multilabel_classes))
+        else:
+            ops.append(A.RandomCrop(h, w))
     if aug.hflip > 0:
         ops.append(A.HorizontalFlip(p=aug.hflip))
     if aug.rotate > 0:
