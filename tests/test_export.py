@@ -156,3 +156,47 @@ def test_a_native_resolution_model_exports_to_onnx_without_a_size(tmp_path, monk
     with pytest.raises(SeglabError, match=r"trained at native resolution and its ONNX graph has a fixed size "
                                           r"\(PyramidPooling: pools to fixed bins\); give --size H W"):
         export_checkpoint(native, "onnx", out=tmp_path / "x.onnx")
+
+
+def test_int8_onnx_is_calibrated_on_the_run_and_scored_by_eval(tmp_path, capsys):
+    """`export --int8` writes a statically quantized model (QDQ nodes, calibrated on the run's training images)
+    with the export's metadata; `eval --engine onnxruntime` scores it on the run's split beside the checkpoint's
+    own scores, and its masks stay close to the FP32 model's."""
+    import copy
+    import json
+
+    import onnx
+    import yaml
+
+    from conftest import TINY
+
+    raw = copy.deepcopy(TINY)
+    raw["train"]["epochs"] = 3
+    raw["output"] = {"dir": str(tmp_path / "runs"), "name": "q"}
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    assert main(["train", str(cfg)]) == 0
+    run = tmp_path / "runs" / "q"
+    best = run / "checkpoints" / "best.pt"
+    assert main(["export", str(best), "--int8", "--calibration-images", "8"]) == 0
+    q = run / "checkpoints" / "best.int8.onnx"
+    proto = onnx.load(str(q))
+    ops = {n.op_type for n in proto.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert meta["seglab.quantization"] == "int8 (static, 8 calibration images)" and "labels" in json.loads(meta["seglab"])
+    assert main(["export", str(best)]) == 0
+    capsys.readouterr()
+    for f in ("best.int8.onnx", "best.onnx"):
+        assert main(["eval", str(run / "checkpoints" / f), "--engine", "onnxruntime", "--split", "val"]) == 0
+    scores = {f: json.loads((run / "checkpoints" / f"eval_{f}_val" / "metrics.json").read_text())
+              for f in ("best_int8_onnx", "best_onnx")}
+    torch_scores = json.loads((run / "eval" / "val" / "metrics.json").read_text())
+    assert scores["best_onnx"]["miou"] == pytest.approx(torch_scores["miou"], abs=1e-3)  # FP32 ONNX == eager
+    assert abs(scores["best_int8_onnx"]["miou"] - torch_scores["miou"]) < 0.05
+    assert scores["best_int8_onnx"]["engine"] == "onnxruntime"
+    # an export outside a run folder cannot be scored on "its run's" data
+    lone = tmp_path / "lone.onnx"
+    lone.write_bytes(q.read_bytes())
+    assert main(["eval", str(lone), "--engine", "onnxruntime"]) == 2
+    assert "keep it in RUN/checkpoints/" in capsys.readouterr().err

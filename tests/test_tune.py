@@ -65,6 +65,33 @@ def test_tune_needs_a_space(tmp_path, capsys):
     assert "optimizer.lrr: unknown key" in capsys.readouterr().err
 
 
+def test_tune_metric_is_any_logged_validation_value_and_checked_before_training(tmp_path, capsys):
+    """tune.metric and train.best_metric come from one list (config/metric_names.py): every name on it is a
+    metrics.csv column that the pruner reads, and a name not on it is refused before any data is read."""
+    from seglab.config.metric_names import VALIDATION_COLUMNS
+
+    raw = copy.deepcopy(TINY)
+    raw["train"].update(epochs=1, best_metric="mean_dice")
+    raw["output"] = {"dir": str(tmp_path / "runs"), "name": "dice"}
+    raw["tune"] = {"space": {"optimizer.lr": {"type": "float", "low": 1e-3, "high": 1e-2}}, "metric": "nonsense"}
+    cfg = tmp_path / "tune.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    assert main(["tune", str(cfg), "--trials", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "tune.metric: expected one of" in err and "mean_dice" in err and "'nonsense'" in err
+    assert not (tmp_path / "runs").exists()
+    raw["tune"]["metric"] = "mean_dice"
+    cfg.write_text(yaml.safe_dump(raw))
+    assert main(["tune", str(cfg), "--trials", "1", "--storage", f"sqlite:///{tmp_path / 'd.db'}"]) == 0
+    study = optuna.load_study(study_name="dice", storage=f"sqlite:///{tmp_path / 'd.db'}")
+    (trial,) = study.trials
+    header = (tmp_path / "runs" / "tune_dice" / "trial_0000" / "metrics.csv").read_text().splitlines()[0]
+    assert set(VALIDATION_COLUMNS) <= set(header.split(","))
+    rows = (tmp_path / "runs" / "tune_dice" / "trial_0000" / "metrics.csv").read_text().splitlines()
+    dice = float(rows[1].split(",")[header.split(",").index("val_mean_dice")])
+    assert trial.value == pytest.approx(dice, abs=1e-4)
+
+
 def test_tune_prunes_a_poor_trial(tmp_path):
     """A trial that cannot learn (learning rate ~0) falls below the median of the finished trial at the same
     epoch and is pruned there: its run stops early and the study records it as PRUNED."""
@@ -92,6 +119,7 @@ def test_tune_prunes_a_poor_trial(tmp_path):
     assert f"trial 1 pruned at epoch {max(poor.intermediate_values)}" in log
 
 
+@pytest.mark.slow
 def test_a_killed_tune_leaves_no_running_trial_behind(tmp_path):
     """Issue 24 item 6: `seglab tune` killed mid-trial leaves that trial RUNNING and its folder's lock file;
     the next `seglab tune` on the same study marks it FAIL (its process is gone), removes the lock file and

@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 from importlib import resources
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
 
 import numpy as np
 
@@ -22,6 +22,9 @@ from .reporting import plots
 from .run_dir import RunDir
 from .reporting.tables import per_class_csv, per_class_markdown
 from .runs import evaluate, finish_report, train_run
+
+if TYPE_CHECKING:  # the predictor module loads torch; imported on use
+    from .evaluation.predictor import SegmentationPredictor
 
 __all__ = ["train", "evaluate", "predict", "load_model", "export", "inspect", "demo", "finish_report", "per_class_csv",
            "per_class_markdown"]
@@ -52,7 +55,6 @@ def train(config: Union[Config, PathLike], *, overrides: Sequence[str] = (), res
             from .experiments import cross_validate
 
             return cross_validate(cfg, overwrite=overwrite)
-        run = RunDir(cfg.run_dir())
     return train_run(cfg, resume=resume is not None, overwrite=overwrite, split=split, estimate=estimate)
 
 
@@ -105,11 +107,12 @@ def load_model(path: PathLike, *, device: str = "cpu", engine: Optional[str] = N
 
 
 def export(checkpoint: PathLike, *, fmt: str = "onnx", out: Optional[PathLike] = None,
-           size: Optional[Sequence[int]] = None) -> Path:
-    """Export a checkpoint's model to ONNX or TorchScript (fixed input size; see evaluation/export.py)."""
+           size: Optional[Sequence[int]] = None, int8: bool = False, calibration_images: int = 64) -> Path:
+    """Export a checkpoint's model to ONNX (INT8 with `int8`) or TorchScript; see evaluation/export.py."""
     from .evaluation.export import export_checkpoint
 
-    return export_checkpoint(Path(checkpoint), fmt, Path(out) if out else None, size)
+    return export_checkpoint(Path(checkpoint), fmt, Path(out) if out else None, size, int8=int8,
+                             calibration_images=calibration_images)
 
 
 def inspect(config: Union[Config, PathLike], *, overrides: Sequence[str] = (), out: Optional[PathLike] = None,

@@ -94,7 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="evaluate a run folder or checkpoint at full resolution")
     p.add_argument("target", metavar="RUN_DIR_OR_CHECKPOINT")
     p.add_argument("--split", choices=["val", "test"], default="val")
-    p.add_argument("--out", help="output folder (default RUN_DIR/eval/SPLIT)")
+    p.add_argument("--out", help="output folder (default RUN_DIR/eval/SPLIT; an export's: RUN_DIR/checkpoints/eval_NAME_SPLIT)")
+    p.add_argument("--engine", choices=["torch", "torchscript", "onnxruntime"], default="torch",
+                   help="torch: a run folder or checkpoint; onnxruntime / torchscript: a file written by `seglab export` "
+                        "kept in its run's checkpoints/ folder, scored on that run's split")
     _inference_flags(p)
     _common(p, example="eval.batch_size=2")
 
@@ -121,6 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", dest="fmt", choices=["onnx", "torchscript"], default="onnx")
     p.add_argument("--out", help="output file (default: beside the checkpoint)")
     p.add_argument("--size", type=_count(1), nargs=2, metavar=("H", "W"), help="input size (default: the training input size)")
+    p.add_argument("--int8", action="store_true",
+                   help="ONNX with INT8 weights and activations (onnxruntime static quantization, calibrated on "
+                        "the run's training images; weights only when none can be read); default NAME.int8.onnx")
+    p.add_argument("--calibration-images", type=_count(1), default=64, metavar="N",
+                   help="training images that calibrate --int8's activation ranges (default 64)")
     _common(p, sets=False)
 
     p = sub.add_parser("inspect", help="check a dataset: counts, sizes, class frequencies, problems, sample grid")
@@ -285,7 +293,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from . import api
 
-    api.evaluate(args.target, split=args.split, overrides=args.overrides + _inference_overrides(args), out=args.out)
+    api.evaluate(args.target, split=args.split, overrides=args.overrides + _inference_overrides(args), out=args.out,
+                 engine=args.engine)
     return 0
 
 
@@ -302,7 +311,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from . import api
 
-    print(f"wrote {api.export(args.checkpoint, fmt=args.fmt, out=args.out, size=args.size)}")
+    out = api.export(args.checkpoint, fmt=args.fmt, out=args.out, size=args.size, int8=args.int8,
+                     calibration_images=args.calibration_images)
+    print(f"wrote {out}")
     return 0
 
 
@@ -374,7 +385,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
         names = list_timm_encoders(args.encoders)
         if not names:
-            raise SeglabError(f"--encoders: no timm model matches {args.encoders!r}; try a wider pattern such as '*{args.encoders.strip('*')}*'")
+            raise SeglabError(f"--encoders: no timm model matches {args.encoders!r}; "
+                              f"try a wider pattern such as '*{args.encoders.strip('*')}*'")
         print("\n".join(names))
         from .models.timm_encoder import TIMM_ANY
         from .registry import MODEL_ENCODERS
@@ -459,6 +471,7 @@ def _terminate(signum: int, frame: Any) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """The `seglab` command: parse `argv`, run the command; 0, or 2 after a one-line error (traceback with --debug)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(_attach_dash_values(argv))
     on_term = signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread() else None

@@ -10,6 +10,7 @@ import numpy as np
 import yaml
 
 from .config import Config, load_config
+from .config.metric_names import SCORES
 from .data.datasets import build_data
 from .data.masks import display_rgb, read_image
 from .data.splits import Sample, load_split
@@ -240,11 +241,8 @@ def compare(inputs: Sequence[PathLike], *, out: PathLike, overrides: Sequence[st
 
 # ---------------------------------------------------------------- cross-validation
 
-CV_METRICS = ["miou", "pixel_accuracy", "mean_accuracy", "mean_dice", "fwiou", "mean_boundary_iou"]
-
-
 def _mean_std(rows: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
-    keys = [k for k in rows[0] if k in CV_METRICS or k.startswith("iou_")] + ["train_seconds"]
+    keys = [k for k in rows[0] if k in SCORES or k.startswith("iou_")] + ["train_seconds"]
     mean: dict[str, Any] = {"experiment": "mean", "model": rows[0].get("model"), "split": rows[0]["split"],
                             "gflops_input": rows[0].get("gflops_input")}
     std: dict[str, Any] = {"experiment": "std", "model": "", "split": rows[0]["split"]}

@@ -11,6 +11,7 @@ import socket
 from pathlib import Path
 from typing import Any, Optional
 
+from .config.metric_names import VALIDATION_COLUMNS
 from .errors import SeglabError
 from .fileio import TMP_SUFFIX, atomic_write_text, remove_stale_temporaries
 
@@ -22,10 +23,11 @@ MARKER = ".seglab-run"
 # where `seglab eval` writes for a checkpoint it cannot place in a run folder, and checkpoints/best.onnx and
 # the like are `seglab export`'s default outputs. tests/test_run_folder.py checks that every run kind writes
 # nothing outside this list.
-_SCORES = r"(metrics\.json|per_class\.csv|per_class\.md|per_image\.csv|(per_class_iou|confusion|samples|per_image_miou|worst)_[^/]+\.png)"
+_SCORES = (r"(metrics\.json|per_class\.csv|per_class\.md|per_image\.csv"
+           r"|(per_class_iou|confusion|samples|per_image_miou|worst)_[^/]+\.png)")
 _RUN_FILES = (
     r"\.seglab-run", r"config\.yaml", r"split\.json", r"metrics\.csv", r"train\.log", r"report\.html", r"summary\.json",
-    r"checkpoints/(best|last)\.(pt|onnx|torchscript\.pt)", rf"checkpoints/eval_[^/]+/{_SCORES}",
+    r"checkpoints/(best|last)\.(pt|onnx|int8\.onnx|torchscript\.pt)", rf"checkpoints/eval_[^/]+/{_SCORES}",
     r"plots/(loss|metrics)\.png", r"plots/(per_class_iou|confusion|samples|per_image_miou|worst)_[^/]+\.png",
     rf"eval/[^/]+/{_SCORES}", r"tb/events\.out\.tfevents\.[^/]+",
     r"cv_summary\.json", r"cv_results\.md", r"results\.csv", r"results\.md", r"predictions\.png", r"curves\.png",
@@ -34,8 +36,8 @@ _OWN_FILE = re.compile(rf"(fold_\d+/)?({'|'.join(_RUN_FILES)})|(.*/)?\.[^/]+{re.
 _OWN_FOLDER = re.compile(r"(fold_\d+/)?(checkpoints(/eval_[^/]+)?|plots|tb|eval(/[^/]+)?)|fold_\d+")
 
 METRICS_COLUMNS = [
-    "epoch", "train_loss", "val_loss", "val_miou", "val_pixel_accuracy", "val_mean_boundary_iou",
-    "lr", "epoch_seconds", "train_images_per_s", "loader_images_per_s", "model_images_per_s", "step", "elapsed_seconds",
+    "epoch", "train_loss", *VALIDATION_COLUMNS, "lr", "epoch_seconds", "train_images_per_s", "loader_images_per_s",
+    "model_images_per_s", "step", "elapsed_seconds",
 ]
 
 

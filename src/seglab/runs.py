@@ -6,11 +6,13 @@ evaluated with; what is evaluated after training. `experiments.py` (compare, k-f
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 import logging
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 from .config import Config, config_differences, config_from_dict, load_config
+from .config.metric_names import SCORES
 from .data.datasets import EvalDataset, build_data
 from .data.splits import Split, load_split
 from .engine.budget import Estimate
@@ -33,7 +35,7 @@ PathLike = Union[str, Path]
 def train_run(cfg: Config, *, resume: bool = False, overwrite: bool = False, split: Optional[Split] = None,
               estimate: Optional[Estimate] = None) -> RunDir:
     """Train `cfg` into its run folder (or continue it from last.pt with `resume`), then evaluate val (and
-    test when eval.split is test), write the report and close the MLflow run. A run that stopped before its
+    test when eval.split is test), write the report and close the trackers' runs. A run that stopped before its
     first checkpoint starts over. `split`: the samples of each split (a cross-validation fold); `estimate`: the speed
     measured beforehand."""
     run = RunDir(cfg.run_dir())
@@ -97,17 +99,17 @@ def _run_lock(run: RunDir) -> Any:
 
 
 def _track_final(cfg: Config, run: RunDir) -> None:
-    """MLflow: the evaluation metrics, the report and the evaluation tables as artefacts; closes the run."""
+    """The trackers (MLflow, W&B): the final metrics, the report and the evaluation tables as artefacts; closes their runs."""
     from .tracking import create_tracker
 
     summary = run.read_json(run.summary) or {}
-    tracker = create_tracker(cfg.tracking, cfg.output.name, summary.get("mlflow_run_id"))
+    runs = summary.get("tracker_runs") or ({"mlflow": summary["mlflow_run_id"]} if summary.get("mlflow_run_id") else {})
+    tracker = create_tracker(cfg.tracking, cfg.output.name, runs, Path(cfg.output.dir))
     if tracker is None:
         return
     for split_dir in sorted((run.path / "eval").glob("*")):
         m = run.read_json(split_dir / "metrics.json") or {}
-        row = {f"final_{split_dir.name}_{k}": v for k, v in m.items() if k in
-               ("miou", "pixel_accuracy", "mean_boundary_iou", "mean_dice", "mean_accuracy", "fwiou")}
+        row = {f"final_{split_dir.name}_{k}": v for k, v in m.items() if k in SCORES}
         tracker.log_epoch({"epoch": summary.get("timing", {}).get("epochs_run", 0), **row})
         tracker.log_artifact(split_dir / "per_class.csv", f"eval/{split_dir.name}")
     tracker.log_artifact(run.report)
@@ -116,6 +118,7 @@ def _track_final(cfg: Config, run: RunDir) -> None:
 
 
 def finish_report(run: RunDir) -> Path:
+    """Draw the run's curves and rebuild report.html from what the folder holds."""
     history = run.read_history()
     if history:
         plots.plot_loss_curves(history, run.plots / "loss.png")
@@ -138,12 +141,21 @@ def _resolve_target(target: PathLike) -> tuple[Path, Optional[RunDir]]:
     return p, (run if run.is_run() else None)
 
 
-def evaluate(target: PathLike, *, split: str = "val", overrides: Sequence[str] = (), out: Optional[PathLike] = None,
-             report: bool = True) -> dict[str, Any]:
-    """Evaluate a run folder's best checkpoint (or a checkpoint file) on a split at full resolution.
+@dataclass
+class _Scored:
+    """What `evaluate` scores: a model and the data of its run, from a checkpoint or an export."""
 
-    Writes metrics.json, per_class.csv, per_class.md and plots into `out` (default RUN/eval/SPLIT).
-    """
+    path: Path
+    run: Optional[RunDir]
+    cfg: Config
+    model: Any  # an nn.Module (a checkpoint's) or an export's runtime
+    labels: Any
+    input_size: Optional[tuple[int, int]]
+    device: Any
+    default_out: Path
+
+
+def _open_checkpoint(target: PathLike, split: str, overrides: Sequence[str]) -> _Scored:
     ckpt_path, run = _resolve_target(target)
     lm = load_model(ckpt_path)
     run_cfg = load_config(run.config) if run is not None else None
@@ -160,41 +172,84 @@ def evaluate(target: PathLike, *, split: str = "val", overrides: Sequence[str] =
                                   f"{diff} (checkpoint vs config.yaml)")
     device = pick_device(cfg.train.device)
     lm.to(device)
+    out = run.eval_dir(split) if run else ckpt_path.parent / f"eval_{split}"
+    return _Scored(ckpt_path, run, cfg, lm.model, lm.labels, lm.input_size, device, out)
+
+
+def _open_export(target: PathLike, split: str, overrides: Sequence[str], engine: str) -> _Scored:
+    """An ONNX or TorchScript export kept in its run's checkpoints/ folder, scored on that run's data with the
+    normalisation and input size stored in the export."""
+    from torch import nn
+
+    from .evaluation.predict import open_model
+
+    path = Path(target)
+    if not path.is_file():
+        raise SeglabError(f"{path}: --engine {engine} scores an exported model file; no such file")
+    run = RunDir(path.parent.parent)
+    if not run.is_run():
+        raise SeglabError(f"{path}: an export is scored on its run's data split; keep it in RUN/checkpoints/ "
+                          f"(no run folder at {run.path})")
+    runtime = open_model(path, engine)
+    cfg = load_config(run.config, list(overrides))
+    cfg.augment.mean, cfg.augment.std = runtime.mean, runtime.std  # the export's own normalisation
+
+    class Exported(nn.Module):  # run_evaluation's model interface over the runtime
+        def forward(self, x):
+            return runtime(x.cpu())
+
+    stem = path.name.split(".")[0] + "".join(f"_{part}" for part in path.name.split(".")[1:-1])
+    return _Scored(path, run, cfg, Exported(), runtime.labels, runtime.input_size, pick_device("cpu"),
+                   path.parent / f"eval_{stem}_{path.suffix[1:]}_{split}")
+
+
+def evaluate(target: PathLike, *, split: str = "val", overrides: Sequence[str] = (), out: Optional[PathLike] = None,
+             report: bool = True, engine: str = "torch") -> dict[str, Any]:
+    """Evaluate a run folder's best checkpoint (or a checkpoint file) on a split at full resolution; with
+    `engine` 'onnxruntime' or 'torchscript', an export in a run's checkpoints/ folder on that run's split.
+
+    Writes metrics.json, per_class.csv, per_class.md and plots into `out` (default RUN/eval/SPLIT; for an
+    export RUN/checkpoints/eval_NAME_SPLIT, so the checkpoint's own scores stay).
+    """
+    exported = engine != "torch"
+    s = _open_export(target, split, overrides, engine) if exported else _open_checkpoint(target, split, overrides)
+    ckpt_path, run, cfg = s.path, s.run, s.cfg
     split_data = load_split(run.split, cfg.data.root) if run is not None and run.split.is_file() else None
     data = build_data(cfg, split=split_data)
     if split not in data.readers:
         raise DataError(f"the {split} split is empty for {target}")
-    if data.labels.names != lm.labels.names:
-        raise SeglabError(f"{ckpt_path}: checkpoint classes {lm.labels.names} differ from the dataset's {data.labels.names}")
-    dataset = EvalDataset(data.readers[split], cfg, input_size=lm.input_size)
+    if data.labels.names != s.labels.names:
+        raise SeglabError(f"{ckpt_path}: model classes {s.labels.names} differ from the dataset's {data.labels.names}")
+    dataset = EvalDataset(data.readers[split], cfg, input_size=s.input_size)
     settings = settings_from_config(cfg.eval)
-    res = run_evaluation(lm.model, dataset, lm.labels, device=device, batch_size=cfg.eval.batch_size,
+    res = run_evaluation(s.model, dataset, s.labels, device=s.device, batch_size=cfg.eval.batch_size,
                          dilation_ratio=cfg.eval.boundary_dilation_ratio, num_samples=cfg.eval.num_samples,
-                         channels_last=cfg.train.channels_last, settings=settings, per_image=True,
+                         channels_last=cfg.train.channels_last and not exported, settings=settings, per_image=True,
                          worst=cfg.eval.worst_images)
     metrics = dict(res.metrics, split=split, num_images=len(dataset), checkpoint=str(ckpt_path), inference=settings.describe(),
-                   class_names=lm.labels.names, seconds=res.seconds, metric_seconds=res.metric_seconds,
-                   confusion=res.confusion.tolist())
-    out_dir = Path(out) if out is not None else (run.eval_dir(split) if run else ckpt_path.parent / f"eval_{split}")
+                   class_names=s.labels.names, seconds=res.seconds, metric_seconds=res.metric_seconds,
+                   confusion=res.confusion.tolist(), engine=engine)
+    labels = s.labels
+    out_dir = Path(out) if out is not None else s.default_out
     out_dir.mkdir(parents=True, exist_ok=True)
     RunDir(out_dir).write_json(out_dir / "metrics.json", metrics)
-    atomic_write_text(out_dir / "per_class.csv", per_class_csv(lm.labels.names, metrics))
-    atomic_write_text(out_dir / "per_image.csv", per_image_csv(lm.labels.names, res.per_image))
-    table = per_class_markdown(lm.labels.names, metrics)
+    atomic_write_text(out_dir / "per_class.csv", per_class_csv(labels.names, metrics))
+    atomic_write_text(out_dir / "per_image.csv", per_image_csv(labels.names, res.per_image))
+    table = per_class_markdown(labels.names, metrics)
     atomic_write_text(out_dir / "per_class.md", table)
-    fig_dir = run.plots if run is not None and out is None else out_dir
-    plots.plot_per_class(lm.labels.names, metrics["iou"], metrics["boundary_iou"], fig_dir / f"per_class_iou_{split}.png")
-    plots.plot_confusion(res.confusion.numpy(), lm.labels.names, fig_dir / f"confusion_{split}.png")
+    fig_dir = run.plots if run is not None and out is None and not exported else out_dir
+    plots.plot_per_class(labels.names, metrics["iou"], metrics["boundary_iou"], fig_dir / f"per_class_iou_{split}.png")
+    plots.plot_confusion(res.confusion.numpy(), labels.names, fig_dir / f"confusion_{split}.png")
     if res.samples:
-        plots.plot_samples(res.samples, lm.labels, fig_dir / f"samples_{split}.png", overlay)
+        plots.plot_samples(res.samples, labels, fig_dir / f"samples_{split}.png", overlay)
     plots.plot_histogram([r["miou"] for r in res.per_image], fig_dir / f"per_image_miou_{split}.png")
     if res.worst:
-        plots.plot_worst(res.worst, lm.labels, fig_dir / f"worst_{split}.png")
+        plots.plot_worst(res.worst, labels, fig_dir / f"worst_{split}.png")
     log.info(f"{split}: mIoU {metrics['miou']:.4f}  pixel accuracy {metrics['pixel_accuracy']:.4f}  "
              f"mean Boundary IoU {metrics['mean_boundary_iou']:.4f}  ({len(dataset)} images, {res.seconds:.1f} s, "
              f"of which metrics {res.metric_seconds:.1f} s, "
              f"{settings.describe()})")
     log.info(table)
-    if run is not None and report and out is None:
+    if run is not None and report and out is None and not exported:
         finish_report(run)
     return metrics

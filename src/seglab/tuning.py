@@ -16,6 +16,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 import yaml
 
 from .config import Config, config_from_dict, dump_config, load_config, set_dotted
+from .config.metric_names import validation_column
 from .errors import ConfigError, SeglabError
 from .fileio import atomic_write_text
 from .run_dir import RunDir, RunLock
@@ -34,6 +35,7 @@ def _optuna():
 
 
 def default_storage(cfg: Config) -> str:
+    """The study database beside the runs: sqlite:///OUTPUT_DIR/tune_NAME.db."""
     path = (Path(cfg.output.dir) / f"tune_{cfg.output.name}.db").resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{path}"
@@ -64,6 +66,7 @@ def suggest(trial, space: dict[str, Any]) -> dict[str, Any]:
 
 
 def config_with(cfg: Config, params: dict[str, Any], name: str) -> Config:
+    """`cfg` with a trial's `params` (dotted keys) set and output.name `name`, validated again."""
     raw = cfg.to_dict()
     for key, value in params.items():
         set_dotted(raw, key.split("."), value, f"tune.space: {key!r}")
@@ -179,7 +182,7 @@ def _objective(optuna: Any, cfg: Config, out_dir: Path) -> Callable[[Any], float
     from .engine.trainer import fit
 
     tc = cfg.tune
-    key = "val_loss" if tc.metric in ("loss", "val_loss") else f"val_{tc.metric}"
+    key = validation_column(tc.metric)
 
     def objective(trial) -> float:
         trial.set_user_attr(OWNER_ATTR, {"host": socket.gethostname(), "pid": os.getpid()})

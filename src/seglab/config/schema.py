@@ -7,6 +7,7 @@ from typing import Any, List, Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..durations import parse_duration
+from .metric_names import check_metric_name
 from .base import _Strict, to_plain
 from .data import MULTILABEL_ENCODINGS, AugmentConfig, DataConfig
 
@@ -50,6 +51,7 @@ class LossConfig(BaseModel):
 
 
 class OptimizerConfig(_Strict):
+    """The `optimizer` section."""
     name: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
     lr: float = Field(1e-3, gt=0.0)
     weight_decay: float = Field(0.0, ge=0.0)
@@ -60,6 +62,7 @@ class OptimizerConfig(_Strict):
 
 
 class ScheduleConfig(_Strict):
+    """The `schedule` section: the per-iteration learning-rate schedule with warm-up."""
     name: Literal["constant", "step", "cosine", "poly"] = "constant"
     warmup_epochs: float = Field(0.0, ge=0.0)
     step_epochs: int = Field(10, ge=1)
@@ -69,6 +72,7 @@ class ScheduleConfig(_Strict):
 
 
 class TrainConfig(_Strict):
+    """The `train` section: length or time budget, batches, precision, fine-tuning, best checkpoint."""
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(8, ge=1)
     num_workers: int = Field(0, ge=0)
@@ -148,10 +152,7 @@ class TrainConfig(_Strict):
     @field_validator("best_metric")
     @classmethod
     def _metric(cls, v):
-        allowed = {"miou", "pixel_accuracy", "mean_accuracy", "mean_dice", "fwiou", "mean_boundary_iou", "val_loss"}
-        if v not in allowed:
-            raise ValueError(f"must be one of {', '.join(sorted(allowed))}")
-        return v
+        return check_metric_name(v)
 
     @field_validator("device")
     @classmethod
@@ -172,6 +173,7 @@ class TrainConfig(_Strict):
 
 
 class EvalConfig(_Strict):
+    """The `eval` section: the final splits, sliding window / TTA and Boundary IoU's dilation."""
     split: Literal["val", "test"] = "val"
     batch_size: int = Field(4, ge=1)
     boundary_dilation_ratio: float = Field(0.02, gt=0.0, le=0.5)
@@ -218,10 +220,16 @@ class OutputConfig(_Strict):
 
 class TrackingConfig(_Strict):
     """CSV and TensorBoard are always written; MLflow too when mlflow_uri is set (a folder or file:// URI
-    for a local store, sqlite:///mlflow.db, or an http(s):// tracking server)."""
+    for a local store, sqlite:///mlflow.db, or an http(s):// tracking server); Weights & Biases too when
+    wandb_project is set (each one file in tracking/)."""
 
     mlflow_uri: Optional[str] = None
     mlflow_experiment: Optional[str] = None  # default "seglab"
+    wandb_project: Optional[str] = None
+    wandb_entity: Optional[str] = None  # default: the logged-in user's
+    # offline: no network, the run is written under wandb_dir and `wandb sync` uploads it later
+    wandb_mode: Literal["online", "offline"] = "online"
+    wandb_dir: Optional[str] = None  # default output.dir (W&B writes its wandb/ folder there)
 
 
 class SearchParam(_Strict):
@@ -259,8 +267,14 @@ class TuneConfig(_Strict):
     pruner_startup_trials: int = Field(3, ge=0)  # trials that always run to the end first
     sampler_seed: Optional[int] = None
 
+    @field_validator("metric")
+    @classmethod
+    def _metric(cls, v):
+        return check_metric_name(v)
+
 
 class Config(_Strict):
+    """One experiment: every section, validated together."""
     seed: int = 0
     # Cross-validation: K trainings, each validated on one of K disjoint folds of the train + val pool
     # (the test split stays aside); the run folder gets fold_1..fold_K and the mean and std of every metric.

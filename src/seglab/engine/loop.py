@@ -13,6 +13,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..checkpoint import rng_state, save_checkpoint
+from ..config.metric_names import SCORES, validation_column
 from ..collectives import all_reduce_sum
 from ..durations import format_duration
 from ..run_dir import RunDir
@@ -163,9 +164,8 @@ class EpochLoop:
         val_seconds = clock.now() - t_val
         if self.plan is not None:
             self.plan.val_seconds = rank_mean([val_seconds], self.t.device)[0]
-        row.update(val_loss=m["loss"], val_miou=m["miou"], val_pixel_accuracy=m["pixel_accuracy"],
-                   val_mean_boundary_iou=m["mean_boundary_iou"])
-        value = m["loss"] if cfg.train.best_metric == "val_loss" else m[cfg.train.best_metric]
+        row.update(val_loss=m["loss"], **{validation_column(name): m[name] for name in SCORES})
+        value = row[validation_column(cfg.train.best_metric)]
         if not math.isnan(value) and (state.best_value is None or self.better(value, state.best_value)):
             state.best_value, state.best_epoch, state.bad_validations = value, epoch, 0
             return True, val_seconds

@@ -23,17 +23,21 @@ class TrainState:
     bad_validations: int = 0
     train_seconds: float = 0.0  # training time so far: measurement, steps, validations, checkpoint writes
     stopped_early: bool = False
-    mlflow_run_id: Optional[str] = None
+    tracker_runs: dict[str, str] = field(default_factory=dict)  # tracker name -> its run id, continued on resume
     estimate: Optional[dict[str, Any]] = None  # Estimate.to_dict() measured before epoch 1
     plan: Optional[dict[str, Any]] = None  # BudgetPlan.to_dict() of a time-budgeted run
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainState":
         names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        state = cls(**{k: v for k, v in d.items() if k in names})
+        if d.get("mlflow_run_id") and not state.tracker_runs:  # checkpoints before tracker_runs
+            state.tracker_runs = {"mlflow": d["mlflow_run_id"]}
+        return state
 
 
 def budget_note(plan: Optional[BudgetPlan]) -> str:
+    """' of a 10 min budget, re-planned N times' for the closing line; '' without a budget."""
     return "" if plan is None else f" of a {format_duration(plan.budget_seconds)} budget, re-planned {plan.replans} times"
 
 
@@ -52,6 +56,7 @@ def estimated_seconds(state: TrainState, cfg: Config, plan: Optional[BudgetPlan]
 
 
 def estimate_vs_actual(state: TrainState, cfg: Config, plan: Optional[BudgetPlan]) -> str:
+    """' (estimated 9 min 50 s)' for the closing line: what the measurement before epoch 1 predicted."""
     expected = estimated_seconds(state, cfg, plan)
     if expected is None or state.stopped_early:
         return ""
@@ -59,6 +64,7 @@ def estimate_vs_actual(state: TrainState, cfg: Config, plan: Optional[BudgetPlan
 
 
 def timing_summary(state: TrainState, cfg: Config, plan: Optional[BudgetPlan], steps_per_epoch: int) -> dict[str, Any]:
+    """summary.json's `timing`: epochs and steps run, training time, speeds, the budget's plan."""
     hist = state.history
     out: dict[str, Any] = {
         "epochs_run": state.epoch, "steps_run": state.global_step, "train_seconds": state.train_seconds,

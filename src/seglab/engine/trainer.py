@@ -45,6 +45,7 @@ log = logging.getLogger("seglab")
 
 
 def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch (each rank the same: the sampler splits the data)."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -117,21 +118,27 @@ def estimate_training(cfg: Config) -> Estimate:
     return measure_speed(t, max(1, cfg.train.estimate_steps))
 
 
-def describe_plan(cfg: Config, est: Estimate, plan: Optional[BudgetPlan], final_eval_seconds: float = 0.0,
-                  setup_seconds: float = 0.0) -> str:
+def describe_plan(cfg: Config, est: Estimate, plan: Optional[BudgetPlan], final_eval_seconds: Optional[float] = None,
+                  setup_seconds: Optional[float] = None) -> str:
     """The line printed before epoch 1: how long the run will take, or what its budget buys and what comes on
-    top of it (the set-up before it, the final evaluation after it)."""
+    top of it (the set-up before it, the final evaluation after it; None: not measured yet, as in a
+    comparison's plans before its first run)."""
     if plan is None:
         return (f"estimate: {est.describe(cfg.train.epochs, cfg.train.val_every)}; "
                 "set train.time_budget (or --budget 30m) to fit a budget")
     splits = " + ".join(cfg.eval.final_splits())
+    if final_eval_seconds is None or setup_seconds is None:
+        on_top = (f"on top of it come the set-up before it and the final evaluation of {splits} with the report "
+                  "after it (each run's start line gives their estimates)")
+    else:
+        on_top = (f"on top of it come the set-up before it (data checks, model: {format_duration(setup_seconds)}) "
+                  f"and the final evaluation of {splits} with the report after it "
+                  f"(about {format_duration(final_eval_seconds)})")
     return (f"time budget {format_duration(plan.budget_seconds)}: planned {plan.end_step} steps = "
             f"{plan.end_step / plan.steps_per_epoch:.1f} epochs, the whole {cfg.schedule.name} schedule "
             f"({est.train_images_per_s:.1f} train img/s, {format_duration(est.val_seconds)} per validation, "
             f"measured in {est.probe_seconds:.1f} s). The budget covers that measurement, the training steps, "
-            f"validations and checkpoint writes; on top of it come the set-up before it (data checks, model: "
-            f"{format_duration(setup_seconds)}) and the final evaluation of {splits} with the report after it "
-            f"(about {format_duration(final_eval_seconds)})")
+            f"validations and checkpoint writes; {on_top}")
 
 
 def final_eval_seconds(t: Training, est: Estimate) -> float:
@@ -209,14 +216,7 @@ def _fit(run: RunDir, cfg: Config, *, resume: bool, overwrite: bool, split: Opti
                        load_pretrained=ckpt is None)  # a resume's weights come from last.pt
     model, optimizer = t.model, t.optimizer
     state = TrainState.from_dict(ckpt["train_state"]) if ckpt is not None else TrainState()
-    kept: list[str] = []
-    if ckpt is None and main:
-        kept = run.prepare_new(overwrite)
-        atomic_write_text(run.config, dump_config(cfg))
-        save_split(run.split, t.data.split, cfg.data.root)
-    handler = _attach_log_file(run.log) if main else None
-    if kept:
-        log.info(f"{run.path}: replaced the earlier run; kept {kept_files(kept)} that seglab did not write")
+    handler = _open_folder(run, cfg, t, overwrite, first=ckpt is None) if main else None
     n_params = count_parameters(model)
     _log_start(t, run, state, resume, n_params)
 
@@ -229,13 +229,7 @@ def _fit(run: RunDir, cfg: Config, *, resume: bool, overwrite: bool, split: Opti
         _restore(t, scheduler, ckpt, run.last)
         t.model_meta["pretrained"] = ckpt["model"].get("pretrained") or []  # what the run started from
 
-    from torch.utils.tensorboard import SummaryWriter
-
-    writer = SummaryWriter(str(run.tensorboard), purge_step=state.epoch + 1 if resume else None) if main else None
-    tracker = create_tracker(cfg.tracking, cfg.output.name, state.mlflow_run_id) if main else None
-    if tracker is not None and not resume:
-        tracker.log_config(cfg.to_dict())
-    state.mlflow_run_id = tracker.run_id if tracker is not None else None
+    writer, tracker = _open_logs(cfg, run, state, resume) if main else (None, None)
     loop = EpochLoop(t, run, state, plan, scheduler, writer, tracker)
     try:
         while not loop.finished():
@@ -260,10 +254,37 @@ def _fit(run: RunDir, cfg: Config, *, resume: bool, overwrite: bool, split: Opti
     return run
 
 
+def _open_folder(run: RunDir, cfg: Config, t: Training, overwrite: bool, first: bool) -> logging.Handler:
+    """Rank 0: a new run writes its folder's config.yaml and split.json (replacing an earlier run's files
+    with --overwrite); every run appends to train.log through the returned handler."""
+    kept: list[str] = []
+    if first:
+        kept = run.prepare_new(overwrite)
+        atomic_write_text(run.config, dump_config(cfg))
+        save_split(run.split, t.data.split, cfg.data.root)
+    handler = _attach_log_file(run.log)
+    if kept:
+        log.info(f"{run.path}: replaced the earlier run; kept {kept_files(kept)} that seglab did not write")
+    return handler
+
+
+def _open_logs(cfg: Config, run: RunDir, state: TrainState, resume: bool) -> tuple[Any, Any]:
+    """Rank 0's TensorBoard writer (a resume drops events after its epoch) and the configured trackers (a
+    resume continues their runs; their ids go into `state`)."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(run.tensorboard), purge_step=state.epoch + 1 if resume else None)
+    tracker = create_tracker(cfg.tracking, cfg.output.name, state.tracker_runs, Path(cfg.output.dir))
+    if tracker is not None and not resume:
+        tracker.log_config(cfg.to_dict())
+    state.tracker_runs = tracker.run_ids if tracker is not None else {}
+    return writer, tracker
+
+
 def _write_summary(t: Training, run: RunDir, state: TrainState, plan: Optional[BudgetPlan], n_params: int) -> None:
     cfg = t.cfg
     run.write_json(run.summary, {
-        "mlflow_run_id": state.mlflow_run_id, "model": cfg.model.name, "parameters": n_params, "device": str(t.device),
+        "tracker_runs": state.tracker_runs, "model": cfg.model.name, "parameters": n_params, "device": str(t.device),
         "hardware": describe_hardware(t.device), "torch": torch.__version__, "precision": t.precision,
         "pretrained": t.model_meta.get("pretrained") or [],
         "fine_tuning": fine_tuning_summary(cfg, len(t.train_loader), plan),

@@ -28,7 +28,8 @@ def _metadata(lm: LoadedModel, size: Optional[Sequence[int]], fixed: str = "") -
 
 
 def export_checkpoint(checkpoint: Path, fmt: str, out: Optional[Path] = None,
-                      size: Optional[Sequence[int]] = None, opset: int = 17) -> Path:
+                      size: Optional[Sequence[int]] = None, opset: int = 17, int8: bool = False,
+                      calibration_images: int = 64) -> Path:
     """Write the checkpoint's model as `fmt` ('onnx' or 'torchscript') for (N, C, H, W) inputs.
 
     H, W default to the checkpoint's input size. ONNX graphs take any batch, height and width, except for
@@ -37,9 +38,13 @@ def export_checkpoint(checkpoint: Path, fmt: str, out: Optional[Path] = None,
     does in PyTorch; the metadata says whether other sizes work (`dynamic_size`, `fixed_size_reason`). A model
     trained at native resolution needs no size for ONNX: it is traced at its training crop (else 256 x 256)
     and predicts every image at its own size; only a fixed-size graph asks for --size.
+    `int8`: an INT8 ONNX model (evaluation/quantize.py), calibrated on up to `calibration_images` images of
+    the run's training split; default file NAME.int8.onnx.
     """
     if fmt not in ("onnx", "torchscript"):
         raise SeglabError(f"--format: expected onnx or torchscript, got {fmt!r}")
+    if int8 and fmt != "onnx":
+        raise SeglabError("--int8: INT8 export is for --format onnx (onnxruntime's quantization)")
     lm = load_model(checkpoint)
     model = lm.model.eval()
     fixed = fixed_export_size(model) if fmt == "onnx" else "TorchScript traces keep the traced size"
@@ -52,7 +57,8 @@ def export_checkpoint(checkpoint: Path, fmt: str, out: Optional[Path] = None,
             raise SeglabError(f"{checkpoint}: the model was trained at native resolution and its ONNX graph has a "
                               f"fixed size ({fixed}); give --size H W")
         size = trace  # a TorchScript trace of a native-size model: predicted at the training crop it saw
-    out = Path(out) if out else Path(checkpoint).with_suffix(".onnx" if fmt == "onnx" else ".torchscript.pt")
+    suffix = ".int8.onnx" if int8 else ".onnx" if fmt == "onnx" else ".torchscript.pt"
+    out = Path(out) if out else Path(checkpoint).with_suffix(suffix)
     example = torch.randn(1, lm.in_channels, *trace)
     with atomic_path(out) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -70,10 +76,24 @@ def export_checkpoint(checkpoint: Path, fmt: str, out: Optional[Path] = None,
             entry = proto.metadata_props.add()
             entry.key, entry.value = META_KEY, json.dumps(_metadata(lm, size, fixed))
             onnx.save(proto, str(tmp))
+            if int8:
+                log.info(f"{out}: INT8 ({_quantize_in_place(tmp, Path(checkpoint), lm, calibration_images)})")
             log.info(f"{out}: fixed {trace[0]}x{trace[1]} input ({fixed})" if fixed
                      else f"{out}: any batch, height and width (traced at {trace[0]}x{trace[1]}"
                           f"{'; images are predicted at their own size' if size is None else ''})")
     return out
+
+
+def _quantize_in_place(path: Path, checkpoint: Path, lm: LoadedModel, calibration_images: int) -> str:
+    """Replace the FP32 ONNX file `path` by its INT8 version (evaluation/quantize.py); how it was quantized."""
+    from .quantize import calibration_inputs, quantize_onnx
+
+    fp32 = path.with_name(f".fp32{path.name}")  # ends as the temporary name does: cleaned up if left
+    path.rename(fp32)
+    try:
+        return quantize_onnx(fp32, path, calibration_inputs(checkpoint, lm, calibration_images))
+    finally:
+        fp32.unlink(missing_ok=True)
 
 
 def _native_trace_size(lm: LoadedModel) -> tuple[int, int]:

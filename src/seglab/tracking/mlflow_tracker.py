@@ -1,25 +1,16 @@
-"""Experiment tracking beyond the run folder's CSV and TensorBoard: MLflow when tracking.mlflow_uri is set."""
+"""MLflow: one MLflow run per seglab run (tracking.mlflow_uri: a folder, file://, sqlite:/// or http(s)://)."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any, Optional
 
-from .errors import SeglabError
+from ..errors import SeglabError
+from .base import Tracker, flatten
 
 
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v if isinstance(v, (int, float, str, bool)) or v is None else str(v)
-    return out
-
-
-class MlflowTracker:
+class MlflowTracker(Tracker):
     """One MLflow run per seglab run: params (the flattened config), per-epoch metrics, artefacts.
 
     A resumed run continues the same MLflow run (its id is kept in the checkpoint)."""
@@ -42,7 +33,7 @@ class MlflowTracker:
             raise SeglabError(f"tracking.mlflow_uri: cannot use {uri}: {str(exc).splitlines()[0]}") from None
 
     def log_config(self, config: dict[str, Any]) -> None:
-        params = _flatten(config)
+        params = flatten(config)
         items = list(params.items())
         for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
             from mlflow.entities import Param
@@ -51,8 +42,6 @@ class MlflowTracker:
 
     def log_epoch(self, row: dict[str, Any]) -> None:
         from mlflow.entities import Metric
-        import time
-
         now = int(time.time() * 1000)
         metrics = [Metric(k, float(v), now, int(row["epoch"])) for k, v in row.items()
                    if k != "epoch" and isinstance(v, (int, float)) and v == v]
@@ -66,8 +55,8 @@ class MlflowTracker:
         self.client.set_terminated(self.run_id, status)
 
 
-def create_tracker(tracking, run_name: str, run_id: Optional[str] = None) -> Optional[MlflowTracker]:
-    """The configured tracker (None when tracking.mlflow_uri is not set)."""
+def create_mlflow_tracker(tracking: Any, run_name: str, run_id: Optional[str], folder: Path) -> Optional[Tracker]:
+    """An MlflowTracker when tracking.mlflow_uri is set."""
     if not tracking.mlflow_uri:
         return None
     return MlflowTracker(tracking.mlflow_uri, tracking.mlflow_experiment or "seglab", run_name, run_id)

@@ -1,0 +1,33 @@
+"""Experiment tracking beyond the run folder's CSV and TensorBoard: one small interface (`base.Tracker`) and
+one file per service, registered in TRACKERS by the name its run id is kept under. Adding a service (Neptune,
+ClearML, Comet) is one file with a Tracker and its `create_*` function, one entry here and its config keys."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from .base import Tracker, TrackerGroup
+from .mlflow_tracker import MlflowTracker, create_mlflow_tracker
+from .wandb_tracker import WandbTracker, create_wandb_tracker
+
+# name -> create(tracking config, run name, run id to continue or None, default folder) -> Tracker or None
+TRACKERS: dict[str, Callable[[Any, str, Optional[str], Path], Optional[Tracker]]] = {
+    "mlflow": create_mlflow_tracker,
+    "wandb": create_wandb_tracker,
+}
+
+
+def create_tracker(tracking: Any, run_name: str, run_ids: Optional[dict[str, str]] = None,
+                   folder: Path = Path("runs")) -> Optional[TrackerGroup]:
+    """The trackers the config's `tracking` section turns on, as one group (None when it turns none on);
+    `run_ids` (tracker name -> id, from the checkpoint) continues their runs."""
+    ids = run_ids or {}
+    found = {}
+    for name, create in TRACKERS.items():
+        tracker = create(tracking, run_name, ids.get(name), folder)
+        if tracker is not None:
+            found[name] = tracker
+    return TrackerGroup(found) if found else None
+
+
+__all__ = ["TRACKERS", "MlflowTracker", "Tracker", "TrackerGroup", "WandbTracker", "create_tracker"]
