@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test install install-dev clean
+.PHONY: demo test test-fast install install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,13 @@ demo: install
 	$(BIN)/seglab demo --overwrite  # replaces runs/demo of an earlier demo, nothing else
 
 test: install-dev
+	$(BIN)/ruff check src tests benchmarks scripts  # pyflakes + pycodestyle, pyproject.toml [tool.ruff]
 	$(BIN)/python -m pytest -q
+
+# for the edit-test loop: leaves out the slow and the real-data checks (CI runs `make test`)
+test-fast: install-dev
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/python -m pytest -q -m "not slow and not realdata"
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info src/*.egg-info

@@ -142,13 +142,15 @@ def write_doc(results: list[dict], args, path: Path, seconds: float) -> None:
         "evaluated on CamVid's 233 test images at full 360x480 resolution, mIoU over background + the four classes,",
         "Void ignored. `background` here is every pixel of the other seven CamVid classes.",
         "",
-        "| strategy | mIoU | " + " | ".join(results[0]["class_names"]) + " | pixel acc. | mean Boundary IoU | % of full | train time |",
+        "| strategy | mIoU | " + " | ".join(results[0]["class_names"])
+        + " | pixel acc. | mean Boundary IoU | % of full | train time |",
         "|---|---|" + "---|" * len(results[0]["class_names"]) + "---|---|---|---|",
     ]
     for r in results:
         pct = f"{100 * r['miou'] / full['miou']:.1f}%" if full else "-"
         lines.append(f"| {r['strategy']} | {r['miou']:.4f} | " + " | ".join(f"{v:.4f}" for v in r["iou"])
-                     + f" | {r['pixel_accuracy']:.4f} | {r['mean_boundary_iou']:.4f} | {pct} | {r['train_seconds'] / 60:.1f} min |")
+                     + f" | {r['pixel_accuracy']:.4f} | {r['mean_boundary_iou']:.4f} | {pct}"
+                     + f" | {r['train_seconds'] / 60:.1f} min |")
     lines += ["", "![IoU per class and strategy](partial_labels.png)", "", "## Against the targets", ""]
     if full and naive:
         for r in results:
@@ -197,7 +199,8 @@ def main() -> int:
     t0 = time.perf_counter()
     results = [run_one(s, args, lists, root) for s in args.strategies]
     for r in results:
-        print(f"{r['strategy']:<20} mIoU {r['miou']:.4f}  " + "  ".join(f"{n} {v:.3f}" for n, v in zip(r["class_names"], r["iou"])))
+        per_class = "  ".join(f"{n} {v:.3f}" for n, v in zip(r["class_names"], r["iou"]))
+        print(f"{r['strategy']:<20} mIoU {r['miou']:.4f}  {per_class}")
     doc = Path(args.doc)
     plot(results, doc.with_suffix(".png"))
     write_doc(results, args, doc, time.perf_counter() - t0)

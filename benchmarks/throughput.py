@@ -27,7 +27,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 
 from _docs import cpu_name, replace_block
 
@@ -190,7 +189,8 @@ print("RESULT " + json.dumps(times))
 def quartiles(v: list) -> tuple:
     v = sorted(v)
     def q(f):
-        i = f * (len(v) - 1); lo = int(i)
+        i = f * (len(v) - 1)
+        lo = int(i)
         return v[lo] + (v[min(lo + 1, len(v) - 1)] - v[lo]) * (i - lo)
     return q(0.25), q(0.5), q(0.75)
 
@@ -371,7 +371,8 @@ def write_markdown(args, rows, onnx_rows) -> None:
         lines.append(f"| {r['label']} | {r['peer']} | {p:.2f} | {s:.2f} | {c:.2f} |" + (f" {d:.2f} |" if rec else "")
                      + f" {s / p:.2f}x | {c / p:.2f}x |" + (f" {d / p:.2f}x |" if rec else ""))
     lines += ["", "## Inference latency of one batch (ms, lower is better; ratios are peer / seglab; seglab infers in fp32)",
-              "", "| architecture | peer | peer ms | seglab ms | seglab CL ms | speed-up | speed-up CL |", "|---|---|---|---|---|---|---|"]
+              "", "| architecture | peer | peer ms | seglab ms | seglab CL ms | speed-up | speed-up CL |",
+              "|---|---|---|---|---|---|---|"]
     for r in rows:
         p, s, c = r["peer_latency_ms"], r["seglab_latency_ms"], r["seglab_cl_latency_ms"]
         lines.append(f"| {r['label']} | {r['peer']} | {p:.0f} | {s:.0f} | {c:.0f} | {p / s:.2f}x | {p / c:.2f}x |")

@@ -183,14 +183,14 @@ def test_module_entry_point_and_help():
     r = subprocess.run([sys.executable, "-m", "seglab", "models"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     models, losses = r.stdout.split("\n\n")[:2]
-    lines = {l.split()[0]: l for l in models.splitlines()[1:] if not l.startswith(" ")}
+    lines = {ln.split()[0]: ln for ln in models.splitlines()[1:] if not ln.startswith(" ")}
     from seglab.losses import list_losses
     from seglab.models import list_models
 
     assert sorted(lines) == list_models()
     assert "resnet50" in lines["pspnet"] and "M" in lines["pspnet"]
     assert "options: base_channels=32 depth=4" in models  # each model's options, as the README says
-    assert sorted(l.split()[0] for l in losses.splitlines()[1:]) == list_losses()
+    assert sorted(ln.split()[0] for ln in losses.splitlines()[1:]) == list_losses()
     assert "focal_gamma=2.0" in losses
 
 

@@ -153,6 +153,7 @@ def test_report_renders_in_chromium(compared, tmp_path, which):
 
 # ---------------------------------------------------------------- cross-validation
 
+@pytest.mark.slow
 def test_k_fold_cross_validation(tmp_path, capsys):
     raw = copy.deepcopy(TINY)
     raw.update(k_folds=3)

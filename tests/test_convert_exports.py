@@ -130,7 +130,7 @@ def test_overlap_default_keeps_objects_inside_others_and_reports_per_class(tmp_p
 
 
 def test_config_hint_paths_work_from_anywhere(tmp_path, capsys, monkeypatch):
-    p = _facade_coco(tmp_path / "f.json", ROBOFLOW)
+    _facade_coco(tmp_path / "f.json", ROBOFLOW)
     monkeypatch.chdir(tmp_path)
     assert main(["convert", "coco", "f.json", "--out", "ann"]) == 0
     hint = [line for line in capsys.readouterr().out.splitlines() if line.startswith("config: ")][0]

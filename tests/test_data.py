@@ -144,7 +144,7 @@ def test_size_mismatch_error_and_alignment_rules(tmp_path, tiny_raw):
     for rule, shape in (("resize_image_to_mask", (20, 24)), ("resize_mask_to_image", (40, 48))):
         cfg = config_from_dict(folder_raw(tiny_raw, tmp_path, align=rule))
         bundle = build_data(cfg)
-        loader = next(l for l in bundle.readers.values() if any("img01" in s.image for s in l.items))
+        loader = next(r for r in bundle.readers.values() if any("img01" in s.image for s in r.items))
         i = next(i for i, s in enumerate(loader.items) if "img01" in s.image)
         image, mask = loader.load(i)
         assert image.shape[:2] == mask.shape == shape

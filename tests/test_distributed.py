@@ -20,8 +20,8 @@ from seglab.cli import main
 
 from conftest import TINY
 
-pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
-                                reason="torch.distributed with gloo is not available")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
+                                reason="torch.distributed with gloo is not available")]
 
 
 def _raw(tmp_path, name, epochs, sync_bn=True):

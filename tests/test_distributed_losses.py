@@ -10,10 +10,10 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from seglab.losses import list_losses, list_strategies, strategy_takes
+
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
                                 reason="torch.distributed with gloo is not available")
-
-from seglab.losses import list_losses, list_strategies, strategy_takes
 
 
 def _cases():

@@ -9,7 +9,7 @@ from seglab.config import ScheduleConfig
 from seglab.engine.optim import lr_factor
 from seglab.errors import ConfigError
 from seglab.losses import SoftDice, build_loss, class_weights_from_counts
-from seglab.models import create_model, list_models
+from seglab.models import create_model
 
 
 def _loss(name, weight=None):

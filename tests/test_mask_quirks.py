@@ -1,5 +1,4 @@
 """Binary masks that used to lose foreground silently, and 8-bit data in 16-bit images (issue 23 item 2)."""
-from pathlib import Path
 
 import cv2
 import numpy as np

@@ -9,16 +9,14 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-import yaml
 from torch import nn
 
 from seglab import api
 from seglab.cli import main
 from seglab.config import config_from_dict
 from seglab.data.datasets import EpochSampler, build_data
-from seglab.errors import ConfigError, DataError
-from seglab.losses import (ConditionalLoss, CrossEntropy, ExclusionLoss, MarginalCrossEntropy, MarginalDice, SoftDice,
-                           build_loss, marginal_log_prob)
+from seglab.losses import (ConditionalLoss, ExclusionLoss, MarginalCrossEntropy, MarginalDice, SoftDice,
+                           build_loss)
 from seglab.models import create_conditional_model
 from seglab.models.conditional import ConditionalSegmenter
 

@@ -41,6 +41,7 @@ def _top5_share(model, x):
     return float((top5 == SORREL).any(1).float().mean())
 
 
+@pytest.mark.realdata
 @pytest.mark.skipif(not HORSES.is_dir(), reason="needs ../shared/data/weizmann_horse")
 def test_imagenet_weights_classify_real_horses_and_a_wrong_mapping_does_not():
     from seglab.models.weights import load_timm_classifier, match_state, read_state, resolve_weights

@@ -11,6 +11,8 @@ from conftest import ROOT, SHARED_DATA
 
 CAMVID = SHARED_DATA / "camvid"
 HORSE = SHARED_DATA / "weizmann_horse"
+pytestmark = pytest.mark.realdata
+
 needs_camvid = pytest.mark.skipif(not CAMVID.is_dir(), reason=f"CamVid not found at {CAMVID}")
 needs_horse = pytest.mark.skipif(not HORSE.is_dir(), reason=f"Weizmann Horse not found at {HORSE}")
 

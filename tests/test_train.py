@@ -17,7 +17,7 @@ from seglab.config import config_from_dict
 from seglab.engine.trainer import fit
 from seglab.errors import SeglabError
 
-from conftest import ROOT, TINY
+from conftest import TINY
 
 
 @pytest.fixture(scope="module")
@@ -111,6 +111,7 @@ def _seglab(*args, **kw):
                             stderr=subprocess.STDOUT, text=True, **kw)
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_or_sigterm_matches_uninterrupted_run(tmp_path):
     """kill -9 anywhere, and SIGTERM (issue 24 item 8: what `kill` and schedulers send; handled like Ctrl-C,
     exit 143, "interrupted", the lock released), then --resume: the same weights and metrics as one run."""

@@ -1,9 +1,7 @@
 """Registry-wide model tests: a newly registered model is covered without new test code."""
 import pytest
 import torch
-import torch.nn.functional as F
 
-from seglab.data.synthetic import make_synthetic_sample
 from seglab.errors import ConfigError, SeglabError
 from seglab.losses import total_loss
 from seglab.models import create_model, describe_model, list_models

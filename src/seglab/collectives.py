@@ -7,6 +7,7 @@ import torch.distributed as dist
 
 
 def group_is_initialized() -> bool:
+    """Whether a torch.distributed process group is running (torchrun)."""
     return dist.is_available() and dist.is_initialized()
 
 

@@ -115,5 +115,6 @@ def remove_stale_temporaries(folder: Path) -> list[Path]:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
+    """Write `text` to `path` through a temporary file and a rename (the user's umask kept)."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)

@@ -56,6 +56,7 @@ class RandomSplit(_Strict):
 
 
 class SyntheticConfig(_Strict):
+    """`data.kind: synthetic`: generated shapes on noise, for demos and tests."""
     num_train: int = Field(256, ge=1)
     num_val: int = Field(64, ge=1)
     num_test: int = Field(64, ge=1)
@@ -165,6 +166,7 @@ class SourceConfig(_MaskOptions):
 
 
 class DataConfig(_MaskOptions):
+    """The `data` section: where images and masks are, how masks decode, the splits."""
     kind: Literal["folder", "synthetic", "merged"] = "synthetic"
     root: str = "."
     train: Optional[SplitSource] = None
@@ -254,6 +256,7 @@ class DataConfig(_MaskOptions):
 
 
 class AugmentConfig(_Strict):
+    """The `augment` section: training geometry and colour, and the normalisation."""
     resize: Optional[tuple[int, int]] = None
     scale: Optional[tuple[float, float]] = None
     crop: Optional[tuple[int, int]] = None

@@ -103,6 +103,7 @@ def set_dotted(raw: dict[str, Any], keys: list[str], value: Any, where: str) -> 
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """`--set KEY=VALUE` overrides applied to a raw config dict (a new dict; YAML-parsed values)."""
     for text in overrides:
         keys, value = parse_override(text)
         old = raw.get(keys[0]) if len(keys) == 1 else None
@@ -124,6 +125,7 @@ def _flow(value: Any) -> str:
 
 
 def config_from_dict(raw: dict[str, Any], source: str = "config", overrides: Optional[list[str]] = None) -> Config:
+    """A validated Config from a raw dict plus overrides; ConfigError names `source` and the key."""
     raw = apply_overrides(copy.deepcopy(raw), overrides or [])  # the caller's nested sections stay as they were
     try:
         cfg = Config.model_validate(raw)

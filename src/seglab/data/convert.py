@@ -48,6 +48,7 @@ class Region:
 
 @dataclass
 class ConvertSummary:
+    """What `seglab convert` wrote and what it could not convert."""
     classes: list[str]
     masks: int = 0
     class_pixels: dict[str, int] = field(default_factory=dict)

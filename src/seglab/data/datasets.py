@@ -32,11 +32,13 @@ MIN_IMAGE_SIDE = 4
 
 
 def resolve_path(root: Path, value: str) -> Path:
+    """`value` as given when absolute, else under `root`."""
     p = Path(value)
     return p if p.is_absolute() else root / p
 
 
 def data_root(data: DataConfig) -> Path:
+    """The data section's root folder (absolute)."""
     root = Path(data.root)
     if data.kind in ("folder", "merged") and not root.is_dir():
         raise ConfigError(f"data.root: folder '{data.root}' not found (resolved to {root.resolve()})")
@@ -270,6 +272,7 @@ class SampleReader:
 
 @dataclass
 class SplitStats:
+    """One split's counts from `check_split`: samples, sizes, class pixels, what decoding changed."""
     counts: np.ndarray  # pixels per class
     image_pixels: np.ndarray  # pixels of the images in which each class appears
     sizes: list[tuple[int, int]]  # (H, W) per readable sample
@@ -295,7 +298,8 @@ def image_range_notes(loader: "SampleReader") -> list[str]:
         for bits, top in ((8, 255), (12, 4095)):
             if peak <= top:
                 notes.append(f"{loader.split} split: its '{kind}' images hold values up to {peak} only ({bits}-bit data "
-                             f"in wider files); divided by 65535 they fill 1/{65535 // top} of the input range and look black: set data.image_max: {top}")
+                             f"in wider files); divided by 65535 they fill 1/{65535 // top} of the input range and look "
+                             f"black: set data.image_max: {top}")
                 break
     return notes
 
@@ -467,6 +471,7 @@ class EpochSampler(Sampler):
 
 @dataclass
 class DataBundle:
+    """The resolved data: label space, one SampleReader per split, the merged sources if any."""
     labels: LabelSpace
     split: Split
     readers: dict[str, SampleReader]  # per split: decodes its samples (not a torch DataLoader)

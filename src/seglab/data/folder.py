@@ -79,14 +79,7 @@ def pair_folders(
     # two images of one key would both train on its one mask
     image_of, ambiguous_images = _index_files(images, image_key, refuse, "a second image for the mask", recursive)
     ambiguous |= ambiguous_images
-    unpaired = sorted(set(by_key) - set(image_of))
-    if unpaired:
-        msg = (f"{masks}: {len(unpaired)} mask file(s) without an image in {images}, left out: "
-               f"{', '.join(by_key[k].name for k in unpaired[:3])}{' ...' if len(unpaired) > 3 else ''}")
-        if notes is None:
-            log.warning(msg)
-        else:
-            notes.append(msg)
+    _note_unpaired_masks(masks, images, by_key, image_of, notes)
     image_files = [(img, key) for key, img in image_of.items() if key not in ambiguous]
     samples = []
     expected = (f"with a stem matching '{stems[1]}' and key '{{key}}'" if stems is not None
@@ -102,14 +95,32 @@ def pair_folders(
             continue
         samples.append(Sample(str(img), str(mask), region=str(region) if region is not None else ""))
     if not samples:
-        if image_files:
-            rule = (f"mask stems matching '{stems[1]}'" if stems is not None
-                    else f"NAME{mask_suffix}.png or another extension")
-            raise DataError(f"{masks}: no mask for any of the {len(image_files)} images in {images} "
-                            f"({len(by_key)} mask files; expected {rule})")
-        what = f" with a stem matching '{stems[0]}'" if stems is not None else ""
-        raise DataError(f"{images}: no images{what} ({', '.join(IMAGE_EXTENSIONS)})")
+        raise _no_samples(images, masks, len(image_files), len(by_key), mask_suffix, stems)
     return samples
+
+
+def _note_unpaired_masks(masks: Path, images: Path, by_key: dict, image_of: dict, notes: Optional[list[str]]) -> None:
+    """Masks without an image are left out, said in `notes` (logged as a warning without it)."""
+    unpaired = sorted(set(by_key) - set(image_of))
+    if not unpaired:
+        return
+    msg = (f"{masks}: {len(unpaired)} mask file(s) without an image in {images}, left out: "
+           f"{', '.join(by_key[k].name for k in unpaired[:3])}{' ...' if len(unpaired) > 3 else ''}")
+    if notes is None:
+        log.warning(msg)
+    else:
+        notes.append(msg)
+
+
+def _no_samples(images: Path, masks: Path, num_images: int, num_masks: int, mask_suffix: str,
+                stems: Optional[tuple[str, str]]) -> DataError:
+    """The one-line error of a folder pair that gave no sample: no image at all, or no image's mask."""
+    if num_images:
+        rule = f"mask stems matching '{stems[1]}'" if stems is not None else f"NAME{mask_suffix}.png or another extension"
+        return DataError(f"{masks}: no mask for any of the {num_images} images in {images} "
+                         f"({num_masks} mask files; expected {rule})")
+    what = f" with a stem matching '{stems[0]}'" if stems is not None else ""
+    return DataError(f"{images}: no images{what} ({', '.join(IMAGE_EXTENSIONS)})")
 
 
 def _index_files(folder: Path, key_of: Callable[[str], Optional[str]], refuse: Callable[[str], None],

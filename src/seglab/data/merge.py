@@ -170,6 +170,7 @@ def source_summary(labels: LabelSpace, sources: list[MergedSource]) -> list[dict
 
 
 def source_index(sources: list[MergedSource], name: str, where: Optional[str] = None) -> int:
+    """The index of source `name` in `sources`; DataError naming `where` when it is not there."""
     for i, s in enumerate(sources):
         if s.name == name:
             return i

@@ -15,6 +15,7 @@ _SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
 
 
 def synthetic_labels(num_classes: int) -> LabelSpace:
+    """The label space of synthetic data with `num_classes` classes (background first)."""
     return LabelSpace(CLASS_NAMES[:num_classes], default_palette(num_classes), 255)
 
 

@@ -31,6 +31,7 @@ def validations_between(step: int, end_step: int, steps_per_epoch: int, val_ever
 
 
 def epoch_ends_between(step: int, end_step: int, steps_per_epoch: int) -> int:
+    """How many epoch ends lie between step `step` and `end_step` (0 when none remain)."""
     return max(0, math.ceil(end_step / steps_per_epoch) - step // steps_per_epoch) if end_step > step else 0
 
 

@@ -20,6 +20,7 @@ from .rank import is_main_process  # noqa: F401  (its home is torch-free: the CL
 
 @dataclass
 class DistInfo:
+    """This process's place under torchrun: rank, local rank, world size."""
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
@@ -75,6 +76,7 @@ def pick_device(name: str, key: str = "train.device") -> torch.device:
 
 
 def cleanup_distributed() -> None:
+    """Destroy the process group if this process started one."""
     if group_is_initialized():
         dist.destroy_process_group()
 
@@ -104,6 +106,7 @@ def broadcast_buffers(model: nn.Module) -> None:
 
 
 def barrier() -> None:
+    """Wait for every rank (a no-op outside torchrun)."""
     if group_is_initialized():
         dist.barrier()
 

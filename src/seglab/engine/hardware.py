@@ -7,6 +7,7 @@ import torch
 
 
 def cpu_name() -> str:
+    """The CPU's model name (from /proc/cpuinfo or platform), for result tables."""
     try:
         with open("/proc/cpuinfo") as f:
             return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))

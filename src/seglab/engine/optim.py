@@ -23,6 +23,7 @@ def parameter_groups(model: nn.Module, cfg: OptimizerConfig) -> list[dict]:
 
 
 def build_optimizer(model: nn.Module, cfg: OptimizerConfig) -> torch.optim.Optimizer:
+    """The configured optimizer over `parameter_groups(model, cfg)`."""
     params = parameter_groups(model, cfg)
     if cfg.name == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
@@ -85,4 +86,5 @@ def build_scheduler(
 
 
 def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters())

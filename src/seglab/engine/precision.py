@@ -47,4 +47,5 @@ def resolve_amp(setting: str, device: torch.device) -> Precision:
 
 
 def amp_dtype(precision: Precision) -> Optional[torch.dtype]:
+    """The autocast dtype of a precision (None for fp32)."""
     return DTYPES.get(precision)

@@ -21,6 +21,7 @@ from .predict import logits_at
 
 @dataclass
 class EvalResult:
+    """What `run_evaluation` measured: metrics, confusion matrix, per-image rows, samples, timings."""
     metrics: dict[str, Any]
     confusion: torch.Tensor
     samples: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)

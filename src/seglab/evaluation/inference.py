@@ -154,6 +154,7 @@ def logits_with(net: Net, images: torch.Tensor, size: Sequence[int], settings: I
 
 
 def settings_from(window=None, stride=None, flip: bool = False, scales=None) -> InferenceSettings:
+    """InferenceSettings from sliding-window and TTA values, checked (scales in (0, 8])."""
     scales = list(scales) if scales else [1.0]
     if any(not (0 < s <= 8) or math.isnan(s) for s in scales):
         raise ValueError("tta_scales: scales must be in (0, 8]")

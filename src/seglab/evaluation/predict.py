@@ -321,6 +321,7 @@ _SIZE_ERRORS = ("Output size is too small", "Kernel size can't be greater than a
 
 
 def is_size_error(exc: BaseException) -> bool:
+    """Whether `exc` is PyTorch's error for an input too small for the model."""
     return any(m in str(exc) for m in _SIZE_ERRORS)
 
 

@@ -3,7 +3,8 @@
 Every registered loss (`register_loss`: basic.py) skips pixels equal to `ignore_index`. `loss.name` is one
 registered loss or a list of them summed with `loss.weights`; `loss.strategy` (a registered strategy:
 basic.py's naive, partial.py's marginal, marginal_exclusion and conditional, multilabel.py's multilabel for
-overlapping classes) makes the one loss module from those terms. Adding a loss or a strategy is a registered builder; the config needs no edit.
+overlapping classes) makes the one loss module from those terms. Adding a loss or a strategy is a registered
+builder; the config needs no edit.
 """
 from __future__ import annotations
 
@@ -35,10 +36,12 @@ _FROM_CALLER = ("ignore_index", "weight", "options")  # what build_loss passes i
 
 
 def list_losses() -> list[str]:
+    """Names of the registered losses, sorted."""
     return sorted(LOSSES)
 
 
 def list_strategies() -> list[str]:
+    """Names of the registered partial-label strategies, sorted."""
     return sorted(STRATEGIES)
 
 

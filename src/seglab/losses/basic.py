@@ -71,11 +71,13 @@ class Weighted(nn.Module):
 
 @register_loss("cross_entropy")
 def build_cross_entropy(*, ignore_index: int, weight: Optional[torch.Tensor] = None) -> nn.Module:
+    """Pixel-wise cross-entropy that skips `ignore_index`."""
     return CrossEntropy(ignore_index, weight)
 
 
 @register_loss("dice")
 def build_dice(*, ignore_index: int, weight: Optional[torch.Tensor] = None, dice_smooth: float = 1.0) -> nn.Module:
+    """Soft Dice over the batch; `weight` weights the mean over classes."""
     return SoftDice(ignore_index, dice_smooth, weight)
 
 
@@ -84,6 +86,7 @@ def build_ce_dice(
     *, ignore_index: int, weight: Optional[torch.Tensor] = None, ce_weight: float = 1.0,
     dice_weight: float = 1.0, dice_smooth: float = 1.0,
 ) -> nn.Module:
+    """`ce_weight` x cross-entropy + `dice_weight` x Dice."""
     return Weighted([(ce_weight, CrossEntropy(ignore_index, weight)),
                      (dice_weight, SoftDice(ignore_index, dice_smooth, weight))])
 

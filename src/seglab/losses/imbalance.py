@@ -156,12 +156,14 @@ class OhemCrossEntropy(nn.Module):
 
 @register_loss("focal")
 def build_focal(*, ignore_index: int, weight: Optional[torch.Tensor] = None, focal_gamma: float = 2.0) -> nn.Module:
+    """Focal loss (Lin et al. 2017); gamma 0 is cross-entropy."""
     return FocalLoss(ignore_index, weight, at_least(focal_gamma, 0.0, "focal_gamma"))
 
 
 @register_loss("tversky")
 def build_tversky(*, ignore_index: int, weight: Optional[torch.Tensor] = None, tversky_alpha: float = 0.3,
                   tversky_beta: float = 0.7, dice_smooth: float = 1.0) -> nn.Module:
+    """Tversky loss (Salehi et al. 2017): false positives weighted alpha, false negatives beta."""
     return TverskyLoss(ignore_index, weight, at_least(tversky_alpha, 0.0, "tversky_alpha"),
                        at_least(tversky_beta, 0.0, "tversky_beta"), 1.0, dice_smooth)
 
@@ -169,6 +171,7 @@ def build_tversky(*, ignore_index: int, weight: Optional[torch.Tensor] = None, t
 @register_loss("focal_tversky")
 def build_focal_tversky(*, ignore_index: int, weight: Optional[torch.Tensor] = None, tversky_alpha: float = 0.3,
                         tversky_beta: float = 0.7, focal_tversky_gamma: float = 0.75, dice_smooth: float = 1.0) -> nn.Module:
+    """Mean over classes of (1 - Tversky index) ** gamma (Abraham & Khan 2019)."""
     return TverskyLoss(ignore_index, weight, at_least(tversky_alpha, 0.0, "tversky_alpha"),
                        at_least(tversky_beta, 0.0, "tversky_beta"),
                        at_least(focal_tversky_gamma, 0.0, "focal_tversky_gamma"), dice_smooth)
@@ -176,12 +179,14 @@ def build_focal_tversky(*, ignore_index: int, weight: Optional[torch.Tensor] = N
 
 @register_loss("lovasz")
 def build_lovasz(*, ignore_index: int, weight: Optional[torch.Tensor] = None) -> nn.Module:
+    """Lovasz-softmax (Berman et al. 2018), per image over its present classes."""
     return LovaszSoftmax(ignore_index, weight)
 
 
 @register_loss("ohem")
 def build_ohem(*, ignore_index: int, weight: Optional[torch.Tensor] = None, ohem_threshold: float = 0.7,
                ohem_min_kept: int = 100_000) -> nn.Module:
+    """Cross-entropy over the hard pixels (target probability below the threshold, at least min_kept)."""
     if not 0.0 < ohem_threshold <= 1.0:
         raise ConfigError(f"loss.ohem_threshold: a probability in (0, 1] (got {ohem_threshold})")
     return OhemCrossEntropy(ignore_index, weight, ohem_threshold, int(at_least(ohem_min_kept, 1, "ohem_min_kept")))

@@ -89,6 +89,7 @@ def dice_from_confusion(m: torch.Tensor) -> torch.Tensor:
 
 
 def precision_from_confusion(m: torch.Tensor) -> torch.Tensor:
+    """(K, K) confusion (rows target, columns prediction) -> (K,) precision, NaN where undefined."""
     tp, fp, _ = _parts(m)
     return safe_divide(tp, tp + fp)
 
@@ -100,6 +101,7 @@ def recall_from_confusion(m: torch.Tensor) -> torch.Tensor:
 
 
 def pixel_accuracy_from_confusion(m: torch.Tensor) -> float:
+    """Share of the labelled pixels predicted right."""
     total = int(m.sum())
     return float(m.diag().sum()) / total if total else float("nan")
 
@@ -115,6 +117,7 @@ def fwiou_from_confusion(m: torch.Tensor) -> float:
 
 
 def nanmean(values: torch.Tensor) -> float:
+    """Mean over the values that are not NaN (NaN when all are)."""
     v = values[~torch.isnan(values)]
     return float(v.mean()) if v.numel() else float("nan")
 

@@ -12,6 +12,7 @@ from . import deeplab, fcn, lraspp, pspnet, segformer, u2net, unet  # noqa: F401
 
 
 def list_models() -> list[str]:
+    """Names of the registered models, sorted."""
     return sorted(MODELS)
 
 

@@ -11,6 +11,7 @@ ModelOutput = Union[torch.Tensor, dict]
 
 
 def resize_to(x: torch.Tensor, size) -> torch.Tensor:
+    """(N, C, h, w) -> (N, C, H, W) bilinear; unchanged when already that size (kept as an op in exports)."""
     if tuple(x.shape[-2:]) == tuple(size) and not torch.onnx.is_in_onnx_export():  # an export keeps the op
         return x
     return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)

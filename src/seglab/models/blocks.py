@@ -17,6 +17,7 @@ class PooledBatchNorm2d(nn.BatchNorm2d):
 
 
 class ConvBNReLU(nn.Sequential):
+    """Conv2d (no bias) -> BatchNorm2d -> ReLU."""
     def __init__(self, cin: int, cout: int, kernel: int = 3, dilation: int = 1, pooled: bool = False) -> None:
         pad = dilation * (kernel - 1) // 2
         super().__init__(

@@ -26,6 +26,7 @@ def _rates(output_stride: int) -> tuple[int, ...]:
 
 
 class DeepLabV2(SegmentationModel):
+    """DeepLab v2: a dilated encoder and an ASPP of summed 3x3 atrous branches."""
     def __init__(self, encoder, num_classes: int, rates):
         super().__init__()
         self.encoder = encoder
@@ -38,6 +39,7 @@ class DeepLabV2(SegmentationModel):
 
 
 class DeepLabV3(SegmentationModel):
+    """DeepLab v3: a dilated encoder, ASPP with image pooling, an optional auxiliary head."""
     def __init__(self, encoder, num_classes: int, rates, aux: bool):
         super().__init__()
         self.encoder = encoder

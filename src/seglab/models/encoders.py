@@ -125,7 +125,8 @@ def load_into(module: nn.Module, state: dict[str, torch.Tensor], source: str) ->
     unexpected = sorted(set(state) - set(usable))
     lines = [
         f"{source}: {len(usable)} tensors loaded; missing {len(result.missing_keys)}"
-        + (f": {', '.join(result.missing_keys[:8])}{' ...' if len(result.missing_keys) > 8 else ''}" if result.missing_keys else ""),
+        + (f": {', '.join(result.missing_keys[:8])}{' ...' if len(result.missing_keys) > 8 else ''}"
+           if result.missing_keys else ""),
         f"{source}: unexpected {len(unexpected)}"
         + (f": {', '.join(unexpected[:8])}{' ...' if len(unexpected) > 8 else ''}" if unexpected else ""),
     ]

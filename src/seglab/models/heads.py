@@ -19,6 +19,7 @@ class FCNHead(nn.Sequential):
 
 
 class ASPPPooling(nn.Module):
+    """ASPP's image-level branch: global average pool, 1x1 conv, upsampled back."""
     def __init__(self, cin: int, cout: int) -> None:
         super().__init__()
         self.proj = nn.Sequential(nn.AdaptiveAvgPool2d(1), ConvBNReLU(cin, cout, 1, pooled=True))

@@ -30,6 +30,7 @@ HEADS, SR_RATIOS = (1, 2, 5, 8), (8, 4, 2, 1)
 
 
 class OverlapPatchEmbed(nn.Module):
+    """SegFormer's overlapping patch embedding: a strided conv, then LayerNorm."""
     def __init__(self, cin: int, dim: int, patch: int, stride: int):
         super().__init__()
         self.proj = nn.Conv2d(cin, dim, patch, stride, patch // 2)
@@ -69,6 +70,7 @@ class EfficientSelfAttention(nn.Module):
 
 
 class DWConv(nn.Module):
+    """The 3x3 depth-wise conv inside Mix-FFN, on (N, H*W, C) tokens."""
     def __init__(self, dim: int):
         super().__init__()
         self.dwconv = nn.Conv2d(dim, dim, 3, 1, 1, groups=dim)
@@ -79,6 +81,7 @@ class DWConv(nn.Module):
 
 
 class MixFFN(nn.Module):
+    """SegFormer's feed-forward: linear, depth-wise conv, GELU, linear."""
     def __init__(self, dim: int, hidden: int):
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden)
@@ -90,6 +93,7 @@ class MixFFN(nn.Module):
 
 
 class Block(nn.Module):
+    """One Mix Transformer block: efficient self-attention and Mix-FFN, each with a residual."""
     def __init__(self, dim: int, heads: int, sr: int):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
@@ -127,6 +131,7 @@ class MixTransformer(nn.Module):
 
 
 class SegFormer(SegmentationModel):
+    """SegFormer (Xie et al. 2021): a Mix Transformer encoder and the all-MLP decoder."""
     def __init__(self, in_channels: int, num_classes: int, variant: str, dropout: float):
         super().__init__()
         spec = MIT[variant]
@@ -145,8 +150,8 @@ class SegFormer(SegmentationModel):
             x = F.pad(x, (0, pw, 0, ph))
         feats = self.encoder(x)
         size = feats[0].shape[-2:]
-        ups = [F.interpolate(l(f), size=size, mode="bilinear", align_corners=False) if i else l(f)
-               for i, (l, f) in enumerate(zip(self.linear, feats))]
+        ups = [F.interpolate(lin(f), size=size, mode="bilinear", align_corners=False) if i else lin(f)
+               for i, (lin, f) in enumerate(zip(self.linear, feats))]
         out = self.classifier(self.dropout(self.fuse(torch.cat(ups[::-1], dim=1))))
         if ph or pw:  # back to the unpadded extent (stride 4), then the base class resizes to the input
             out = F.interpolate(out, size=(x.shape[-2] // 4, x.shape[-1] // 4), mode="bilinear", align_corners=False)

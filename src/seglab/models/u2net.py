@@ -57,6 +57,7 @@ _SMALL = {
 
 
 class U2Net(SegmentationModel):
+    """U^2-Net (Qin et al. 2020): nested U-blocks, side outputs fused (auxiliary in training)."""
     def __init__(self, in_channels: int, num_classes: int, spec: dict):
         super().__init__()
         enc, dec = spec["enc"], spec["dec"]

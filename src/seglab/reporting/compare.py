@@ -56,6 +56,7 @@ def _columns(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def results_csv(rows: list[dict[str, Any]]) -> str:
+    """The comparison rows as results.csv text (COLUMNS, then per-class IoU columns)."""
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=_columns(rows), extrasaction="ignore")
     w.writeheader()
@@ -87,6 +88,7 @@ def _classes(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def results_markdown(rows: list[dict[str, Any]]) -> str:
+    """The comparison rows as a Markdown table, best mIoU first, with its setting line."""
     classes = _classes(rows)
     lines = ["| " + " | ".join(_header(classes)) + " |", "|" + "---|" * len(_header(classes))]
     for r in rows:

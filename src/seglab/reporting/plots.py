@@ -29,6 +29,7 @@ def _series(history: list[dict[str, Any]], key: str) -> tuple[list[int], list[fl
 
 
 def plot_loss_curves(history: list[dict[str, Any]], path: Path) -> Path:
+    """Train and validation loss over epochs -> PNG at `path`."""
     fig, ax = plt.subplots(figsize=(6, 3.6))
     for key, label in (("train_loss", "train"), ("val_loss", "validation")):
         x, y = _series(history, key)
@@ -41,6 +42,7 @@ def plot_loss_curves(history: list[dict[str, Any]], path: Path) -> Path:
 
 
 def plot_metric_curves(history: list[dict[str, Any]], path: Path) -> Path:
+    """Validation mIoU, pixel accuracy and Boundary IoU over epochs and over time -> PNG at `path`."""
     fig, ax = plt.subplots(figsize=(6, 3.6))
     for key, label in (("val_miou", "mIoU"), ("val_pixel_accuracy", "pixel accuracy"),
                        ("val_mean_boundary_iou", "mean Boundary IoU")):
@@ -72,6 +74,7 @@ def plot_comparison_curves(histories: dict[str, list[dict[str, Any]]], path: Pat
 
 
 def plot_per_class(names: Sequence[str], iou: Sequence[float], biou: Sequence[float], path: Path) -> Path:
+    """Per-class IoU and Boundary IoU bars -> PNG at `path`."""
     y = np.arange(len(names))
     vals = lambda v: [0.0 if is_missing(x) else x for x in v]  # noqa: E731
     fig, ax = plt.subplots(figsize=(6.4, 0.35 * len(names) + 1.4))

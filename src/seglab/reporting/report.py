@@ -22,7 +22,8 @@ h2{font-size:17px;margin:0 0 12px}
 .card b{display:block;font-size:22px}.card span{font-size:12px;color:#556}
 table{border-collapse:collapse;font-size:13px}td,th{padding:4px 10px;border-bottom:1px solid #e3e6ec;text-align:right}
 th{background:#f0f2f6}td:first-child,th:first-child{text-align:left}
-.figs{display:flex;flex-wrap:wrap;gap:14px;align-items:flex-start}figure{margin:0}.figs img{max-width:100%;border:1px solid #e3e6ec;border-radius:4px}
+.figs{display:flex;flex-wrap:wrap;gap:14px;align-items:flex-start}figure{margin:0}
+.figs img{max-width:100%;border:1px solid #e3e6ec;border-radius:4px}
 .charts{display:grid;grid-template-columns:repeat(auto-fit,minmax(460px,1fr));gap:14px;width:100%}
 pre{background:#f7f7f9;padding:10px;font-size:12px;overflow:auto;max-height:420px}
 """
@@ -108,7 +109,8 @@ def build_report(run: RunDir, title: Optional[str] = None) -> Path:
         f"<header><h1>{html.escape(title or run.path.name)}</h1><p>{html.escape(str(run.path.resolve()))}</p></header><main>"
         + "".join(_eval_section(run, s, names) for s in splits)
         + f"<section><h2>Training</h2>{info_html}<br>{curves}</section>"
-        + (f"<section><h2>Per-epoch history</h2>{table_html(header, [[html.escape(c) for c in r] for r in hist])}</section>" if hist else "")
+        + (f"<section><h2>Per-epoch history</h2>{table_html(header, [[html.escape(c) for c in r] for r in hist])}"
+           "</section>" if hist else "")
         + f"<section><h2>Resolved config</h2><pre>{config}</pre></section></main>"
     )
     atomic_write_text(run.report, page(f"seglab: {run.path.name}", body, interactive=bool(curves)))

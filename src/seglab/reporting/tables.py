@@ -27,6 +27,7 @@ def per_class_values(names: list[str], m: dict[str, Any]) -> list[list[Any]]:
 
 
 def per_class_csv(names: list[str], m: dict[str, Any]) -> str:
+    """per_class.csv: one row per class (IoU, Boundary IoU, Dice, precision, recall)."""
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["class", *PER_CLASS_KEYS])
@@ -48,6 +49,7 @@ def per_image_csv(names: list[str], rows: list[dict[str, Any]]) -> str:
 
 
 def per_class_markdown(names: list[str], m: dict[str, Any]) -> str:
+    """The per-class table as Markdown, with the means last."""
     lines = ["| " + " | ".join(PER_CLASS_HEADER) + " |", "|" + "---|" * len(PER_CLASS_HEADER)]
     lines += [f"| {row[0]} | " + " | ".join(percent(v) for v in row[1:]) + " |" for row in per_class_values(names, m)]
     lines.append(f"| **mean** | {percent(m['miou'])} | {percent(m['mean_boundary_iou'])} | {percent(m['mean_dice'])} | | |")
