@@ -31,7 +31,7 @@ demo: install
 
 test: install-dev
 	$(BIN)/ruff check src tests benchmarks scripts  # pyflakes + pycodestyle, pyproject.toml [tool.ruff]
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 # for the edit-test loop: leaves out the slow and the real-data checks (CI runs `make test`)
 test-fast: install-dev
