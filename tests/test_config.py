@@ -92,13 +92,16 @@ def test_folder_dataset_needs_train(tiny_raw):
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_every_shipped_config_loads_and_builds_its_model(path):
+    """A config file, or a sweep file (`experiments:`) whose every experiment loads and builds."""
     import torch
 
-    cfg = load_config(path)
-    options = {k: v for k, v in cfg.model.options().items() if k != "pretrained"}  # no weights into meta tensors
-    with torch.device("meta"):  # shapes only: fast even for the 134M-parameter FCNs
-        model = create_model(cfg.model.name, in_channels=cfg.data.in_channels, num_classes=3, **options)
-    assert sum(p.numel() for p in model.parameters()) > 0
+    from seglab.experiments import expand_experiments
+
+    for _, cfg in expand_experiments([path]):
+        options = {k: v for k, v in cfg.model.options().items() if k != "pretrained"}  # no weights into meta tensors
+        with torch.device("meta"):  # shapes only: fast even for the 134M-parameter FCNs
+            model = create_model(cfg.model.name, in_channels=cfg.data.in_channels, num_classes=3, **options)
+        assert sum(p.numel() for p in model.parameters()) > 0
 
 
 def _without_length(path):
