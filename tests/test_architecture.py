@@ -12,13 +12,13 @@ FLOORS = {
     0: ["seglab.errors", "seglab.fileio", "seglab.durations", "seglab.registry", "seglab.engine.rank",
         "seglab.collectives", "seglab.lazy"],
     1: ["seglab.config"],
-    2: ["seglab.checkpoint", "seglab.run_dir", "seglab.tracking"],
-    3: ["seglab.data", "seglab.metrics"],
+    2: ["seglab.run_dir", "seglab.tracking"],
+    3: ["seglab.data", "seglab.metrics", "seglab.artifacts"],
     4: ["seglab.models", "seglab.losses"],
     5: ["seglab.evaluation"],
     6: ["seglab.engine"],
     7: ["seglab.reporting"],
-    8: ["seglab.runs", "seglab.experiments", "seglab.tuning"],
+    8: ["seglab.runs", "seglab.experiments", "seglab.tuning", "seglab.init_config"],
     9: ["seglab.api", "seglab.cli", "seglab.__main__", "seglab"],
 }
 

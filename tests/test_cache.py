@@ -5,7 +5,7 @@ import tifffile
 import torch
 
 from seglab.api import train
-from seglab.checkpoint import load_checkpoint
+from seglab.artifacts.checkpoint import load_checkpoint
 from seglab.config import config_from_dict
 from seglab.data.datasets import EvalDataset, TrainDataset, build_data
 from seglab.data.transforms import to_tensor

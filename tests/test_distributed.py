@@ -89,7 +89,7 @@ def test_without_sync_bn_validation_scores_the_saved_model(tmp_path):
     ranks) must score rank 0's model, the one saved: the logged validation loss is that of last.pt."""
     import torch
 
-    from seglab.checkpoint import load_checkpoint
+    from seglab.artifacts.checkpoint import load_checkpoint
     from seglab.config import load_config
     from seglab.data.datasets import EvalDataset, build_data
     from seglab.data.splits import load_split

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from seglab.cli import main
-from seglab.checkpoint import save_checkpoint
+from seglab.artifacts.checkpoint import save_checkpoint
 from seglab.data.synthetic import synthetic_labels
 from seglab.errors import SeglabError
 from seglab.evaluation.export import export_checkpoint

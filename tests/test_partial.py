@@ -361,7 +361,7 @@ def test_marginal_recovers_class_that_naive_suppresses(tmp_path):
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 def test_conditional_checkpoint_predicts_and_exports(tmp_path, fmt):
     from seglab.data.labels import LabelSpace, default_palette
-    from seglab.checkpoint import save_checkpoint
+    from seglab.artifacts.checkpoint import save_checkpoint
     from seglab.evaluation.export import export_checkpoint
     from seglab.evaluation.runtimes import OnnxModel
     from seglab.evaluation.predict import load_model

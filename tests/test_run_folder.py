@@ -12,7 +12,7 @@ import yaml
 
 from seglab import fileio
 from seglab.config import config_from_dict
-from seglab.checkpoint import load_checkpoint
+from seglab.artifacts.checkpoint import load_checkpoint
 from seglab.engine.trainer import fit
 from seglab.errors import ConfigError, SeglabError
 from seglab.run_dir import MARKER, RunDir, RunLock
@@ -239,7 +239,7 @@ def test_a_stop_at_every_write_point_resumes_to_the_uninterrupted_result(tmp_pat
 def test_failed_writes_name_the_file(tmp_path, monkeypatch):
     import errno
 
-    from seglab.checkpoint import save_checkpoint
+    from seglab.artifacts.checkpoint import save_checkpoint
 
     def full(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device")

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import seglab
-from seglab.checkpoint import load_checkpoint
+from seglab.artifacts.checkpoint import load_checkpoint
 from seglab.config import config_from_dict
 from seglab.engine.distributed import DistInfo
 from seglab.engine.ema import ModelEMA
@@ -114,7 +114,12 @@ def test_resume_restores_the_gradient_scaler(monkeypatch):
     t = SimpleNamespace(data=SimpleNamespace(labels=SimpleNamespace(num_classes=2, names=["a", "b"])), model=model,
                         ema=None, optimizer=torch.optim.SGD(model.parameters(), lr=1),
                         scaler=SimpleNamespace(load_state_dict=loaded.update))
-    ckpt = {"model": {"num_classes": 2}, "labels": {"names": ["a", "b"]}, "model_state": model.state_dict(),
+    from seglab.artifacts import ModelInfo
+    from seglab.data.labels import LabelSpace
+
+    info = ModelInfo(name="unet", options={}, in_channels=3, num_classes=2, mean=(0.5,) * 3, std=(0.5,) * 3,
+                     labels=LabelSpace(names=["a", "b"], palette=[(0, 0, 0), (255, 255, 255)]))
+    ckpt = {**info.to_dict(), "model_state": model.state_dict(),
             "optimizer_state": t.optimizer.state_dict(), "scheduler_state": {}, "rng": None,
             "scaler_state": {"scale": 1024.0, "_growth_tracker": 7}}
     monkeypatch.setattr(trainer, "set_rng_state", lambda state: None)

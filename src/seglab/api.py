@@ -79,7 +79,7 @@ def _predict_settings(checkpoint: PathLike, engine: str, overrides: Sequence[str
     """Sliding window / TTA of a prediction: the checkpoint's eval section, changed by eval.* overrides."""
     ckpt_cfg: dict[str, Any] = {}
     if model_file_kind(Path(checkpoint), engine) == "checkpoint":
-        from .checkpoint import load_checkpoint
+        from .artifacts.checkpoint import load_checkpoint
 
         ckpt_cfg = load_checkpoint(Path(checkpoint)).get("config") or {}
     cfg = config_from_dict({"eval": dict(ckpt_cfg.get("eval") or {})}, str(checkpoint),

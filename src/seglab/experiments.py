@@ -150,15 +150,15 @@ def _input_size(cfg: Config) -> tuple[int, int]:
 def _gflops(run: RunDir, cfg: Config) -> Optional[float]:
     import torch
 
-    from .checkpoint import load_checkpoint
+    from .artifacts.checkpoint import read_model_info
     from .models import build_model_from_meta, count_flops
 
     ckpt = run.evaluated_checkpoint()
     try:
-        meta = load_checkpoint(ckpt, mmap=True)["model"]
+        info = read_model_info(ckpt)
         with torch.device("meta"):
-            model = build_model_from_meta(meta)
-        return count_flops(model, _input_size(cfg), int(meta["in_channels"])) / 1e9
+            model = build_model_from_meta(info.model_meta)
+        return count_flops(model, _input_size(cfg), info.in_channels) / 1e9
     except Exception as exc:  # a number in a table must not stop the comparison
         log.info(f"GFLOPs of {run.path} not counted: {exc}")
         return None

@@ -273,6 +273,14 @@ class TuneConfig(_Strict):
         return check_metric_name(v)
 
 
+def default_normalization(in_channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) when neither the config nor a pretrained encoder gives them: ImageNet's for RGB, else
+    0.5 / 0.25 per channel."""
+    if in_channels == 3:
+        return (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    return (0.5,) * in_channels, (0.25,) * in_channels
+
+
 class Config(_Strict):
     """One experiment: every section, validated together."""
     seed: int = 0
@@ -294,9 +302,8 @@ class Config(_Strict):
     @model_validator(mode="after")
     def _normalisation_per_channel(self) -> "Config":
         n = self.data.in_channels
-        defaults = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)} if n == 3 else \
-            {"mean": (0.5,) * n, "std": (0.25,) * n}
-        for key, value in defaults.items():
+        mean, std = default_normalization(n)
+        for key, value in (("mean", mean), ("std", std)):
             given = getattr(self.augment, key)
             if given is None:
                 object.__setattr__(self.augment, key, value)  # resolved: the dump shows what was used

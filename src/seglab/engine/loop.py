@@ -12,7 +12,7 @@ import numpy as np
 from torch import nn
 from tqdm import tqdm
 
-from ..checkpoint import rng_state, save_checkpoint
+from ..artifacts.checkpoint import rng_state, save_checkpoint
 from ..config.metric_names import SCORES, validation_column
 from ..collectives import all_reduce_sum
 from ..durations import format_duration
@@ -76,7 +76,7 @@ class EpochLoop:
         return done or s.stopped_early
 
     def payload(self) -> dict[str, Any]:
-        """What a checkpoint holds: tensors and plain metadata (checkpoint.py checks its types on load)."""
+        """What a checkpoint holds: tensors and plain metadata (artifacts/model_info.ModelInfo checks its metadata on load)."""
         t, cfg = self.t, self.cfg
         if self.plan is not None:
             self.state.plan = self.plan.to_dict()
@@ -87,10 +87,7 @@ class EpochLoop:
             "model_state": t.eval_model.state_dict(), **extra, "optimizer_state": t.optimizer.state_dict(),
             "scaler_state": t.scaler.state_dict(),
             "scheduler_state": self.scheduler.state_dict(), "train_state": asdict(self.state), "rng": rng_state(),
-            "class_weights": t.class_weights, "config": cfg.to_dict(), "labels": t.data.labels.to_dict(),
-            "model": t.model_meta,
-            "normalization": {"mean": list(cfg.augment.mean), "std": list(cfg.augment.std)},
-            "input_size": list(cfg.augment.resize) if cfg.augment.resize else None,
+            "class_weights": t.class_weights, "config": cfg.to_dict(), **t.model_info.to_dict(),
         }
 
     def replan(self, used: float, seen_per_s: float) -> None:

@@ -13,6 +13,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from ..artifacts.model_info import ModelInfo
 from ..collectives import all_reduce_sum, group_is_initialized
 from ..config import Config
 from ..data.datasets import DataBundle, EpochSampler, EvalDataset, TrainDataset, build_data
@@ -51,7 +52,7 @@ class Training:
     dist: DistInfo
     device: torch.device
     data: DataBundle
-    model_meta: dict[str, Any]
+    model_info: ModelInfo  # what its checkpoints carry besides the weights
     model: nn.Module
     net: nn.Module  # the model as trained: wrapped in DDP and / or compiled
     precision: str
@@ -107,10 +108,12 @@ def build_training(cfg: Config, *, split: Optional[Split], dist: DistInfo, devic
         class_weights = _class_weights(cfg, data.train_counts, data.train_image_pixels, labels.num_classes)
     lc = cfg.loss
     conditional = {"threshold": lc.conditional_threshold} if lc.strategy == "conditional" else None
-    model_meta = {"name": cfg.model.name, "options": cfg.model.options(), "in_channels": cfg.data.in_channels,
-                  "num_classes": labels.num_classes, "conditional": conditional}
-    model = build_model_from_meta(model_meta, pretrained=load_pretrained).to(device)
-    model_meta["pretrained"] = weights_records(model)  # what was loaded (a resume restores last.pt's)
+    info = ModelInfo(name=cfg.model.name, options=cfg.model.options(), in_channels=cfg.data.in_channels,
+                     num_classes=labels.num_classes, labels=labels, mean=tuple(cfg.augment.mean),
+                     std=tuple(cfg.augment.std), input_size=tuple(cfg.augment.resize) if cfg.augment.resize else None,
+                     image_max=cfg.data.image_max, conditional=conditional)
+    model = build_model_from_meta(info.model_meta, pretrained=load_pretrained).to(device)
+    info = info.with_pretrained(weights_records(model))  # what was loaded (a resume restores last.pt's)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if dist.enabled and cfg.train.sync_bn:
@@ -127,7 +130,7 @@ def build_training(cfg: Config, *, split: Optional[Split], dist: DistInfo, devic
     train_loader = DataLoader(train_set, batch_size=cfg.train.batch_size // dist.world_size, sampler=sampler,
                               drop_last=len(train_set) > cfg.train.batch_size, num_workers=cfg.train.num_workers,
                               persistent_workers=cfg.train.num_workers > 0, pin_memory=device.type == "cuda")
-    return Training(cfg=cfg, dist=dist, device=device, data=data, model_meta=model_meta, model=model, net=net,
+    return Training(cfg=cfg, dist=dist, device=device, data=data, model_info=info, model=model, net=net,
                     precision=precision, scaler=torch.amp.GradScaler("cuda", enabled=precision == "fp16"),
                     loss_fn=loss_fn, class_weights=class_weights, train_set=train_set, val_set=val_set,
                     sampler=sampler, train_loader=train_loader, optimizer=build_optimizer(model, cfg.optimizer),

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Subset
 
-from ..checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from ..artifacts.checkpoint import load_checkpoint, read_model_info, rng_state, save_checkpoint, set_rng_state
 from ..collectives import group_is_initialized
 from ..config import Config, config_differences, config_from_dict, dump_config, load_config
 from ..data.splits import Split, load_split, save_split
@@ -227,7 +227,7 @@ def _fit(run: RunDir, cfg: Config, *, resume: bool, overwrite: bool, split: Opti
                                 accumulate_steps=cfg.train.accumulate_steps)
     if ckpt is not None:  # after building the schedule, which sets the optimizer's first learning rate
         _restore(t, scheduler, ckpt, run.last)
-        t.model_meta["pretrained"] = ckpt["model"].get("pretrained") or []  # what the run started from
+        t.model_info = t.model_info.with_pretrained(read_model_info(run.last, ckpt).pretrained)  # what it started from
 
     writer, tracker = _open_logs(cfg, run, state, resume) if main else (None, None)
     loop = EpochLoop(t, run, state, plan, scheduler, writer, tracker)
@@ -286,7 +286,7 @@ def _write_summary(t: Training, run: RunDir, state: TrainState, plan: Optional[B
     run.write_json(run.summary, {
         "tracker_runs": state.tracker_runs, "model": cfg.model.name, "parameters": n_params, "device": str(t.device),
         "hardware": describe_hardware(t.device), "torch": torch.__version__, "precision": t.precision,
-        "pretrained": t.model_meta.get("pretrained") or [],
+        "pretrained": t.model_info.pretrained,
         "fine_tuning": fine_tuning_summary(cfg, len(t.train_loader), plan),
         "class_names": t.data.labels.names, "best_metric": cfg.train.best_metric, "best_value": state.best_value,
         "best_epoch": state.best_epoch, "timing": timing_summary(state, cfg, plan, len(t.train_loader)),
@@ -312,7 +312,7 @@ def _log_start(t: Training, run: RunDir, state: TrainState, resume: bool, n_para
              f"{f' x {t.dist.world_size} processes' if t.dist.enabled else ''}"
              f"{f', {t.precision} autocast' if t.precision != 'none' else ''}, "
              f"{len(t.train_set)} train / {len(t.val_set)} val images, {labels.num_classes} classes")
-    for record in t.model_meta.get("pretrained") or []:  # logged here so train.log has it too
+    for record in t.model_info.pretrained:  # logged here so train.log has it too
         log.info(WeightsRecord(**record).describe())
     for src in t.data.sources:
         log.info(f"source {src.name} ({src.config.split}): annotates "
@@ -344,10 +344,10 @@ def _plan(t: Training, state: TrainState, estimate: Optional[Estimate], first: b
 
 def _restore(t: Training, scheduler: Any, ckpt: dict[str, Any], path: Path) -> None:
     """Model, optimizer, schedule and random states from a resumed run's last.pt."""
-    labels = t.data.labels
-    if ckpt["model"]["num_classes"] != labels.num_classes or ckpt["labels"]["names"] != labels.names:
-        raise CheckpointError(f"{path}: trained for {ckpt['model']['num_classes']} classes "
-                              f"({', '.join(ckpt['labels']['names'][:5])}...), but the data now gives "
+    labels, stored = t.data.labels, read_model_info(path, ckpt).labels
+    if stored.names != labels.names:
+        raise CheckpointError(f"{path}: trained for {stored.num_classes} classes "
+                              f"({', '.join(stored.names[:5])}...), but the data now gives "
                               f"{labels.num_classes} ({', '.join(labels.names[:5])}...); the palette or class "
                               "settings changed since the run started")
     try:

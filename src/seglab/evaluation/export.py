@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -21,10 +22,9 @@ log = logging.getLogger("seglab")
 
 
 def _metadata(lm: LoadedModel, size: Optional[Sequence[int]], fixed: str = "") -> dict[str, Any]:
-    return {"labels": lm.labels.to_dict(), "mean": list(lm.mean), "std": list(lm.std),
-            "input_size": list(size) if size else None,
-            "in_channels": lm.in_channels, "image_max": lm.image_max, "model": lm.checkpoint["model"],
-            "dynamic_size": not fixed, "fixed_size_reason": fixed}
+    """The export's JSON: the checkpoint's ModelInfo at the size predict resizes to, and whether others work."""
+    info = replace(lm.info, input_size=tuple(size) if size else None)
+    return {**info.to_dict(), "dynamic_size": not fixed, "fixed_size_reason": fixed}
 
 
 def export_checkpoint(checkpoint: Path, fmt: str, out: Optional[Path] = None,

@@ -12,18 +12,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..artifacts.checkpoint import load_checkpoint, read_model_info
+from ..artifacts.model_info import ModelInfo
 from ..data.datasets import collate_eval
 from ..data.folder import marked_mask_key
 from ..data.labels import LabelSpace
 from ..data.masks import IMAGE_EXTENSIONS, display_rgb, read_image
 from ..data.transforms import prepare_eval_image
-from ..checkpoint import load_checkpoint
 from ..errors import CheckpointError, DataError, SeglabError, brief
 from ..fileio import atomic_path, atomic_write_text
 from ..run_dir import RunDir, RunLock
 from ..models import build_model_from_meta
 from .inference import InferenceSettings, class_probabilities, label_maps, logits_with
-from .runtimes import OnnxModel, TorchScriptModel, is_torchscript
+from .runtimes import HasModelInfo, OnnxModel, TorchScriptModel, is_torchscript
 
 log = logging.getLogger("seglab")
 
@@ -46,6 +47,7 @@ class Predictor(Protocol):
     preprocessing and classes that go with them. A LoadedModel (PyTorch checkpoint), an OnnxModel and a
     TorchScriptModel are each one."""
 
+    info: ModelInfo  # labels, mean / std, input_size, in_channels and image_max below are its fields
     labels: LabelSpace
     mean: tuple[float, ...]
     std: tuple[float, ...]
@@ -59,17 +61,12 @@ class Predictor(Protocol):
 
 
 @dataclass
-class LoadedModel:
+class LoadedModel(HasModelInfo):
     """A model rebuilt from a checkpoint with everything prediction needs (a Predictor)."""
 
     model: nn.Module
-    labels: LabelSpace
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    input_size: Optional[tuple[int, int]]
-    in_channels: int
+    info: ModelInfo
     checkpoint: dict[str, Any]
-    image_max: Optional[float] = None  # the dataset's intensity scale for 16-bit / float images
     device: str = "cpu"
 
     @property
@@ -88,7 +85,7 @@ class LoadedModel:
 def build_checkpoint_model(path: Path, ckpt: dict[str, Any]) -> torch.nn.Module:
     """The model a loaded checkpoint describes, with its weights; errors name the checkpoint."""
     try:
-        model = build_model_from_meta(ckpt["model"], pretrained=False)
+        model = build_model_from_meta(read_model_info(path, ckpt).model_meta, pretrained=False)
     except SeglabError as exc:
         raise CheckpointError(f"{path}: {brief(exc, 200)}") from None
     except (TypeError, ValueError, KeyError) as exc:
@@ -103,24 +100,9 @@ def build_checkpoint_model(path: Path, ckpt: dict[str, Any]) -> torch.nn.Module:
 def load_model(path: Path, device: str = "cpu") -> LoadedModel:
     """Rebuild the model of a seglab checkpoint in eval mode."""
     ckpt = load_checkpoint(path)
-    meta = ckpt["model"]
     model = build_checkpoint_model(path, ckpt)
     model.to(device).eval()
-    norm = ckpt.get("normalization", {})
-    size = ckpt.get("input_size")
-    n = meta["in_channels"]
-    return LoadedModel(
-        model=model,
-        labels=LabelSpace.from_dict(ckpt["labels"]),
-        # older checkpoints of 1-channel models carry 3 values: the first n are the ones that were used
-        mean=tuple(norm.get("mean", (0.485, 0.456, 0.406)))[:n],
-        std=tuple(norm.get("std", (0.229, 0.224, 0.225)))[:n],
-        input_size=tuple(size) if size else None,
-        in_channels=n,
-        checkpoint=ckpt,
-        image_max=((ckpt.get("config") or {}).get("data") or {}).get("image_max"),
-        device=str(device),
-    )
+    return LoadedModel(model=model, info=read_model_info(path, ckpt), checkpoint=ckpt, device=str(device))
 
 
 def image_logits(predictor: Predictor, image: np.ndarray, settings: Optional[InferenceSettings] = None) -> torch.Tensor:

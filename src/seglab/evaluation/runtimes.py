@@ -9,10 +9,51 @@ from typing import Optional
 import numpy as np
 import torch
 
+from ..artifacts.model_info import ModelInfo
 from ..data.labels import LabelSpace
-from ..errors import SeglabError, brief
+from ..errors import CheckpointError, SeglabError, brief
 
 META_KEY = "seglab"
+
+
+class HasModelInfo:
+    """The fields prediction reads, taken from the model file's one record (`self.info`)."""
+
+    info: ModelInfo
+
+    @property
+    def labels(self) -> LabelSpace:
+        return self.info.labels
+
+    @property
+    def mean(self) -> tuple[float, ...]:
+        return self.info.mean
+
+    @property
+    def std(self) -> tuple[float, ...]:
+        return self.info.std
+
+    @property
+    def input_size(self) -> Optional[tuple[int, int]]:
+        return self.info.input_size  # None: any size
+
+    @property
+    def in_channels(self) -> int:
+        return self.info.in_channels
+
+    @property
+    def image_max(self) -> Optional[float]:
+        return self.info.image_max
+
+
+def export_info(text: str, path: Path, kind: str) -> ModelInfo:
+    """The ModelInfo an export's JSON metadata carries; a one-line error naming the file otherwise."""
+    try:
+        return ModelInfo.from_dict(json.loads(text), f"{path}: {kind}")
+    except json.JSONDecodeError as exc:
+        raise SeglabError(f"{path}: {kind} metadata is not JSON ({brief(exc)}); re-export it with seglab export") from None
+    except CheckpointError as exc:
+        raise SeglabError(str(exc)) from None
 
 
 def onnx_providers(available: list[str]) -> list[str]:
@@ -20,7 +61,7 @@ def onnx_providers(available: list[str]) -> list[str]:
     return (["CUDAExecutionProvider"] if "CUDAExecutionProvider" in available else []) + ["CPUExecutionProvider"]
 
 
-class OnnxModel:
+class OnnxModel(HasModelInfo):
     """An exported ONNX model run by onnxruntime (on a GPU with onnxruntime-gpu, else the CPU), with the
     metadata predict needs (a Predictor)."""
 
@@ -45,12 +86,7 @@ class OnnxModel:
         meta = self.session.get_modelmeta().custom_metadata_map.get(META_KEY)
         if meta is None:
             raise SeglabError(f"{path}: ONNX model was not exported by seglab (no '{META_KEY}' metadata)")
-        info = json.loads(meta)
-        self.labels = LabelSpace.from_dict(info["labels"])
-        self.mean, self.std = tuple(info["mean"]), tuple(info["std"])
-        self.input_size = tuple(info["input_size"]) if info.get("input_size") else None  # None: any size
-        self.in_channels = int(info["in_channels"])
-        self.image_max = info.get("image_max")
+        self.info = export_info(meta, path, "ONNX model")
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) normalised images at the export size -> (N, K, H, W) logits."""
@@ -68,7 +104,7 @@ def is_torchscript(path: Path) -> bool:
         return any(n.endswith("constants.pkl") or "/code/" in n for n in z.namelist())
 
 
-class TorchScriptModel:
+class TorchScriptModel(HasModelInfo):
     """A TorchScript export run by torch.jit on the CPU, with the metadata predict needs (a Predictor)."""
 
     device = "cpu"
@@ -85,12 +121,7 @@ class TorchScriptModel:
             raise SeglabError(f"{path}: not a loadable TorchScript model ({brief(exc)})") from None
         if not extra["seglab.json"]:
             raise SeglabError(f"{path}: TorchScript model was not exported by seglab (no 'seglab.json' inside)")
-        info = json.loads(extra["seglab.json"])
-        self.labels = LabelSpace.from_dict(info["labels"])
-        self.mean, self.std = tuple(info["mean"]), tuple(info["std"])
-        self.input_size = tuple(info["input_size"]) if info.get("input_size") else None  # None: any size
-        self.in_channels = int(info["in_channels"])
-        self.image_max = info.get("image_max")
+        self.info = export_info(extra["seglab.json"], path, "TorchScript model")
         self.module.eval()
 
     @torch.no_grad()

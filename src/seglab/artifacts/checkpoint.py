@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import torch
 
-from .errors import CheckpointError, brief
-from .fileio import atomic_path, write_error
+from ..errors import CheckpointError, brief
+from ..fileio import atomic_path, write_error
+from .model_info import ModelInfo
 
 FORMAT = "seglab-checkpoint"
 VERSION = 1
@@ -83,46 +84,15 @@ def load_checkpoint(path: Path, map_location: str = "cpu", mmap: bool = False) -
     for key in ("model_state", "model", "labels", "config"):
         if key not in data:
             raise CheckpointError(f"{path}: seglab checkpoint lacks '{key}'")
-    _check_metadata(path, data)
+    if not isinstance(data["config"], dict) or not isinstance(data["model_state"], dict):
+        raise CheckpointError(f"{path}: checkpoint metadata 'config' or 'model_state' is not a mapping; the file "
+                              "was not written by seglab or was altered")
+    read_model_info(path, data)  # the metadata is checked here, so no reader meets a half-valid file
     return data
 
 
-def _check_metadata(path: Path, data: dict[str, Any]) -> None:
-    """The plain metadata a checkpoint is rebuilt from has the types and ranges seglab writes."""
-    def bad(what: str) -> CheckpointError:
-        return CheckpointError(f"{path}: checkpoint metadata {what}; the file was not written by seglab or was altered")
-
-    meta = data["model"]
-    if not isinstance(meta, dict) or not isinstance(meta.get("name"), str) or not isinstance(meta.get("options"), dict):
-        raise bad("'model' is not {name, options, ...}")
-    for key, low, high in (("in_channels", 1, 64), ("num_classes", 2, 254)):
-        v = meta.get(key)
-        if not isinstance(v, int) or isinstance(v, bool) or not low <= v <= high:
-            raise bad(f"model.{key} is {v!r}, expected a whole number {low}..{high}")
-    if not isinstance(meta.get("conditional"), (dict, type(None))):
-        raise bad("model.conditional is not a mapping")
-    if not isinstance(meta.get("pretrained", []), list) or not all(isinstance(r, dict) for r in meta.get("pretrained", [])):
-        raise bad("model.pretrained is not a list of weights records")
-    labels = data["labels"]
-    try:
-        names = labels["names"]
-        ok = (isinstance(names, list) and all(isinstance(n, str) for n in names) and isinstance(labels["palette"], list)
-              and all(isinstance(c, list) and len(c) == 3 and all(isinstance(v, int) for v in c) for c in labels["palette"])
-              and isinstance(labels["ignore_index"], int))
-    except (KeyError, TypeError):
-        ok = False
-    if not ok:
-        raise bad("'labels' is not {names, palette, ignore_index}")
-    if len(names) != meta["num_classes"]:
-        raise bad(f"has {len(names)} class names for a model of {meta['num_classes']} classes")
-    if not isinstance(data["config"], dict) or not isinstance(data["model_state"], dict):
-        raise bad("'config' or 'model_state' is not a mapping")
-    norm = data.get("normalization") or {}
-    if not isinstance(norm, dict) or not all(
-            isinstance(norm.get(k, []), list) and all(isinstance(v, (int, float)) for v in norm.get(k, []))
-            for k in ("mean", "std")):
-        raise bad("'normalization' is not {mean: [numbers], std: [numbers]}")
-    size = data.get("input_size")
-    if size is not None and not (isinstance(size, list) and len(size) == 2
-                                 and all(isinstance(v, int) and v > 0 for v in size)):
-        raise bad(f"input_size is {size!r}, expected [height, width]")
+def read_model_info(path: Path, data: Optional[dict[str, Any]] = None) -> ModelInfo:
+    """The ModelInfo of a seglab checkpoint (`data`: the checkpoint when already loaded; else its metadata
+    is read without loading its tensors)."""
+    data = data if data is not None else load_checkpoint(path, mmap=True)
+    return ModelInfo.from_dict(data, f"{path}: checkpoint", data.get("config"))
