@@ -136,6 +136,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default runs/inspect_<output.name>)")
     _common(p)
 
+    p = sub.add_parser("init", help="write a config for a data folder: finds its layout, splits, palette and mask format")
+    p.add_argument("data_dir", help="the folder that holds the images and masks")
+    p.add_argument("--out", help="config file to write (default NAME.yaml here, NAME the folder's name)")
+    p.add_argument("--masks", help="the mask folder's name, when several folders could hold the masks")
+    p.add_argument("--palette", help="palette file (label_colors.txt 'R G B name' or class_dict.csv) for colour masks")
+    p.add_argument("--budget", default="10m", help="train.time_budget to write (default 10m)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    _common(p)
+
     p = sub.add_parser("demo", help="train and evaluate a small U-Net on built-in synthetic data (runs/demo)")
     p.add_argument("--out-dir", default="runs")
     p.add_argument("--overwrite", action="store_true", help="replace the demo run folder of an earlier demo")
@@ -326,6 +335,29 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 1 if summary["problems"] else 0
 
 
+def _cmd_init(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .durations import parse_duration
+    from .init_config import init_config
+
+    try:
+        parse_duration(args.budget)  # a bad budget stops before the folder is read
+    except ValueError as exc:
+        raise SeglabError(f"--budget: {exc}") from None
+    out, det = init_config(Path(args.data_dir), Path(args.out) if args.out else None, masks=args.masks,
+                           palette=Path(args.palette) if args.palette else None, budget=args.budget,
+                           overwrite=args.overwrite)
+    counts = ", ".join(f"{n} {s}" for s, n in det.num_images.items())
+    print(f"{det.root}: {counts} images")
+    for line in det.found:
+        print(f"  found: {line}")
+    for line in det.undecided:
+        print(f"  not decided: {line}")
+    print(f"wrote {out}; check it with: seglab inspect {out}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from . import api
 
@@ -429,7 +461,8 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 COMMANDS = {"train": _cmd_train, "eval": _cmd_eval, "predict": _cmd_predict, "export": _cmd_export,
             "inspect": _cmd_inspect, "demo": _cmd_demo, "report": _cmd_report, "tune": _cmd_tune,
-            "compare": _cmd_compare, "models": _cmd_models, "convert": _cmd_convert}
+            "compare": _cmd_compare, "models": _cmd_models, "convert": _cmd_convert,
+            "init": _cmd_init}
 
 
 def run(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:

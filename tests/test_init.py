@@ -1,0 +1,231 @@
+"""`seglab init DATA_DIR` writes a config that the schema accepts and that decodes every mask to the labels it
+means, for the layouts of the README's "Your own data" table it can decide; where the files leave a choice
+open it stops with one line naming the option. Checked pixel by pixel against the intended labels."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from seglab.cli import main
+from seglab.config import load_config
+from seglab.data.datasets import build_data
+
+from conftest import cli_fails, save_png
+
+H, W = 24, 32
+COLOURS = [(0, 0, 0), (128, 0, 0), (0, 128, 0), (64, 64, 128)]
+
+
+def _target(i: int, classes: int = 3) -> np.ndarray:
+    """The intended (H, W) class map of sample i: bands of classes 0..classes-1, shifted per sample."""
+    return ((np.arange(W)[None, :] * classes // W + i + np.zeros((H, 1), int)) % classes).astype(np.uint8)
+
+
+def _image(path: Path, i: int, size=(H, W), dtype=np.uint8, channels: int = 3, top: int = 255):
+    rng = np.random.default_rng(i)
+    arr = (rng.random((*size, channels)) * top).astype(dtype)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if dtype == np.uint16:
+        Image.fromarray(arr[..., 0]).save(path)  # 16-bit grey PNG
+    else:
+        Image.fromarray(arr[..., 0] if channels == 1 else arr).save(path)
+
+
+def _init(tmp_path, root, capsys, *extra) -> tuple[Path, str]:
+    out = tmp_path / "init.yaml"
+    assert main(["init", str(root), "--out", str(out), *extra]) == 0
+    return out, capsys.readouterr().out
+
+
+def _decoded(cfg_path: Path, expect: dict[str, np.ndarray]) -> dict[str, object]:
+    """Every sample of every split decoded by the written config equals its intended labels."""
+    cfg = load_config(cfg_path)
+    data = build_data(cfg)
+    seen = 0
+    for reader in data.readers.values():
+        for i in range(len(reader)):
+            _, label = reader.load(i)
+            want = expect[Path(reader.items[i].image).stem]
+            assert label.shape == want.shape and np.array_equal(label, want), reader.name(i)
+            seen += 1
+    assert seen == len(expect)
+    return yaml.safe_load(cfg_path.read_text())
+
+
+def test_images_and_binary_masks_without_splits(tmp_path, capsys):
+    root, expect = tmp_path / "polyps", {}
+    for i in range(8):
+        _image(root / "images" / f"p{i}.jpg", i)
+        save_png(root / "masks" / f"p{i}.png", (_target(i, 2) * 255).astype(np.uint8))
+        expect[f"p{i}"] = _target(i, 2)
+    cfg, printed = _init(tmp_path, root, capsys)
+    raw = _decoded(cfg, expect)
+    assert raw["data"]["mask_encoding"] == "binary" and raw["data"]["random_split"]["val"] == 0.15
+    assert "binary masks" in printed and "wrote" in printed
+    # the written recipe trains as it is (one epoch here)
+    assert main(["train", str(cfg), "--set", "train.time_budget=null", "--set", "train.epochs=1",
+                 "--set", f"output.dir={tmp_path / 'runs'}"]) == 0
+    assert (tmp_path / "runs" / "polyps" / "checkpoints" / "best.pt").is_file()
+
+
+def test_camvid_split_folders_index_masks_and_a_palette_with_void(tmp_path, capsys):
+    root, expect = tmp_path / "camvid", {}
+    names = ["Sky", "Road", "Car", "Void"]
+    (root).mkdir()
+    (root / "label_colors.txt").write_text("".join(f"{r} {g} {b}\t{n}\n" for (r, g, b), n in zip(COLOURS, names)))
+    for split, n in (("train", 4), ("val", 2), ("test", 2)):
+        for i in range(n):
+            t = _target(i, 4)
+            _image(root / split / f"{split}{i}.png", i)
+            save_png(root / f"{split}annot" / f"{split}{i}.png", t)
+            expect[f"{split}{i}"] = np.where(t == 3, 255, t).astype(np.uint8)  # Void is ignored
+    cfg, printed = _init(tmp_path, root, capsys)
+    raw = _decoded(cfg, expect)
+    assert raw["data"]["val"] == {"images": "val", "masks": "valannot"} and raw["data"]["void_class"] == "Void"
+    assert raw["eval"]["split"] == "test" and "random_split" not in raw["data"]
+    assert "Void" in printed
+
+
+def test_one_folder_with_suffixed_colour_masks_and_a_palette(tmp_path, capsys):
+    root, expect = tmp_path / "camseq", {}
+    root.mkdir()
+    (root / "label_colors.txt").write_text("".join(f"{r} {g} {b}\t{n}\n" for (r, g, b), n in
+                                                    zip(COLOURS[:3], ["bg", "road", "car"])))
+    for i in range(6):
+        _image(root / f"f{i}.png", i)
+        save_png(root / f"f{i}_L.png", np.array(COLOURS[:3], np.uint8)[_target(i)])
+        expect[f"f{i}"] = _target(i)
+    cfg, _ = _init(tmp_path, root, capsys)
+    raw = _decoded(cfg, expect)
+    assert raw["data"]["mask_suffix"] == "_L" and raw["data"]["mask_encoding"] == "rgb"
+
+
+def test_split_subfolders_with_class_dict_csv(tmp_path, capsys):
+    root, expect = tmp_path / "roads", {}
+    root.mkdir()
+    (root / "class_dict.csv").write_text("name,r,g,b\n" + "".join(f"{n},{r},{g},{b}\n" for (r, g, b), n in
+                                                                  zip(COLOURS[:3], ["bg", "road", "car"])))
+    for split, n in (("train", 4), ("val", 2)):
+        for i in range(n):
+            _image(root / split / "images" / f"{split}{i}.png", i)
+            save_png(root / split / "labels" / f"{split}{i}.png", np.array(COLOURS[:3], np.uint8)[_target(i)])
+            expect[f"{split}{i}"] = _target(i)
+    cfg, _ = _init(tmp_path, root, capsys)
+    raw = _decoded(cfg, expect)
+    assert raw["data"]["palette_file"] == "class_dict.csv" and raw["eval"]["split"] == "val"
+
+
+def test_list_files(tmp_path, capsys):
+    root, expect = tmp_path / "listed", {}
+    for split, n in (("train", 4), ("val", 2)):
+        lines = []
+        for i in range(n):
+            _image(root / "x" / f"{split}{i}.png", i)
+            save_png(root / "y" / f"{split}{i}.png", _target(i))
+            lines.append(f"x/{split}{i}.png y/{split}{i}.png")
+            expect[f"{split}{i}"] = _target(i)
+        (root / f"{split}.txt").write_text("\n".join(lines) + "\n")
+    # two folders of the same names would also pair: the lists say which split each file is in
+    cfg, printed = _init(tmp_path, root, capsys)
+    raw = _decoded(cfg, expect)
+    assert raw["data"]["train"] == {"list": "train.txt"} and raw["data"]["class_names"][:3] == ["class_0", "class_1",
+                                                                                                  "class_2"]
+    assert "reduce_zero_label" in printed  # what it could not decide is said
+
+
+@pytest.mark.parametrize("kind", ["instances16", "jpeg", "onebit", "palette_png"])
+def test_mask_formats(tmp_path, capsys, kind):
+    root, expect = tmp_path / kind, {}
+    for i in range(6):
+        t = _target(i, 2)
+        _image(root / "images" / f"m{i}.png", i)
+        (root / "masks").mkdir(parents=True, exist_ok=True)
+        if kind == "instances16":  # one id per object, up to 1000: every non-zero id is foreground
+            ids = (t.astype(np.uint16) * (300 + np.arange(W, dtype=np.uint16)[None, :] % 700))
+            Image.fromarray(ids).save(root / "masks" / f"m{i}.png")
+        elif kind == "jpeg":
+            Image.fromarray(t * 255).save(root / "masks" / f"m{i}.jpg", quality=90)
+        elif kind == "onebit":
+            Image.fromarray(t.astype(bool)).convert("1").save(root / "masks" / f"m{i}.png")
+        else:  # a VOC palette PNG: indices are the classes, 255 the "don't care" border
+            t = _target(i, 3)
+            t[0, :] = 255
+            im = Image.fromarray(t, mode="P")
+            im.putpalette([v for c in COLOURS[:3] for v in c] + [224, 224, 192] * 253)
+            im.save(root / "masks" / f"m{i}.png")
+        expect[f"m{i}"] = t
+    if kind == "jpeg":
+        expect = _jpeg_truth(root, expect)
+    elif kind != "palette_png":
+        expect = {k: (v > 0).astype(np.uint8) for k, v in expect.items()}
+    cfg, _ = _init(tmp_path, root, capsys)
+    raw = _decoded(cfg, expect)
+    assert raw["data"]["mask_encoding"] == ("index" if kind == "palette_png" else "binary")
+
+
+def _jpeg_truth(root, expect):
+    """JPEG blurs edges: the intended labels are the foreground where the saved file is above 127."""
+    return {k: (np.asarray(Image.open(root / "masks" / f"{k}.jpg").convert("L")) > 127).astype(np.uint8)
+            for k in expect}
+
+
+def test_larger_images_16bit_and_grey(tmp_path, capsys):
+    root, expect = tmp_path / "scans", {}
+    for i in range(6):
+        _image(root / "images" / f"s{i}.png", i, size=(2 * H, 2 * W), dtype=np.uint16, channels=1, top=4000)
+        save_png(root / "masks" / f"s{i}.png", _target(i, 2) * 255)
+        expect[f"s{i}"] = _target(i, 2)
+    cfg, printed = _init(tmp_path, root, capsys)
+    raw = _decoded(cfg, expect)
+    d = raw["data"]
+    assert (d["align"], d["in_channels"], d["image_max"]) == ("resize_image_to_mask", 1, 4095)
+    assert "16-bit images" in printed
+
+
+def test_ambiguous_layouts_ask_for_the_option_that_settles_them(tmp_path, capsys):
+    root = tmp_path / "retina"
+    for i in range(4):
+        _image(root / "images" / f"r{i}.png", i)
+        save_png(root / "masks" / f"r{i}.png", _target(i, 2) * 255)
+        save_png(root / "labels" / f"r{i}.png", (1 - _target(i, 2)) * 255)  # a second annotator
+    err = cli_fails(capsys, ["init", str(root), "--out", str(tmp_path / "a.yaml")], r"give --masks")
+    assert "masks, labels" in err and not (tmp_path / "a.yaml").exists()
+    cfg, _ = _init(tmp_path, root, capsys, "--masks", "labels")
+    _decoded(cfg, {f"r{i}": (1 - _target(i, 2)).astype(np.uint8) for i in range(4)})
+    # colour masks with no palette file: which colour is which class is not in the files
+    colour = tmp_path / "colour"
+    for i in range(4):
+        _image(colour / "images" / f"c{i}.png", i)
+        save_png(colour / "masks" / f"c{i}.png", np.array(COLOURS[:3], np.uint8)[_target(i)])
+    cli_fails(capsys, ["init", str(colour), "--out", str(tmp_path / "b.yaml")], r"no palette file; give --palette")
+    (tmp_path / "pal.txt").write_text("0 0 0 bg\n128 0 0 a\n0 128 0 b\n")
+    cfg, _ = _init(tmp_path, colour, capsys, "--palette", str(tmp_path / "pal.txt"), "--overwrite")
+    _decoded(cfg, {f"c{i}": _target(i) for i in range(4)})
+    cli_fails(capsys, ["init", str(tmp_path / "nothing")], r"nothing: not a folder")
+    cli_fails(capsys, ["init", str(colour), "--budget", "soon"], r"--budget: expected a duration")
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("folder,shipped", [("camvid", "camvid_unet.yaml"),
+                                            ("weizmann_horse", "weizmann_horse_unet.yaml")])
+def test_real_folders_decode_as_the_shipped_configs_do(tmp_path, capsys, folder, shipped):
+    from conftest import ROOT, SHARED_DATA
+
+    root = SHARED_DATA / folder
+    if not root.is_dir():
+        pytest.skip(f"{root} not present (../shared/data)")
+    cfg, _ = _init(tmp_path, root, capsys)
+    mine = build_data(load_config(cfg))
+    theirs = build_data(load_config(ROOT / "configs" / shipped, [f"data.root={root}"]))
+    assert mine.labels.names == theirs.labels.names or folder == "weizmann_horse"  # horse: "foreground"
+    assert mine.labels.ignore_index == theirs.labels.ignore_index
+    ours = {Path(r.items[i].image).name: (r, i) for r in mine.readers.values() for i in range(len(r))}
+    checked = 0
+    for reader in theirs.readers.values():
+        for i in range(0, len(reader), max(1, len(reader) // 4)):
+            r, j = ours[Path(reader.items[i].image).name]
+            assert np.array_equal(r.load(j)[1], reader.load(i)[1]), reader.name(i)
+            checked += 1
+    assert checked >= 8
