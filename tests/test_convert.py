@@ -7,8 +7,8 @@ from PIL import Image
 
 from seglab.cli import main
 from seglab.data.convert import polygon_mask, rle_mask
-from seglab.data.labels import build_label_space
-from seglab.data.masks import MaskDecoder
+from seglab.data.mask_formats import build_label_space
+from seglab.data.mask_formats import MaskDecoder
 from seglab.errors import DataError
 
 # pycocotools 2.0 encodings of known masks (mask.encode of the arrays built below), written down once

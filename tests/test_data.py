@@ -9,8 +9,10 @@ from PIL import Image
 from seglab.config import config_from_dict
 from seglab.data.datasets import EpochSampler, TrainDataset, build_data, build_split
 from seglab.data.folder import pair_folders, read_list_file
-from seglab.data.labels import LabelSpace, build_label_space, read_palette_file
-from seglab.data.masks import MaskDecoder, read_image
+from seglab.data.labels import LabelSpace, read_palette_file
+from seglab.data.mask_formats import build_label_space
+from seglab.data.mask_formats import MaskDecoder
+from seglab.data.masks import read_image
 from seglab.data.splits import Split, random_split
 from seglab.data.synthetic import make_synthetic_sample
 from seglab.errors import ConfigError, DataError

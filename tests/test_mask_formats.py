@@ -9,8 +9,9 @@ from seglab.api import inspect
 from seglab.cli import main
 from seglab.config import config_from_dict
 from seglab.data.datasets import build_data
-from seglab.data.labels import LabelSpace, build_label_space, read_palette_file
-from seglab.data.masks import MaskDecoder
+from seglab.data.labels import LabelSpace, read_palette_file
+from seglab.data.mask_formats import build_label_space
+from seglab.data.mask_formats import MaskDecoder
 from seglab.errors import DataError
 
 from conftest import folder_raw, save_png
@@ -216,10 +217,24 @@ def test_every_mask_encoding_decodes_a_fixture_pixel_by_pixel(tmp_path):
 
     from seglab.config import DataConfig
 
+    from seglab.config.data import MULTILABEL_ENCODINGS
+    from seglab.data.mask_formats import MASK_FORMATS, list_mask_formats
+
     encodings = typing.get_args(DataConfig.model_fields["mask_encoding"].annotation)
+    # the config's choices are the registered formats, and each says whether it holds overlapping classes
+    assert list(encodings) == list_mask_formats()
+    assert {n for n, f in MASK_FORMATS.items() if f.multilabel} == set(MULTILABEL_ENCODINGS)
     assert set(encodings) == {"index", "binary", "rgb", "channels", "class_folders"}  # a new one needs a fixture
     for encoding in encodings:
         where = tmp_path / encoding
         where.mkdir()
         path, labels, truth = _fixture(encoding, where)
         np.testing.assert_array_equal(MaskDecoder(encoding, labels)(path), truth, err_msg=encoding)
+
+
+def test_an_unknown_mask_format_is_one_line_listing_the_registered_ones():
+    from seglab.data.mask_formats import get_mask_format
+    from seglab.errors import DataError
+
+    with pytest.raises(DataError, match=r"unknown mask format 'jpeg'; available: index, binary, rgb, channels"):
+        get_mask_format("jpeg")

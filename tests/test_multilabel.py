@@ -11,8 +11,9 @@ import torch
 from PIL import Image
 
 from seglab.config import config_from_dict
-from seglab.data.labels import LabelSpace, build_label_space
-from seglab.data.masks import MaskDecoder
+from seglab.data.labels import LabelSpace
+from seglab.data.mask_formats import build_label_space
+from seglab.data.mask_formats import MaskDecoder
 from seglab.data.multilabel import (class_pixel_counts, pack_masks, pack_target, unpack_masks, unpack_target)
 from seglab.errors import ConfigError, DataError
 from seglab.evaluation.inference import class_probabilities, label_maps, logits_from_probabilities

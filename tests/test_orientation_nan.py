@@ -7,8 +7,9 @@ from PIL import Image
 from seglab.api import inspect
 from seglab.config import config_from_dict
 from seglab.data.datasets import build_data
-from seglab.data.labels import build_label_space
-from seglab.data.masks import MaskDecoder, read_image
+from seglab.data.mask_formats import build_label_space
+from seglab.data.mask_formats import MaskDecoder
+from seglab.data.masks import read_image
 from seglab.errors import DataError
 
 from conftest import folder_raw

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from seglab.data.labels import build_label_space
-from seglab.data.masks import MaskDecoder, read_image
+from seglab.data.mask_formats import build_label_space
+from seglab.data.mask_formats import MaskDecoder
+from seglab.data.masks import read_image
 from seglab.errors import DataError
 
 # Pillow's names for the TIFF compressions (libtiff writes them, so the test needs no codec of its own)

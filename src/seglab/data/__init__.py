@@ -9,7 +9,7 @@ from ..lazy import lazy_getattr
 
 _HOMES = {"DataBundle": "datasets", "EpochSampler": "datasets", "EvalDataset": "datasets", "TrainDataset": "datasets",
           "build_data": "datasets", "build_labels": "datasets", "build_split": "datasets", "LabelSpace": "labels",
-          "read_palette_file": "labels", "MaskDecoder": "masks", "read_image": "masks"}
+          "read_palette_file": "labels", "MaskDecoder": "mask_formats", "read_image": "masks"}
 __all__ = list(_HOMES)
 
 

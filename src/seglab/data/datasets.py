@@ -17,8 +17,10 @@ from ..config import Config, DataConfig, SourceConfig, SplitSource
 from ..errors import ConfigError, DataError
 from .folder import pair_folders, read_list_file
 from .label_map import read_label_map, resolve_label_map, zero_label_remap
-from .labels import LabelSpace, build_label_space
-from .masks import DEFAULT_BINARY_THRESHOLD, MaskDecoder, read_image, read_region
+from .labels import LabelSpace
+from .mask_formats import build_label_space
+from .mask_formats import MaskDecoder, get_mask_format
+from .masks import read_image, read_region
 from .merge import MergedSource, build_merged, source_index
 from .multilabel import class_pixel_counts
 from .splits import SPLIT_NAMES, Item, Sample, Split, SyntheticItem, random_split
@@ -71,26 +73,14 @@ def build_labels(data: DataConfig) -> tuple[LabelSpace, dict[int, int]]:
 
 def _read_source(src: Union[SplitSource, SourceConfig], root: Path, pairing: dict[str, Any],
                  problems: Optional[list[str]], notes: Optional[list[str]] = None,
-                 class_folders: Sequence[str] = ()) -> list[Sample]:
+                 encoding: str = "index", class_names: Sequence[str] = ()) -> list[Sample]:
     if src.list is not None:
         return read_list_file(resolve_path(root, src.list), root)
     regions = getattr(src, "regions", None)  # folder datasets' splits only
     if regions is not None:
         pairing = {**pairing, "regions": resolve_path(root, regions)}
-    masks = resolve_path(root, src.masks)
-    if class_folders:
-        masks = _first_class_folder(masks, class_folders)
+    masks = get_mask_format(encoding).mask_folder(resolve_path(root, src.masks), class_names)
     return pair_folders(resolve_path(root, src.images), masks, problems=problems, notes=notes, **pairing)
-
-
-def _first_class_folder(masks: Path, names: Sequence[str]) -> Path:
-    """mask_encoding class_folders: images pair with the first class's masks; the decoder reads the others."""
-    missing = [n for n in names if not (masks / n).is_dir()]
-    if missing:
-        found = sorted(p.name for p in masks.iterdir() if p.is_dir()) if masks.is_dir() else []
-        raise DataError(f"{masks}: no class folder '{missing[0]}' (mask_encoding class_folders wants one folder per "
-                        f"name in data.class_names); found: {', '.join(found) or 'no folders'}")
-    return masks / names[0]
 
 
 def _merged_split(data: DataConfig, root: Path, problems: Optional[list[str]],
@@ -105,7 +95,8 @@ def _merged_split(data: DataConfig, root: Path, problems: Optional[list[str]],
     out = Split("merged")
     for src in data.sources:
         try:
-            items = [Sample(s.image, s.mask, src.name) for s in _read_source(src, root, src.pairing(), problems, notes)]
+            items = [Sample(s.image, s.mask, src.name) for s in _read_source(src, root, src.pairing(), problems, notes,
+                                                                         src.mask_encoding)]
         except DataError as exc:
             raise DataError(f"data.sources[{src.name}]: {exc}") from None
         if src.split != "train":
@@ -134,10 +125,10 @@ def build_split(data: DataConfig, problems: Optional[list[str]] = None,
         return _merged_split(data, root, problems, notes)
     assert data.train is not None
     pairing = {**data.pairing(), "region_suffix": data.region_suffix}
-    folders = (data.class_names or []) if data.mask_encoding == "class_folders" else []
-    train = _read_source(data.train, root, pairing, problems, notes, folders)
-    val = _read_source(data.val, root, pairing, problems, notes, folders) if data.val else None
-    test = _read_source(data.test, root, pairing, problems, notes, folders) if data.test else None
+    fmt = (data.mask_encoding, data.class_names or [])
+    train = _read_source(data.train, root, pairing, problems, notes, *fmt)
+    val = _read_source(data.val, root, pairing, problems, notes, *fmt) if data.val else None
+    test = _read_source(data.test, root, pairing, problems, notes, *fmt) if data.test else None
     rs = data.random_split
     if val is None:
         if rs.val == 0:
@@ -323,13 +314,10 @@ def label_problems(loader: "SampleReader", stats: SplitStats) -> list[str]:
                 "data.mask_encoding and the masks"]
     only = f"class {present[0]} ('{labels.names[present[0]]}')"
     where = f"{loader.split} split: every labelled pixel of its {n} masks is {only}"
-    if data.kind == "folder" and data.mask_encoding == "index" and stats.ignored:
-        return [f"{where} and {100 * stats.ignored / total:.0f}% are {labels.ignore_index} (the ignore value): "
-                "0/255 masks are binary masks; set data.mask_encoding: binary"]
-    if data.kind == "folder" and data.mask_encoding == "binary":
-        threshold = DEFAULT_BINARY_THRESHOLD if data.binary_threshold is None else data.binary_threshold
-        return [f"{where}: no foreground pixel above data.binary_threshold {threshold}; check the "
-                "threshold, data.binary_invert and data.mask_encoding"]
+    hint = get_mask_format(data.mask_encoding).one_class_hint(where, stats.ignored / total, data) \
+        if data.kind == "folder" else None
+    if hint:
+        return [hint]
     return [f"{where}: check data.mask_encoding, data.class_names or the palette file"]
 
 

@@ -4,11 +4,9 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
-from ..config.data import MULTILABEL_ENCODINGS
 from ..errors import DataError
 from .multilabel import MAX_MULTILABEL_CLASSES, blend_palette
 
@@ -138,52 +136,3 @@ def _rgb(values: list[str], path: Path, lineno: int) -> tuple[int, int, int]:
     if any(not 0 <= v <= 255 for v in rgb):
         raise DataError(f"{path}:{lineno}: colour values must be integers 0-255, got {values}")
     return rgb  # type: ignore[return-value]
-
-
-def build_label_space(
-    *,
-    encoding: str,
-    palette_file: Optional[Path],
-    class_names: Optional[list[str]],
-    void_class: Optional[str],
-    ignore_index: int,
-) -> tuple[LabelSpace, dict[int, int]]:
-    """Build the label space and the raw-index remap (e.g. CamVid's 11 = Void -> 255).
-
-    Returns (labels, remap) where remap maps raw mask indices to class indices or ignore.
-    """
-    remap: dict[int, int] = {}
-    if palette_file is not None:
-        rows = read_palette_file(palette_file)
-        void_rows = [i for i, (n, _) in enumerate(rows) if void_class and n.lower() == void_class.lower()]
-        names, palette, void_colors = [], [], []
-        for i, (name, color) in enumerate(rows):
-            if i in void_rows:
-                void_colors.append(color)
-                remap[i] = ignore_index
-            else:
-                remap[i] = len(names)
-                names.append(name)
-                palette.append(color)
-        if class_names is not None and class_names != names:
-            raise DataError(
-                f"{palette_file}: class names {names} differ from data.class_names {class_names}; drop one of them"
-            )
-        return LabelSpace(names, palette, ignore_index, void_colors), remap
-    if encoding in MULTILABEL_ENCODINGS:
-        if not class_names:
-            raise DataError(f"mask_encoding '{encoding}' needs data.class_names: one name per "
-                            f"{'mask channel' if encoding == 'channels' else 'class folder'}, in order")
-        n = min(len(class_names), MAX_MULTILABEL_CLASSES)
-        return LabelSpace(list(class_names), MULTILABEL_PALETTE[:n] + default_palette(len(class_names))[n:],
-                          ignore_index, multilabel=True), remap
-    if encoding == "rgb":
-        raise DataError("RGB masks need data.palette_file")
-    if class_names is None:
-        if encoding == "binary":
-            class_names = ["background", "foreground"]
-        else:
-            raise DataError("index masks need data.class_names or data.palette_file")
-    if encoding == "binary" and len(class_names) != 2:
-        raise DataError(f"binary masks have 2 classes, data.class_names lists {len(class_names)}")
-    return LabelSpace(list(class_names), default_palette(len(class_names)), ignore_index), remap

@@ -14,8 +14,9 @@ import numpy as np
 
 from ..config import DataConfig, SourceConfig
 from ..errors import ConfigError, DataError
-from .labels import LabelSpace, build_label_space, default_palette
-from .masks import MaskDecoder
+from .labels import LabelSpace, default_palette
+from .mask_formats import build_label_space
+from .mask_formats import MaskDecoder
 
 BACKGROUND = "background"
 
