@@ -310,3 +310,22 @@ def test_a_run_folder_evaluates_and_resumes_from_any_directory(tmp_path, tiny_ra
     assert main(["train", "--resume", str(run), "--set", "train.epochs=3",
                  "--set", f"data.root={tmp_path / 'moved' / 'base'}"]) == 0
     assert len((run / "metrics.csv").read_text().splitlines()) == 1 + 3
+
+
+def test_status_is_the_one_answer_on_where_a_run_stands(tmp_path):
+    from seglab.run_dir import RunDir
+
+    run = RunDir(tmp_path / "r")
+    assert run.status() == "absent"
+    run.path.mkdir()
+    run.mark()
+    assert run.status() == "started"  # a seglab folder with nothing to keep
+    run.last.parent.mkdir(parents=True, exist_ok=True)
+    run.last.write_bytes(b"x")
+    assert run.status() == "resumable"
+    run.summary.write_text("{}")
+    assert run.status(["val", "test"]) == "trained" and run.status() == "finished"
+    for split in ("val", "test"):
+        run.eval_dir(split).mkdir(parents=True)
+        (run.eval_dir(split) / "metrics.json").write_text("{}")
+    assert run.status(["val", "test"]) == "finished"

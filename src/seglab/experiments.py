@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import yaml
 
-from .config import Config, load_config
+from .config import Config, config_differences, load_config
 from .config.metric_names import SCORES
 from .data.datasets import build_data
 from .data.masks import display_rgb, read_image
@@ -87,30 +87,21 @@ def _eval_split(cfg: Config) -> str:
     return cfg.eval.split
 
 
-def _config_text(cfg: Config) -> str:
-    raw = cfg.to_dict()
-    raw.pop("output", None)
-    return yaml.safe_dump(raw, sort_keys=True)
-
-
-def _same_experiment(run: RunDir, cfg: Config) -> bool:
-    stored = load_config(run.config)
-    return _config_text(stored) == _config_text(cfg)
-
-
 def _check_experiment(name: str, cfg: Config, runs_dir: Path) -> RunDir:
-    """Point cfg's output at runs_dir/name; a folder there must hold this same experiment."""
+    """Point cfg's output at runs_dir/name; a folder there must hold this same experiment (the one config
+    comparison, `config_differences`: a moved output folder or data root is the same experiment)."""
     cfg.output.dir, cfg.output.name = str(runs_dir), name
     run = RunDir(cfg.run_dir())
-    if run.is_run() and not _same_experiment(run, cfg):
-        raise SeglabError(f"{run.path}: holds a run of a different config for experiment '{name}'; "
-                          "remove that folder or give the experiment another name")
+    diff = config_differences(load_config(run.config), cfg) if run.is_run() else ""
+    if diff:
+        raise SeglabError(f"{run.path}: holds a run of a different config for experiment '{name}' (differs at "
+                          f"{diff}, folder vs experiment); remove that folder or give the experiment another name")
     return run
 
 
 def _needs_training(run: RunDir) -> bool:
     """Neither trained nor started: the experiment trains from scratch."""
-    return not run.summary.is_file() and not run.last.is_file()
+    return run.status() in ("absent", "started")
 
 
 def run_experiment(name: str, cfg: Config, runs_dir: Path, estimate: Optional[Estimate] = None) -> RunDir:
@@ -270,8 +261,11 @@ def cross_validate(cfg: Config, *, overwrite: bool = False) -> RunDir:
     with process_group(cfg.train.device):
         # torchrun: every rank checks the folder, rank 0 alone prepares it, then all read the same split
         existing = root.path.exists() and any(root.path.iterdir())
-        if existing and not overwrite and (not root.is_run() or not _same_experiment(root, cfg)):
-            raise SeglabError(f"{root.path}: folder exists with other contents; pass --overwrite to replace it")
+        diff = config_differences(load_config(root.config), cfg) if existing and root.is_run() else ""
+        if existing and not overwrite and (not root.is_run() or diff):
+            raise SeglabError(f"{root.path}: folder exists with other contents"
+                              f"{f' (a cross-validation of another config: {diff})' if diff else ''}; "
+                              "pass --overwrite to replace it")
         barrier()
         if is_main_process():
             if existing and overwrite:

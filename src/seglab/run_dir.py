@@ -9,7 +9,7 @@ import os
 import re
 import socket
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from .config.metric_names import VALIDATION_COLUMNS
 from .errors import SeglabError
@@ -91,6 +91,18 @@ class RunDir:
         known = {"config.yaml", "split.json", "metrics.csv", "train.log", "tb", "checkpoints", "plots", "eval",
                  "report.html", "summary.json", "cv_summary.json", "results.csv", "results.md"}
         return all(p.name in known or re.fullmatch(r"fold_\d+", p.name) for p in self.path.iterdir())
+
+    def status(self, eval_splits: Sequence[str] = ()) -> str:
+        """Where the run stands, the one answer every caller acts on: 'absent' (nothing trained or started),
+        'started' (a seglab run that stopped before its first checkpoint), 'resumable' (last.pt, not finished),
+        'trained' (summary.json written, some of `eval_splits` not evaluated), 'finished' (trained and
+        evaluated on every one of `eval_splits`)."""
+        if self.summary.is_file():
+            done = all((self.eval_dir(s) / "metrics.json").is_file() for s in eval_splits)
+            return "finished" if done else "trained"
+        if self.last.is_file():
+            return "resumable"
+        return "started" if self.started_without_checkpoint() else "absent"
 
     def started_without_checkpoint(self) -> bool:
         """A seglab run that stopped before its first checkpoint (nothing in it to resume or keep)."""

@@ -40,11 +40,12 @@ def train_run(cfg: Config, *, resume: bool = False, overwrite: bool = False, spl
     measured beforehand."""
     run = RunDir(cfg.run_dir())
     with _run_lock(run):
-        if resume and not run.last.is_file():
-            if not run.started_without_checkpoint():
-                raise SeglabError(f"{run.path}: nothing to resume (no checkpoints/last.pt)")
+        status = run.status() if resume else None
+        if status == "started":
             log.info(f"{run.path}: the run stopped before its first checkpoint; starting it over")
             run = fit(cfg, overwrite=True)
+        elif status == "absent":
+            raise SeglabError(f"{run.path}: nothing to resume (no checkpoints/last.pt)")
         elif resume:
             run = fit(cfg, resume=True)
         else:
@@ -74,13 +75,14 @@ def complete_run(cfg: Config, *, label: str, eval_splits: Sequence[str], split: 
     reuse it when trained and evaluated on `eval_splits`, evaluate it when only trained, resume it from
     last.pt, or train it (replacing a folder of its own that holds nothing to keep). `label` names it in the log."""
     run = RunDir(cfg.run_dir())
-    if run.summary.is_file() and all((run.eval_dir(s) / "metrics.json").is_file() for s in eval_splits):
+    status = run.status(eval_splits)
+    if status == "finished":
         log.info(f"{label}: finished, reusing {run.path}")
-    elif run.summary.is_file():
+    elif status == "trained":
         log.info(f"{label}: trained, evaluating")
         if is_main_process():  # torchrun: rank 0 evaluates, as after a training
             evaluate_and_report(run, eval_splits)
-    elif run.last.is_file():
+    elif status == "resumable":
         log.info(f"{label}: resuming {run.path}")
         train_run(cfg, resume=True)
     else:
