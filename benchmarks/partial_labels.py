@@ -72,7 +72,7 @@ def make_config(strategy: str, args, lists: dict[str, str], root: Path) -> dict:
 def run_one(strategy: str, args, lists, root: Path) -> dict:
     from seglab import api
     from seglab.config import config_from_dict
-    from seglab.run_dir import RunDir
+    from seglab.artifacts.run_dir import RunDir
 
     run = RunDir(Path(args.out) / strategy)
     test = run.eval_dir("test") / "metrics.json"

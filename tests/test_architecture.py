@@ -12,13 +12,13 @@ FLOORS = {
     0: ["seglab.errors", "seglab.fileio", "seglab.durations", "seglab.registry", "seglab.engine.rank",
         "seglab.collectives", "seglab.lazy"],
     1: ["seglab.config"],
-    2: ["seglab.run_dir", "seglab.tracking"],
+    2: ["seglab.tracking"],
     3: ["seglab.data", "seglab.metrics", "seglab.artifacts"],
     4: ["seglab.models", "seglab.losses"],
     5: ["seglab.evaluation"],
     6: ["seglab.engine"],
     7: ["seglab.reporting"],
-    8: ["seglab.runs", "seglab.experiments", "seglab.tuning", "seglab.init_config"],
+    8: ["seglab.workflows"],
     9: ["seglab.api", "seglab.cli", "seglab.__main__", "seglab"],
 }
 
@@ -96,8 +96,8 @@ def test_no_import_cycle():
 
 
 def test_the_checks_find_what_they_look_for():
-    made_up = {"seglab.api": {"seglab.experiments"}, "seglab.experiments": {"seglab.api"},
+    made_up = {"seglab.api": {"seglab.workflows.experiments"}, "seglab.workflows.experiments": {"seglab.api"},
                "seglab.engine.trainer": {"seglab.reporting.report"}, "seglab.reporting.report": set()}
-    assert find_cycles(made_up) == ["seglab.api -> seglab.experiments -> seglab.api"]
+    assert find_cycles(made_up) == ["seglab.api -> seglab.workflows.experiments -> seglab.api"]
     assert find_upward(made_up) == ["seglab.engine.trainer (floor 6) imports seglab.reporting.report (floor 7)",
-                                    "seglab.experiments (floor 8) imports seglab.api (floor 9)"]
+                                    "seglab.workflows.experiments (floor 8) imports seglab.api (floor 9)"]

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from seglab.cli import main
-from seglab.run_dir import RunDir
+from seglab.artifacts.run_dir import RunDir
 
 from conftest import TINY
 

@@ -95,7 +95,7 @@ def test_every_shipped_config_loads_and_builds_its_model(path):
     """A config file, or a sweep file (`experiments:`) whose every experiment loads and builds."""
     import torch
 
-    from seglab.experiments import expand_experiments
+    from seglab.workflows.experiments import expand_experiments
 
     for _, cfg in expand_experiments([path]):
         options = {k: v for k, v in cfg.model.options().items() if k != "pretrained"}  # no weights into meta tensors

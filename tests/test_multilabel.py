@@ -308,7 +308,7 @@ def test_a_multilabel_model_trains_evaluates_and_predicts_one_mask_per_class(tmp
     assert probs.shape == (3, 48, 64) and probs.dtype == np.float16
     sure = (np.abs(probs.astype(np.float32) - 0.5) > 1e-3).all(0)  # float16 rounds some 0.4999 up to 0.5
     assert np.array_equal(pack_masks(probs.astype(np.float32) >= 0.5)[sure], packed[sure])
-    from seglab.run_dir import RunDir
+    from seglab.artifacts.run_dir import RunDir
 
     assert RunDir(run).remove_own_files() == [] and list(run.iterdir()) == []  # all in the layout --overwrite deletes
 

@@ -90,7 +90,7 @@ def test_a_second_predict_into_its_input_folder_skips_its_own_outputs(binary_run
 
 
 def test_two_predicts_into_one_folder_refuse_the_second(binary_run, tmp_path, capsys):
-    from seglab.run_dir import RunDir, RunLock
+    from seglab.artifacts.run_dir import RunDir, RunLock
 
     ckpt, images = binary_run
     out = tmp_path / "o"

@@ -15,7 +15,7 @@ from seglab.config import config_from_dict
 from seglab.artifacts.checkpoint import load_checkpoint
 from seglab.engine.trainer import fit
 from seglab.errors import ConfigError, SeglabError
-from seglab.run_dir import MARKER, RunDir, RunLock
+from seglab.artifacts.run_dir import MARKER, RunDir, RunLock
 
 from conftest import ROOT
 
@@ -121,7 +121,7 @@ def test_demo_replaces_an_earlier_demo_only_when_asked(tmp_path):
 def test_a_second_training_into_a_folder_in_use_is_refused(tmp_path, tiny_raw):
     cfg = config_from_dict(_small(tiny_raw))
     run = RunDir(cfg.run_dir())
-    script = ("import sys, time; from seglab.run_dir import RunDir, RunLock\n"
+    script = ("import sys, time; from seglab.artifacts.run_dir import RunDir, RunLock\n"
               "with RunLock(RunDir(sys.argv[1])):\n    print('held', flush=True); time.sleep(60)\n")
     holder = subprocess.Popen([sys.executable, "-c", script, str(run.path)], stdout=subprocess.PIPE, text=True,
                               env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
@@ -313,7 +313,7 @@ def test_a_run_folder_evaluates_and_resumes_from_any_directory(tmp_path, tiny_ra
 
 
 def test_status_is_the_one_answer_on_where_a_run_stands(tmp_path):
-    from seglab.run_dir import RunDir
+    from seglab.artifacts.run_dir import RunDir
 
     run = RunDir(tmp_path / "r")
     assert run.status() == "absent"

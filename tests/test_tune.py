@@ -95,7 +95,7 @@ def test_tune_metric_is_any_logged_validation_value_and_checked_before_training(
 def test_tune_prunes_a_poor_trial(tmp_path):
     """A trial that cannot learn (learning rate ~0) falls below the median of the finished trial at the same
     epoch and is pruned there: its run stops early and the study records it as PRUNED."""
-    from seglab.tuning import tune
+    from seglab.workflows.tuning import tune
 
     raw = copy.deepcopy(TINY)
     raw["train"]["epochs"] = 4
@@ -128,8 +128,8 @@ def test_a_killed_tune_leaves_no_running_trial_behind(tmp_path):
     import signal
     import time
 
-    from seglab.run_dir import RunDir
-    from seglab.tuning import fail_abandoned_trials
+    from seglab.artifacts.run_dir import RunDir
+    from seglab.workflows.tuning import fail_abandoned_trials
 
     raw = copy.deepcopy(TINY)
     raw["train"]["epochs"] = 500

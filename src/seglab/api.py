@@ -19,9 +19,9 @@ from .errors import DataError, SeglabError
 from .evaluation.inference import settings_from_config
 from .evaluation.predict import model_file_kind, overlay, predict_files
 from .reporting import plots
-from .run_dir import RunDir
+from .artifacts.run_dir import RunDir
 from .reporting.tables import per_class_csv, per_class_markdown
-from .runs import evaluate, finish_report, train_run
+from .workflows.runs import evaluate, finish_report, train_run
 
 if TYPE_CHECKING:  # the predictor module loads torch; imported on use
     from .evaluation.predictor import SegmentationPredictor
@@ -46,13 +46,13 @@ def train(config: Union[Config, PathLike], *, overrides: Sequence[str] = (), res
         # The run folder is where it is now, whatever output.* said when it started.
         cfg.output.dir, cfg.output.name = str(run.path.parent), run.path.name
         if cfg.k_folds:  # a cross-validation folder: finished folds are kept, the interrupted one resumes
-            from .experiments import cross_validate
+            from .workflows.experiments import cross_validate
 
             return cross_validate(cfg)
     else:
         cfg = config if isinstance(config, Config) else load_config(config, list(overrides))
         if cfg.k_folds:
-            from .experiments import cross_validate
+            from .workflows.experiments import cross_validate
 
             return cross_validate(cfg, overwrite=overwrite)
     return train_run(cfg, resume=resume is not None, overwrite=overwrite, split=split, estimate=estimate)

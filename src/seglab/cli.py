@@ -273,7 +273,7 @@ def _check_config_early(args: argparse.Namespace) -> None:
         if path is None:  # train --resume RUN: its config.yaml
             from pathlib import Path
 
-            from .run_dir import RunDir
+            from .artifacts.run_dir import RunDir
 
             path = RunDir(Path(args.resume)).require_run().config
         cfg = load_config(path, args.overrides + (_budget_overrides(args) if args.command == "train" else []))
@@ -339,7 +339,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .durations import parse_duration
-    from .init_config import init_config
+    from .workflows.init_config import init_config
 
     try:
         parse_duration(args.budget)  # a bad budget stops before the folder is read
@@ -368,13 +368,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from . import api
-    from .run_dir import RunDir
+    from .artifacts.run_dir import RunDir
 
     runs = [RunDir(d).require_run() for d in args.run_dir]
     if len(runs) == 1 and args.out is None:
         print(api.finish_report(runs[0]))
         return 0
-    from .experiments import compare_runs
+    from .workflows.experiments import compare_runs
 
     names = [r.path.name for r in runs]
     if len(set(names)) != len(names):  # same folder names in different places
@@ -384,7 +384,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_tune(args: argparse.Namespace) -> int:
-    from .tuning import tune
+    from .workflows.tuning import tune
 
     if args.trials < 1:
         raise SeglabError(f"--trials: expected 1 or more, got {args.trials}")
@@ -396,7 +396,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 
 def _cmd_compare(args: argparse.Namespace) -> int:
     from .engine.rank import is_main_process
-    from .experiments import compare
+    from .workflows.experiments import compare
 
     page = compare(args.configs, out=args.out, overrides=args.overrides + _budget_overrides(args), num_images=args.images)
     if is_main_process():

@@ -16,7 +16,7 @@ from ..artifacts.checkpoint import rng_state, save_checkpoint
 from ..config.metric_names import SCORES, validation_column
 from ..collectives import all_reduce_sum
 from ..durations import format_duration
-from ..run_dir import RunDir
+from ..artifacts.run_dir import RunDir
 from . import clock
 from .budget import BudgetPlan
 from .distributed import barrier

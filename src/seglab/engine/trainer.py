@@ -25,7 +25,7 @@ from ..durations import format_duration, parse_duration
 from ..errors import CheckpointError, ConfigError, SeglabError, brief
 from ..models.weights import WeightsRecord
 from ..fileio import atomic_write_text
-from ..run_dir import RunDir, RunLock, kept_files
+from ..artifacts.run_dir import RunDir, RunLock, kept_files
 from ..tracking import create_tracker
 from . import clock
 from .budget import BudgetPlan, Estimate

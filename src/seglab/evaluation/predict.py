@@ -21,7 +21,7 @@ from ..data.masks import IMAGE_EXTENSIONS, display_rgb, read_image
 from ..data.transforms import prepare_eval_image
 from ..errors import CheckpointError, DataError, SeglabError, brief
 from ..fileio import atomic_path, atomic_write_text
-from ..run_dir import RunDir, RunLock
+from ..artifacts.run_dir import RunDir, RunLock
 from ..models import build_model_from_meta
 from .inference import InferenceSettings, class_probabilities, label_maps, logits_with
 from .runtimes import HasModelInfo, OnnxModel, TorchScriptModel, is_torchscript

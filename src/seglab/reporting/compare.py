@@ -10,7 +10,7 @@ from typing import Any, Optional, Sequence
 from ..fileio import atomic_write_text
 from .interactive import bar_chart, line_chart
 from .report import format_seconds, img_html, num_html, page, table_html
-from ..run_dir import RunDir
+from ..artifacts.run_dir import RunDir
 
 COLUMNS = ["experiment", "model", "split", "miou", "pixel_accuracy", "mean_boundary_iou", "mean_dice", "parameters",
            "gflops", "gflops_input", "train_seconds", "train_images_per_s", "eval_images_per_s", "epochs", "steps",

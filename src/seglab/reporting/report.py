@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 from ..fileio import atomic_write_text
 from .interactive import line_chart, plotly_script
-from ..run_dir import RunDir, fmt_value
+from ..artifacts.run_dir import RunDir, fmt_value
 from .tables import PER_CLASS_HEADER, is_missing, per_class_values
 
 CSS = """

@@ -10,7 +10,7 @@ from typing import Any, Optional
 from ..errors import SeglabError
 from .base import Tracker
 
-# runs this process has open, by id: the final evaluation (runs.py) continues the run the training logged to
+# runs this process has open, by id: the final evaluation (workflows/runs.py) continues the run the training logged to
 # instead of starting a second one with the same id
 _OPEN: dict[str, Any] = {}
 

@@ -9,18 +9,18 @@ import cv2
 import numpy as np
 import yaml
 
-from .config import Config, config_differences, load_config
-from .config.metric_names import SCORES
-from .data.datasets import build_data
-from .data.masks import display_rgb, read_image
-from .data.splits import Sample, load_split
-from .engine.budget import Estimate
-from .engine.distributed import is_main_process
-from .errors import ConfigError, SeglabError
-from .evaluation.predict import load_model, predict_image
-from .reporting import plots
-from .reporting.compare import result_row, write_comparison
-from .run_dir import RunDir, kept_files
+from ..config import Config, config_differences, load_config
+from ..config.metric_names import SCORES
+from ..data.datasets import build_data
+from ..data.masks import display_rgb, read_image
+from ..data.splits import Sample, load_split
+from ..engine.budget import Estimate
+from ..engine.distributed import is_main_process
+from ..errors import ConfigError, SeglabError
+from ..evaluation.predict import load_model, predict_image
+from ..reporting import plots
+from ..reporting.compare import result_row, write_comparison
+from ..artifacts.run_dir import RunDir, kept_files
 from .runs import complete_run, eval_splits, evaluate as evaluate_run
 
 log = logging.getLogger("seglab")
@@ -113,9 +113,9 @@ def run_experiment(name: str, cfg: Config, runs_dir: Path, estimate: Optional[Es
 def estimate_experiments(experiments: Sequence[tuple[str, Config]], runs_dir: Path) -> dict[str, Estimate]:
     """Measure every experiment that still has to train, before the first starts, and log how long each
     will take (or what its time budget buys)."""
-    from .durations import format_duration, parse_duration
-    from .engine.budget import BudgetPlan
-    from .engine.trainer import describe_plan, estimate_training
+    from ..durations import format_duration, parse_duration
+    from ..engine.budget import BudgetPlan
+    from ..engine.trainer import describe_plan, estimate_training
 
     estimates: dict[str, Estimate] = {}
     total = 0.0
@@ -141,8 +141,8 @@ def _input_size(cfg: Config) -> tuple[int, int]:
 def _gflops(run: RunDir, cfg: Config) -> Optional[float]:
     import torch
 
-    from .artifacts.checkpoint import read_model_info
-    from .models import build_model_from_meta, count_flops
+    from ..artifacts.checkpoint import read_model_info
+    from ..models import build_model_from_meta, count_flops
 
     ckpt = run.evaluated_checkpoint()
     try:
@@ -214,7 +214,7 @@ def compare_runs(runs: dict[str, RunDir], out: PathLike, *, split: Optional[str]
 
 def compare(inputs: Sequence[PathLike], *, out: PathLike, overrides: Sequence[str] = (), num_images: int = 4) -> Path:
     """Run every experiment (skipping finished ones, resuming interrupted ones) into OUT/runs/, then compare."""
-    from .engine.distributed import process_group
+    from ..engine.distributed import process_group
 
     out = Path(out)
     experiments = expand_experiments(inputs, overrides)
@@ -248,12 +248,12 @@ def _mean_std(rows: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any
 def cross_validate(cfg: Config, *, overwrite: bool = False) -> RunDir:
     """Train cfg.k_folds folds into RUN/fold_k (finished folds kept, an interrupted one resumed), then write
     RUN/cv_summary.json, RUN/cv_results.md and a comparison report of the folds with mean and std rows."""
-    from .config import dump_config
-    from .data.datasets import build_split
-    from .data.splits import save_split
-    from .engine.distributed import barrier, process_group
-    from .fileio import atomic_write_text
-    from .reporting.compare import results_markdown
+    from ..config import dump_config
+    from ..data.datasets import build_split
+    from ..data.splits import save_split
+    from ..engine.distributed import barrier, process_group
+    from ..fileio import atomic_write_text
+    from ..reporting.compare import results_markdown
 
     k = int(cfg.k_folds or 0)
     root = RunDir(cfg.run_dir())

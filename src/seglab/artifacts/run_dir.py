@@ -11,9 +11,9 @@ import socket
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from .config.metric_names import VALIDATION_COLUMNS
-from .errors import SeglabError
-from .fileio import TMP_SUFFIX, atomic_write_text, remove_stale_temporaries
+from ..config.metric_names import VALIDATION_COLUMNS
+from ..errors import SeglabError
+from ..fileio import TMP_SUFFIX, atomic_write_text, remove_stale_temporaries
 
 # Written when seglab creates a run folder: the only kind of folder --overwrite replaces.
 MARKER = ".seglab-run"

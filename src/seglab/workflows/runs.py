@@ -11,22 +11,22 @@ import logging
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
-from .config import Config, config_differences, config_from_dict, load_config
-from .config.metric_names import SCORES
-from .data.datasets import EvalDataset, build_data
-from .data.splits import Split, load_split
-from .engine.budget import Estimate
-from .engine.distributed import is_main_process, pick_device
-from .engine.trainer import fit
-from .errors import CheckpointError, DataError, SeglabError
-from .evaluation.evaluate import run_evaluation
-from .evaluation.inference import settings_from_config
-from .evaluation.predict import load_model, overlay
-from .fileio import atomic_write_text
-from .reporting import plots
-from .reporting.report import build_report
-from .reporting.tables import per_class_csv, per_class_markdown, per_image_csv
-from .run_dir import RunDir
+from ..config import Config, config_differences, config_from_dict, load_config
+from ..config.metric_names import SCORES
+from ..data.datasets import EvalDataset, build_data
+from ..data.splits import Split, load_split
+from ..engine.budget import Estimate
+from ..engine.distributed import is_main_process, pick_device
+from ..engine.trainer import fit
+from ..errors import CheckpointError, DataError, SeglabError
+from ..evaluation.evaluate import run_evaluation
+from ..evaluation.inference import settings_from_config
+from ..evaluation.predict import load_model, overlay
+from ..fileio import atomic_write_text
+from ..reporting import plots
+from ..reporting.report import build_report
+from ..reporting.tables import per_class_csv, per_class_markdown, per_image_csv
+from ..artifacts.run_dir import RunDir
 
 log = logging.getLogger("seglab")
 PathLike = Union[str, Path]
@@ -95,14 +95,14 @@ def _run_lock(run: RunDir) -> Any:
     """The run folder's lock, held by the process that writes it (torchrun: rank 0)."""
     from contextlib import nullcontext
 
-    from .run_dir import RunLock
+    from ..artifacts.run_dir import RunLock
 
     return RunLock(run) if is_main_process() else nullcontext()
 
 
 def _track_final(cfg: Config, run: RunDir) -> None:
     """The trackers (MLflow, W&B): the final metrics, the report and the evaluation tables as artefacts; closes their runs."""
-    from .tracking import create_tracker
+    from ..tracking import create_tracker
 
     summary = run.read_json(run.summary) or {}
     runs = summary.get("tracker_runs") or ({"mlflow": summary["mlflow_run_id"]} if summary.get("mlflow_run_id") else {})
@@ -183,7 +183,7 @@ def _open_export(target: PathLike, split: str, overrides: Sequence[str], engine:
     normalisation and input size stored in the export."""
     from torch import nn
 
-    from .evaluation.predict import open_model
+    from ..evaluation.predict import open_model
 
     path = Path(target)
     if not path.is_file():

