@@ -15,7 +15,7 @@ FLOORS = {
     2: ["seglab.tracking"],
     3: ["seglab.data", "seglab.metrics", "seglab.artifacts"],
     4: ["seglab.models", "seglab.losses"],
-    5: ["seglab.evaluation"],
+    5: ["seglab.evaluation", "seglab.deploy"],
     6: ["seglab.engine"],
     7: ["seglab.reporting"],
     8: ["seglab.workflows"],

@@ -7,7 +7,7 @@ from seglab.cli import main
 from seglab.artifacts.checkpoint import save_checkpoint
 from seglab.data.synthetic import synthetic_labels
 from seglab.errors import SeglabError
-from seglab.evaluation.export import export_checkpoint
+from seglab.deploy.export import export_checkpoint
 from seglab.evaluation.runtimes import OnnxModel, onnx_providers
 from seglab.models import create_model, fixed_export_size, list_models
 
@@ -137,7 +137,7 @@ def test_a_native_resolution_model_exports_to_onnx_without_a_size(tmp_path, monk
     """Issue 27 item 6: a checkpoint trained at native resolution (no augment.resize) exports with no --size:
     traced at its training crop, it predicts every image at its own size, as the checkpoint does; only a
     fixed-size graph asks for --size."""
-    from seglab.evaluation import export as export_module
+    from seglab.deploy import export as export_module
     from seglab.evaluation.predict import load_model, predict_image
     from seglab.evaluation.runtimes import OnnxModel
 

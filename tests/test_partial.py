@@ -362,7 +362,7 @@ def test_marginal_recovers_class_that_naive_suppresses(tmp_path):
 def test_conditional_checkpoint_predicts_and_exports(tmp_path, fmt):
     from seglab.data.labels import LabelSpace, default_palette
     from seglab.artifacts.checkpoint import save_checkpoint
-    from seglab.evaluation.export import export_checkpoint
+    from seglab.deploy.export import export_checkpoint
     from seglab.evaluation.runtimes import OnnxModel
     from seglab.evaluation.predict import load_model
 

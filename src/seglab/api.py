@@ -108,8 +108,8 @@ def load_model(path: PathLike, *, device: str = "cpu", engine: Optional[str] = N
 
 def export(checkpoint: PathLike, *, fmt: str = "onnx", out: Optional[PathLike] = None,
            size: Optional[Sequence[int]] = None, int8: bool = False, calibration_images: int = 64) -> Path:
-    """Export a checkpoint's model to ONNX (INT8 with `int8`) or TorchScript; see evaluation/export.py."""
-    from .evaluation.export import export_checkpoint
+    """Export a checkpoint's model to ONNX (INT8 with `int8`) or TorchScript; see deploy/export.py."""
+    from .deploy.export import export_checkpoint
 
     return export_checkpoint(Path(checkpoint), fmt, Path(out) if out else None, size, int8=int8,
                              calibration_images=calibration_images)

@@ -13,9 +13,9 @@ import torch
 from ..errors import SeglabError
 from ..fileio import atomic_path
 from ..models import fixed_export_size
-from .predict import LoadedModel, load_model
+from ..evaluation.predict import LoadedModel, load_model
 
-from .runtimes import META_KEY
+from ..evaluation.runtimes import META_KEY
 
 
 log = logging.getLogger("seglab")
@@ -38,7 +38,7 @@ def export_checkpoint(checkpoint: Path, fmt: str, out: Optional[Path] = None,
     does in PyTorch; the metadata says whether other sizes work (`dynamic_size`, `fixed_size_reason`). A model
     trained at native resolution needs no size for ONNX: it is traced at its training crop (else 256 x 256)
     and predicts every image at its own size; only a fixed-size graph asks for --size.
-    `int8`: an INT8 ONNX model (evaluation/quantize.py), calibrated on up to `calibration_images` images of
+    `int8`: an INT8 ONNX model (deploy/quantize.py), calibrated on up to `calibration_images` images of
     the run's training split; default file NAME.int8.onnx.
     """
     if fmt not in ("onnx", "torchscript"):
@@ -85,7 +85,7 @@ def export_checkpoint(checkpoint: Path, fmt: str, out: Optional[Path] = None,
 
 
 def _quantize_in_place(path: Path, checkpoint: Path, lm: LoadedModel, calibration_images: int) -> str:
-    """Replace the FP32 ONNX file `path` by its INT8 version (evaluation/quantize.py); how it was quantized."""
+    """Replace the FP32 ONNX file `path` by its INT8 version (deploy/quantize.py); how it was quantized."""
     from .quantize import calibration_inputs, quantize_onnx
 
     fp32 = path.with_name(f".fp32{path.name}")  # ends as the temporary name does: cleaned up if left

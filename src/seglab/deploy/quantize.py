@@ -15,7 +15,7 @@ from ..data.splits import load_split
 from ..data.transforms import prepare_eval_image
 from ..errors import SeglabError, brief
 from ..fileio import TMP_SUFFIX
-from .predict import LoadedModel
+from ..evaluation.predict import LoadedModel
 
 log = logging.getLogger("seglab")
 
