@@ -33,6 +33,14 @@ def _image(path: Path, i: int, size=(H, W), dtype=np.uint8, channels: int = 3, t
         Image.fromarray(arr[..., 0] if channels == 1 else arr).save(path)
 
 
+def _colour_pairs(expect: dict, pairs: list) -> None:
+    """Write (image, colour mask) pairs, the i-th with _target(i) in COLOURS; record the intended labels."""
+    for i, (image, mask) in enumerate(pairs):
+        _image(image, i)
+        save_png(mask, np.array(COLOURS[:3], np.uint8)[_target(i)])
+        expect[image.stem] = _target(i)
+
+
 def _init(tmp_path, root, capsys, *extra) -> tuple[Path, str]:
     out = tmp_path / "init.yaml"
     assert main(["init", str(root), "--out", str(out), *extra]) == 0
@@ -93,10 +101,7 @@ def test_one_folder_with_suffixed_colour_masks_and_a_palette(tmp_path, capsys):
     root.mkdir()
     (root / "label_colors.txt").write_text("".join(f"{r} {g} {b}\t{n}\n" for (r, g, b), n in
                                                     zip(COLOURS[:3], ["bg", "road", "car"])))
-    for i in range(6):
-        _image(root / f"f{i}.png", i)
-        save_png(root / f"f{i}_L.png", np.array(COLOURS[:3], np.uint8)[_target(i)])
-        expect[f"f{i}"] = _target(i)
+    _colour_pairs(expect, [(root / f"f{i}.png", root / f"f{i}_L.png") for i in range(6)])
     cfg, _ = _init(tmp_path, root, capsys)
     raw = _decoded(cfg, expect)
     assert raw["data"]["mask_suffix"] == "_L" and raw["data"]["mask_encoding"] == "rgb"
@@ -108,10 +113,8 @@ def test_split_subfolders_with_class_dict_csv(tmp_path, capsys):
     (root / "class_dict.csv").write_text("name,r,g,b\n" + "".join(f"{n},{r},{g},{b}\n" for (r, g, b), n in
                                                                   zip(COLOURS[:3], ["bg", "road", "car"])))
     for split, n in (("train", 4), ("val", 2)):
-        for i in range(n):
-            _image(root / split / "images" / f"{split}{i}.png", i)
-            save_png(root / split / "labels" / f"{split}{i}.png", np.array(COLOURS[:3], np.uint8)[_target(i)])
-            expect[f"{split}{i}"] = _target(i)
+        _colour_pairs(expect, [(root / split / "images" / f"{split}{i}.png", root / split / "labels" / f"{split}{i}.png")
+                               for i in range(n)])
     cfg, _ = _init(tmp_path, root, capsys)
     raw = _decoded(cfg, expect)
     assert raw["data"]["palette_file"] == "class_dict.csv" and raw["eval"]["split"] == "val"

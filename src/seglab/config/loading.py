@@ -195,3 +195,8 @@ def dump_config(cfg: Config) -> str:
         data.pop("sources")
         data.pop("balance_sources")
     return yaml.safe_dump(d, sort_keys=False)
+
+
+def yaml_inline(value: Any) -> str:
+    """`value` as one line of YAML (flow style), as a config file or an override would write it."""
+    return yaml.safe_dump(value, default_flow_style=True, width=1000).strip().removesuffix("...").strip()

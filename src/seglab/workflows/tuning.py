@@ -16,6 +16,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 import yaml
 
 from ..config import Config, config_from_dict, dump_config, load_config, set_dotted
+from ..config.loading import yaml_inline
 from ..config.metric_names import validation_column
 from ..errors import ConfigError, SeglabError
 from ..fileio import atomic_write_text
@@ -45,10 +46,6 @@ def _scalars(choices: list) -> bool:
     return all(c is None or isinstance(c, (bool, int, float, str)) for c in choices)
 
 
-def _text(value: Any) -> str:
-    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
-
-
 def suggest(trial, space: dict[str, Any]) -> dict[str, Any]:
     """Draw one value per dotted key from the trial."""
     params = {}
@@ -57,7 +54,7 @@ def suggest(trial, space: dict[str, Any]) -> dict[str, Any]:
             if _scalars(p.choices):
                 params[key] = trial.suggest_categorical(key, p.choices)
             else:  # Optuna stores scalars only: lists (e.g. augment.scale) go through their YAML text
-                params[key] = yaml.safe_load(trial.suggest_categorical(key, [_text(c) for c in p.choices]))
+                params[key] = yaml.safe_load(trial.suggest_categorical(key, [yaml_inline(c) for c in p.choices]))
         elif p.type == "int":
             params[key] = trial.suggest_int(key, int(p.low), int(p.high), step=int(p.step or 1), log=p.log)
         else:
