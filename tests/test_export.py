@@ -184,7 +184,22 @@ def test_int8_onnx_is_calibrated_on_the_run_and_scored_by_eval(tmp_path, capsys)
     ops = {n.op_type for n in proto.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     meta = {p.key: p.value for p in proto.metadata_props}
-    assert meta["seglab.quantization"] == "int8 (static, 8 calibration images)" and "labels" in json.loads(meta["seglab"])
+    assert meta["seglab.quantization"] == "int8 (static, 8 calibration images, minmax calibration)"
+    assert "labels" in json.loads(meta["seglab"])
+    # percentile calibration with the first and last convolution kept FP32: those two read float weights
+    ends = tmp_path / "ends.int8.onnx"
+    assert main(["export", str(best), "--int8", "--calibration-images", "4", "--calibration", "percentile",
+                 "--fp32-ends", "--out", str(ends)]) == 0
+    graph = onnx.load(str(ends)).graph
+    dequantized = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    quantized = [n.input[1] in dequantized for n in convs]
+    assert quantized[0] is False and quantized[-1] is False and all(quantized[1:-1]) and len(convs) > 2
+    assert "percentile calibration, first and last convolution in FP32" in {
+        p.key: p.value for p in onnx.load(str(ends)).metadata_props}["seglab.quantization"]
+    with pytest.raises(SeglabError, match=r"--calibration: expected one of minmax, percentile, got 'kl'"):
+        from seglab.api import export
+        export(best, int8=True, calibration="kl")
     assert main(["export", str(best)]) == 0
     capsys.readouterr()
     for f in ("best.int8.onnx", "best.onnx"):

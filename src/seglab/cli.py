@@ -8,6 +8,7 @@ import sys
 import threading
 from typing import Any, Optional, Sequence
 
+from .deploy.int8_recipe import CALIBRATION_METHODS
 from .errors import SeglabError
 
 
@@ -129,6 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "the run's training images; weights only when none can be read); default NAME.int8.onnx")
     p.add_argument("--calibration-images", type=_count(1), default=64, metavar="N",
                    help="training images that calibrate --int8's activation ranges (default 64)")
+    p.add_argument("--calibration", choices=CALIBRATION_METHODS, default="minmax",
+                   help="how --int8 sets activation ranges: observed min/max (default) or 99.999th percentile")
+    p.add_argument("--fp32-ends", action="store_true",
+                   help="--int8: keep the first and the last convolution in FP32")
     _common(p, sets=False)
 
     p = sub.add_parser("inspect", help="check a dataset: counts, sizes, class frequencies, problems, sample grid")
@@ -321,7 +326,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from . import api
 
     out = api.export(args.checkpoint, fmt=args.fmt, out=args.out, size=args.size, int8=args.int8,
-                     calibration_images=args.calibration_images)
+                     calibration_images=args.calibration_images, calibration=args.calibration,
+                     fp32_ends=args.fp32_ends)
     print(f"wrote {out}")
     return 0
 

@@ -1,6 +1,10 @@
 """INT8 ONNX models (`seglab export --format onnx --int8`): onnxruntime's static quantization (QDQ, weights
 per channel, activations calibrated on images of the run's training split, preprocessed as prediction does),
-or dynamic quantization (weights only) when no training image can be read."""
+or dynamic quantization (weights only) when no training image can be read.
+
+Calibration (how activation ranges are chosen): `minmax` (the observed range) or `percentile` (99.999th
+percentile of |x|, clipping rare outliers); `fp32_ends` keeps the first and the last convolution in FP32,
+where quantization error hurts most (the raw image and the logits)."""
 from __future__ import annotations
 
 import logging
@@ -16,8 +20,14 @@ from ..data.transforms import prepare_eval_image
 from ..errors import SeglabError, brief
 from ..fileio import TMP_SUFFIX
 from ..evaluation.predict import LoadedModel
+from .int8_recipe import Int8Recipe
 
 log = logging.getLogger("seglab")
+
+# Only the layers that carry the compute. Left to its default, onnxruntime also quantizes the Sub / Mul / Add
+# of timm's TF "same" padding, whose outputs are pad sizes computed from the input shape: rounded to an 8-bit
+# grid they pad by the wrong amount (Weizmann Horse U-Net Lite0: 8.8 mIoU points lost, docs/benchmarks.md).
+_OPS = ["Conv", "ConvTranspose", "MatMul", "Gemm"]
 
 
 def calibration_inputs(checkpoint: Path, lm: LoadedModel, count: int) -> list[np.ndarray]:
@@ -53,9 +63,17 @@ class _Inputs:
         return None if x is None else {"image": x}
 
 
-def quantize_onnx(fp32: Path, out: Path, inputs: list[np.ndarray]) -> str:
+def _end_convolutions(path: Path) -> list[str]:
+    """Names of the first and the last Conv node of the ONNX graph at `path` (graph order is topological)."""
+    import onnx
+
+    convs = [n.name for n in onnx.load(str(path)).graph.node if n.op_type == "Conv"]
+    return sorted({convs[0], convs[-1]}) if convs else []
+
+
+def quantize_onnx(fp32: Path, out: Path, inputs: list[np.ndarray], recipe: Int8Recipe = Int8Recipe()) -> str:
     """Write an INT8 version of the ONNX model `fp32` to `out`, keeping its metadata; returns how it was
-    quantized ('static, N calibration images' or 'dynamic, weights only')."""
+    quantized ('static, N calibration images, ...' or 'dynamic, weights only')."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -64,10 +82,13 @@ def quantize_onnx(fp32: Path, out: Path, inputs: list[np.ndarray]) -> str:
     try:
         quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
         if inputs:
+            method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile}[recipe.calibration]
+            exclude = _end_convolutions(prepared) if recipe.fp32_ends else []
             quantize_static(str(prepared), str(out), _Inputs(inputs), quant_format=QuantFormat.QDQ,
                             per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            calibrate_method=CalibrationMethod.MinMax)
-            how = f"static, {len(inputs)} calibration images"
+                            calibrate_method=method, nodes_to_exclude=exclude, op_types_to_quantize=_OPS,
+                            extra_options={"CalibPercentile": 99.999})
+            how = f"static, {len(inputs)} calibration images, {recipe.describe()}"
         else:
             quantize_dynamic(str(prepared), str(out), weight_type=QuantType.QInt8)
             how = "dynamic, weights only"

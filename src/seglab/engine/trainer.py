@@ -308,9 +308,11 @@ def _log_start(t: Training, run: RunDir, state: TrainState, resume: bool, n_para
         log.info(f"resuming {run.path} after epoch {state.epoch} ({format_duration(state.train_seconds)} of training so far)"
                  f"{f' on {t.dist.world_size} processes' if t.dist.enabled else ''}")
         return
+    precision = f"{t.precision} autocast" if t.precision != "none" else "fp32"
+    if t.precision == "none" and cfg.train.amp == "auto" and t.device.type == "cpu":
+        precision += " (train.amp auto: this CPU has no native bf16)"
     log.info(f"run {run.path}: {cfg.model.name} ({n_params:,} parameters) on {t.device}"
-             f"{f' x {t.dist.world_size} processes' if t.dist.enabled else ''}"
-             f"{f', {t.precision} autocast' if t.precision != 'none' else ''}, "
+             f"{f' x {t.dist.world_size} processes' if t.dist.enabled else ''}, {precision}, "
              f"{len(t.train_set)} train / {len(t.val_set)} val images, {labels.num_classes} classes")
     for record in t.model_info.pretrained:  # logged here so train.log has it too
         log.info(WeightsRecord(**record).describe())
