@@ -116,7 +116,7 @@ def export(checkpoint: PathLike, *, fmt: str = "onnx", out: Optional[PathLike] =
     from .deploy.int8_recipe import Int8Recipe
 
     recipe = Int8Recipe(calibration_images, calibration, fp32_ends) if int8 else None
-    return export_checkpoint(Path(checkpoint), fmt, Path(out) if out else None, size, int8=int8, recipe=recipe)
+    return export_checkpoint(Path(checkpoint), fmt, Path(out) if out else None, size, int8=recipe)
 
 
 def inspect(config: Union[Config, PathLike], *, overrides: Sequence[str] = (), out: Optional[PathLike] = None,

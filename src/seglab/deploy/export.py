@@ -27,8 +27,8 @@ def _metadata(lm: LoadedModel, size: Optional[Sequence[int]], fixed: str = "") -
 
 
 def export_checkpoint(checkpoint: Path, fmt: str, out: Optional[Path] = None,
-                      size: Optional[Sequence[int]] = None, opset: int = 17, int8: bool = False,
-                      recipe: Optional[Int8Recipe] = None) -> Path:
+                      size: Optional[Sequence[int]] = None, opset: int = 17,
+                      int8: Optional[Int8Recipe] = None) -> Path:
     """Write the checkpoint's model as `fmt` ('onnx' or 'torchscript') for (N, C, H, W) inputs.
 
     H, W default to the checkpoint's input size. ONNX graphs take any batch, height and width, except for
@@ -37,8 +37,8 @@ def export_checkpoint(checkpoint: Path, fmt: str, out: Optional[Path] = None,
     does in PyTorch; the metadata says whether other sizes work (`dynamic_size`, `fixed_size_reason`). A model
     trained at native resolution needs no size for ONNX: it is traced at its training crop (else 256 x 256)
     and predicts every image at its own size; only a fixed-size graph asks for --size.
-    `int8`: an INT8 ONNX model (deploy/quantize.py) made as `recipe` says (default: MinMax calibration on
-    up to 64 images of the run's training split); default file NAME.int8.onnx.
+    `int8`: an INT8 ONNX model (deploy/quantize.py) made as that recipe says (`Int8Recipe()`: MinMax
+    calibration on up to 64 images of the run's training split); default file NAME.int8.onnx.
     """
     if fmt not in ("onnx", "torchscript"):
         raise SeglabError(f"--format: expected onnx or torchscript, got {fmt!r}")
@@ -76,18 +76,17 @@ def export_checkpoint(checkpoint: Path, fmt: str, out: Optional[Path] = None,
             entry.key, entry.value = META_KEY, json.dumps(_metadata(lm, size, fixed))
             onnx.save(proto, str(tmp))
             if int8:
-                log.info(f"{out}: INT8 ({_quantize_in_place(tmp, Path(checkpoint), lm, recipe)})")
+                log.info(f"{out}: INT8 ({_quantize_in_place(tmp, Path(checkpoint), lm, int8)})")
             log.info(f"{out}: fixed {trace[0]}x{trace[1]} input ({fixed})" if fixed
                      else f"{out}: any batch, height and width (traced at {trace[0]}x{trace[1]}"
                           f"{'; images are predicted at their own size' if size is None else ''})")
     return out
 
 
-def _quantize_in_place(path: Path, checkpoint: Path, lm: LoadedModel, recipe: Optional[Int8Recipe]) -> str:
+def _quantize_in_place(path: Path, checkpoint: Path, lm: LoadedModel, recipe: Int8Recipe) -> str:
     """Replace the FP32 ONNX file `path` by its INT8 version (deploy/quantize.py); how it was quantized."""
     from .quantize import calibration_inputs, quantize_onnx
 
-    recipe = recipe or Int8Recipe()
     fp32 = path.with_name(f".fp32{path.name}")  # ends as the temporary name does: cleaned up if left
     path.rename(fp32)
     try:
