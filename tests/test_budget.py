@@ -85,7 +85,7 @@ def _summary(run):
 
 def test_budgeted_run_ends_its_schedule_within_the_budget(tiny_raw, monkeypatch):
     monkeypatch.setattr(clock, "now", SimClock())
-    run = fit(config_from_dict(_budget_raw(tiny_raw)))
+    run = fit(config_from_dict(_budget_raw(tiny_raw))).run
     timing = _summary(run)["timing"]
     assert timing["budget_seconds"] == 300 and timing["train_seconds"] <= 300
     assert timing["train_seconds"] >= 0.9 * 300  # the budget is used, not left idle
@@ -100,7 +100,7 @@ def test_budgeted_run_ends_its_schedule_within_the_budget(tiny_raw, monkeypatch)
 
 def test_a_machine_that_slows_down_is_replanned_and_stays_within_budget(tiny_raw, monkeypatch):
     monkeypatch.setattr(clock, "now", SimClock(slow_after=150, factor=3.0))
-    run = fit(config_from_dict(_budget_raw(tiny_raw, budget="10m")))
+    run = fit(config_from_dict(_budget_raw(tiny_raw, budget="10m"))).run
     timing = _summary(run)["timing"]
     assert timing["replans"] >= 1
     assert timing["train_seconds"] <= 600 * 1.03
@@ -112,7 +112,7 @@ def test_a_machine_that_slows_down_is_replanned_and_stays_within_budget(tiny_raw
 def test_resume_continues_the_same_plan(tiny_raw, monkeypatch):
     raw = _budget_raw(tiny_raw)
     monkeypatch.setattr(clock, "now", SimClock())
-    full = _summary(fit(config_from_dict(raw)))["timing"]
+    full = _summary(fit(config_from_dict(raw)).run)["timing"]
 
     raw["output"] = {**raw["output"], "name": "killed"}
     monkeypatch.setattr(clock, "now", SimClock())
@@ -125,7 +125,7 @@ def test_resume_continues_the_same_plan(tiny_raw, monkeypatch):
         fit(config_from_dict(raw), on_epoch=crash)
     first = torch.load(config_from_dict(raw).run_dir() / "checkpoints" / "last.pt", weights_only=True)["train_state"]
     monkeypatch.setattr(clock, "now", SimClock())  # a new process: its clock starts anew
-    resumed = _summary(fit(config_from_dict(raw), resume=True))["timing"]
+    resumed = _summary(fit(config_from_dict(raw), resume=True).run)["timing"]
     # the budget counts training time across both processes, and the plan made before epoch 1 goes on
     assert first["plan"]["schedule_steps"] == full["planned_steps"] or first["plan"]["replans"] > 0
     ckpt = torch.load(config_from_dict(raw).run_dir() / "checkpoints" / "last.pt", weights_only=True)
@@ -139,10 +139,10 @@ def test_resume_continues_the_same_plan(tiny_raw, monkeypatch):
 def test_estimate_is_logged_and_does_not_change_training(tiny_raw):
     raw = dict(tiny_raw)
     raw["train"] = {**tiny_raw["train"], "estimate_steps": 0}
-    plain = fit(config_from_dict(raw))
+    plain = fit(config_from_dict(raw)).run
     raw["output"] = {**raw["output"], "name": "measured"}
     raw["train"] = {**tiny_raw["train"], "estimate_steps": 3}
-    measured = fit(config_from_dict(raw))
+    measured = fit(config_from_dict(raw)).run
     a, b = (torch.load(r.last, weights_only=True)["model_state"] for r in (plain, measured))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert "estimate: about" in measured.log.read_text() and "estimate: about" not in plain.log.read_text()
@@ -205,7 +205,7 @@ def test_time_reserved_for_a_validation_that_was_quicker_is_used(tiny_raw, monke
     monkeypatch.setattr(trainer, "measure_speed", pessimistic)
     # on this simulated clock the first plan is 2 epochs and 1 step (3 steps an epoch): without the re-check
     # after the epoch-2 validation the run stopped at 45 of 124 s
-    run = fit(config_from_dict(_budget_raw(tiny_raw, budget="124s", val_every=2)))
+    run = fit(config_from_dict(_budget_raw(tiny_raw, budget="124s", val_every=2))).run
     timing = _summary(run)["timing"]
     assert 0.9 * 124 <= timing["train_seconds"] <= 124 * 1.03
 

@@ -160,7 +160,7 @@ def test_a_run_that_stopped_before_its_first_checkpoint_starts_over(tmp_path, ti
 
 def test_resume_refuses_a_config_that_is_not_the_runs(tmp_path, tiny_raw):
     cfg = config_from_dict(_small(tiny_raw))
-    run = fit(cfg)
+    run = fit(cfg).run
     good = run.config.read_text()
     run.config.write_text(good.replace("base_channels: 4", "base_channels: 8"))
     with pytest.raises(SeglabError, match=r"config.yaml: differs from the run's checkpoints/last.pt at "
@@ -174,7 +174,7 @@ def test_resume_refuses_a_config_that_is_not_the_runs(tmp_path, tiny_raw):
 def test_files_get_the_users_umask_and_are_flushed(tmp_path, tiny_raw):
     old = os.umask(0o022)
     try:
-        run = fit(config_from_dict(_small(tiny_raw)))
+        run = fit(config_from_dict(_small(tiny_raw))).run
     finally:
         os.umask(old)
     for f in (run.last, run.best, run.metrics_csv, run.summary, run.config, run.split):
@@ -200,7 +200,7 @@ def test_a_stop_at_every_write_point_resumes_to_the_uninterrupted_result(tmp_pat
 
     fileio.write_hook = count
     try:
-        ref = fit(config_from_dict(raw))
+        ref = fit(config_from_dict(raw)).run
     finally:
         fileio.write_hook = None
     assert ("best.pt", "written") in points and ("last.pt", "replaced") in points

@@ -189,7 +189,7 @@ def test_speed_switches_compile_and_bf16(tiny_raw, tmp_path):
         raw = copy.deepcopy(tiny_raw)
         raw["train"].update(epochs=2, **sets)
         raw["output"]["name"] = name
-        runs[name] = _losses(fit(config_from_dict(raw)).path)
+        runs[name] = _losses(fit(config_from_dict(raw)).run.path)
     assert runs["compiled"] == pytest.approx(runs["eager"], rel=1e-3)
     assert runs["bf16"] == pytest.approx(runs["eager"], rel=5e-2)
     tiny_raw["train"]["amp"] = "fp16"
@@ -212,12 +212,12 @@ def test_amp_auto_uses_bf16_only_on_cpus_with_native_bf16(tiny_raw, monkeypatch)
     with pytest.raises(SeglabError, match="train.amp: fp16 autocast needs a CUDA device"):
         precision.resolve_amp("fp16", cpu)
     tiny_raw["train"].update(epochs=1, amp="auto")
-    summary = json.loads((fit(config_from_dict(tiny_raw)).path / "summary.json").read_text())
+    summary = json.loads((fit(config_from_dict(tiny_raw)).run.path / "summary.json").read_text())
     assert summary["precision"] == "bf16"
     monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
     assert precision.resolve_amp("auto", cpu) == "none"
     tiny_raw["output"]["name"] = "fp32"
-    summary = json.loads((fit(config_from_dict(tiny_raw)).path / "summary.json").read_text())
+    summary = json.loads((fit(config_from_dict(tiny_raw)).run.path / "summary.json").read_text())
     assert summary["precision"] == "none"
 
 
@@ -235,3 +235,29 @@ def test_eval_writes_per_image_metrics_and_the_worst_images(trained_run):
     for name in ("per_image_miou_val", "worst_val"):
         assert (run.plots / f"{name}.png").is_file(), name
     assert "Per image" in run.report.read_text()
+
+
+def test_evaluation_after_fit_from_memory_equals_the_reloaded_checkpoints(tiny_raw, tmp_path):
+    from seglab.artifacts.checkpoint import load_checkpoint
+    from seglab.workflows.runs import evaluate, evaluate_and_report
+
+    raw = copy.deepcopy(tiny_raw)
+    # the lowest mIoU is "best": best.pt is an early epoch, so the model in memory must be given its weights
+    raw["train"].update(epochs=3, best_mode="min", ema_decay=0.9)
+    fitted = fit(config_from_dict(raw))
+    run = fitted.run
+    best, last = load_checkpoint(run.best)["model_state"], load_checkpoint(run.last)["model_state"]
+    assert load_checkpoint(run.best)["train_state"]["epoch"] < 3
+    assert not all(torch.equal(best[k], last[k]) for k in best)
+    held = fitted.model.state_dict()
+    assert all(torch.equal(held[k], best[k]) for k in best) and not fitted.model.training
+    evaluate_and_report(run, ["val", "test"], fitted)
+    for split in ("val", "test"):
+        evaluate(run.path, split=split, out=tmp_path / f"again_{split}", report=False)
+        in_memory, reloaded = (json.loads((d / "metrics.json").read_text())
+                               for d in (run.eval_dir(split), tmp_path / f"again_{split}"))
+        for timing in ("seconds", "metric_seconds"):
+            in_memory.pop(timing), reloaded.pop(timing)
+        assert in_memory == reloaded
+        for table in ("per_class.csv", "per_image.csv"):
+            assert (run.eval_dir(split) / table).read_text() == (tmp_path / f"again_{split}" / table).read_text()

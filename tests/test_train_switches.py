@@ -85,9 +85,9 @@ def test_accumulation_and_ema_resume_exactly(tmp_path):
     raws = [_raw(tmp_path, name, epochs, **switches) for name, epochs in (("full", 3), ("part", 2), ("part", 3))]
     for raw in raws:
         raw["schedule"] = TINY_CONSTANT
-    full = fit(config_from_dict(raws[0]))
+    full = fit(config_from_dict(raws[0])).run
     fit(config_from_dict(raws[1]))
-    resumed = fit(config_from_dict(raws[2]), resume=True)
+    resumed = fit(config_from_dict(raws[2]), resume=True).run
     a, b = load_checkpoint(full.last), load_checkpoint(resumed.last)
     for key in ("model_state", "trained_model_state"):
         assert a[key].keys() == b[key].keys()

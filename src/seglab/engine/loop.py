@@ -9,6 +9,7 @@ from dataclasses import asdict
 from typing import Any, Callable, Optional
 
 import numpy as np
+import torch
 from torch import nn
 from tqdm import tqdm
 
@@ -43,6 +44,8 @@ class EpochLoop:
         self.mark = clock.now()  # training time is counted from here, in state.train_seconds at every epoch end
         maximize = self.cfg.train.best_mode == "max"
         self.better: Callable[[float, float], bool] = (lambda a, b: a > b) if maximize else (lambda a, b: a < b)
+        # rank 0: best.pt's model_state as this process wrote it, so the evaluation after fit need not read it back
+        self.best_state: Optional[dict[str, torch.Tensor]] = None
 
     def encoder_frozen(self) -> bool:
         """Whether train.freeze_encoder_for holds the encoder at this step (plans may move its end)."""
@@ -177,9 +180,11 @@ class EpochLoop:
         stop between the two is repaired on resume), metrics.csv, TensorBoard and MLflow."""
         run = self.run
         if self.t.dist.is_main:
-            save_checkpoint(run.last, self.payload())
+            payload = self.payload()
+            save_checkpoint(run.last, payload)
             if improved:
-                save_checkpoint(run.best, self.payload())
+                save_checkpoint(run.best, payload)
+                self.best_state = {k: v.detach().clone() for k, v in payload["model_state"].items()}
             run.write_metrics_csv(self.state.history)
             for key, value in row.items():
                 if key != "epoch" and value is not None:

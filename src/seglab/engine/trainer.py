@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+from dataclasses import dataclass
 import logging
 import random
 from pathlib import Path
@@ -15,11 +16,14 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
+from torch import nn
 from torch.utils.data import Subset
 
 from ..artifacts.checkpoint import load_checkpoint, read_model_info, rng_state, save_checkpoint, set_rng_state
 from ..collectives import group_is_initialized
 from ..config import Config, config_differences, config_from_dict, dump_config, load_config
+from ..artifacts.model_info import ModelInfo
+from ..data.datasets import DataBundle
 from ..data.splits import Split, load_split, save_split
 from ..durations import format_duration, parse_duration
 from ..errors import CheckpointError, ConfigError, SeglabError, brief
@@ -38,7 +42,7 @@ from .rank import is_main_process
 from .state import TrainState, budget_note, estimate_vs_actual, timing_summary
 
 __all__ = ["Training", "TrainState", "build_training", "train_step", "validate", "measure_speed", "rank_mean",
-           "estimate_training", "describe_plan", "fit", "seed_everything"]
+           "estimate_training", "describe_plan", "fit", "Fitted", "seed_everything"]
 
 log = logging.getLogger("seglab")
 
@@ -149,9 +153,23 @@ def final_eval_seconds(t: Training, est: Estimate) -> float:
                for s in t.cfg.eval.final_splits() if s in t.data.readers)
 
 
+@dataclass
+class Fitted:
+    """A finished fit as this process holds it: its run folder and, for the evaluation that follows (rank 0),
+    the model in eval mode with the weights the run is evaluated with (RunDir.evaluated_checkpoint's), the
+    data it was trained on and what its checkpoints carry."""
+
+    run: RunDir
+    cfg: Config
+    data: DataBundle
+    model: nn.Module
+    model_info: ModelInfo
+    device: torch.device
+
+
 def fit(cfg: Config, *, resume: bool = False, overwrite: bool = False, split: Optional[Split] = None,
-        on_epoch: Optional[Callable[[dict[str, Any]], None]] = None, estimate: Optional[Estimate] = None) -> RunDir:
-    """Train `cfg` into its run folder (or continue the run there); returns the run folder.
+        on_epoch: Optional[Callable[[dict[str, Any]], None]] = None, estimate: Optional[Estimate] = None) -> Fitted:
+    """Train `cfg` into its run folder (or continue the run there); returns the run folder and the model.
 
     `split` replaces resolving the config's sources, e.g. one cross-validation fold.
     `on_epoch(row)` sees every finished epoch's metrics row (e.g. to prune a tuning trial by raising).
@@ -195,7 +213,7 @@ def _resume_point(run: RunDir, cfg: Config, main: bool) -> dict[str, Any]:
 
 
 def _fit(run: RunDir, cfg: Config, *, resume: bool, overwrite: bool, split: Optional[Split],
-         on_epoch: Optional[Callable[[dict[str, Any]], None]], estimate: Optional[Estimate]) -> RunDir:
+         on_epoch: Optional[Callable[[dict[str, Any]], None]], estimate: Optional[Estimate]) -> Fitted:
     started = clock.now()
     if not resume:
         run.check_new(overwrite)
@@ -251,7 +269,19 @@ def _fit(run: RunDir, cfg: Config, *, resume: bool, overwrite: bool, split: Opti
         if tracker is not None:
             tracker.log_artifact(run.best, "checkpoints")
         _write_summary(t, run, state, plan, n_params)
-    return run
+    model = _evaluated_model(t, loop, run) if main else t.eval_model
+    return Fitted(run, cfg, t.data, model, t.model_info, device)
+
+
+def _evaluated_model(t: Training, loop: EpochLoop, run: RunDir) -> nn.Module:
+    """The trained model with the weights of the checkpoint the run is evaluated with: best.pt's as this
+    process saved them, read back only when an earlier process did (a resume after the best epoch); last.pt's
+    are the model's own."""
+    model = t.eval_model
+    if run.evaluated_checkpoint() == run.best:
+        best = loop.best_state if loop.best_state is not None else load_checkpoint(run.best)["model_state"]
+        model.load_state_dict(best)
+    return model.eval()
 
 
 def _open_folder(run: RunDir, cfg: Config, t: Training, overwrite: bool, first: bool) -> logging.Handler:

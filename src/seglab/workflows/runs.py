@@ -13,19 +13,18 @@ from typing import Any, Optional, Sequence, Union
 
 from ..config import Config, config_differences, config_from_dict, load_config
 from ..config.metric_names import SCORES
-from ..data.datasets import EvalDataset, build_data
+from ..data.datasets import DataBundle, EvalDataset, build_data
 from ..data.splits import Split, load_split
 from ..engine.budget import Estimate
 from ..engine.distributed import is_main_process, pick_device
-from ..engine.trainer import fit
+from ..engine.trainer import Fitted, fit
 from ..errors import CheckpointError, DataError, SeglabError
 from ..evaluation.evaluate import run_evaluation
 from ..evaluation.inference import settings_from_config
-from ..evaluation.predict import load_model, overlay
-from ..fileio import atomic_write_text
+from ..evaluation.predict import load_model
 from ..reporting import plots
+from ..reporting.evaluation_files import write_evaluation
 from ..reporting.report import build_report
-from ..reporting.tables import per_class_csv, per_class_markdown, per_image_csv
 from ..artifacts.run_dir import RunDir
 
 log = logging.getLogger("seglab")
@@ -43,16 +42,18 @@ def train_run(cfg: Config, *, resume: bool = False, overwrite: bool = False, spl
         status = run.status() if resume else None
         if status == "started":
             log.info(f"{run.path}: the run stopped before its first checkpoint; starting it over")
-            run = fit(cfg, overwrite=True)
+            fitted = fit(cfg, overwrite=True)
         elif status == "absent":
             raise SeglabError(f"{run.path}: nothing to resume (no checkpoints/last.pt)")
         elif resume:
-            run = fit(cfg, resume=True)
+            fitted = fit(cfg, resume=True)
         else:
-            run = fit(cfg, overwrite=overwrite, split=split, estimate=estimate)
+            fitted = fit(cfg, overwrite=overwrite, split=split, estimate=estimate)
+        run = fitted.run
         if not is_main_process():  # torchrun: rank 0 evaluates and reports
             return run
-        evaluate_and_report(run, eval_splits(cfg))
+        evaluate_and_report(run, eval_splits(cfg), fitted)
+        del fitted  # the model and data: freed before the trackers upload
     _track_final(cfg, run)
     return run
 
@@ -62,10 +63,14 @@ def eval_splits(cfg: Config) -> list[str]:
     return cfg.eval.final_splits()
 
 
-def evaluate_and_report(run: RunDir, splits: Sequence[str]) -> None:
-    """Evaluate the run's checkpoint on each split, then rebuild its report once."""
+def evaluate_and_report(run: RunDir, splits: Sequence[str], fitted: Optional[Fitted] = None) -> None:
+    """Evaluate the run's checkpoint on each split (the `fitted` model and data in memory, when the fit that
+    wrote the run is still at hand), then rebuild its report once."""
     for name in splits:
-        evaluate(run.path, split=name, report=False)
+        if fitted is not None:
+            evaluate_fitted(fitted, name)
+        else:
+            evaluate(run.path, split=name, report=False)
     finish_report(run)
 
 
@@ -215,43 +220,43 @@ def evaluate(target: PathLike, *, split: str = "val", overrides: Sequence[str] =
     """
     exported = engine != "torch"
     s = _open_export(target, split, overrides, engine) if exported else _open_checkpoint(target, split, overrides)
-    ckpt_path, run, cfg = s.path, s.run, s.cfg
-    split_data = load_split(run.split, cfg.data.root) if run is not None and run.split.is_file() else None
-    data = build_data(cfg, split=split_data)
+    split_data = load_split(s.run.split, s.cfg.data.root) if s.run is not None and s.run.split.is_file() else None
+    data = build_data(s.cfg, split=split_data)
     if split not in data.readers:
         raise DataError(f"the {split} split is empty for {target}")
     if data.labels.names != s.labels.names:
-        raise SeglabError(f"{ckpt_path}: model classes {s.labels.names} differ from the dataset's {data.labels.names}")
+        raise SeglabError(f"{s.path}: model classes {s.labels.names} differ from the dataset's {data.labels.names}")
+    metrics = _score(s, data, split, out, engine)
+    if s.run is not None and report and out is None and not exported:
+        finish_report(s.run)
+    return metrics
+
+
+def evaluate_fitted(fitted: Fitted, split: str) -> dict[str, Any]:
+    """What `evaluate(fitted.run.path, split=split, report=False)` gives, from the model and data that the fit
+    holds in memory instead of from the run folder's files."""
+    info = fitted.model_info
+    s = _Scored(fitted.run.evaluated_checkpoint(), fitted.run, fitted.cfg, fitted.model, info.labels, info.input_size,
+                fitted.device, fitted.run.eval_dir(split))
+    if split not in fitted.data.readers:
+        raise DataError(f"the {split} split is empty for {fitted.run.path}")
+    return _score(s, fitted.data, split, None, "torch")
+
+
+def _score(s: _Scored, data: DataBundle, split: str, out: Optional[PathLike], engine: str) -> dict[str, Any]:
+    """Run the evaluation of `s` on `data`'s `split` and write its files (reporting.evaluation_files)."""
+    exported = engine != "torch"
+    cfg = s.cfg
     dataset = EvalDataset(data.readers[split], cfg, input_size=s.input_size)
     settings = settings_from_config(cfg.eval)
     res = run_evaluation(s.model, dataset, s.labels, device=s.device, batch_size=cfg.eval.batch_size,
                          dilation_ratio=cfg.eval.boundary_dilation_ratio, num_samples=cfg.eval.num_samples,
                          channels_last=cfg.train.channels_last and not exported, settings=settings, per_image=True,
                          worst=cfg.eval.worst_images)
-    metrics = dict(res.metrics, split=split, num_images=len(dataset), checkpoint=str(ckpt_path), inference=settings.describe(),
+    metrics = dict(res.metrics, split=split, num_images=len(dataset), checkpoint=str(s.path), inference=settings.describe(),
                    class_names=s.labels.names, seconds=res.seconds, metric_seconds=res.metric_seconds,
                    confusion=res.confusion.tolist(), engine=engine)
-    labels = s.labels
     out_dir = Path(out) if out is not None else s.default_out
-    out_dir.mkdir(parents=True, exist_ok=True)
-    RunDir(out_dir).write_json(out_dir / "metrics.json", metrics)
-    atomic_write_text(out_dir / "per_class.csv", per_class_csv(labels.names, metrics))
-    atomic_write_text(out_dir / "per_image.csv", per_image_csv(labels.names, res.per_image))
-    table = per_class_markdown(labels.names, metrics)
-    atomic_write_text(out_dir / "per_class.md", table)
-    fig_dir = run.plots if run is not None and out is None and not exported else out_dir
-    plots.plot_per_class(labels.names, metrics["iou"], metrics["boundary_iou"], fig_dir / f"per_class_iou_{split}.png")
-    plots.plot_confusion(res.confusion.numpy(), labels.names, fig_dir / f"confusion_{split}.png")
-    if res.samples:
-        plots.plot_samples(res.samples, labels, fig_dir / f"samples_{split}.png", overlay)
-    plots.plot_histogram([r["miou"] for r in res.per_image], fig_dir / f"per_image_miou_{split}.png")
-    if res.worst:
-        plots.plot_worst(res.worst, labels, fig_dir / f"worst_{split}.png")
-    log.info(f"{split}: mIoU {metrics['miou']:.4f}  pixel accuracy {metrics['pixel_accuracy']:.4f}  "
-             f"mean Boundary IoU {metrics['mean_boundary_iou']:.4f}  ({len(dataset)} images, {res.seconds:.1f} s, "
-             f"of which metrics {res.metric_seconds:.1f} s, "
-             f"{settings.describe()})")
-    log.info(table)
-    if run is not None and report and out is None and not exported:
-        finish_report(run)
+    fig_dir = s.run.plots if s.run is not None and out is None and not exported else out_dir
+    write_evaluation(out_dir, fig_dir, s.labels, metrics, res, split)
     return metrics
