@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -206,41 +207,11 @@ def _one_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _print_inspect(s: dict) -> None:
-    print(f"classes ({len(s['classes'])}): {', '.join(s['classes'])}; ignore index {s['ignore_index']}")
-    if s.get("sources"):
-        print(f"merged from {len(s['sources'])} sources (loss.strategy: {s['strategy']}):")
-        for src in s["sources"]:
-            counts = ", ".join(f"{k} {v}" for k, v in src["samples"].items() if v)
-            left = f"; unannotated: {', '.join(src['unannotated'])}" if src["unannotated"] else "; fully labelled"
-            print(f"  {src['source']} ({src['encoding']} masks): {counts}; annotates {', '.join(src['annotates'])}{left}")
-    for name, sp in s["splits"].items():
-        sizes = ", ".join(f"{k} ({v})" for k, v in sorted(sp["sizes_wxh"].items(), key=lambda kv: -kv[1])[:5])
-        print(f"{name}: {sp['samples']} samples, {sp['readable']} readable; sizes WxH: {sizes}")
-        freq = ", ".join(f"{k} {100 * v:.2f}%" for k, v in sp["class_pixel_fraction"].items())
-        print(f"  class pixels: {freq}; ignored pixels: {sp['ignored_pixels']}")
-        if sp["classes_without_pixels"]:
-            print(f"  classes with no pixel in this split: {', '.join(sp['classes_without_pixels'])}")
-        if sp["image_kinds"]:
-            kinds = ", ".join(f"{k} {v}" for k, v in sorted(sp["image_kinds"].items(), key=lambda kv: -kv[1]))
-            print(f"  image files: {kinds}")
-        for rule, px in sp["pixels_decoded_by_rule"].items():
-            print(f"  {rule}: {px} px")
-    for w in s.get("warnings", []):
-        print(f"warning: {w}")
-    if s["problems"]:
-        print(f"{len(s['problems'])} problem(s), which would make train refuse the data:")
-        for p in s["problems"]:
-            print(f"  - {p}")
-    else:
-        print("no problems found: every image and mask decoded")
-    print(f"written: {s['out_dir']}/inspect.json" + (f", {s['sample_grid']}" if s.get("sample_grid") else ""))
-
-
 def _convert(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from .data.convert import OVERLAP_RULES, convert_coco, convert_labelme
+    from .data.convert import convert_coco, convert_labelme
+    from .reporting.console import conversion_lines
 
     if args.format == "coco":
         if len(args.inputs) != 1:
@@ -248,22 +219,7 @@ def _convert(args: argparse.Namespace) -> None:
         s = convert_coco(Path(args.inputs[0]), Path(args.out), overlap=args.overlap, classes=args.classes)
     else:
         s = convert_labelme([Path(p) for p in args.inputs], Path(args.out), overlap=args.overlap, classes=args.classes)
-    print(f"wrote {s.masks} masks to {s.out_dir}/masks; classes: " + ", ".join(
-        f"{i} {n} ({s.class_pixels[n]} px)" for i, n in enumerate(s.classes)))
-    for note in s.notes:
-        print(f"  {note}")
-    notes = [f"{s.overlapping_pixels} px overlapped"]
-    if s.ignored_pixels:
-        notes.append(f"{s.ignored_pixels} px -> ignore (255)")
-    notes += [f"{n} {what} skipped" for what, n in s.skipped.items()]
-    print("; ".join(notes))
-    other = [r for r in OVERLAP_RULES if r != s.overlap][0]
-    losers = {n: v for n, v in s.lost_in_overlaps.items() if v[s.overlap] or v[other]}
-    if losers:
-        print(f"  pixels of each class painted over where regions overlap, --overlap {s.overlap} (used) / {other}: "
-              + ", ".join(f"{n} {v[s.overlap]:,} / {v[other]:,}" for n, v in losers.items()))
-    out = Path(s.out_dir).resolve()  # absolute: the config works from any folder and under any data.root
-    print(f"config: data: {{masks: {out}/masks, mask_encoding: index, palette_file: {out}/label_colors.txt}}")
+    print("\n".join(conversion_lines(s)))
 
 
 def _check_config_early(args: argparse.Namespace) -> None:
@@ -336,8 +292,10 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     print(f"inspecting {args.config}: decoding every image and mask", flush=True)  # before torch's import
     from . import api
 
+    from .reporting.console import inspect_lines
+
     summary = api.inspect(args.config, overrides=args.overrides, out=args.out)
-    _print_inspect(summary)
+    print("\n".join(inspect_lines(summary)))
     return 1 if summary["problems"] else 0
 
 
@@ -354,13 +312,9 @@ def _cmd_init(args: argparse.Namespace) -> int:
     out, det = init_config(Path(args.data_dir), Path(args.out) if args.out else None, masks=args.masks,
                            palette=Path(args.palette) if args.palette else None, budget=args.budget,
                            overwrite=args.overwrite)
-    counts = ", ".join(f"{n} {s}" for s, n in det.num_images.items())
-    print(f"{det.root}: {counts} images")
-    for line in det.found:
-        print(f"  found: {line}")
-    for line in det.undecided:
-        print(f"  not decided: {line}")
-    print(f"wrote {out}; check it with: seglab inspect {out}")
+    from .reporting.console import detection_lines
+
+    print("\n".join(detection_lines(out, det)))
     return 0
 
 
@@ -410,14 +364,11 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _options_text(defaults: dict[str, Any], hidden: Sequence[str] = ()) -> str:
-    shown = [f"{k}={list(v) if isinstance(v, tuple) else v}" for k, v in defaults.items() if k not in hidden]
-    return " ".join(shown) or "-"
-
-
 def _cmd_models(args: argparse.Namespace) -> int:
     """The models with their size, encoders and `model.*` options; the losses with their `loss.*` options.
     With --encoders PATTERN: the timm encoders whose names match."""
+    from .reporting.console import model_listing, timm_encoder_lines
+
     if args.encoders:
         from .models.timm_encoder import list_timm_encoders
 
@@ -425,38 +376,10 @@ def _cmd_models(args: argparse.Namespace) -> int:
         if not names:
             raise SeglabError(f"--encoders: no timm model matches {args.encoders!r}; "
                               f"try a wider pattern such as '*{args.encoders.strip('*')}*'")
-        print("\n".join(names))
-        from .models.timm_encoder import TIMM_ANY
-        from .registry import MODEL_ENCODERS
-
-        under = ", ".join(m for m, encs in MODEL_ENCODERS.items() if TIMM_ANY in encs)
-        print(f"{len(names)} timm encoders (model.encoder: timm/NAME, under {under})")
+        print("\n".join(timm_encoder_lines(names)))
         return 0
-    print(f"{'model':<14} {'params':>9} {'GFLOPs@512':>11}  encoders (default first)", flush=True)  # before torch
-    from .losses import list_losses, list_strategies, loss_options
-    from .models import describe_model, list_models, model_options
-
-    for name in list_models():
-        d = describe_model(name)
-        encs = list(d["encoders"])
-        if d["default_encoder"] in encs:
-            encs.remove(d["default_encoder"])
-            encs.insert(0, d["default_encoder"])
-        text = ", ".join(encs) if encs else "-"
-        if name == "unet":
-            text = "none (from scratch) or " + text
-        print(f"{name:<14} {d['parameters'] / 1e6:>8.2f}M {d['gflops_512']:>11.1f}  {text}")
-        # encoder is listed above; condition_channels is set by the conditional strategy, not by hand
-        hidden = ("in_channels", "num_classes", "encoder", "condition_channels")
-        print(f"{'':<14} options: {_options_text(model_options(name), hidden)}")
-    print(f"\n{'loss':<14} options (loss.*, defaults)")
-    for name in list_losses():
-        print(f"{name:<14} {_options_text(loss_options(name))}")
-    from .losses import strategy_forms
-
-    print("\nloss.strategy (how the losses above read the labels), with the losses each has a form of:")
-    for name in list_strategies():
-        print(f"{name:<18} {', '.join(strategy_forms(name)) or 'every loss'}")
+    for line in model_listing():
+        print(line, flush=True)  # the header before torch's import
     return 0
 
 
@@ -531,6 +454,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if is_main_process():  # torchrun stops the other ranks with SIGTERM when one fails: one line, not N
             print(f"interrupted{' (SIGTERM)' if term else ''}", file=sys.stderr)
         return 143 if term else 130
+    except BrokenPipeError:  # `seglab models | head`: the reader left; say nothing, as a Unix tool does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's own flush at exit stays quiet
+        return 141
     except SeglabError as exc:
         if args.debug:
             raise
