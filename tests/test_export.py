@@ -202,6 +202,7 @@ def test_int8_onnx_is_calibrated_on_the_run_and_scored_by_eval(tmp_path, capsys)
         export(best, int8=True, calibration="kl")
     assert main(["export", str(best)]) == 0
     capsys.readouterr()
+    _check_dynamic_int8(run / "checkpoints" / "best.onnx", tmp_path / "dynamic.int8.onnx")
     for f in ("best.int8.onnx", "best.onnx"):
         assert main(["eval", str(run / "checkpoints" / f), "--engine", "onnxruntime", "--split", "val"]) == 0
     scores = {f: json.loads((run / "checkpoints" / f"eval_{f}_val" / "metrics.json").read_text())
@@ -215,3 +216,27 @@ def test_int8_onnx_is_calibrated_on_the_run_and_scored_by_eval(tmp_path, capsys)
     lone.write_bytes(q.read_bytes())
     assert main(["eval", str(lone), "--engine", "onnxruntime"]) == 2
     assert "keep it in RUN/checkpoints/" in capsys.readouterr().err
+
+
+def _check_dynamic_int8(fp32, out):
+    """Without calibration images: dynamic quantization, which says a calibration method goes unused and still
+    keeps the first and last convolution FP32 when asked (their Conv stays; the others become ConvInteger)."""
+    import logging
+
+    import onnx
+
+    from seglab.deploy.int8_recipe import Int8Recipe
+    from seglab.deploy.quantize import quantize_onnx
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logging.getLogger("seglab").addHandler(handler)
+    try:
+        how = quantize_onnx(fp32, out, [], Int8Recipe(calibration="percentile", fp32_ends=True))
+    finally:
+        logging.getLogger("seglab").removeHandler(handler)
+    assert how == "dynamic, weights only, first and last convolution in FP32"
+    assert any("--calibration percentile is not used" in r.getMessage() for r in records)
+    convs = [n.op_type for n in onnx.load(str(out)).graph.node if n.op_type in ("Conv", "ConvInteger")]
+    assert convs[0] == convs[-1] == "Conv" and set(convs[1:-1]) == {"ConvInteger"} and len(convs) > 2

@@ -81,17 +81,21 @@ def quantize_onnx(fp32: Path, out: Path, inputs: list[np.ndarray], recipe: Int8R
     prepared = out.with_name(f".{out.name}.pre{TMP_SUFFIX}")  # removed below, or by a later run's clean-up
     try:
         quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
+        exclude = _end_convolutions(prepared) if recipe.fp32_ends else []
         if inputs:
             method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile}[recipe.calibration]
-            exclude = _end_convolutions(prepared) if recipe.fp32_ends else []
             quantize_static(str(prepared), str(out), _Inputs(inputs), quant_format=QuantFormat.QDQ,
                             per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                             calibrate_method=method, nodes_to_exclude=exclude, op_types_to_quantize=_OPS,
                             extra_options={"CalibPercentile": 99.999})
             how = f"static, {len(inputs)} calibration images, {recipe.describe()}"
         else:
-            quantize_dynamic(str(prepared), str(out), weight_type=QuantType.QInt8)
-            how = "dynamic, weights only"
+            if recipe.calibration != Int8Recipe.calibration:
+                log.warning(f"{fp32}: no calibration image could be read, so --calibration {recipe.calibration} is "
+                            "not used: the activations are quantized at run time (dynamic quantization)")
+            quantize_dynamic(str(prepared), str(out), weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
+                             op_types_to_quantize=_OPS)
+            how = "dynamic, weights only" + (", first and last convolution in FP32" if recipe.fp32_ends else "")
     except Exception as exc:
         raise SeglabError(f"{fp32}: INT8 quantization failed ({brief(exc)})") from None
     finally:
