@@ -82,10 +82,11 @@ class LoadedModel(HasModelInfo):
         return self.model(x)
 
 
-def build_checkpoint_model(path: Path, ckpt: dict[str, Any]) -> torch.nn.Module:
-    """The model a loaded checkpoint describes, with its weights; errors name the checkpoint."""
+def build_checkpoint_model(path: Path, ckpt: dict[str, Any], info: Optional[ModelInfo] = None) -> torch.nn.Module:
+    """The model a loaded checkpoint describes (`info`: its ModelInfo when already read), with its weights;
+    errors name the checkpoint."""
     try:
-        model = build_model_from_meta(read_model_info(path, ckpt).model_meta, pretrained=False)
+        model = build_model_from_meta((info or read_model_info(path, ckpt)).model_meta, pretrained=False)
     except SeglabError as exc:
         raise CheckpointError(f"{path}: {brief(exc, 200)}") from None
     except (TypeError, ValueError, KeyError) as exc:
@@ -100,9 +101,10 @@ def build_checkpoint_model(path: Path, ckpt: dict[str, Any]) -> torch.nn.Module:
 def load_model(path: Path, device: str = "cpu") -> LoadedModel:
     """Rebuild the model of a seglab checkpoint in eval mode."""
     ckpt = load_checkpoint(path)
-    model = build_checkpoint_model(path, ckpt)
+    info = read_model_info(path, ckpt)  # checked once, then used to build the model and to predict
+    model = build_checkpoint_model(path, ckpt, info)
     model.to(device).eval()
-    return LoadedModel(model=model, info=read_model_info(path, ckpt), checkpoint=ckpt, device=str(device))
+    return LoadedModel(model=model, info=info, checkpoint=ckpt, device=str(device))
 
 
 def image_logits(predictor: Predictor, image: np.ndarray, settings: Optional[InferenceSettings] = None) -> torch.Tensor:

@@ -26,8 +26,10 @@ class MaskFormat:
     name: str = ""
     multilabel: bool = False  # one bit per overlapping class in the decoded map (data/multilabel.py)
 
-    def prepare(self, dec: "MaskDecoder") -> None:
-        """Per-decoder set-up from its label space (e.g. a colour lookup table)."""
+    def prepare(self, dec: "MaskDecoder") -> Any:
+        """Per-decoder set-up from its label space (e.g. rgb's PaletteLookup), kept as `dec.prepared`; None
+        for a format that needs none."""
+        return None
 
     def decode(self, dec: "MaskDecoder", path: Path) -> np.ndarray:
         """One mask file -> (H, W) uint8 class ids and `ignore_index` (or a packed multi-label map)."""
@@ -96,8 +98,7 @@ class MaskDecoder:
         self.threshold, self.invert = threshold, invert
         self.unknown_colors, self.tolerance = unknown_colors, tolerance
         self.changed: Counter[str] = Counter()
-        self.state: dict[str, Any] = {}  # what the format's `prepare` computed
-        self.format.prepare(self)
+        self.prepared: Any = self.format.prepare(self)  # the format's own typed set-up (MaskFormat.prepare)
 
     def open(self, path: Path) -> Image.Image:
         """The mask file upright (counting the pixels its EXIF orientation turned)."""

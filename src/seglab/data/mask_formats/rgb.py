@@ -2,6 +2,7 @@
 label_colors.txt, class_dict.csv); colours outside it are refused, or mapped by data.unknown_colors."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -12,31 +13,42 @@ from ..labels import LabelSpace
 from .base import MaskDecoder, MaskFormat, register_mask_format
 
 
+@dataclass(frozen=True)
+class PaletteLookup:
+    """The palette's colours (classes, then Void colours) sorted by their packed 24-bit code, so that each
+    pixel's colour is found by one binary search."""
+
+    codes: np.ndarray  # (P,) int64, ascending: r << 16 | g << 8 | b
+    values: np.ndarray  # (P,) uint8: the class id, or ignore_index for a Void colour
+    colors: np.ndarray  # (P, 3) float64, for the nearest-colour rule
+    names: list[str]  # (P,) the class names, "void" for Void colours
+
+
 @register_mask_format
 class RgbFormat(MaskFormat):
     name = "rgb"
 
-    def prepare(self, dec: MaskDecoder) -> None:
+    def prepare(self, dec: MaskDecoder) -> PaletteLookup:
         labels = dec.labels
         colors = list(labels.palette) + list(labels.void_colors)
         values = list(range(labels.num_classes)) + [labels.ignore_index] * len(labels.void_colors)
         codes = np.array([(r << 16) | (g << 8) | b for r, g, b in colors], np.int64)
         order = np.argsort(codes)
-        dec.state.update(codes=codes[order], values=np.array(values, np.uint8)[order],
-                         colors=np.array(colors, np.float64)[order],
-                         names=[(list(labels.names) + ["void"] * len(labels.void_colors))[i] for i in order])
+        names = list(labels.names) + ["void"] * len(labels.void_colors)
+        return PaletteLookup(codes[order], np.array(values, np.uint8)[order], np.array(colors, np.float64)[order],
+                             [names[i] for i in order])
 
     def label_space(self, class_names: Optional[list[str]], ignore_index: int) -> LabelSpace:
         raise DataError("RGB masks need data.palette_file")
 
     def decode(self, dec: MaskDecoder, path: Path) -> np.ndarray:
         rgb = np.asarray(dec.open(path).convert("RGB"))
-        s = dec.state
+        s: PaletteLookup = dec.prepared
         code = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
-        pos = np.searchsorted(s["codes"], code).clip(0, len(s["codes"]) - 1)
-        found = s["codes"][pos] == code
+        pos = np.searchsorted(s.codes, code).clip(0, len(s.codes) - 1)
+        found = s.codes[pos] == code
         if found.all():
-            return s["values"][pos]
+            return s.values[pos]
         values, inverse, counts = np.unique(code[~found], return_inverse=True, return_counts=True)
         colors = np.stack([(values >> 16) & 255, (values >> 8) & 255, values & 255], 1)
         if dec.unknown_colors == "error":
@@ -45,19 +57,19 @@ class RgbFormat(MaskFormat):
             raise DataError(f"{path}: colour {tuple(int(v) for v in colors[worst])} ({counts[worst]} px){more} is "
                             "not in the palette (anti-aliased or JPEG masks: set data.unknown_colors to nearest "
                             "or ignore)")
-        out = s["values"][pos]
+        out = s.values[pos]
         if dec.unknown_colors == "ignore":
             out[~found] = dec.labels.ignore_index
             dec.changed["colours outside the palette -> ignore"] += int(counts.sum())
             return out
-        dist = np.linalg.norm(colors[:, None, :].astype(np.float64) - s["colors"][None], axis=-1)  # (U, P)
+        dist = np.linalg.norm(colors[:, None, :].astype(np.float64) - s.colors[None], axis=-1)  # (U, P)
         nearest, gap = dist.argmin(1), dist.min(1)
         far = gap > dec.tolerance
         if far.any():
             k = int(np.argmax(np.where(far, counts, -1)))
             raise DataError(f"{path}: colour {tuple(int(v) for v in colors[k])} ({counts[k]} px) is {gap[k]:.0f} from "
-                            f"the nearest palette colour ({s['names'][nearest[k]]}), beyond data.color_tolerance "
+                            f"the nearest palette colour ({s.names[nearest[k]]}), beyond data.color_tolerance "
                             f"{dec.tolerance:g}: raise it, or set data.unknown_colors: ignore")
-        out[~found] = s["values"][nearest][inverse]
+        out[~found] = s.values[nearest][inverse]
         dec.changed["colours outside the palette -> nearest palette colour"] += int(counts.sum())
         return out
