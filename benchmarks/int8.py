@@ -2,12 +2,12 @@
 the run's split (through `seglab eval --engine onnxruntime`, the same evaluation as the checkpoint's).
 
 For each run folder: exports checkpoints/best.onnx and one INT8 model per recipe (`seglab export --int8
---calibration METHOD [--fp32-ends]`; a recipe is METHOD or METHOD+ends), then times one (1, C, H, W) input at
+--calibration METHOD [--fp32-first K]`; a recipe is METHOD or METHOD+firstK), then times one (1, C, H, W) input at
 the run's evaluation size, ROUNDS rounds of one inference of each model whose order reverses every round (a
 shared 2-vCPU machine drifts by 20% over minutes), and scores every export.
 
     python benchmarks/int8.py RUN_DIR [RUN_DIR ...] --split test --rounds 40 --out runs/int8.json \
-        --recipes minmax percentile minmax+ends
+        --recipes minmax+first0 minmax percentile
 """
 from __future__ import annotations
 
@@ -47,7 +47,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=40)
     ap.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (default: its own)")
     ap.add_argument("--calibration-images", type=int, default=64)
-    ap.add_argument("--recipes", nargs="+", default=["minmax"], help="METHOD or METHOD+ends (default minmax)")
+    ap.add_argument("--recipes", nargs="+", default=["minmax"],
+                    help="METHOD, or METHOD+firstK to keep the first K convolutions FP32 (default: minmax, its default K)")
     ap.add_argument("--size", type=int, nargs=2, default=[360, 480], metavar=("H", "W"),
                     help="timed input size for a model that takes any size (default CamVid's 360 480)")
     ap.add_argument("--out", type=Path, required=True)
@@ -66,11 +67,12 @@ def main() -> int:
         assert seglab(["export", str(best), "--out", str(paths["fp32"])]) == 0
         export_seconds = {}
         for recipe in args.recipes:
-            method, _, ends = recipe.partition("+")
-            paths[recipe] = run / "checkpoints" / f"best.int8-{method}{'-ends' if ends else ''}.onnx"
+            method, _, first = recipe.partition("+")
+            paths[recipe] = run / "checkpoints" / f"best.int8-{method}{'-' + first if first else ''}.onnx"
             t = time.perf_counter()
             assert seglab(["export", str(best), "--int8", "--calibration-images", str(args.calibration_images),
-                           "--calibration", method, "--out", str(paths[recipe])] + (["--fp32-ends"] if ends else [])) == 0
+                           "--calibration", method, "--out", str(paths[recipe])]
+                          + (["--fp32-first", first.removeprefix("first")] if first else [])) == 0
             export_seconds[recipe] = time.perf_counter() - t
         model = OnnxModel(paths["fp32"])
         size = model.input_size or tuple(args.size)

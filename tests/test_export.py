@@ -184,19 +184,19 @@ def test_int8_onnx_is_calibrated_on_the_run_and_scored_by_eval(tmp_path, capsys)
     ops = {n.op_type for n in proto.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     meta = {p.key: p.value for p in proto.metadata_props}
-    assert meta["seglab.quantization"] == "int8 (static, 8 calibration images, minmax calibration)"
+    assert meta["seglab.quantization"] == ("int8 (static, 8 calibration images, minmax calibration, "
+                                           "first 3 convolutions in FP32)")
     assert "labels" in json.loads(meta["seglab"])
-    # percentile calibration with the first and last convolution kept FP32: those two read float weights
-    ends = tmp_path / "ends.int8.onnx"
-    assert main(["export", str(best), "--int8", "--calibration-images", "4", "--calibration", "percentile",
-                 "--fp32-ends", "--out", str(ends)]) == 0
-    graph = onnx.load(str(ends)).graph
-    dequantized = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
-    convs = [n for n in graph.node if n.op_type == "Conv"]
-    quantized = [n.input[1] in dequantized for n in convs]
-    assert quantized[0] is False and quantized[-1] is False and all(quantized[1:-1]) and len(convs) > 2
-    assert "percentile calibration, first and last convolution in FP32" in {
-        p.key: p.value for p in onnx.load(str(ends)).metadata_props}["seglab.quantization"]
+    # the first K convolutions read float weights, every other one dequantized INT8 weights
+    for k, recipe in ((3, []), (1, ["--calibration", "percentile", "--fp32-first", "1"]), (0, ["--fp32-first", "0"])):
+        path = tmp_path / f"first{k}.int8.onnx"
+        assert main(["export", str(best), "--int8", "--calibration-images", "4", *recipe, "--out", str(path)]) == 0
+        graph = onnx.load(str(path)).graph
+        dequantized = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+        quantized = [n.input[1] in dequantized for n in graph.node if n.op_type == "Conv"]
+        assert quantized == [False] * k + [True] * (len(quantized) - k) and len(quantized) > 3
+    assert "percentile calibration, first 1 convolution in FP32" in {
+        p.key: p.value for p in onnx.load(str(tmp_path / "first1.int8.onnx")).metadata_props}["seglab.quantization"]
     with pytest.raises(SeglabError, match=r"--calibration: expected one of minmax, percentile, got 'kl'"):
         from seglab.api import export
         export(best, int8=True, calibration="kl")
@@ -220,7 +220,7 @@ def test_int8_onnx_is_calibrated_on_the_run_and_scored_by_eval(tmp_path, capsys)
 
 def _check_dynamic_int8(fp32, out):
     """Without calibration images: dynamic quantization, which says a calibration method goes unused and still
-    keeps the first and last convolution FP32 when asked (their Conv stays; the others become ConvInteger)."""
+    keeps the first convolutions FP32 (their Conv stays; the others become ConvInteger)."""
     import logging
 
     import onnx
@@ -233,10 +233,10 @@ def _check_dynamic_int8(fp32, out):
     handler.emit = records.append  # type: ignore[method-assign]
     logging.getLogger("seglab").addHandler(handler)
     try:
-        how = quantize_onnx(fp32, out, [], Int8Recipe(calibration="percentile", fp32_ends=True))
+        how = quantize_onnx(fp32, out, [], Int8Recipe(calibration="percentile", fp32_first=2))
     finally:
         logging.getLogger("seglab").removeHandler(handler)
-    assert how == "dynamic, weights only, first and last convolution in FP32"
+    assert how == "dynamic, weights only, first 2 convolutions in FP32"
     assert any("--calibration percentile is not used" in r.getMessage() for r in records)
     convs = [n.op_type for n in onnx.load(str(out)).graph.node if n.op_type in ("Conv", "ConvInteger")]
-    assert convs[0] == convs[-1] == "Conv" and set(convs[1:-1]) == {"ConvInteger"} and len(convs) > 2
+    assert convs[:2] == ["Conv", "Conv"] and set(convs[2:]) == {"ConvInteger"} and len(convs) > 3

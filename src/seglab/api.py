@@ -108,14 +108,15 @@ def load_model(path: PathLike, *, device: str = "cpu", engine: Optional[str] = N
 
 def export(checkpoint: PathLike, *, fmt: str = "onnx", out: Optional[PathLike] = None,
            size: Optional[Sequence[int]] = None, int8: bool = False, calibration_images: int = 64,
-           calibration: str = "minmax", fp32_ends: bool = False) -> Path:
+           calibration: str = "minmax", fp32_first: Optional[int] = None) -> Path:
     """Export a checkpoint's model to ONNX (INT8 with `int8`: `calibration` minmax|percentile on
-    `calibration_images` training images, `fp32_ends` keeps the first and last convolution FP32) or
+    `calibration_images` training images, the first `fp32_first` convolutions kept FP32, None: the default) or
     TorchScript; see deploy/export.py and deploy/quantize.py."""
     from .deploy.export import export_checkpoint
     from .deploy.int8_recipe import Int8Recipe
 
-    recipe = Int8Recipe(calibration_images, calibration, fp32_ends) if int8 else None
+    first = {} if fp32_first is None else {"fp32_first": fp32_first}
+    recipe = Int8Recipe(calibration_images, calibration, **first) if int8 else None
     return export_checkpoint(Path(checkpoint), fmt, Path(out) if out else None, size, int8=recipe)
 
 

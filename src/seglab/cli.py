@@ -9,7 +9,7 @@ import sys
 import threading
 from typing import Any, Optional, Sequence
 
-from .deploy.int8_recipe import CALIBRATION_METHODS
+from .deploy.int8_recipe import CALIBRATION_METHODS, DEFAULT_FP32_FIRST
 from .errors import SeglabError
 
 
@@ -133,8 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training images that calibrate --int8's activation ranges (default 64)")
     p.add_argument("--calibration", choices=CALIBRATION_METHODS, default="minmax",
                    help="how --int8 sets activation ranges: observed min/max (default) or 99.999th percentile")
-    p.add_argument("--fp32-ends", action="store_true",
-                   help="--int8: keep the first and the last convolution in FP32")
+    p.add_argument("--fp32-first", type=_count(0), default=DEFAULT_FP32_FIRST, metavar="K",
+                   help=f"--int8: keep the first K convolutions in FP32 (default {DEFAULT_FP32_FIRST}: the stem and "
+                        "first block, where INT8 lost the most; 0 quantizes every one)")
     _common(p, sets=False)
 
     p = sub.add_parser("inspect", help="check a dataset: counts, sizes, class frequencies, problems, sample grid")
@@ -283,7 +284,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     out = api.export(args.checkpoint, fmt=args.fmt, out=args.out, size=args.size, int8=args.int8,
                      calibration_images=args.calibration_images, calibration=args.calibration,
-                     fp32_ends=args.fp32_ends)
+                     fp32_first=args.fp32_first)
     print(f"wrote {out}")
     return 0
 

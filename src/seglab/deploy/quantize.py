@@ -3,8 +3,8 @@ per channel, activations calibrated on images of the run's training split, prepr
 or dynamic quantization (weights only) when no training image can be read.
 
 Calibration (how activation ranges are chosen): `minmax` (the observed range) or `percentile` (99.999th
-percentile of |x|, clipping rare outliers); `fp32_ends` keeps the first and the last convolution in FP32,
-where quantization error hurts most (the raw image and the logits)."""
+percentile of |x|, clipping rare outliers); `fp32_first` keeps the first convolutions in FP32 (the stem and
+first block, where quantization error cost the most: int8_recipe.DEFAULT_FP32_FIRST)."""
 from __future__ import annotations
 
 import logging
@@ -63,12 +63,11 @@ class _Inputs:
         return None if x is None else {"image": x}
 
 
-def _end_convolutions(path: Path) -> list[str]:
-    """Names of the first and the last Conv node of the ONNX graph at `path` (graph order is topological)."""
+def _first_convolutions(path: Path, count: int) -> list[str]:
+    """Names of the first `count` Conv nodes of the ONNX graph at `path` (graph order is topological)."""
     import onnx
 
-    convs = [n.name for n in onnx.load(str(path)).graph.node if n.op_type == "Conv"]
-    return sorted({convs[0], convs[-1]}) if convs else []
+    return [n.name for n in onnx.load(str(path)).graph.node if n.op_type == "Conv"][:count]
 
 
 def quantize_onnx(fp32: Path, out: Path, inputs: list[np.ndarray], recipe: Int8Recipe = Int8Recipe()) -> str:
@@ -81,7 +80,7 @@ def quantize_onnx(fp32: Path, out: Path, inputs: list[np.ndarray], recipe: Int8R
     prepared = out.with_name(f".{out.name}.pre{TMP_SUFFIX}")  # removed below, or by a later run's clean-up
     try:
         quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
-        exclude = _end_convolutions(prepared) if recipe.fp32_ends else []
+        exclude = _first_convolutions(prepared, recipe.fp32_first)
         if inputs:
             method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile}[recipe.calibration]
             quantize_static(str(prepared), str(out), _Inputs(inputs), quant_format=QuantFormat.QDQ,
@@ -95,7 +94,7 @@ def quantize_onnx(fp32: Path, out: Path, inputs: list[np.ndarray], recipe: Int8R
                             "not used: the activations are quantized at run time (dynamic quantization)")
             quantize_dynamic(str(prepared), str(out), weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
                              op_types_to_quantize=_OPS)
-            how = "dynamic, weights only" + (", first and last convolution in FP32" if recipe.fp32_ends else "")
+            how = "dynamic, weights only" + recipe.describe_fp32()
     except Exception as exc:
         raise SeglabError(f"{fp32}: INT8 quantization failed ({brief(exc)})") from None
     finally:
