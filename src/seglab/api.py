@@ -14,6 +14,7 @@ from .data.datasets import build_data, build_split, check_split, image_range_not
 from .data.masks import display_rgb
 from .data.splits import Split
 from .engine.budget import Estimate
+from .deploy.int8_recipe import DEFAULT_FP32_FIRST
 from .engine.distributed import pick_device
 from .errors import DataError, SeglabError
 from .evaluation.inference import settings_from_config
@@ -108,15 +109,14 @@ def load_model(path: PathLike, *, device: str = "cpu", engine: Optional[str] = N
 
 def export(checkpoint: PathLike, *, fmt: str = "onnx", out: Optional[PathLike] = None,
            size: Optional[Sequence[int]] = None, int8: bool = False, calibration_images: int = 64,
-           calibration: str = "minmax", fp32_first: Optional[int] = None) -> Path:
+           calibration: str = "minmax", fp32_first: int = DEFAULT_FP32_FIRST) -> Path:
     """Export a checkpoint's model to ONNX (INT8 with `int8`: `calibration` minmax|percentile on
-    `calibration_images` training images, the first `fp32_first` convolutions kept FP32, None: the default) or
+    `calibration_images` training images, the first `fp32_first` convolutions kept FP32) or
     TorchScript; see deploy/export.py and deploy/quantize.py."""
     from .deploy.export import export_checkpoint
     from .deploy.int8_recipe import Int8Recipe
 
-    first = {} if fp32_first is None else {"fp32_first": fp32_first}
-    recipe = Int8Recipe(calibration_images, calibration, **first) if int8 else None
+    recipe = Int8Recipe(calibration_images, calibration, fp32_first) if int8 else None
     return export_checkpoint(Path(checkpoint), fmt, Path(out) if out else None, size, int8=recipe)
 
 

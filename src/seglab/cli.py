@@ -292,7 +292,6 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_inspect(args: argparse.Namespace) -> int:
     print(f"inspecting {args.config}: decoding every image and mask", flush=True)  # before torch's import
     from . import api
-
     from .reporting.console import inspect_lines
 
     summary = api.inspect(args.config, overrides=args.overrides, out=args.out)
