@@ -139,6 +139,27 @@ def test_a_second_training_into_a_folder_in_use_is_refused(tmp_path, tiny_raw):
     assert not run.lock_file.exists()
 
 
+def test_one_run_takes_its_lock_once_over_fit_evaluation_and_report(tmp_path, tiny_raw, monkeypatch):
+    from seglab.engine.trainer import fit_locked
+    from seglab.workflows.runs import train_run
+
+    cfg = config_from_dict(_small(tiny_raw))
+    run = RunDir(cfg.run_dir())
+    with pytest.raises(SeglabError, match="needs the run folder's lock held"):
+        fit_locked(run, cfg)  # without the lock: refused before anything is written
+    assert not run.path.exists()
+    taken, enter = [], RunLock.__enter__
+
+    def counted(self):
+        taken.append(self.key)
+        return enter(self)
+
+    monkeypatch.setattr(RunLock, "__enter__", counted)
+    train_run(cfg)
+    assert taken == [str(run.lock_file.resolve())]
+    assert (run.path / "eval" / "val" / "metrics.json").is_file() and not run.lock_file.exists()
+
+
 def test_a_run_that_stopped_before_its_first_checkpoint_starts_over(tmp_path, tiny_raw):
     from seglab import api
 

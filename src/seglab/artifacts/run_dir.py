@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from ..config.metric_names import VALIDATION_COLUMNS
+from ..engine.rank import is_main_process
 from ..errors import SeglabError
 from ..fileio import TMP_SUFFIX, atomic_write_text, remove_stale_temporaries
 
@@ -244,6 +245,11 @@ class RunLock:
         _held[key] = [fd, 1, made]
         return self
 
+    @staticmethod
+    def held(run: RunDir) -> bool:
+        """Whether this process holds `run`'s lock."""
+        return str(run.lock_file.resolve()) in _held
+
     def __exit__(self, *exc: Any) -> None:
         key = self.key
         if key not in _held:
@@ -285,3 +291,11 @@ def kept_files(kept: list[str], shown: int = 5) -> str:
     """'2 files (NOTES.txt, analysis/a.csv)': the user's files a replaced run folder kept, the first few named."""
     more = f", and {len(kept) - shown} more" if len(kept) > shown else ""
     return f"{len(kept)} file{'s' if len(kept) != 1 else ''} ({', '.join(kept[:shown])}{more})"
+
+
+def lock_for_writer(run: RunDir) -> Any:
+    """The run folder's lock for a training and what follows it, held by the process that writes the folder
+    (torchrun: rank 0; the other ranks get a context that does nothing)."""
+    from contextlib import nullcontext
+
+    return RunLock(run) if is_main_process() else nullcontext()

@@ -6,7 +6,6 @@ and a time budget's plan come from it), and `fit` runs the epochs into the run f
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 from dataclasses import dataclass
 import logging
@@ -29,7 +28,7 @@ from ..durations import format_duration, parse_duration
 from ..errors import CheckpointError, ConfigError, SeglabError, brief
 from ..models.weights import WeightsRecord
 from ..fileio import atomic_write_text
-from ..artifacts.run_dir import RunDir, RunLock, kept_files
+from ..artifacts.run_dir import RunDir, RunLock, kept_files, lock_for_writer
 from ..tracking import create_tracker
 from . import clock
 from .budget import BudgetPlan, Estimate
@@ -178,8 +177,9 @@ def fit(cfg: Config, *, resume: bool = False, overwrite: bool = False, split: Op
     holding the run folder's lock throughout (torchrun: rank 0).
     """
     run = RunDir(cfg.run_dir())
-    with RunLock(run) if is_main_process() else contextlib.nullcontext():
-        return _fit(run, cfg, resume=resume, overwrite=overwrite, split=split, on_epoch=on_epoch, estimate=estimate)
+    with lock_for_writer(run):
+        return fit_locked(run, cfg, resume=resume, overwrite=overwrite, split=split, on_epoch=on_epoch,
+                          estimate=estimate)
 
 
 def _resume_point(run: RunDir, cfg: Config, main: bool) -> dict[str, Any]:
@@ -212,8 +212,13 @@ def _resume_point(run: RunDir, cfg: Config, main: bool) -> dict[str, Any]:
     return ckpt
 
 
-def _fit(run: RunDir, cfg: Config, *, resume: bool, overwrite: bool, split: Optional[Split],
-         on_epoch: Optional[Callable[[dict[str, Any]], None]], estimate: Optional[Estimate]) -> Fitted:
+def fit_locked(run: RunDir, cfg: Config, *, resume: bool = False, overwrite: bool = False,
+               split: Optional[Split] = None, on_epoch: Optional[Callable[[dict[str, Any]], None]] = None,
+               estimate: Optional[Estimate] = None) -> Fitted:
+    """`fit` into `run` (cfg.run_dir()), whose lock the caller already holds (`lock_for_writer`), as one run's
+    workflow does over training, evaluation and report: the lock is taken once."""
+    if is_main_process() and not RunLock.held(run):
+        raise SeglabError(f"{run.path}: fit_locked needs the run folder's lock held (lock_for_writer); use fit")
     started = clock.now()
     if not resume:
         run.check_new(overwrite)

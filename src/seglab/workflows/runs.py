@@ -17,7 +17,7 @@ from ..data.datasets import DataBundle, EvalDataset, build_data
 from ..data.splits import Split, load_split
 from ..engine.budget import Estimate
 from ..engine.distributed import is_main_process, pick_device
-from ..engine.trainer import Fitted, fit
+from ..engine.trainer import Fitted, fit_locked
 from ..errors import CheckpointError, DataError, SeglabError
 from ..evaluation.evaluate import run_evaluation
 from ..evaluation.inference import settings_from_config
@@ -25,7 +25,7 @@ from ..evaluation.predict import load_model
 from ..reporting import plots
 from ..reporting.evaluation_files import write_evaluation
 from ..reporting.report import build_report
-from ..artifacts.run_dir import RunDir
+from ..artifacts.run_dir import RunDir, lock_for_writer
 
 log = logging.getLogger("seglab")
 PathLike = Union[str, Path]
@@ -38,17 +38,17 @@ def train_run(cfg: Config, *, resume: bool = False, overwrite: bool = False, spl
     first checkpoint starts over. `split`: the samples of each split (a cross-validation fold); `estimate`: the speed
     measured beforehand."""
     run = RunDir(cfg.run_dir())
-    with _run_lock(run):
+    with lock_for_writer(run):  # over fit, evaluation and report: taken once
         status = run.status() if resume else None
         if status == "started":
             log.info(f"{run.path}: the run stopped before its first checkpoint; starting it over")
-            fitted = fit(cfg, overwrite=True)
+            fitted = fit_locked(run, cfg, overwrite=True)
         elif status == "absent":
             raise SeglabError(f"{run.path}: nothing to resume (no checkpoints/last.pt)")
         elif resume:
-            fitted = fit(cfg, resume=True)
+            fitted = fit_locked(run, cfg, resume=True)
         else:
-            fitted = fit(cfg, overwrite=overwrite, split=split, estimate=estimate)
+            fitted = fit_locked(run, cfg, overwrite=overwrite, split=split, estimate=estimate)
         run = fitted.run
         if not is_main_process():  # torchrun: rank 0 evaluates and reports
             return run
@@ -94,15 +94,6 @@ def complete_run(cfg: Config, *, label: str, eval_splits: Sequence[str], split: 
         log.info(f"{label}: training into {run.path}")
         train_run(cfg, overwrite=True, split=split, estimate=estimate)
     return run
-
-
-def _run_lock(run: RunDir) -> Any:
-    """The run folder's lock, held by the process that writes it (torchrun: rank 0)."""
-    from contextlib import nullcontext
-
-    from ..artifacts.run_dir import RunLock
-
-    return RunLock(run) if is_main_process() else nullcontext()
 
 
 def _track_final(cfg: Config, run: RunDir) -> None:
