@@ -1,6 +1,8 @@
 """The package's imports flow one way (docs/architecture.md): no module imports a higher floor, and no
-import cycle, counting imports inside functions too. Parses the source; imports nothing of seglab."""
+import cycle, counting imports inside functions too; no function over 60 lines but the parser, no public
+function or class without a docstring. Parses the source; imports nothing of seglab."""
 import ast
+import os
 from pathlib import Path
 
 from conftest import ROOT
@@ -101,3 +103,47 @@ def test_the_checks_find_what_they_look_for():
     assert find_cycles(made_up) == ["seglab.api -> seglab.workflows.experiments -> seglab.api"]
     assert find_upward(made_up) == ["seglab.engine.trainer (floor 6) imports seglab.reporting.report (floor 7)",
                                     "seglab.workflows.experiments (floor 8) imports seglab.api (floor 9)"]
+
+
+MAX_FUNCTION_LINES = 60
+LONG_ALLOWED = {"seglab.cli.build_parser"}  # one declaration of every command and option
+
+
+def find_long_functions(modules: dict[str, Path], limit: int = MAX_FUNCTION_LINES) -> list[str]:
+    out = []
+    for name, path in sorted(modules.items()):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > limit and f"{name}.{node.name}" not in LONG_ALLOWED:
+                    out.append(f"{os.path.relpath(path, ROOT)}:{node.lineno} {node.name}: {lines} lines (at most {limit})")
+    return out
+
+
+def find_undocumented(modules: dict[str, Path]) -> list[str]:
+    out = []
+    for name, path in sorted(modules.items()):
+        for node in ast.parse(path.read_text()).body:
+            if (isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+                    and not node.name.startswith("_") and not ast.get_docstring(node)):
+                out.append(f"{os.path.relpath(path, ROOT)}:{node.lineno} {node.name}: no docstring")
+    return out
+
+
+def test_no_function_is_longer_than_60_lines_but_the_parser():
+    long = find_long_functions(_modules())
+    assert not long, "\n".join(long)
+
+
+def test_every_public_function_and_class_has_a_docstring():
+    missing = find_undocumented(_modules())
+    assert not missing, "\n".join(missing)
+
+
+def test_the_style_checks_find_what_they_look_for(tmp_path):
+    f = tmp_path / "made_up.py"
+    f.write_text("def public():\n" + "    x = 1\n" * 61 + "\n\ndef _private():\n    pass\n")
+    where = os.path.relpath(f, ROOT)
+    assert find_long_functions({"made_up": f}) == [f"{where}:1 public: 62 lines (at most 60)"]
+    assert find_undocumented({"made_up": f}) == [f"{where}:1 public: no docstring"]
+    assert find_long_functions({"made_up": f}, limit=62) == []

@@ -246,11 +246,13 @@ def _palette(root: Path, det: Detected, palette: Optional[Path]) -> Optional[lis
     return rows
 
 
-def _mask_format(det: Detected, masks: list[Path], palette_rows: Optional[list]) -> None:
+def _sample_masks(masks: list[Path]) -> tuple[set[int], np.ndarray, set[tuple[int, ...]], set[str], bool]:
+    """What the sampled masks hold: grey values, the 8-bit grey histogram, colours (of masks whose channels
+    differ), image modes, and whether any is deeper than 8 bits."""
     values: set[int] = set()
     hist = np.zeros(256, np.int64)  # pixel counts of 8-bit grey masks
     colours: set[tuple[int, ...]] = set()
-    modes, deep, jpeg = set(), False, any(m.suffix.lower() in (".jpg", ".jpeg") for m in masks)
+    modes, deep = set(), False
     for path in masks:
         im = _open(path)
         modes.add(im.mode)
@@ -264,6 +266,12 @@ def _mask_format(det: Detected, masks: list[Path], palette_rows: Optional[list])
         values.update(np.unique(arr).astype(int).tolist())
         if arr.dtype == np.uint8:
             hist += np.bincount(arr.ravel(), minlength=256)
+    return values, hist, colours, modes, deep
+
+
+def _mask_format(det: Detected, masks: list[Path], palette_rows: Optional[list]) -> None:
+    values, hist, colours, modes, deep = _sample_masks(masks)
+    jpeg = any(m.suffix.lower() in (".jpg", ".jpeg") for m in masks)
     where = masks[0].parent
     if colours:
         if palette_rows:

@@ -237,17 +237,14 @@ def fit_locked(run: RunDir, cfg: Config, *, resume: bool = False, overwrite: boo
     t = build_training(cfg, split=load_split(run.split, cfg.data.root) if resume else split, dist=dist, device=device,
                        class_weights=ckpt["class_weights"] if ckpt is not None else None, check_files=not resume,
                        load_pretrained=ckpt is None)  # a resume's weights come from last.pt
-    model, optimizer = t.model, t.optimizer
+    model = t.model
     state = TrainState.from_dict(ckpt["train_state"]) if ckpt is not None else TrainState()
     handler = _open_folder(run, cfg, t, overwrite, first=ckpt is None) if main else None
     n_params = count_parameters(model)
     _log_start(t, run, state, resume, n_params)
 
     plan = _plan(t, state, estimate, first=ckpt is None, setup_seconds=clock.now() - started)
-    scheduler = build_scheduler(optimizer, cfg.schedule, len(t.train_loader), cfg.train.epochs,
-                                position=plan.position if plan is not None else None,
-                                total_steps=plan.schedule_steps if plan is not None else None,
-                                accumulate_steps=cfg.train.accumulate_steps)
+    scheduler = _build_schedule(t, plan)
     if ckpt is not None:  # after building the schedule, which sets the optimizer's first learning rate
         _restore(t, scheduler, ckpt, run.last)
         t.model_info = t.model_info.with_pretrained(read_model_info(run.last, ckpt).pretrained)  # what it started from
@@ -257,10 +254,7 @@ def fit_locked(run: RunDir, cfg: Config, *, resume: bool = False, overwrite: boo
     try:
         while not loop.finished():
             loop.run_epoch(on_epoch)
-        best = "none" if state.best_value is None else f"{state.best_value:.4f}"
-        log.info(f"training done: {state.epoch} epochs ({state.global_step} steps) in {format_duration(state.train_seconds)}"
-                 f"{budget_note(plan)}"
-                 f"{estimate_vs_actual(state, cfg, plan)}; best {cfg.train.best_metric} {best} at epoch {state.best_epoch}")
+        _log_done(state, cfg, plan)
     finally:
         if writer is not None:
             writer.close()
@@ -276,6 +270,22 @@ def fit_locked(run: RunDir, cfg: Config, *, resume: bool = False, overwrite: boo
         _write_summary(t, run, state, plan, n_params)
     model = _evaluated_model(t, loop, run) if main else t.eval_model
     return Fitted(run, cfg, t.data, model, t.model_info, device)
+
+
+def _build_schedule(t: Training, plan: Optional[BudgetPlan]) -> Any:
+    """The learning-rate schedule, placed where the budget plan (if any) says the run stands."""
+    cfg = t.cfg
+    return build_scheduler(t.optimizer, cfg.schedule, len(t.train_loader), cfg.train.epochs,
+                           position=plan.position if plan is not None else None,
+                           total_steps=plan.schedule_steps if plan is not None else None,
+                           accumulate_steps=cfg.train.accumulate_steps)
+
+
+def _log_done(state: TrainState, cfg: Config, plan: Optional[BudgetPlan]) -> None:
+    best = "none" if state.best_value is None else f"{state.best_value:.4f}"
+    log.info(f"training done: {state.epoch} epochs ({state.global_step} steps) in {format_duration(state.train_seconds)}"
+             f"{budget_note(plan)}"
+             f"{estimate_vs_actual(state, cfg, plan)}; best {cfg.train.best_metric} {best} at epoch {state.best_epoch}")
 
 
 def _evaluated_model(t: Training, loop: EpochLoop, run: RunDir) -> nn.Module:

@@ -60,6 +60,7 @@ def foreground(dec: MaskDecoder, values: np.ndarray, path: Path, where: str = "b
 
 @register_mask_format
 class BinaryFormat(MaskFormat):
+    """`mask_encoding: binary`: background / foreground by the threshold (see the module)."""
     name = "binary"
 
     def decode(self, dec: MaskDecoder, path: Path) -> np.ndarray:

@@ -14,6 +14,7 @@ from .binary import foreground
 
 @register_mask_format
 class ChannelsFormat(OverlappingClassesFormat):
+    """`mask_encoding: channels`: one binary mask per channel, packed one bit per class."""
     name = "channels"
     per_class = "mask channel"
 

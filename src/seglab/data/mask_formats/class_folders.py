@@ -16,6 +16,7 @@ from .binary import binary_values, foreground
 
 @register_mask_format
 class ClassFoldersFormat(OverlappingClassesFormat):
+    """`mask_encoding: class_folders`: one binary mask per class folder, packed one bit per class."""
     name = "class_folders"
     per_class = "class folder"
 

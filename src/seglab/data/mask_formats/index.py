@@ -56,6 +56,7 @@ def remap_values(dec: MaskDecoder, arr: np.ndarray, path: Path) -> np.ndarray:
 
 @register_mask_format
 class IndexFormat(MaskFormat):
+    """`mask_encoding: index`: values are class ids through the label space's remap."""
     name = "index"
 
     def decode(self, dec: MaskDecoder, path: Path) -> np.ndarray:

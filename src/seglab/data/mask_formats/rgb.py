@@ -26,6 +26,7 @@ class PaletteLookup:
 
 @register_mask_format
 class RgbFormat(MaskFormat):
+    """`mask_encoding: rgb`: colours decoded by the palette file; needs `data.palette_file`."""
     name = "rgb"
 
     def prepare(self, dec: MaskDecoder) -> PaletteLookup:
