@@ -137,6 +137,37 @@ def test_pretrained_from_local_state_dict_without_network(tmp_path, monkeypatch)
     assert torch.equal(model.encoder.stages[2][0].conv1.weight, ref.layer2[0].conv1.weight)
 
 
+def test_torchvision_and_mit_weights_load_by_name_with_a_record_or_are_refused(tmp_path):
+    import torchvision
+
+    from seglab.models.segformer import MixTransformer
+    from seglab.models.weights import weights_records
+
+    ref = torchvision.models.resnet18(weights=None)
+    state = {f"backbone.{k}": v for k, v in ref.state_dict().items()
+             if not k.startswith("fc.") and not k.endswith("num_batches_tracked")}  # no head; an old file's names
+    torch.save(state, tmp_path / "r18.pth")
+    model = create_model("unet", num_classes=2, encoder="resnet18", pretrained=str(tmp_path / "r18.pth"))
+    assert torch.equal(model.encoder.stages[4][1].conv2.weight, ref.layer4[1].conv2.weight)
+    [rec] = weights_records(model)
+    assert rec["matched_by"] == "name" and rec["tensors_loaded"] == len(state) and rec["left_random"] == []
+    assert rec["file"] == str(tmp_path / "r18.pth") and len(rec["sha256"]) == 64
+    torch.save(torchvision.models.resnet34(weights=None).state_dict(), tmp_path / "r34.pth")
+    model = create_model("unet", num_classes=2, encoder="resnet18", pretrained=str(tmp_path / "r34.pth"))
+    [rec] = weights_records(model)  # ResNet-18's names are all in ResNet-34's: loaded, and the rest is said
+    assert "layer1.2.conv1.weight" in rec["unused"] and "fc.weight" not in rec["unused"]
+    torch.save(torchvision.models.mobilenet_v2(weights=None).state_dict(), tmp_path / "mnv2.pth")
+    with pytest.raises(ConfigError, match=r"mnv2\.pth does not fit this network: by name \d+ tensors are missing"):
+        create_model("unet", num_classes=2, encoder="resnet18", pretrained=str(tmp_path / "mnv2.pth"))
+    mit = MixTransformer(3, [32, 64, 160, 256], [2, 2, 2, 2])
+    torch.save(mit.state_dict(), tmp_path / "mit_b0.pth")
+    model = create_model("segformer", num_classes=2, encoder="mit_b0", pretrained=str(tmp_path / "mit_b0.pth"))
+    assert all(torch.equal(a, b) for a, b in zip(model.encoder.state_dict().values(), mit.state_dict().values()))
+    assert weights_records(model)[0]["tensors_loaded"] == len(mit.state_dict())
+    with pytest.raises(ConfigError, match=r"r18\.pth does not fit this network"):
+        create_model("segformer", num_classes=2, encoder="mit_b0", pretrained=str(tmp_path / "r18.pth"))
+
+
 def test_pretrained_imagenet_offline_names_file_and_folder(tmp_path, monkeypatch):
     import socket
 

@@ -14,7 +14,7 @@ from .data.datasets import build_data, build_split, check_split, image_range_not
 from .data.masks import display_rgb
 from .data.splits import Split
 from .engine.budget import Estimate
-from .deploy.int8_recipe import DEFAULT_FP32_FIRST
+from .deploy.int8_recipe import DEFAULT_CALIBRATION, DEFAULT_CALIBRATION_IMAGES, DEFAULT_FP32_FIRST
 from .engine.distributed import pick_device
 from .errors import DataError, SeglabError
 from .evaluation.inference import settings_from_config
@@ -108,8 +108,9 @@ def load_model(path: PathLike, *, device: str = "cpu", engine: Optional[str] = N
 
 
 def export(checkpoint: PathLike, *, fmt: str = "onnx", out: Optional[PathLike] = None,
-           size: Optional[Sequence[int]] = None, int8: bool = False, calibration_images: int = 64,
-           calibration: str = "minmax", fp32_first: int = DEFAULT_FP32_FIRST) -> Path:
+           size: Optional[Sequence[int]] = None, int8: bool = False,
+           calibration_images: int = DEFAULT_CALIBRATION_IMAGES, calibration: str = DEFAULT_CALIBRATION,
+           fp32_first: int = DEFAULT_FP32_FIRST) -> Path:
     """Export a checkpoint's model to ONNX (INT8 with `int8`: `calibration` minmax|percentile on
     `calibration_images` training images, the first `fp32_first` convolutions kept FP32) or
     TorchScript; see deploy/export.py and deploy/quantize.py."""

@@ -9,7 +9,7 @@ import sys
 import threading
 from typing import Any, Optional, Sequence
 
-from .deploy.int8_recipe import CALIBRATION_METHODS, DEFAULT_FP32_FIRST
+from .deploy.int8_recipe import CALIBRATION_METHODS, DEFAULT_CALIBRATION, DEFAULT_CALIBRATION_IMAGES, DEFAULT_FP32_FIRST
 from .errors import SeglabError
 
 
@@ -129,10 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--int8", action="store_true",
                    help="ONNX with INT8 weights and activations (onnxruntime static quantization, calibrated on "
                         "the run's training images; weights only when none can be read); default NAME.int8.onnx")
-    p.add_argument("--calibration-images", type=_count(1), default=64, metavar="N",
-                   help="training images that calibrate --int8's activation ranges (default 64)")
-    p.add_argument("--calibration", choices=CALIBRATION_METHODS, default="minmax",
-                   help="how --int8 sets activation ranges: observed min/max (default) or 99.999th percentile")
+    p.add_argument("--calibration-images", type=_count(1), default=DEFAULT_CALIBRATION_IMAGES, metavar="N",
+                   help=f"training images that calibrate --int8's activation ranges (default {DEFAULT_CALIBRATION_IMAGES})")
+    p.add_argument("--calibration", choices=CALIBRATION_METHODS, default=DEFAULT_CALIBRATION,
+                   help="how --int8 sets activation ranges: minmax, the observed min/max, or percentile, the 99.999th "
+                        f"percentile (default {DEFAULT_CALIBRATION})")
     p.add_argument("--fp32-first", type=_count(0), default=DEFAULT_FP32_FIRST, metavar="K",
                    help=f"--int8: keep the first K convolutions in FP32 (default {DEFAULT_FP32_FIRST}: the stem and "
                         "first block, where INT8 lost the most; 0 quantizes every one)")

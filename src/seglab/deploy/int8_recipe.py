@@ -13,6 +13,8 @@ DEFAULT_FP32_FIRST = 3
 # onnxruntime's Entropy method was tried and left out: on the Weizmann Horse U-Net it chose the very scales
 # MinMax chose (all 142 activation scales equal), so it offered nothing measured.
 CALIBRATION_METHODS = ("minmax", "percentile")
+DEFAULT_CALIBRATION = "minmax"  # percentile bought 0.02 points on Horse for a slower model (docs/benchmarks.md)
+DEFAULT_CALIBRATION_IMAGES = 64
 
 
 @dataclass(frozen=True)
@@ -20,8 +22,8 @@ class Int8Recipe:
     """How `seglab export --int8` quantizes: calibration images, range method, how many of the first
     convolutions (in graph order) stay FP32."""
 
-    calibration_images: int = 64
-    calibration: str = "minmax"
+    calibration_images: int = DEFAULT_CALIBRATION_IMAGES
+    calibration: str = DEFAULT_CALIBRATION
     fp32_first: int = DEFAULT_FP32_FIRST
 
     def __post_init__(self) -> None:

@@ -1,7 +1,6 @@
 """Helpers shared by the builders: encoder construction with freezing and pretrained reporting."""
 from __future__ import annotations
 
-import logging
 from typing import Optional, Union
 
 from torch import nn
@@ -10,8 +9,6 @@ from ..errors import ConfigError
 from .encoders import Encoder, build_encoder
 from .timm_encoder import TIMM_ANY, TimmEncoder, timm_base
 from .weights import load_timm_weights
-
-log = logging.getLogger("seglab")
 
 
 def make_encoder(
@@ -31,10 +28,8 @@ def make_encoder(
     if name not in allowed:
         shown = ", ".join("timm/NAME (any timm encoder)" if a == TIMM_ANY else a for a in allowed)
         raise ConfigError(f"model.encoder: '{model}' takes {shown}; got '{name}'")
-    report: list[str] = []
-    enc = build_encoder(name, in_channels=in_channels, output_stride=output_stride, pretrained=pretrained, report=report)
-    for line in report:
-        log.info(line)
+    # the record of what was loaded is kept on the encoder; the trainer logs it into train.log
+    enc = build_encoder(name, in_channels=in_channels, output_stride=output_stride, pretrained=pretrained)
     freeze_stages(enc, freeze_backbone)
     return enc
 

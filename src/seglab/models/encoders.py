@@ -14,9 +14,12 @@ from torch import nn
 import torchvision.models as tvm
 
 from ..errors import ConfigError, SeglabError
-from .weights import read_state
+from .weights import load_weights_file, resolve_weights
 
 ENCODER_NAMES = ("resnet18", "resnet34", "resnet50", "resnet101", "vgg16_bn", "mobilenet_v2", "mobilenet_v3_large")
+
+# the classification heads of the torchvision networks: not part of an encoder, may be absent from a file
+_TV_HEADS = ("fc.", "classifier.")
 
 _TV_BUILDERS: dict[str, tuple[Callable[..., nn.Module], Callable[[], object]]] = {
     "resnet18": (tvm.resnet18, lambda: tvm.ResNet18_Weights.IMAGENET1K_V1),
@@ -52,6 +55,7 @@ class Encoder(nn.Module):
     def __init__(self, name: str, stages: list[nn.Module], channels: list[int], output_stride: int):
         super().__init__()
         self.name = name
+        self.pretrained_record: Optional[dict] = None  # the WeightsRecord of what was loaded (models/weights.py)
         self.stages = nn.ModuleList(stages)
         self.out_channels = list(channels)
         strides = [2, 4, 8, 16, 32]
@@ -98,8 +102,8 @@ def hub_checkpoint_path(weights: object) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
 
 
-def load_imagenet_state(name: str) -> dict[str, torch.Tensor]:
-    """ImageNet weights of a torchvision backbone from the local hub cache; never touches the network."""
+def imagenet_file(name: str) -> Path:
+    """The file of a torchvision backbone's ImageNet weights in the local hub cache; never touches the network."""
     weights = _TV_BUILDERS[name][1]()
     path = hub_checkpoint_path(weights)
     if not path.is_file():
@@ -107,30 +111,7 @@ def load_imagenet_state(name: str) -> dict[str, torch.Tensor]:
             f"pretrained '{name}' weights not found offline: put {path.name} into {path.parent} "
             f"(from {getattr(weights, 'url')}) or set model.pretrained to a local file"
         )
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def load_state_file(path: Path) -> dict[str, torch.Tensor]:
-    """A local state dict: torch (.pt/.pth/.bin, optionally under 'state_dict'/'model') or safetensors."""
-    if not path.is_file():
-        raise SeglabError(f"model.pretrained: file {path} not found")
-    return read_state(path)
-
-
-def load_into(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> list[str]:
-    """Load matching tensors; returns two report lines (missing and unexpected keys)."""
-    own = module.state_dict()
-    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    result = module.load_state_dict(usable, strict=False)
-    unexpected = sorted(set(state) - set(usable))
-    lines = [
-        f"{source}: {len(usable)} tensors loaded; missing {len(result.missing_keys)}"
-        + (f": {', '.join(result.missing_keys[:8])}{' ...' if len(result.missing_keys) > 8 else ''}"
-           if result.missing_keys else ""),
-        f"{source}: unexpected {len(unexpected)}"
-        + (f": {', '.join(unexpected[:8])}{' ...' if len(unexpected) > 8 else ''}" if unexpected else ""),
-    ]
-    return lines
+    return path
 
 
 def _adapt_first_conv(net: nn.Module, in_channels: int) -> None:
@@ -153,21 +134,20 @@ def _adapt_first_conv(net: nn.Module, in_channels: int) -> None:
 
 def build_encoder(
     name: str, *, in_channels: int = 3, output_stride: int = 32, pretrained: Optional[str] = None,
-    report: Optional[list[str]] = None,
 ) -> Encoder:
-    """A torchvision backbone as an Encoder; pretrained: None, 'imagenet' (hub cache) or a file path."""
+    """A torchvision backbone as an Encoder; pretrained: None, 'imagenet' (hub cache), a file path or
+    package:DIST, loaded by name, else by order (models/weights.py); its record in `pretrained_record`."""
     if name not in _TV_BUILDERS:
         raise ConfigError(f"model.encoder: unknown encoder '{name}'; available: {', '.join(ENCODER_NAMES)}")
     net = _TV_BUILDERS[name][0](weights=None)
-    if pretrained:
-        if pretrained == "imagenet":
-            state, source = load_imagenet_state(name), f"imagenet {name}"
-        else:
-            state, source = load_state_file(Path(pretrained)), str(pretrained)
-        lines = load_into(net, state, source)
-        if report is not None:
-            report.extend(lines)
+    record = None
+    if pretrained:  # the whole classification network, as the file holds it; its head may be absent
+        path = imagenet_file(name) if pretrained == "imagenet" else resolve_weights(pretrained, name)
+        record = load_weights_file(net, path, pretrained, optional=_TV_HEADS)
+        record.left_random = [k for k in record.left_random if not k.startswith(_TV_HEADS)]
     if in_channels != 3:
         _adapt_first_conv(net, in_channels)
     stages, channels = _stages(name, net)
-    return Encoder(name, stages, channels, output_stride)
+    enc = Encoder(name, stages, channels, output_stride)
+    enc.pretrained_record = record.to_dict() if record is not None else None
+    return enc

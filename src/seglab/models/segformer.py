@@ -5,9 +5,7 @@ so its checkpoints load directly; Hugging Face `segformer.encoder.*` keys are tr
 """
 from __future__ import annotations
 
-import logging
 import re
-from pathlib import Path
 from typing import Optional, Union
 
 import torch
@@ -17,9 +15,8 @@ import torch.nn.functional as F
 from ..errors import ConfigError
 from ..registry import register_model
 from .base import SegmentationModel
-from .encoders import load_into, load_state_file
+from .weights import load_weights_file, resolve_weights
 
-log = logging.getLogger("seglab")
 
 MIT = {
     "mit_b0": {"dims": (32, 64, 160, 256), "depths": (2, 2, 2, 2), "decoder": 256},
@@ -204,9 +201,10 @@ def build_segformer(
     model = SegFormer(in_channels, num_classes, encoder, dropout)
     if pretrained == "imagenet":
         raise ConfigError("model.pretrained: torchvision has no MiT weights; give a local MiT file (.pth or .safetensors)")
-    if pretrained:
-        for line in load_into(model.encoder, convert_mit_state(load_state_file(Path(pretrained))), str(pretrained)):
-            log.info(line)
+    if pretrained:  # the record is kept on the encoder; the trainer logs it into train.log
+        record = load_weights_file(model.encoder, resolve_weights(pretrained, encoder), pretrained,
+                                   optional=("head.",), convert=convert_mit_state)
+        model.encoder.pretrained_record = record.to_dict()
     if freeze_backbone is not False:
         keep = 0 if freeze_backbone is True else int(freeze_backbone)
         for i in range(1, 5 - keep):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Optional
 
 import torch
 from torch import nn
@@ -30,6 +30,7 @@ class WeightsRecord:
     tensors_loaded: int
     matched_by: str  # "name" or "order"
     left_random: list[str] = field(default_factory=list)
+    unused: list[str] = field(default_factory=list)  # the file's tensors the network has no place for
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -37,8 +38,10 @@ class WeightsRecord:
     def describe(self) -> str:
         left = (f"; left at random: {len(self.left_random)} ({', '.join(self.left_random[:4])}"
                 f"{' ...' if len(self.left_random) > 4 else ''})") if self.left_random else ""
+        unused = (f"; the file's tensors not used: {len(self.unused)} ({', '.join(self.unused[:4])}"
+                  f"{' ...' if len(self.unused) > 4 else ''})") if self.unused else ""
         return (f"pretrained {self.source}: {self.tensors_loaded} tensors from {self.file} (sha256 "
-                f"{self.sha256[:16]}...) matched by {self.matched_by}{left}")
+                f"{self.sha256[:16]}...) matched by {self.matched_by}{left}{unused}")
 
 
 def sha256_of(path: Path) -> str:
@@ -144,7 +147,8 @@ def match_state(own: dict[str, torch.Tensor], given: dict[str, torch.Tensor], wh
     tensors and every shape agrees; else a one-line error naming the first mismatches."""
     given = _strip(given)
     by_name = {k: v for k, v in given.items() if k in own and tuple(own[k].shape) == tuple(v.shape)}
-    needed = [k for k in own if not (optional and k.startswith(optional))]
+    # num_batches_tracked: absent from files saved before torch 0.4.1 (torchvision's ImageNet ResNets), never learnt
+    needed = [k for k in own if not (optional and k.startswith(optional)) and not k.endswith("num_batches_tracked")]
     if all(k in by_name for k in needed):
         return by_name, "name"
     if len(given) == len(own):
@@ -159,6 +163,22 @@ def match_state(own: dict[str, torch.Tensor], given: dict[str, torch.Tensor], wh
     missing = [k for k in needed if k not in by_name]
     raise ConfigError(f"model.pretrained: {where} does not fit this network: by name {len(missing)} tensors are "
                       f"missing (e.g. {', '.join(missing[:3])}), and {why}")
+
+
+def load_weights_file(net: nn.Module, path: Path, source: str, optional: tuple[str, ...] = (),
+                      convert: Optional[Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]] = None
+                      ) -> WeightsRecord:
+    """Load the weights file `path` into `net` (`match_state`: by name, else by order; tensors under an
+    `optional` prefix, e.g. a classifier, may be absent; `convert` renames another library's names first);
+    what was loaded. `source`: the model.pretrained value."""
+    own, state = net.state_dict(), read_state(path)
+    given = _strip(convert(state) if convert is not None else state)
+    mapped, how = match_state(own, given, str(path), optional=optional)
+    net.load_state_dict(mapped, strict=False)
+    return WeightsRecord(source=source, file=str(path), sha256=sha256_of(path), tensors_loaded=len(mapped),
+                         matched_by=how, left_random=[k for k in own if k not in mapped
+                                                      and not k.endswith("num_batches_tracked")],
+                         unused=[k for k in given if k not in mapped] if how == "name" else [])
 
 
 def transfer(src: dict[str, torch.Tensor], dst: nn.Module, in_channels: int) -> tuple[int, list[str]]:
@@ -193,12 +213,8 @@ def load_timm_classifier(name: str, spec: str) -> tuple[nn.Module, "WeightsRecor
     path = resolve_weights(spec, base)
     full = create_timm_model(base)  # the network the weights were saved from, classifier included
     head = pretrained_cfg(base).get("classifier") or "classifier"
-    mapped, how = match_state(full.state_dict(), read_state(path), str(path),
-                              optional=tuple(f"{h}." for h in ([head] if isinstance(head, str) else head)))
-    full.load_state_dict(mapped, strict=False)
-    record = WeightsRecord(source=spec, file=str(path), sha256=sha256_of(path), tensors_loaded=len(mapped),
-                           matched_by=how, left_random=[k for k in full.state_dict() if k not in mapped])
-    return full, record
+    heads = tuple(f"{h}." for h in ([head] if isinstance(head, str) else head))
+    return full, load_weights_file(full, path, spec, optional=heads)
 
 
 def load_timm_weights(encoder: Any, spec: str, in_channels: int) -> WeightsRecord:
@@ -207,7 +223,7 @@ def load_timm_weights(encoder: Any, spec: str, in_channels: int) -> WeightsRecor
     n, left = transfer(full.state_dict(), encoder.net, in_channels)
     left = [k for k in left if not k.endswith("num_batches_tracked")]
     record = WeightsRecord(source=spec, file=whole.file, sha256=whole.sha256, tensors_loaded=n,
-                           matched_by=whole.matched_by, left_random=left)
+                           matched_by=whole.matched_by, left_random=left, unused=whole.unused)
     encoder.pretrained_record = record.to_dict()
     return record
 

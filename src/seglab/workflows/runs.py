@@ -213,8 +213,6 @@ def evaluate(target: PathLike, *, split: str = "val", overrides: Sequence[str] =
     s = _open_export(target, split, overrides, engine) if exported else _open_checkpoint(target, split, overrides)
     split_data = load_split(s.run.split, s.cfg.data.root) if s.run is not None and s.run.split.is_file() else None
     data = build_data(s.cfg, split=split_data)
-    if split not in data.readers:
-        raise DataError(f"the {split} split is empty for {target}")
     if data.labels.names != s.labels.names:
         raise SeglabError(f"{s.path}: model classes {s.labels.names} differ from the dataset's {data.labels.names}")
     metrics = _score(s, data, split, out, engine)
@@ -229,13 +227,13 @@ def evaluate_fitted(fitted: Fitted, split: str) -> dict[str, Any]:
     info = fitted.model_info
     s = _Scored(fitted.run.evaluated_checkpoint(), fitted.run, fitted.cfg, fitted.model, info.labels, info.input_size,
                 fitted.device, fitted.run.eval_dir(split))
-    if split not in fitted.data.readers:
-        raise DataError(f"the {split} split is empty for {fitted.run.path}")
     return _score(s, fitted.data, split, None, "torch")
 
 
 def _score(s: _Scored, data: DataBundle, split: str, out: Optional[PathLike], engine: str) -> dict[str, Any]:
     """Run the evaluation of `s` on `data`'s `split` and write its files (reporting.evaluation_files)."""
+    if split not in data.readers:
+        raise DataError(f"the {split} split is empty for {s.run.path if s.run is not None else s.path}")
     exported = engine != "torch"
     cfg = s.cfg
     dataset = EvalDataset(data.readers[split], cfg, input_size=s.input_size)
