@@ -121,3 +121,72 @@ def test_eval_and_predict_with_window_tta_and_workers(tmp_path, capsys):
         assert a.shape == (30, 44) and np.array_equal(a, b)
     assert main(["eval", str(run), "--stride", "4", "4"]) == 2
     assert "sliding_stride: needs sliding_window" in capsys.readouterr().err
+
+
+class Recorder(Pointwise):
+    """Pointwise, with a size divisor, recording the input sizes it is given."""
+
+    size_divisor = 8
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def forward(self, x):
+        self.seen.append(tuple(x.shape[-2:]))
+        return super().forward(x)
+
+
+def test_inference_pads_images_to_the_models_size_divisor_and_crops_the_logits_back():
+    from seglab.evaluation.inference import net_logits
+    from seglab.evaluation.predict import logits_at
+
+    net = Recorder().eval()
+    x = torch.randn(2, 3, 13, 21)
+    with torch.no_grad():
+        out = net_logits(net, x)
+        assert net.seen == [(16, 24)] and out.shape == (2, 4, 13, 21)
+        assert torch.allclose(out, Pointwise().eval()(x), atol=1e-6)  # pointwise: padding changes nothing inside
+        logits_at(net, x, (13, 21))
+        predict_probs(net, x, InferenceSettings(flip=True, scales=(1.0, 0.5)))
+        sliding_window_probs(net, x, (10, 10))
+        net_logits(net, torch.randn(1, 3, 16, 24))
+    assert all(h % 8 == 0 and w % 8 == 0 for h, w in net.seen[1:]) and net.seen[-1] == (16, 24)
+    assert net_logits(net, torch.randn(1, 3, 3, 5)).shape == (1, 4, 3, 5)  # smaller than the pad: replicated
+
+
+def test_a_tf_padded_timm_encoder_is_fed_its_training_grid_in_eager_and_onnx(tmp_path):
+    """timm's tf_* networks pad "same" (by the parity of each level's size): unpadded, an odd-sized image
+    moves their feature grid. Their models say 32, torchvision's and scratch models 1; an export records it."""
+    import torch.nn.functional as F
+
+    from seglab.artifacts import ModelInfo
+    from seglab.artifacts.checkpoint import save_checkpoint
+    from seglab.data.synthetic import synthetic_labels
+    from seglab.deploy.export import export_checkpoint
+    from seglab.evaluation.predict import load_model, logits_at
+    from seglab.evaluation.runtimes import OnnxModel
+    from seglab.models import create_model
+
+    from seglab.evaluation.inference import size_divisor_of
+
+    assert size_divisor_of(create_model("unet", num_classes=2, encoder="resnet18")) == 1
+    assert size_divisor_of(create_model("unet", num_classes=2)) == 1
+    options = {"encoder": "timm/tf_efficientnet_lite0", "decoder_channels": [16, 16, 16, 16, 8]}
+    torch.manual_seed(0)
+    model = create_model("unet", num_classes=2, **options).eval()
+    assert model.size_divisor == 32
+    x = torch.randn(1, 3, 45, 70)
+    with torch.no_grad():
+        padded = logits_at(model, x, (45, 70))
+        expected = model(F.pad(x, (0, 26, 0, 19), mode="reflect"))[..., :45, :70]
+        assert torch.allclose(padded, expected, atol=1e-5)
+        assert not torch.allclose(padded[..., :32, :64], model(x)[..., :32, :64], atol=1e-3)  # the grid moved
+    info = ModelInfo(name="unet", options=options, in_channels=3, num_classes=2, labels=synthetic_labels(2),
+                     mean=(0.5,) * 3, std=(0.5,) * 3)
+    ckpt = tmp_path / "m.pt"
+    save_checkpoint(ckpt, {"model_state": model.state_dict(), "config": {}, **info.to_dict()})
+    assert load_model(ckpt).size_divisor == 32
+    onnx = OnnxModel(export_checkpoint(ckpt, "onnx", size=(64, 64)))
+    assert onnx.info.size_divisor == 32 and onnx.size_divisor == 32
+    assert torch.allclose(logits_at(onnx, x, (45, 70)), padded, atol=1e-3)

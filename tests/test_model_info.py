@@ -31,7 +31,8 @@ def _checkpoint(path, info: ModelInfo, **extra):
 
 
 def test_round_trip_keeps_every_field():
-    for info in (_info(), _info(input_size=None, image_max=4095.0, in_channels=1, mean=(0.3,), std=(0.2,))):
+    for info in (_info(), _info(input_size=None, image_max=4095.0, in_channels=1, mean=(0.3,), std=(0.2,),
+                                size_divisor=32)):
         assert ModelInfo.from_dict(json.loads(json.dumps(info.to_dict()))) == info
 
 
@@ -77,6 +78,7 @@ def test_older_layouts_still_read(tmp_path):
     (lambda d: d.update(image_max=-1), r"image_max is -1"),
     (lambda d: d.update(input_size=[True, 4]), r"input_size is \[True, 4\]"),
     (lambda d: d["model"].update(pretrained="x.pth"), r"model\.pretrained is not a list"),
+    (lambda d: d.update(size_divisor=0), r"size_divisor is 0, expected a whole number"),
 ])
 def test_bad_metadata_is_one_line_naming_the_file(tmp_path, edit, pattern):
     raw = _info().to_dict()

@@ -20,9 +20,10 @@ from .int8_recipe import Int8Recipe
 log = logging.getLogger("seglab")
 
 
-def _metadata(lm: LoadedModel, size: Optional[Sequence[int]], fixed: str = "") -> dict[str, Any]:
-    """The export's JSON: the checkpoint's ModelInfo at the size predict resizes to, and whether others work."""
-    info = replace(lm.info, input_size=tuple(size) if size else None)
+def _metadata(lm: LoadedModel, size: Optional[Sequence[int]], fixed: str = "", divisor: int = 1) -> dict[str, Any]:
+    """The export's JSON: the checkpoint's ModelInfo at the size predict resizes to (`divisor`: what inputs
+    are padded to a multiple of; 1 for a graph fixed to one size), and whether other sizes work."""
+    info = replace(lm.info, input_size=tuple(size) if size else None, size_divisor=divisor)
     return {**info.to_dict(), "dynamic_size": not fixed, "fixed_size_reason": fixed}
 
 
@@ -73,7 +74,7 @@ def export_checkpoint(checkpoint: Path, fmt: str, out: Optional[Path] = None,
 
             proto = onnx.load(str(tmp))
             entry = proto.metadata_props.add()
-            entry.key, entry.value = META_KEY, json.dumps(_metadata(lm, size, fixed))
+            entry.key, entry.value = META_KEY, json.dumps(_metadata(lm, size, fixed, 1 if fixed else lm.size_divisor))
             onnx.save(proto, str(tmp))
             if int8:
                 log.info(f"{out}: INT8 ({_quantize_in_place(tmp, Path(checkpoint), lm, int8)})")

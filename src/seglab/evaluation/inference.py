@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -85,9 +85,25 @@ def gaussian_weights(h: int, w: int, device=None) -> torch.Tensor:
     return (g / g.max()).clamp_min(1e-3)
 
 
-def _net_out(net: Net, x: torch.Tensor) -> torch.Tensor:
+def size_divisor_of(net: Any) -> int:
+    """What the input sides of `net` (a model, DDP wrapper or predictor) must be a multiple of (1: any)."""
+    while not hasattr(net, "size_divisor") and isinstance(getattr(net, "module", None), torch.nn.Module):
+        net = net.module  # DistributedDataParallel
+    return int(getattr(net, "size_divisor", 1))
+
+
+def net_logits(net: Net, x: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) -> (N, K, H, W) logits of `net`, the input first padded at the bottom and right to a
+    multiple of its `size_divisor` (reflected where the image is large enough) and the logits cropped back:
+    a model sees the grid it was trained on at every image size."""
+    d = size_divisor_of(net)
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % d, (-w) % d
+    if ph or pw:
+        x = F.pad(x, (0, pw, 0, ph), mode="reflect" if ph < h and pw < w else "replicate")
     out = net(x)
-    return out["out"] if isinstance(out, dict) else out
+    out = out["out"] if isinstance(out, dict) else out  # a model left in training mode
+    return out[..., :h, :w] if ph or pw else out
 
 
 def sliding_window_probs(net: Net, images: torch.Tensor, window: tuple[int, int], stride: Optional[tuple[int, int]] = None,
@@ -111,7 +127,7 @@ def sliding_window_probs(net: Net, images: torch.Tensor, window: tuple[int, int]
     for i in range(0, len(boxes), batch_windows):
         chunk = boxes[i:i + batch_windows]
         crops = torch.cat([images[:, :, y:y + wh, x:x + ww] for y, x in chunk])
-        probs = class_probabilities(_net_out(net, crops), multilabel)
+        probs = class_probabilities(net_logits(net, crops), multilabel)
         if acc is None:
             acc = torch.zeros(n, probs.shape[1], H, W, device=images.device)
         for j, (y, x) in enumerate(chunk):
@@ -134,7 +150,7 @@ def predict_probs(net: Net, images: torch.Tensor, settings: InferenceSettings, m
             if settings.window is not None:
                 p = sliding_window_probs(net, xi, settings.window, settings.stride, multilabel=multilabel)
             else:
-                p = class_probabilities(_net_out(net, xi), multilabel)
+                p = class_probabilities(net_logits(net, xi), multilabel)
             p = p.flip(-1) if flip else p
             if p.shape[-2:] != (h, w):
                 p = F.interpolate(p, size=(h, w), mode="bilinear", align_corners=False)

@@ -23,7 +23,7 @@ from ..errors import CheckpointError, DataError, SeglabError, brief
 from ..fileio import atomic_path, atomic_write_text
 from ..artifacts.run_dir import RunDir, RunLock
 from ..models import build_model_from_meta
-from .inference import InferenceSettings, class_probabilities, label_maps, logits_with
+from .inference import InferenceSettings, class_probabilities, label_maps, logits_with, net_logits, size_divisor_of
 from .runtimes import HasModelInfo, OnnxModel, TorchScriptModel, is_torchscript
 
 log = logging.getLogger("seglab")
@@ -34,9 +34,7 @@ def logits_at(model: nn.Module, images: torch.Tensor, size: Sequence[int], chann
     """(N, C, h, w) normalised images -> (N, K, H, W) logits, bilinearly resized to `size` = (H, W)."""
     if channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
-    out = model(images)
-    if isinstance(out, dict):  # a model left in training mode
-        out = out["out"]
+    out = net_logits(model, images)
     if tuple(out.shape[-2:]) != tuple(size):
         out = F.interpolate(out, size=tuple(size), mode="bilinear", align_corners=False)
     return out
@@ -77,6 +75,10 @@ class LoadedModel(HasModelInfo):
         self.model.to(device)
         self.device = str(device)
         return self
+
+    @property
+    def size_divisor(self) -> int:
+        return size_divisor_of(self.model)
 
     def __call__(self, x: torch.Tensor) -> Any:
         return self.model(x)

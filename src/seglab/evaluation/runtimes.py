@@ -30,6 +30,10 @@ class HasModelInfo:
         return self.info.mean
 
     @property
+    def size_divisor(self) -> int:
+        return self.info.size_divisor
+
+    @property
     def std(self) -> tuple[float, ...]:
         return self.info.std
 

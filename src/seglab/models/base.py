@@ -27,6 +27,11 @@ class SegmentationModel(nn.Module):
     def decode(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         raise NotImplementedError
 
+    @property
+    def size_divisor(self) -> int:
+        """Inference pads images to a multiple of this (evaluation/inference.py): the encoder's, else 1."""
+        return int(getattr(getattr(self, "encoder", None), "size_divisor", 1))
+
     def train(self, mode: bool = True) -> "SegmentationModel":
         super().train(mode)
         if mode:

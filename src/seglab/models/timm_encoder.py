@@ -131,6 +131,11 @@ class TimmEncoder(nn.Module):
         self.picks = picks
         self.out_channels = [ch[p] if p is not None else 0 for p in picks]
         self.strides = targets
+        # timm's tf_* networks pad "same" (TensorFlow's): a strided conv pads right / bottom on an even side and
+        # both sides on an odd one, so each level's grid moves by a pixel with the parity of its size. Trained
+        # on crops that divide by the deepest stride, such a model scores worse at other sizes (CamVid's 360-high
+        # images: docs/results.md), so inference pads images to a multiple of this.
+        self.size_divisor = max(red[p] for p in picks if p is not None)
         self.stages = self._stages(info.module_name())
         self.pretrained_record: Optional[dict[str, Any]] = None
 
