@@ -147,8 +147,8 @@ def _gflops(run: RunDir, cfg: Config) -> Optional[float]:
     ckpt = run.evaluated_checkpoint()
     try:
         info = read_model_info(ckpt)
-        with torch.device("meta"):
-            model = build_model_from_meta(info.model_meta)
+        with torch.device("meta"):  # FLOPs need the shapes only: reading a weights file into meta tensors is a no-op
+            model = build_model_from_meta(info.model_meta, pretrained=False)
         return count_flops(model, _input_size(cfg), info.in_channels) / 1e9
     except Exception as exc:  # a number in a table must not stop the comparison
         log.info(f"GFLOPs of {run.path} not counted: {exc}")
