@@ -1,8 +1,13 @@
 """seglab: train, evaluate and compare semantic-segmentation models on real datasets."""
 from __future__ import annotations
 
+import os
 
 from .lazy import lazy_getattr
+
+# albumentations 2.0.x asks PyPI for its newest version when it is imported (a 2 s time-out and a warning on
+# a machine with no route out); seglab opens no connection the user did not ask for. A user's own setting wins.
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 __version__ = "0.1.0"
 __all__ = ["Config", "load_config", "create_model", "list_models", "train", "evaluate", "predict", "load_model",
