@@ -199,26 +199,21 @@ def test_speed_switches_compile_and_bf16(tiny_raw, tmp_path):
 
 def test_amp_auto_uses_bf16_only_on_cpus_with_native_bf16(tiny_raw, monkeypatch):
     """`train.amp: auto` -> bf16 autocast on a CPU with AVX512-BF16/AMX (measured faster there), fp32 on other
-    CPUs (where bf16 is emulated and slower) and on GPUs (not measured); the run records what it used."""
+    CPUs (where bf16 is emulated and slower); the run records what it used and why."""
     import json
 
-    from seglab.engine import precision
+    from seglab.engine import runtime
 
-    cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
-    assert precision.resolve_amp("auto", cpu) == "bf16"
-    assert precision.resolve_amp("auto", cuda) == "none"
-    assert precision.resolve_amp("none", cpu) == "none" and precision.resolve_amp("fp16", cuda) == "fp16"
-    with pytest.raises(SeglabError, match="train.amp: fp16 autocast needs a CUDA device"):
-        precision.resolve_amp("fp16", cpu)
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: True)
     tiny_raw["train"].update(epochs=1, amp="auto")
     summary = json.loads((fit(config_from_dict(tiny_raw)).run.path / "summary.json").read_text())
     assert summary["precision"] == "bf16"
-    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
-    assert precision.resolve_amp("auto", cpu) == "none"
+    assert summary["runtime"]["reasons"]["precision"] == "train.amp auto: this CPU has native bf16"
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: False)
     tiny_raw["output"]["name"] = "fp32"
     summary = json.loads((fit(config_from_dict(tiny_raw)).run.path / "summary.json").read_text())
     assert summary["precision"] == "none"
+    assert summary["runtime"]["num_workers"] == 0 and summary["runtime"]["cudnn_benchmark"] is False
 
 
 def test_eval_writes_per_image_metrics_and_the_worst_images(trained_run):

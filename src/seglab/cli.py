@@ -224,9 +224,10 @@ def _convert(args: argparse.Namespace) -> None:
     print("\n".join(conversion_lines(s)))
 
 
-def _check_config_early(args: argparse.Namespace) -> None:
+def _check_config_early(args: argparse.Namespace) -> str:
     """A bad config fails here, in a fraction of a second, before torch is imported (and under torchrun
-    before any process group forms: every rank finds the same fault, rank 0 alone says it)."""
+    before any process group forms: every rank finds the same fault, rank 0 alone says it). Returns the
+    config's train.device."""
     import os
 
     from .config import load_config
@@ -242,6 +243,7 @@ def _check_config_early(args: argparse.Namespace) -> None:
         cfg = load_config(path, args.overrides + (_budget_overrides(args) if args.command == "train" else []))
         if args.command == "train":
             cfg.train.check_processes(int(os.environ.get("WORLD_SIZE", "0")) or args.nproc_per_node or 1)
+        return cfg.train.device
     except SeglabError as exc:
         exc.same_on_every_rank = True  # type: ignore[attr-defined]
         raise
@@ -399,12 +401,13 @@ def run(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
     """Carry out one parsed command (`argv`: its arguments, for --nproc-per-node); its exit status."""
     import os
 
+    device = "auto"  # compare: each config's own (a GPU count is checked for auto and cuda alike)
     if args.command in ("train", "inspect", "tune") and (getattr(args, "config", None) or getattr(args, "resume", None)):
-        _check_config_early(args)
+        device = _check_config_early(args)
     if getattr(args, "nproc_per_node", None) and "WORLD_SIZE" not in os.environ:  # not yet one of the N
         from .engine.distributed import launch_standalone
 
-        return launch_standalone(args.nproc_per_node, list(argv))
+        return launch_standalone(args.nproc_per_node, list(argv), device)
     return COMMANDS[args.command](args)
 
 

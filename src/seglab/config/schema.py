@@ -75,7 +75,9 @@ class TrainConfig(_Strict):
     """The `train` section: length or time budget, batches, precision, fine-tuning, best checkpoint."""
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(8, ge=1)
-    num_workers: int = Field(0, ge=0)
+    # DataLoader worker processes; auto: none on 2 CPU cores or fewer, up to 4 on larger CPU machines, all
+    # cores but one (16 at most) on a GPU (engine/runtime.py; the run's first lines say what it chose)
+    num_workers: Union[Literal["auto"], int] = "auto"
     val_every: int = Field(1, ge=1)
     early_stopping_patience: Optional[int] = Field(None, ge=1)
     best_metric: str = "miou"
@@ -96,7 +98,7 @@ class TrainConfig(_Strict):
     # Speed switches (measured on 2 CPU cores in docs/benchmarks.md): torch.compile of the model, and mixed
     # precision (bf16 autocast; fp16 autocast with a gradient scaler, CUDA only). `auto` = bf16 on CPUs with
     # native bf16 (AVX512-BF16 / AMX), where it measured 1.4x faster end to end at -0.4 mIoU points on Weizmann
-    # Horse; fp32 elsewhere (engine/precision.py)
+    # Horse, and on GPUs of compute capability >= 8.0; fp16 on 7.x GPUs; fp32 elsewhere (engine/runtime.py)
     compile: bool = False
     amp: Literal["auto", "none", "bf16", "fp16"] = "auto"
     # Training time to fit the run into ('90s', '45m', '2h', or seconds): the run measures its speed, plans
@@ -135,6 +137,13 @@ class TrainConfig(_Strict):
         if isinstance(v, str):
             return round(float(v.strip()[:-1]) / 100 * total_steps)
         return round(float(v) * steps_per_epoch)
+
+    @field_validator("num_workers")
+    @classmethod
+    def _workers(cls, v):
+        if v != "auto" and v < 0:
+            raise ValueError(f"expected auto or a number of processes (0 or more), got {v}")
+        return v
 
     @field_validator("time_budget")
     @classmethod

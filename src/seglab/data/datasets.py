@@ -352,6 +352,13 @@ def check_split(loader: SampleReader, problems: Optional[list[str]] = None) -> S
     return stats
 
 
+def init_loader_worker(worker_id: int) -> None:
+    """A DataLoader worker decodes and augments on one thread (torch's and OpenCV's): N workers then use N
+    cores instead of N x cores threads that slow each other down."""
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+
+
 class TrainDataset(Dataset):
     """Augmented training samples; a key (index, seed) makes the augmentation reproducible."""
 

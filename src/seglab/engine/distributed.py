@@ -40,13 +40,32 @@ def init_distributed(device_name: str) -> tuple[DistInfo, torch.device]:
     if world <= 1:
         return DistInfo(), resolve_device(device_name, 0)
     info = DistInfo(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+    check_gpu_count(int(os.environ.get("LOCAL_WORLD_SIZE", "1")), device_name)
     device = resolve_device(device_name, info.local_rank)
     if not dist.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        dist.init_process_group(backend=backend)
+            # device_id binds this rank's GPU to the group: NCCL need not guess it from the global rank
+            dist.init_process_group(backend="nccl", device_id=device)
+        else:
+            dist.init_process_group(backend="gloo")
     return info, device
+
+
+def check_gpu_count(procs_on_node: int, device_name: str) -> None:
+    """One GPU per process: refuse more processes on this machine than it has GPUs, when the processes would
+    train on GPUs (`device_name` auto with CUDA available, or cuda); several ranks on one GPU fail in NCCL."""
+    from ..errors import SeglabError
+
+    if device_name == "cpu" or not device_name.startswith(("auto", "cuda")) or not torch.cuda.is_available():
+        return
+    gpus = torch.cuda.device_count()
+    if procs_on_node > gpus:
+        exc = SeglabError(f"{procs_on_node} processes on this machine but it has {gpus} GPU(s) visible "
+                          f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}): one process per GPU; "
+                          f"use --nproc-per-node {gpus} (or --set train.device=cpu for CPU processes)")
+        exc.same_on_every_rank = True  # type: ignore[attr-defined]  (torchrun: every rank finds it; rank 0 says it)
+        raise exc
 
 
 def resolve_device(name: str, local_rank: int, key: str = "train.device") -> torch.device:
@@ -164,7 +183,7 @@ def convert_sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
     return swap(model)
 
 
-def launch_standalone(nproc: int, argv: list[str]) -> int:
+def launch_standalone(nproc: int, argv: list[str], device_name: str = "auto") -> int:
     """Run `python -m seglab ARGV` in `nproc` processes on this machine, as `torchrun --standalone
     --nproc_per_node N` does; returns the exit status of the first process that failed (0 when all finish).
     Each process has already said why it stopped in one line, so torchrun's own failure report (a traceback
@@ -172,6 +191,7 @@ def launch_standalone(nproc: int, argv: list[str]) -> int:
     import logging
     import sys
 
+    check_gpu_count(nproc, device_name)  # before any process starts
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -16,7 +17,7 @@ from torch.utils.data import DataLoader
 from ..artifacts.model_info import ModelInfo
 from ..collectives import all_reduce_sum, group_is_initialized
 from ..config import Config
-from ..data.datasets import DataBundle, EpochSampler, EvalDataset, TrainDataset, build_data
+from ..data.datasets import DataBundle, EpochSampler, EvalDataset, TrainDataset, build_data, init_loader_worker
 from ..data.splits import Split
 from ..errors import SeglabError
 from ..evaluation.evaluate import run_evaluation
@@ -27,7 +28,8 @@ from ..models.weights import weights_records
 from .distributed import DistInfo, broadcast_buffers, convert_sync_batchnorm
 from .ema import ModelEMA
 from .optim import build_optimizer
-from .precision import amp_dtype, resolve_amp
+from .precision import amp_dtype
+from .runtime import DeviceFacts, RuntimeChoices, choose_runtime
 
 log = logging.getLogger("seglab")
 
@@ -55,7 +57,7 @@ class Training:
     model_info: ModelInfo  # what its checkpoints carry besides the weights
     model: nn.Module
     net: nn.Module  # the model as trained: wrapped in DDP and / or compiled
-    precision: str
+    runtime: RuntimeChoices  # precision, loader workers, TF32, cudnn.benchmark (and why)
     scaler: torch.amp.GradScaler
     loss_fn: nn.Module
     class_weights: Optional[torch.Tensor]
@@ -65,6 +67,10 @@ class Training:
     train_loader: DataLoader
     optimizer: torch.optim.Optimizer
     ema: Optional[ModelEMA] = None  # train.ema_decay: the averaged model, validated and saved
+
+    @property
+    def precision(self) -> str:
+        return self.runtime.precision
 
     @property
     def eval_model(self) -> nn.Module:
@@ -121,17 +127,22 @@ def build_training(cfg: Config, *, split: Optional[Split], dist: DistInfo, devic
     net = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None) if dist.enabled else model
     if cfg.train.compile:
         net = torch.compile(net)
-    precision = resolve_amp(cfg.train.amp, device)
+    runtime = choose_runtime(cfg.train.amp, cfg.train.num_workers, facts=DeviceFacts.of(device),
+                             fixed_input_size=cfg.augment.crop is not None or cfg.augment.resize is not None,
+                             procs_on_node=int(os.environ.get("LOCAL_WORLD_SIZE", dist.world_size)))
+    runtime.apply()
+    workers = runtime.num_workers
     loss_fn = build_loss_from_config(lc, ignore_index=labels.ignore_index, weight=class_weights).to(device)
     train_set = TrainDataset(data.readers["train"], cfg)
     val_set = EvalDataset(data.readers["val"], cfg)
     groups = data.readers["train"].source_of if cfg.data.balance_sources and data.sources else None
     sampler = EpochSampler(len(train_set), seed=cfg.seed, groups=groups, rank=dist.rank, num_replicas=dist.world_size)
     train_loader = DataLoader(train_set, batch_size=cfg.train.batch_size // dist.world_size, sampler=sampler,
-                              drop_last=len(train_set) > cfg.train.batch_size, num_workers=cfg.train.num_workers,
-                              persistent_workers=cfg.train.num_workers > 0, pin_memory=device.type == "cuda")
+                              drop_last=len(train_set) > cfg.train.batch_size, num_workers=workers,
+                              persistent_workers=workers > 0, pin_memory=device.type == "cuda",
+                              worker_init_fn=init_loader_worker if workers > 0 else None)
     return Training(cfg=cfg, dist=dist, device=device, data=data, model_info=info, model=model, net=net,
-                    precision=precision, scaler=torch.amp.GradScaler("cuda", enabled=precision == "fp16"),
+                    runtime=runtime, scaler=torch.amp.GradScaler("cuda", enabled=runtime.precision == "fp16"),
                     loss_fn=loss_fn, class_weights=class_weights, train_set=train_set, val_set=val_set,
                     sampler=sampler, train_loader=train_loader, optimizer=build_optimizer(model, cfg.optimizer),
                     ema=ModelEMA(model, cfg.train.ema_decay) if cfg.train.ema_decay is not None else None)
@@ -184,7 +195,7 @@ def validate(t: Training, dataset: torch.utils.data.Dataset) -> dict[str, Any]:
         broadcast_buffers(t.eval_model)
     return run_evaluation(t.eval_model, dataset, t.data.labels, device=t.device, batch_size=cfg.eval.batch_size,
                           dilation_ratio=cfg.eval.boundary_dilation_ratio, loss_fn=t.loss_fn,
-                          channels_last=cfg.train.channels_last, num_workers=cfg.train.num_workers,
+                          channels_last=cfg.train.channels_last, num_workers=t.runtime.num_workers,
                           shard=(t.dist.rank, t.dist.world_size)).metrics
 
 

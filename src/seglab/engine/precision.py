@@ -1,9 +1,9 @@
-"""Mixed-precision setting: `train.amp: auto` picks bf16 only where it was measured to be faster.
+"""Mixed-precision facts: the autocast dtypes and whether this CPU computes bf16 natively.
 
 On 2 CPU cores with AVX512-BF16, bf16 autocast made U-Net training steps 1.7-2.0x faster than fp32
 channels_last, and a whole 50-epoch Weizmann Horse run 1.4x faster, ending at val mIoU 0.915 against fp32's
-0.919 (docs/benchmarks.md). CPUs without native bf16 instructions emulate it and run slower than fp32, so
-there `auto` means fp32. GPUs stay fp32 under `auto`: no GPU measurement backs a different default yet.
+0.919 (docs/benchmarks.md). CPUs without native bf16 instructions emulate it and run slower than fp32.
+What `train.amp: auto` picks from these facts is decided in engine/runtime.py.
 """
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from typing import Literal, Optional
 
 import torch
 
-from ..errors import SeglabError
 
 Precision = Literal["none", "bf16", "fp16"]
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -35,15 +34,6 @@ def cpu_has_native_bf16() -> bool:
     except OSError:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def resolve_amp(setting: str, device: torch.device) -> Precision:
-    """`train.amp` (auto|none|bf16|fp16) -> the precision actually used on `device`."""
-    if setting == "auto":
-        return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "none"
-    if setting == "fp16" and device.type != "cuda":
-        raise SeglabError("train.amp: fp16 autocast needs a CUDA device; use bf16 on CPU (or none)")
-    return setting  # type: ignore[return-value]
 
 
 def amp_dtype(precision: Precision) -> Optional[torch.dtype]:

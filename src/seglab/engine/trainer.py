@@ -331,6 +331,7 @@ def _write_summary(t: Training, run: RunDir, state: TrainState, plan: Optional[B
     run.write_json(run.summary, {
         "tracker_runs": state.tracker_runs, "model": cfg.model.name, "parameters": n_params, "device": str(t.device),
         "hardware": describe_hardware(t.device), "torch": torch.__version__, "precision": t.precision,
+        "runtime": t.runtime.to_dict(),
         "pretrained": t.model_info.pretrained,
         "fine_tuning": fine_tuning_summary(cfg, len(t.train_loader), plan),
         "class_names": t.data.labels.names, "best_metric": cfg.train.best_metric, "best_value": state.best_value,
@@ -353,12 +354,10 @@ def _log_start(t: Training, run: RunDir, state: TrainState, resume: bool, n_para
         log.info(f"resuming {run.path} after epoch {state.epoch} ({format_duration(state.train_seconds)} of training so far)"
                  f"{f' on {t.dist.world_size} processes' if t.dist.enabled else ''}")
         return
-    precision = f"{t.precision} autocast" if t.precision != "none" else "fp32"
-    if t.precision == "none" and cfg.train.amp == "auto" and t.device.type == "cpu":
-        precision += " (train.amp auto: this CPU has no native bf16)"
     log.info(f"run {run.path}: {cfg.model.name} ({n_params:,} parameters) on {t.device}"
-             f"{f' x {t.dist.world_size} processes' if t.dist.enabled else ''}, {precision}, "
+             f"{f' x {t.dist.world_size} processes' if t.dist.enabled else ''}, "
              f"{len(t.train_set)} train / {len(t.val_set)} val images, {labels.num_classes} classes")
+    log.info(f"runtime: {t.runtime.describe()}")
     for record in t.model_info.pretrained:  # logged here so train.log has it too
         log.info(WeightsRecord(**record).describe())
     for src in t.data.sources:

@@ -12,7 +12,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..collectives import all_reduce_sum
-from ..data.datasets import EvalDataset, collate_eval
+from ..data.datasets import EvalDataset, collate_eval, init_loader_worker
 from ..data.labels import LabelSpace
 from ..metrics import BoundaryIoU, ConfusionMatrix, MultilabelConfusion, nanmean, summarize_confusion
 from .inference import InferenceSettings, label_maps, logits_with
@@ -158,7 +158,8 @@ def run_evaluation(
     rank, world = shard
     # under torchrun each rank scores every world-th sample; the accumulators are summed over ranks
     part = dataset if world == 1 else torch.utils.data.Subset(dataset, range(rank, len(dataset), world))
-    loader = DataLoader(part, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate_eval)
+    loader = DataLoader(part, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate_eval,
+                        worker_init_fn=init_loader_worker if num_workers > 0 else None)
 
     def infer(x: torch.Tensor, size) -> torch.Tensor:
         if settings is None or settings.plain:

@@ -39,10 +39,20 @@ def _sizes(det: Detected) -> dict[str, Any]:
     return {"resize": None, "scale": [0.75, 1.5], "crop": [min(h, 320) // 32 * 32, min(w, 384) // 32 * 32]}
 
 
+def _workers_here(cores: int) -> str:
+    """What `num_workers: auto` picks for a CPU run on this machine, in words (engine/runtime.py decides)."""
+    from ..engine.runtime import DeviceFacts, choose_runtime
+
+    n = choose_runtime("none", "auto", fixed_input_size=True, facts=DeviceFacts("cpu", cores)).num_workers
+    return "no loader workers (they would slow the model)" if n == 0 else f"{n} loader workers"
+
+
 def _recipe(det: Detected, name: str, budget: str) -> list[str]:
     binary = det.mask_encoding == "binary"
     pretrained = importlib.util.find_spec(LITE0_PACKAGE) is not None and det.in_channels == 3
-    cores = os.cpu_count() or 1
+    from ..engine.runtime import usable_cores
+
+    cores = usable_cores()
     sizes = _sizes(det)
     lines = [
         "augment:",
@@ -74,12 +84,11 @@ def _recipe(det: Detected, name: str, budget: str) -> list[str]:
         "  epochs: 100  # the schedule's length only when time_budget is null",
         f"  time_budget: {budget}  # --budget overrides it",
         "  batch_size: 8",
-        f"  num_workers: {0 if cores <= 2 else min(4, cores - 1)}  # {cores} CPU cores"
-        + (": loader workers would slow the model" if cores <= 2 else ""),
+        f"  num_workers: auto  # {cores} CPU cores: {_workers_here(cores)} here; all cores but one on a GPU",
         "  val_every: 2",
         "  best_metric: miou",
         "  channels_last: true",
-        "  amp: auto  # bf16 autocast on CPUs with native bf16 (and GPUs), fp32 elsewhere",
+        "  amp: auto  # bf16 autocast on CPUs with native bf16 and GPUs of compute capability >= 8.0",
         "eval:",
         f"  split: {'val' if 'val' in det.splits and 'test' not in det.splits else 'test'}",
         "  batch_size: 4",
