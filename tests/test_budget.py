@@ -229,3 +229,37 @@ def test_cli_says_what_the_budget_covers_and_keeps_re_plans_in_the_log(tiny_raw,
     replans = log.count("re-planned at step")
     assert replans >= 1 and "re-planned at step" not in out
     assert f"re-planned {json.load(open(tmp_path / 'runs' / raw['output']['name'] / 'summary.json'))['timing']['replans']} times" in out
+
+
+def test_max_epochs_caps_what_a_budget_plans():
+    """train.max_epochs: the plan covers min(what the budget buys, max_epochs); a slower machine re-plans below
+    the cap, a faster one never above it."""
+    est = Estimate(step_seconds=1.0, val_seconds=1.0, batch_size=8, steps_per_epoch=10, probe_seconds=0.0)
+    free = BudgetPlan.create(1000.0, 0.0, est, 1)
+    capped = BudgetPlan.create(1000.0, 0.0, est, 1, max_epochs=4)
+    assert free.end_step > 40 and not free.epoch_bound
+    assert capped.end_step == capped.schedule_steps == 40 and capped.epoch_bound and capped.planned_epochs == 4
+    assert capped.steps_fitting(0, 0.0, capped=False) == free.end_step
+    assert not capped.recheck(20, 20.0, step_seconds=0.1)  # faster: still 4 epochs
+    assert capped.end_step == 40
+    assert capped.recheck(20, 990.0, step_seconds=1.0) and capped.end_step < 40  # slower: the budget binds
+    assert not capped.epoch_bound
+    tight = BudgetPlan.create(30.0, 0.0, est, 1, max_epochs=4)
+    assert tight.end_step < 40 and not tight.epoch_bound
+
+
+def test_a_run_bound_by_max_epochs_says_so_and_stops_there(tiny_raw, monkeypatch):
+    monkeypatch.setattr(clock, "now", SimClock())
+    raw = _budget_raw(tiny_raw, budget="1h")
+    raw["train"]["max_epochs"] = 2
+    run = fit(config_from_dict(raw)).run
+    timing = _summary(run)["timing"]
+    assert timing["epochs_run"] == 2 and timing["steps_run"] == timing["planned_steps"]
+    ckpt = torch.load(run.last, weights_only=True)
+    assert ckpt["optimizer_state"]["param_groups"][0]["lr"] == pytest.approx(0.01 * 0.1)  # the whole schedule
+    log = run.log.read_text()
+    assert "planned 6 steps = 2.0 epochs (bound by train.max_epochs 2: the budget would buy about " in log
+    raw["train"]["max_epochs"] = 1000
+    raw["output"]["name"] = "budget_bound"
+    log = fit(config_from_dict(raw)).run.log.read_text()
+    assert "(bound by the time budget (train.max_epochs 1000 not reached))" in log

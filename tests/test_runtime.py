@@ -83,3 +83,35 @@ def test_more_processes_than_gpus_is_refused_before_any_starts(tiny_raw, tmp_pat
     check_gpu_count(1, "auto")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     check_gpu_count(4, "auto")  # no CUDA: auto means CPU processes
+
+
+def test_device_batches_fetch_one_ahead_and_count_only_the_loaders_time(monkeypatch):
+    """Batch i + 1 is taken from the loader before batch i's step runs (on a GPU its copy overlaps the step),
+    every batch arrives once and in order, and `waited` is the time inside the loader alone (a fake clock: the
+    loader takes 2 units a batch, the step 5)."""
+    import torch
+
+    from seglab.engine import prefetch
+
+    clock = [0.0]
+    monkeypatch.setattr(prefetch.time, "perf_counter", lambda: clock[0])
+    events = []
+
+    class SlowLoader:
+        def __len__(self):
+            return 4
+
+        def __iter__(self):
+            for k in range(4):
+                clock[0] += 2.0
+                events.append(f"fetch {k}")
+                yield (torch.full((2, 3), float(k)),)
+
+    batches = prefetch.DeviceBatches(SlowLoader(), torch.device("cpu"))
+    assert len(batches) == 4
+    for k, (x,) in enumerate(batches):
+        assert float(x[0, 0]) == k
+        events.append(f"step {k}")
+        clock[0] += 5.0
+    assert events == ["fetch 0", "fetch 1", "step 0", "fetch 2", "step 1", "fetch 3", "step 2", "step 3"]
+    assert batches.waited == 8.0

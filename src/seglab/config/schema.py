@@ -105,6 +105,10 @@ class TrainConfig(_Strict):
     # how many steps fit (validations included) so the whole lr schedule ends on time, and re-plans as it
     # goes; train.epochs is then not used. null: train.epochs epochs.
     time_budget: Union[None, str, float] = None
+    # With a time budget: the most epochs it may plan (the schedule covers min(what the budget buys, this)), so
+    # a recipe stops when its measured curve stops gaining, on a fast GPU too; the start line says which bound
+    # applies. Not used without a time budget (train.epochs is then the length).
+    max_epochs: Optional[int] = Field(None, ge=1)
     # Training steps timed before epoch 1 for the time estimate (the first is warm-up); 0 skips the estimate.
     estimate_steps: int = Field(4, ge=0)
     # Fine-tuning a pretrained encoder: keep it frozen (no updates, BatchNorm statistics fixed) for the first

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Optional
 
 from ..durations import format_duration
 
@@ -84,13 +84,22 @@ class BudgetPlan:
     replans: int = 0
     # the margin a plan leaves for noise in the measured speeds
     safety: float = 0.01
+    # train.max_epochs in steps: the plan never goes past it, however much the budget would buy (None: no cap)
+    max_steps: Optional[int] = None
 
     @classmethod
-    def create(cls, budget_seconds: float, used_seconds: float, estimate: Estimate, val_every: int) -> "BudgetPlan":
+    def create(cls, budget_seconds: float, used_seconds: float, estimate: Estimate, val_every: int,
+               max_epochs: Optional[int] = None) -> "BudgetPlan":
         plan = cls(budget_seconds=budget_seconds, steps_per_epoch=estimate.steps_per_epoch, val_every=val_every,
-                   end_step=1, schedule_steps=1, step_seconds=estimate.step_seconds, val_seconds=estimate.val_seconds)
+                   end_step=1, schedule_steps=1, step_seconds=estimate.step_seconds, val_seconds=estimate.val_seconds,
+                   max_steps=max_epochs * estimate.steps_per_epoch if max_epochs is not None else None)
         plan.end_step = plan.schedule_steps = plan.steps_fitting(0, used_seconds)
         return plan
+
+    @property
+    def epoch_bound(self) -> bool:
+        """Whether train.max_epochs, not the time budget, ends the plan."""
+        return self.max_steps is not None and self.end_step >= self.max_steps
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "BudgetPlan":
@@ -116,8 +125,15 @@ class BudgetPlan:
                 + validations_between(step, end_step, self.steps_per_epoch, self.val_every) * self.val_seconds
                 + epoch_ends_between(step, end_step, self.steps_per_epoch) * self.epoch_overhead_seconds)
 
-    def steps_fitting(self, step: int, used_seconds: float) -> int:
-        """The most remaining steps (at least 1) whose projected cost fits into what is left of the budget."""
+    def steps_fitting(self, step: int, used_seconds: float, capped: bool = True) -> int:
+        """The most remaining steps (at least 1) whose projected cost fits into what is left of the budget,
+        and (`capped`) that stay within max_steps."""
+        fitting = self._steps_in_budget(step, used_seconds)
+        if capped and self.max_steps is not None:
+            return max(1, min(fitting, self.max_steps - step))
+        return fitting
+
+    def _steps_in_budget(self, step: int, used_seconds: float) -> int:
         left = self.budget_seconds * (1 - self.safety) - used_seconds
         if self.cost(step, step + 1) >= left:
             return 1
@@ -144,6 +160,8 @@ class BudgetPlan:
         if step >= self.end_step:
             return False
         remaining = self.steps_fitting(step, used_seconds)
+        if self.max_steps is not None and step >= self.max_steps:
+            return False
         overrun = used_seconds + self.cost(step, self.end_step) > self.budget_seconds * (1 + tolerance / 4)
         room = step + remaining - self.end_step >= max(2.0, tolerance * self.end_step)
         if not (overrun or room) or step + remaining == self.end_step:

@@ -21,10 +21,13 @@ from ..artifacts.run_dir import RunDir
 from . import clock
 from .budget import BudgetPlan
 from .distributed import barrier
-from .parts import Training, rank_mean, train_step, validate
+from .parts import Training, check_finite, rank_mean, train_step, validate
 from .state import TrainState
 
 log = logging.getLogger("seglab")
+
+# the epoch loop reads its summed loss from the device (a host-device wait) once per this many steps
+LOSS_READ_STEPS = 25
 
 
 class EpochLoop:
@@ -107,35 +110,39 @@ class EpochLoop:
 
     def train_one_epoch(self, epoch: int, t0: float) -> tuple[dict[str, Any], float]:
         """The epoch's optimizer steps (fewer when a time budget's plan ends inside it), begun at clock
-        reading `t0`; returns its metrics row and the seconds its steps took."""
+        reading `t0`; returns its metrics row and the seconds its steps took.
+
+        The steps never wait for the device: the batch losses are summed on it and read every
+        LOSS_READ_STEPS steps (the progress bar, the divergence check) and at the epoch's end."""
         t, state, plan = self.t, self.state, self.plan
         t.sampler.set_epoch(epoch)
         t.model.train()
         self.bn_held = False  # train() put every BatchNorm back in training mode (frozen stages aside)
-        loss_sum, seen, data_seconds, step_sum = 0.0, 0, 0.0, 0.0
-        t_data = t_step = clock.now()
-        bar = tqdm(t.train_loader, desc=f"epoch {epoch}/{self.planned_epochs()}", unit="batch", leave=False,
+        loss_sum, seen, step_sum = torch.zeros((), device=t.device), 0, 0.0
+        waited_before, checked = t.train_batches.waited, state.global_step
+        t_step = clock.now()
+        bar = tqdm(t.train_batches, desc=f"epoch {epoch}/{self.planned_epochs()}", unit="batch", leave=False,
                    disable=not (t.dist.is_main and sys.stderr.isatty()), dynamic_ncols=True)
         k, group = self.cfg.train.accumulate_steps, 1
         for i, (images, masks, labelled) in enumerate(bar):
-            data_seconds += clock.now() - t_data  # time spent waiting for the loader
             if i % k == 0:  # an optimizer step's batches: k, fewer at the epoch's (or the plan's) end
                 group = min(k, self.spe - i, plan.end_step - state.global_step if plan is not None else k)
             first, last = i % k == 0, i % k == group - 1
             if first:
                 self.hold_encoder(self.encoder_frozen())
-            loss = train_step(t, images, masks, labelled, where=f"epoch {epoch}, step {state.global_step}",
-                              first=first, last=last, group=group)
+            loss = train_step(t, images, masks, labelled, where="", first=first, last=last, group=group, check=False)
             if last:
                 self.scheduler.step()  # the schedule counts optimizer steps
             state.global_step += 1
-            loss_sum += loss.item() * images.shape[0]
+            loss_sum += loss.float() * images.shape[0]
             seen += images.shape[0]
             now = clock.now()
             self.step_times.append(now - t_step)
             step_sum += now - t_step
             t_step = now
-            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", img_s=f"{seen / max(now - t0, 1e-9):.1f}")
+            if (i + 1) % LOSS_READ_STEPS == 0:
+                self._read_loss(loss_sum, seen, epoch, checked, bar, now - t0)
+                checked = state.global_step
             if plan is not None:
                 used = state.train_seconds + (now - self.mark)
                 if state.global_step % self.spe == 0:  # this epoch's validation and writes are still to come
@@ -144,16 +151,25 @@ class EpochLoop:
                     self.replan(used, seen / max(now - t0, 1e-9))
                 if state.global_step >= plan.end_step:
                     break  # the plan ends inside this epoch: validate and stop
-            t_data = clock.now()
+        self._read_loss(loss_sum, seen, epoch, checked, None, 0.0)
         train_time = clock.now() - t0
+        data_seconds = t.train_batches.waited - waited_before
         local_seen = seen
-        loss_sum, seen = all_reduce_sum([loss_sum, float(seen)])
-        # loader vs model throughput: a loader slower than the model starves it
-        row = {"epoch": epoch, "step": state.global_step, "train_loss": loss_sum / max(seen, 1),
+        loss_total, seen = all_reduce_sum([float(loss_sum), float(seen)])
+        row = {"epoch": epoch, "step": state.global_step, "train_loss": loss_total / max(seen, 1),
                "lr": t.optimizer.param_groups[0]["lr"], "train_images_per_s": seen / max(train_time, 1e-9),
+               # the time the loop waited inside the loader's next() (engine/prefetch.py), and the rest
                "loader_images_per_s": local_seen / max(data_seconds, 1e-9),
                "model_images_per_s": local_seen / max(train_time - data_seconds, 1e-9)}
         return row, step_sum
+
+    def _read_loss(self, loss_sum: torch.Tensor, seen: int, epoch: int, checked: int, bar: Any, seconds: float) -> None:
+        """Read the epoch's summed loss from the device (a wait for its queued steps): refuse a diverged run
+        naming the steps since the last read, and show the mean on the progress bar."""
+        value = float(loss_sum)
+        check_finite(value, f"in epoch {epoch} between steps {checked + 1} and {self.state.global_step}")
+        if bar is not None and not bar.disable:
+            bar.set_postfix(loss=f"{value / max(seen, 1):.4f}", img_s=f"{seen / max(seconds, 1e-9):.1f}")
 
     def validate_epoch(self, epoch: int, row: dict[str, Any]) -> tuple[bool, float]:
         """Validate `epoch` into `row`, keep the best value and early stopping's count; returns whether the

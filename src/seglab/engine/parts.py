@@ -29,6 +29,7 @@ from .distributed import DistInfo, broadcast_buffers, convert_sync_batchnorm
 from .ema import ModelEMA
 from .optim import build_optimizer
 from .precision import amp_dtype
+from .prefetch import DeviceBatches
 from .runtime import DeviceFacts, RuntimeChoices, choose_runtime
 
 log = logging.getLogger("seglab")
@@ -65,6 +66,7 @@ class Training:
     val_set: EvalDataset
     sampler: EpochSampler
     train_loader: DataLoader
+    train_batches: DeviceBatches  # train_loader's batches on the device, one step ahead (what the loop iterates)
     optimizer: torch.optim.Optimizer
     ema: Optional[ModelEMA] = None  # train.ema_decay: the averaged model, validated and saved
 
@@ -144,16 +146,18 @@ def build_training(cfg: Config, *, split: Optional[Split], dist: DistInfo, devic
     return Training(cfg=cfg, dist=dist, device=device, data=data, model_info=info, model=model, net=net,
                     runtime=runtime, scaler=torch.amp.GradScaler("cuda", enabled=runtime.precision == "fp16"),
                     loss_fn=loss_fn, class_weights=class_weights, train_set=train_set, val_set=val_set,
-                    sampler=sampler, train_loader=train_loader, optimizer=build_optimizer(model, cfg.optimizer),
+                    sampler=sampler, train_loader=train_loader, train_batches=DeviceBatches(train_loader, device),
+                    optimizer=build_optimizer(model, cfg.optimizer),
                     ema=ModelEMA(model, cfg.train.ema_decay) if cfg.train.ema_decay is not None else None)
 
 
 def train_step(t: Training, images: torch.Tensor, masks: torch.Tensor, labelled: torch.Tensor, where: str, *,
-               first: bool = True, last: bool = True, group: int = 1) -> torch.Tensor:
+               first: bool = True, last: bool = True, group: int = 1, check: bool = True) -> torch.Tensor:
     """One batch (N, C, H, W) / (N, H, W) / (N, K) of an optimizer step made of `group` batches (gradient
     accumulation): the `first` clears the gradients, each adds its loss / group, the `last` steps the
     optimizer (and the moving average). Returns the batch's detached loss; the caller steps the schedule
-    after the last."""
+    after the last. `check`: refuse a non-finite loss here, which waits for the device (the epoch loop
+    checks its summed loss every few steps instead: `check_finite`)."""
     cfg, device = t.cfg, t.device
     images = images.to(device, non_blocking=True)
     masks = masks.to(device, non_blocking=True)
@@ -167,8 +171,8 @@ def train_step(t: Training, images: torch.Tensor, masks: torch.Tensor, labelled:
     with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None), pooled_over_ranks(t.dist.enabled):
         outputs = t.net(images, **{name: batch[name] for name in train_inputs(t.model)})
         loss = total_loss(t.loss_fn, outputs, masks, cfg.loss.aux_weight, labelled)
-    if not torch.isfinite(loss):
-        raise SeglabError(f"training diverged at {where}: loss is {float(loss.detach())}; lower optimizer.lr")
+    if check:
+        check_finite(float(loss.detach()), where)
     if first:
         t.optimizer.zero_grad(set_to_none=True)
     # each rank's gradient is the global loss's through its own pixels; DDP averages them, so scale back to the sum
@@ -186,6 +190,18 @@ def train_step(t: Training, images: torch.Tensor, masks: torch.Tensor, labelled:
     if t.ema is not None:
         t.ema.update(t.model)
     return loss.detach()
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously to the host); nothing to wait for on a CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def check_finite(loss: float, where: str) -> None:
+    """Stop a run whose loss is no longer a number (the weights are lost from there on)."""
+    if not np.isfinite(loss):
+        raise SeglabError(f"training diverged {where}: loss is {loss}; lower optimizer.lr")
 
 
 def validate(t: Training, dataset: torch.utils.data.Dataset) -> dict[str, Any]:

@@ -36,7 +36,7 @@ from .distributed import barrier, cleanup_distributed, init_distributed
 from .hardware import describe_hardware
 from .loop import EpochLoop
 from .optim import build_scheduler, count_parameters
-from .parts import Training, build_training, rank_mean, train_step, validate
+from .parts import Training, build_training, rank_mean, synchronize, train_step, validate
 from .rank import is_main_process
 from .state import TrainState, budget_note, estimate_vs_actual, timing_summary
 
@@ -81,8 +81,9 @@ def measure_speed(t: Training, steps: int) -> Estimate:
     steps = max(1, min(steps, len(t.train_loader)))
     times: list[float] = []
     mark = clock.now()
-    for i, (images, masks, labelled) in enumerate(t.train_loader):
-        train_step(t, images, masks, labelled, where="the speed measurement")
+    for i, (images, masks, labelled) in enumerate(t.train_batches):
+        train_step(t, images, masks, labelled, where="in the speed measurement")
+        synchronize(t.device)  # a step's time is the device's, not only the host's launches
         now = clock.now()
         times.append(now - mark)
         mark = now
@@ -137,8 +138,14 @@ def describe_plan(cfg: Config, est: Estimate, plan: Optional[BudgetPlan], final_
         on_top = (f"on top of it come the set-up before it (data checks, model: {format_duration(setup_seconds)}) "
                   f"and the final evaluation of {splits} with the report after it "
                   f"(about {format_duration(final_eval_seconds)})")
+    if plan.epoch_bound:
+        bound = (f"bound by train.max_epochs {cfg.train.max_epochs}: the budget would buy about "
+                 f"{plan.steps_fitting(0, est.probe_seconds, capped=False) / plan.steps_per_epoch:.1f}")
+    else:
+        bound = "bound by the time budget" + (f" (train.max_epochs {cfg.train.max_epochs} not reached)"
+                                              if cfg.train.max_epochs is not None else "")
     return (f"time budget {format_duration(plan.budget_seconds)}: planned {plan.end_step} steps = "
-            f"{plan.end_step / plan.steps_per_epoch:.1f} epochs, the whole {cfg.schedule.name} schedule "
+            f"{plan.end_step / plan.steps_per_epoch:.1f} epochs ({bound}), the whole {cfg.schedule.name} schedule "
             f"({est.train_images_per_s:.1f} train img/s, {format_duration(est.val_seconds)} per validation, "
             f"measured in {est.probe_seconds:.1f} s). The budget covers that measurement, the training steps, "
             f"validations and checkpoint writes; {on_top}")
@@ -377,7 +384,8 @@ def _plan(t: Training, state: TrainState, estimate: Optional[Estimate], first: b
             state.train_seconds += estimate.probe_seconds
         state.estimate = estimate.to_dict()
         if budget is not None:
-            state.plan = BudgetPlan.create(budget, state.train_seconds, estimate, cfg.train.val_every).to_dict()
+            state.plan = BudgetPlan.create(budget, state.train_seconds, estimate, cfg.train.val_every,
+                                           cfg.train.max_epochs).to_dict()
     plan = BudgetPlan.from_dict(state.plan) if state.plan is not None else None
     if plan is not None and budget is not None and budget != plan.budget_seconds:  # resumed with a new budget
         log.info(f"time budget changed from {format_duration(plan.budget_seconds)} to {format_duration(budget)}")
