@@ -263,3 +263,33 @@ def test_a_run_bound_by_max_epochs_says_so_and_stops_there(tiny_raw, monkeypatch
     raw["output"]["name"] = "budget_bound"
     log = fit(config_from_dict(raw)).run.log.read_text()
     assert "(bound by the time budget (train.max_epochs 1000 not reached))" in log
+
+
+def test_compilation_is_set_up_logged_and_a_budget_it_alone_exceeds_is_refused(tiny_raw, monkeypatch):
+    """train.compile: the probe's first 2 steps (compilation) are set-up, logged with their length and kept out
+    of the speed and the budget; a budget shorter than the compilation is refused in one line."""
+    from seglab.errors import SeglabError
+
+    sim = SimClock(dt=0.01)
+    monkeypatch.setattr(clock, "now", sim)
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: model)  # the cost below is simulated
+    real_step, calls = trainer.train_step, []
+
+    def step(*a, **k):
+        calls.append(1)
+        sim.t += 40.0 if len(calls) <= 2 else 1.0  # compiling: 40 s for each of the first two steps
+        return real_step(*a, **k)
+
+    monkeypatch.setattr(trainer, "train_step", step)
+    raw = _budget_raw(tiny_raw, budget="10m", compile=True, max_epochs=2)
+    run = fit(config_from_dict(raw)).run
+    est = json.loads(run.summary.read_text())["timing"]
+    log = run.log.read_text()
+    assert "torch.compile: the first 2 steps compiled the model in 1 min 20 s (set-up" in log
+    assert torch.load(run.last, weights_only=True)["train_state"]["estimate"]["step_seconds"] < 2.0
+    assert est["train_seconds"] <= 600
+    calls.clear()
+    raw = _budget_raw(tiny_raw, budget="60s", compile=True)
+    raw["output"]["name"] = "short"
+    with pytest.raises(SeglabError, match=r"train.time_budget: 1 min 0 s is less than compiling the model took \(1 min 20 s\)"):
+        fit(config_from_dict(raw))

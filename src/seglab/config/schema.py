@@ -59,6 +59,19 @@ class OptimizerConfig(_Strict):
     nesterov: bool = False
     betas: tuple[float, float] = (0.9, 0.999)
     backbone_lr_mult: float = Field(1.0, ge=0.0)
+    # How the recipe follows a batch other than the one it was tuned at (reference_batch): with the effective
+    # batch B = train.batch_size x train.accumulate_steps and k = B / reference_batch, linear multiplies lr by k
+    # (Goyal et al. 2017, SGD), sqrt by sqrt(k) (Adam / AdamW: Malladi et al. 2022); both raise
+    # train.ema_decay to the power k (Busbridge et al. 2023) so the average spans the same epochs. none: as set.
+    lr_scaling: Literal["none", "linear", "sqrt"] = "none"
+    reference_batch: Optional[int] = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _reference_for_scaling(self):
+        if self.lr_scaling != "none" and self.reference_batch is None:
+            raise ValueError(f"lr_scaling {self.lr_scaling} needs optimizer.reference_batch, the effective batch "
+                             "optimizer.lr was tuned at (e.g. 8)")
+        return self
 
 
 class ScheduleConfig(_Strict):

@@ -43,7 +43,8 @@ class Estimate:
     val_seconds: float  # one validation pass over the whole validation split
     batch_size: int  # global batch
     steps_per_epoch: int
-    probe_seconds: float  # what the measurement itself took
+    probe_seconds: float  # what the measurement itself took (its warm-up aside)
+    warmup_seconds: float = 0.0  # the uncounted first step(s): torch.compile's compilation, cuDNN autotuning
 
     @property
     def train_images_per_s(self) -> float:

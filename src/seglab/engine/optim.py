@@ -1,7 +1,9 @@
-"""Optimizers and per-iteration learning-rate schedules with optional linear warm-up."""
+"""Optimizers, how a recipe's learning rate and weight average follow the batch size, and per-iteration
+learning-rate schedules with optional linear warm-up."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
@@ -10,31 +12,83 @@ from torch import nn
 from ..config import OptimizerConfig, ScheduleConfig
 
 
-def parameter_groups(model: nn.Module, cfg: OptimizerConfig) -> list[dict]:
-    """Trainable parameters; those of `model.encoder` get lr x backbone_lr_mult."""
+@dataclass(frozen=True)
+class BatchScaling:
+    """optimizer.lr and train.ema_decay at the effective batch (train.batch_size x train.accumulate_steps) under
+    optimizer.lr_scaling from optimizer.reference_batch: the one place a recipe follows its batch size."""
+    rule: str  # none | linear | sqrt
+    batch: int  # effective batch
+    reference_batch: Optional[int]
+    base_lr: float  # optimizer.lr as configured
+    base_ema_decay: Optional[float]  # train.ema_decay as configured
+
+    @classmethod
+    def of(cls, optimizer: OptimizerConfig, batch_size: int, accumulate_steps: int = 1,
+           ema_decay: Optional[float] = None) -> "BatchScaling":
+        return cls(rule=optimizer.lr_scaling, batch=batch_size * accumulate_steps,
+                   reference_batch=optimizer.reference_batch, base_lr=optimizer.lr, base_ema_decay=ema_decay)
+
+    @property
+    def ratio(self) -> float:
+        """k = batch / reference_batch (1 without scaling)."""
+        return 1.0 if self.rule == "none" or not self.reference_batch else self.batch / self.reference_batch
+
+    @property
+    def lr(self) -> float:
+        k = self.ratio
+        return self.base_lr * (k if self.rule == "linear" else math.sqrt(k))
+
+    @property
+    def ema_decay(self) -> Optional[float]:
+        """decay^k: k times fewer steps per epoch, each weighing as much as k of the reference's."""
+        return None if self.base_ema_decay is None else self.base_ema_decay ** self.ratio
+
+    def to_dict(self) -> dict:
+        return {"rule": self.rule, "batch": self.batch, "reference_batch": self.reference_batch,
+                "ratio": self.ratio, "lr": self.lr, "ema_decay": self.ema_decay}
+
+    def describe(self, warmup_epochs: float = 0.0) -> Optional[str]:
+        """The run-start line, or None when nothing is scaled; `warmup_epochs` is schedule.warmup_epochs."""
+        if self.rule == "none":
+            return None
+        factor = f"{self.ratio:g}" if self.rule == "linear" else f"sqrt({self.ratio:g}) = {math.sqrt(self.ratio):.3g}"
+        text = (f"optimizer.lr_scaling {self.rule}: effective batch {self.batch} vs reference_batch "
+                f"{self.reference_batch}, lr {self.base_lr:g} x {factor} = {self.lr:.3g}")
+        if self.base_ema_decay is not None and self.ratio != 1:
+            text += f"; train.ema_decay {self.base_ema_decay:g} ^ {self.ratio:g} = {self.ema_decay:.5g}"
+        if self.ratio > 1 and warmup_epochs == 0:
+            text += " (schedule.warmup_epochs is 0: a raised lr is usually warmed up, e.g. 1-5 epochs)"
+        return text
+
+
+def parameter_groups(model: nn.Module, cfg: OptimizerConfig, lr: Optional[float] = None) -> list[dict]:
+    """Trainable parameters at `lr` (default optimizer.lr); those of `model.encoder` get lr x backbone_lr_mult."""
+    lr = cfg.lr if lr is None else lr
     encoder = getattr(model, "encoder", None)
     backbone = {id(p) for p in encoder.parameters()} if isinstance(encoder, nn.Module) else set()
     head = [p for p in model.parameters() if p.requires_grad and id(p) not in backbone]
-    groups = [{"params": head, "lr": cfg.lr}]
+    groups = [{"params": head, "lr": lr}]
     body = [p for p in model.parameters() if p.requires_grad and id(p) in backbone]
     if body:  # marked: train.freeze_encoder_for holds this group still
-        groups.append({"params": body, "lr": cfg.lr * cfg.backbone_lr_mult, "encoder": True})
+        groups.append({"params": body, "lr": lr * cfg.backbone_lr_mult, "encoder": True})
     return groups
 
 
-def build_optimizer(model: nn.Module, cfg: OptimizerConfig) -> torch.optim.Optimizer:
-    """The configured optimizer over `parameter_groups(model, cfg)`."""
-    params = parameter_groups(model, cfg)
+def build_optimizer(model: nn.Module, cfg: OptimizerConfig, lr: Optional[float] = None) -> torch.optim.Optimizer:
+    """The configured optimizer over `parameter_groups(model, cfg, lr)`; `lr` (default optimizer.lr) is the
+    base rate, e.g. `BatchScaling.lr`."""
+    lr = cfg.lr if lr is None else lr
+    params = parameter_groups(model, cfg, lr)
     if cfg.name == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(params, lr=lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     if cfg.name == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(params, lr=lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     if cfg.name == "sgd":
         return torch.optim.SGD(
-            params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
+            params, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
             weight_decay=cfg.weight_decay,
         )
-    return torch.optim.RMSprop(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.RMSprop(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
 def lr_factor(cfg: ScheduleConfig, steps_per_epoch: int, total_epochs: int,

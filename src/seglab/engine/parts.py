@@ -27,7 +27,7 @@ from ..models.timm_encoder import check_timm_name, pretrained_normalization, tim
 from ..models.weights import weights_records
 from .distributed import DistInfo, broadcast_buffers, convert_sync_batchnorm
 from .ema import ModelEMA
-from .optim import build_optimizer
+from .optim import BatchScaling, build_optimizer
 from .precision import amp_dtype
 from .prefetch import DeviceBatches
 from .runtime import DeviceFacts, RuntimeChoices, choose_runtime
@@ -68,6 +68,7 @@ class Training:
     train_loader: DataLoader
     train_batches: DeviceBatches  # train_loader's batches on the device, one step ahead (what the loop iterates)
     optimizer: torch.optim.Optimizer
+    scaling: BatchScaling  # optimizer.lr and train.ema_decay at this run's batch (optimizer.lr_scaling)
     ema: Optional[ModelEMA] = None  # train.ema_decay: the averaged model, validated and saved
 
     @property
@@ -143,12 +144,13 @@ def build_training(cfg: Config, *, split: Optional[Split], dist: DistInfo, devic
                               drop_last=len(train_set) > cfg.train.batch_size, num_workers=workers,
                               persistent_workers=workers > 0, pin_memory=device.type == "cuda",
                               worker_init_fn=init_loader_worker if workers > 0 else None)
+    scaling = BatchScaling.of(cfg.optimizer, cfg.train.batch_size, cfg.train.accumulate_steps, cfg.train.ema_decay)
     return Training(cfg=cfg, dist=dist, device=device, data=data, model_info=info, model=model, net=net,
                     runtime=runtime, scaler=torch.amp.GradScaler("cuda", enabled=runtime.precision == "fp16"),
                     loss_fn=loss_fn, class_weights=class_weights, train_set=train_set, val_set=val_set,
                     sampler=sampler, train_loader=train_loader, train_batches=DeviceBatches(train_loader, device),
-                    optimizer=build_optimizer(model, cfg.optimizer),
-                    ema=ModelEMA(model, cfg.train.ema_decay) if cfg.train.ema_decay is not None else None)
+                    optimizer=build_optimizer(model, cfg.optimizer, scaling.lr), scaling=scaling,
+                    ema=ModelEMA(model, scaling.ema_decay) if scaling.ema_decay is not None else None)
 
 
 def train_step(t: Training, images: torch.Tensor, masks: torch.Tensor, labelled: torch.Tensor, where: str, *,

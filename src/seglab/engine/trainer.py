@@ -67,9 +67,10 @@ def _attach_log_file(path: Path) -> logging.Handler:
 
 
 def measure_speed(t: Training, steps: int) -> Estimate:
-    """Time `steps` training steps of epoch 1 (the first is warm-up and not counted; data loading
-    included) and a validation of a few images scaled to the whole split, then put the model,
-    optimizer and random states back as they were: the run trains exactly as without the measurement."""
+    """Time `steps` training steps of epoch 1 (data loading included) after a warm-up that is not counted:
+    the first step, or with train.compile the first two (compilation; cuDNN autotuning too), whose time is
+    set-up (Estimate.warmup_seconds), not probe; and a validation of a few images scaled to the whole split.
+    Then put the model, optimizer and random states back: the run trains exactly as without the measurement."""
     start = clock.now()
     saved_model = copy.deepcopy(t.model.state_dict())
     saved_opt = copy.deepcopy(t.optimizer.state_dict())
@@ -78,7 +79,8 @@ def measure_speed(t: Training, steps: int) -> Estimate:
     saved_rng = rng_state()
     t.model.train()
     t.sampler.set_epoch(1)
-    steps = max(1, min(steps, len(t.train_loader)))
+    warm = 2 if t.cfg.train.compile else 1
+    steps = max(warm, min(steps + warm - 1, len(t.train_loader)))
     times: list[float] = []
     mark = clock.now()
     for i, (images, masks, labelled) in enumerate(t.train_batches):
@@ -89,7 +91,9 @@ def measure_speed(t: Training, steps: int) -> Estimate:
         mark = now
         if i + 1 >= steps:
             break
-    step_seconds = float(np.mean(times[1:] if len(times) > 1 else times))
+    warm = min(warm, len(times) - 1) if len(times) > 1 else 0
+    step_seconds = float(np.mean(times[warm:]))
+    warmup_seconds = float(sum(times[:warm]))
     # validation: one batch to warm up, then two timed batches scaled to the split
     n_val, bs = len(t.val_set), t.cfg.eval.batch_size * t.dist.world_size
     warm = min(n_val, bs)
@@ -105,9 +109,10 @@ def measure_speed(t: Training, steps: int) -> Estimate:
         t.ema.model.load_state_dict(saved_ema[0])
         t.ema.updates = saved_ema[1]
     set_rng_state(saved_rng)
-    step_seconds, val_seconds, probe_seconds = rank_mean([step_seconds, val_seconds, clock.now() - start], t.device)
+    step_seconds, val_seconds, probe_seconds, warmup_seconds = rank_mean(
+        [step_seconds, val_seconds, clock.now() - start - warmup_seconds, warmup_seconds], t.device)
     return Estimate(step_seconds=step_seconds, val_seconds=val_seconds, batch_size=t.cfg.train.batch_size,
-                    steps_per_epoch=len(t.train_loader), probe_seconds=probe_seconds)
+                    steps_per_epoch=len(t.train_loader), probe_seconds=probe_seconds, warmup_seconds=warmup_seconds)
 
 
 def estimate_training(cfg: Config) -> Estimate:
@@ -338,7 +343,7 @@ def _write_summary(t: Training, run: RunDir, state: TrainState, plan: Optional[B
     run.write_json(run.summary, {
         "tracker_runs": state.tracker_runs, "model": cfg.model.name, "parameters": n_params, "device": str(t.device),
         "hardware": describe_hardware(t.device), "torch": torch.__version__, "precision": t.precision,
-        "runtime": t.runtime.to_dict(),
+        "runtime": t.runtime.to_dict(), "batch_scaling": t.scaling.to_dict(),
         "pretrained": t.model_info.pretrained,
         "fine_tuning": fine_tuning_summary(cfg, len(t.train_loader), plan),
         "class_names": t.data.labels.names, "best_metric": cfg.train.best_metric, "best_value": state.best_value,
@@ -365,6 +370,9 @@ def _log_start(t: Training, run: RunDir, state: TrainState, resume: bool, n_para
              f"{f' x {t.dist.world_size} processes' if t.dist.enabled else ''}, "
              f"{len(t.train_set)} train / {len(t.val_set)} val images, {labels.num_classes} classes")
     log.info(f"runtime: {t.runtime.describe()}")
+    scaling = t.scaling.describe(cfg.schedule.warmup_epochs)
+    if scaling is not None:
+        log.info(scaling)
     for record in t.model_info.pretrained:  # logged here so train.log has it too
         log.info(WeightsRecord(**record).describe())
     for src in t.data.sources:
@@ -383,6 +391,7 @@ def _plan(t: Training, state: TrainState, estimate: Optional[Estimate], first: b
             estimate = measure_speed(t, max(1, cfg.train.estimate_steps))
             state.train_seconds += estimate.probe_seconds
         state.estimate = estimate.to_dict()
+        _check_warmup(cfg, estimate, budget)
         if budget is not None:
             state.plan = BudgetPlan.create(budget, state.train_seconds, estimate, cfg.train.val_every,
                                            cfg.train.max_epochs).to_dict()
@@ -394,6 +403,19 @@ def _plan(t: Training, state: TrainState, estimate: Optional[Estimate], first: b
         est = Estimate(**state.estimate)
         log.info(describe_plan(cfg, est, plan, final_eval_seconds(t, est), setup_seconds))
     return plan
+
+
+def _check_warmup(cfg: Config, est: Estimate, budget: Optional[float]) -> None:
+    """torch.compile's compilation (the probe's warm-up steps) is set-up: logged, outside the budget; a budget
+    that the compilation alone exceeds is refused."""
+    if not cfg.train.compile:
+        return
+    log.info(f"torch.compile: the first 2 steps compiled the model in {format_duration(est.warmup_seconds)} "
+             "(set-up: outside the speed measurement and the time budget)")
+    if budget is not None and est.warmup_seconds > budget:
+        raise SeglabError(f"train.time_budget: {format_duration(budget)} is less than compiling the model took "
+                          f"({format_duration(est.warmup_seconds)}); give a budget several times longer, or set "
+                          "train.compile false")
 
 
 def _restore(t: Training, scheduler: Any, ckpt: dict[str, Any], path: Path) -> None:
