@@ -102,6 +102,29 @@ def test_cli_export_and_predict_with_onnxruntime(tmp_path, capsys):
     assert a.shape == (50, 70) and (a == b).mean() > 0.999
 
 
+def test_export_never_writes_over_a_checkpoint_and_replaces_a_file_only_when_told(tmp_path, capsys):
+    """--out over the checkpoint itself, or a run's best.pt / last.pt, is refused even with --overwrite; an
+    existing file only with --overwrite; nothing is changed by a refusal."""
+    _, ckpt = _checkpoint(tmp_path, "lraspp")
+    run_ckpts = tmp_path / "run" / "checkpoints"
+    run_ckpts.mkdir(parents=True)
+    last = run_ckpts / "last.pt"
+    last.write_bytes(ckpt.read_bytes())
+    before = {p: p.read_bytes() for p in (ckpt, last)}
+    for out, flags in ((ckpt, []), (ckpt, ["--overwrite"]), (last, ["--overwrite"])):
+        assert main(["export", str(ckpt), "--format", "onnx", "--out", str(out), *flags]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"error: --out {out}: is ") and "an export never replaces it" in err and "\n" not in err
+    assert all(p.read_bytes() == b for p, b in before.items())
+    out = tmp_path / "m.onnx"
+    out.write_bytes(b"a user's file")
+    assert main(["export", str(ckpt), "--out", str(out)]) == 2
+    assert f"--out {out}: exists; pass --overwrite to replace it" in capsys.readouterr().err
+    assert out.read_bytes() == b"a user's file"
+    assert main(["export", str(ckpt), "--out", str(out), "--overwrite"]) == 0
+    assert OnnxModel(out).labels.names == ["background", "disc", "box"]
+
+
 def test_predict_onnxruntime_rejects_foreign_file(tmp_path, capsys):
     bad = tmp_path / "x.onnx"
     bad.write_bytes(b"nope")

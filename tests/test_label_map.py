@@ -151,3 +151,33 @@ def test_a_labelids_set_trains(tmp_path, tiny_raw):
     raw["train"] = {**tiny_raw["train"], "epochs": 1, "batch_size": 2}
     run = train(config_from_dict(raw))
     assert run.last.is_file()
+
+
+@pytest.mark.parametrize("name, text, pattern", [
+    ("map.txt", "0 bg\n10 red\n10 green\n", r"map\.txt:3: mask value 10 is mapped twice \(.*map\.txt:2 -> 'red', here -> 'green'\)"),
+    ("map.txt", "0 bg\n10 red\n010 green\n", r"map\.txt:3: mask value 10 is mapped twice"),
+    ("map.yaml", "0: bg\n10: red\n10: green\n", r"map\.yaml: not a readable label map \(key 10 is given twice \(lines 2 and 3\)"),
+    ("map.yaml", "0: bg\n10: red\n'10': green\n", r"map\.yaml: key '10': mask value 10 is mapped twice"),
+    ("map.json", '{"0": "bg", "10": "red", "10": "green"}', r"map\.json: .*key '10' is given twice"),
+])
+def test_a_value_mapped_twice_in_a_file_is_refused_naming_both(tmp_path, tiny_raw, name, text, pattern):
+    """The last mapping would win silently and the first's class train with no pixel."""
+    root = tmp_path / "d"
+    for i in range(3):
+        save_png(root / "images" / f"s{i}.png", np.zeros((4, 4, 3), np.uint8))
+        save_png(root / "masks" / f"s{i}.png", np.full((4, 4), 10, np.uint8))
+    (root / name).write_text(text)
+    raw = copy.deepcopy(tiny_raw)
+    raw["data"] = {"kind": "folder", "root": str(root), "train": {"images": "images", "masks": "masks"},
+                   "mask_encoding": "index", "class_names": ["bg", "red", "green"], "label_map": name}
+    with pytest.raises(DataError, match=pattern):
+        build_data(config_from_dict(raw))
+
+
+@pytest.mark.parametrize("mapping", [{10: "red", "10": "green"}, {"010": "red", 10: "green"}])
+def test_a_value_mapped_twice_inline_is_refused(tiny_raw, mapping):
+    raw = copy.deepcopy(tiny_raw)
+    raw["data"] = {"kind": "folder", "root": "d", "train": {"images": "images", "masks": "masks"},
+                   "mask_encoding": "index", "class_names": ["bg", "red", "green"], "label_map": mapping}
+    with pytest.raises(ConfigError, match=r"data\.label_map.*mask value 10 is mapped twice \('red' and 'green'\)"):
+        config_from_dict(raw)

@@ -89,6 +89,24 @@ def test_a_second_predict_into_its_input_folder_skips_its_own_outputs(binary_run
         f"im{i}_{k}.png" for i in range(2) for k in ("mask", "color", "overlay"))
 
 
+def test_a_predict_cleans_the_temporaries_a_killed_predict_left_and_nothing_else(binary_run, tmp_path, capsys):
+    """kill -9 during a PNG write leaves `.NAME_overlay.png.XXXXXXXX.tmp` (and the lock file, not in force):
+    the next predict into the folder removes them; a user's own dot-files stay."""
+    ckpt, images = binary_run
+    out = tmp_path / "o"
+    out.mkdir()
+    left = [out / ".im0_overlay.png.k3j_9a2Q.tmp", out / ".im1_mask.png.abcdefgh.tmp", out / ".im0_prob.npy.12345678.tmp"]
+    mine = [out / ".notes.txt.abcdefgh.tmp", out / ".my_overlay.png.tmp"]
+    for p in left + mine:
+        p.write_bytes(b"")
+    lock = tmp_path / ".o.lock"
+    lock.write_text("seglab process 1 on a machine")  # a lock whose process died: not in force
+    assert main(["predict", str(ckpt), str(images), "--out", str(out)]) == 0
+    assert not any(p.exists() for p in left) and all(p.exists() for p in mine)
+    assert not lock.exists()
+    assert "removed 3 temporary files that an interrupted predict left" in capsys.readouterr().out
+
+
 def test_two_predicts_into_one_folder_refuse_the_second(binary_run, tmp_path, capsys):
     from seglab.artifacts.run_dir import RunDir, RunLock
 

@@ -139,6 +139,24 @@ def test_a_second_training_into_a_folder_in_use_is_refused(tmp_path, tiny_raw):
     assert not run.lock_file.exists()
 
 
+def test_a_lock_file_that_is_a_link_is_refused_and_its_target_left_alone(tmp_path, tiny_raw):
+    """A `.NAME.lock` symlink to a user's file: nothing is written through it, train and predict say so."""
+    cfg = config_from_dict(_small(tiny_raw))
+    run = RunDir(cfg.run_dir())
+    precious = tmp_path / "notes.txt"
+    precious.write_text("mine")
+    run.lock_file.parent.mkdir(parents=True, exist_ok=True)
+    run.lock_file.symlink_to(precious)
+    with pytest.raises(SeglabError, match=rf"{run.lock_file}: the lock file of {run.path} is a symbolic link"):
+        fit(cfg)
+    assert precious.read_text() == "mine" and run.lock_file.is_symlink() and not run.path.exists()
+    out = tmp_path / "preds"
+    RunDir(out).lock_file.symlink_to(precious)
+    with pytest.raises(SeglabError, match="is a symbolic link"), RunLock(RunDir(out), "predict output folder"):
+        pass
+    assert precious.read_text() == "mine"
+
+
 def test_one_run_takes_its_lock_once_over_fit_evaluation_and_report(tmp_path, tiny_raw, monkeypatch):
     from seglab.engine.trainer import fit_locked
     from seglab.workflows.runs import train_run

@@ -110,15 +110,15 @@ def load_model(path: PathLike, *, device: str = "cpu", engine: Optional[str] = N
 def export(checkpoint: PathLike, *, fmt: str = "onnx", out: Optional[PathLike] = None,
            size: Optional[Sequence[int]] = None, int8: bool = False,
            calibration_images: int = DEFAULT_CALIBRATION_IMAGES, calibration: str = DEFAULT_CALIBRATION,
-           fp32_first: int = DEFAULT_FP32_FIRST) -> Path:
+           fp32_first: int = DEFAULT_FP32_FIRST, overwrite: bool = False) -> Path:
     """Export a checkpoint's model to ONNX (INT8 with `int8`: `calibration` minmax|percentile on
     `calibration_images` training images, the first `fp32_first` convolutions kept FP32) or
-    TorchScript; see deploy/export.py and deploy/quantize.py."""
+    TorchScript; an existing `out` is replaced only with `overwrite`; see deploy/export.py and deploy/quantize.py."""
     from .deploy.export import export_checkpoint
     from .deploy.int8_recipe import Int8Recipe
 
     recipe = Int8Recipe(calibration_images, calibration, fp32_first) if int8 else None
-    return export_checkpoint(Path(checkpoint), fmt, Path(out) if out else None, size, int8=recipe)
+    return export_checkpoint(Path(checkpoint), fmt, Path(out) if out else None, size, int8=recipe, overwrite=overwrite)
 
 
 def inspect(config: Union[Config, PathLike], *, overrides: Sequence[str] = (), out: Optional[PathLike] = None,

@@ -125,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint")
     p.add_argument("--format", dest="fmt", choices=["onnx", "torchscript"], default="onnx")
     p.add_argument("--out", help="output file (default: beside the checkpoint)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file (never a run's checkpoint)")
     p.add_argument("--size", type=_count(1), nargs=2, metavar=("H", "W"), help="input size (default: the training input size)")
     p.add_argument("--int8", action="store_true",
                    help="ONNX with INT8 weights and activations (onnxruntime static quantization, calibrated on "
@@ -287,7 +288,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     out = api.export(args.checkpoint, fmt=args.fmt, out=args.out, size=args.size, int8=args.int8,
                      calibration_images=args.calibration_images, calibration=args.calibration,
-                     fp32_first=args.fp32_first)
+                     fp32_first=args.fp32_first, overwrite=args.overwrite)
     print(f"wrote {out}")
     return 0
 

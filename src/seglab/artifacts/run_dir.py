@@ -200,6 +200,11 @@ class RunDir:
 _held: dict[str, list[Any]] = {}  # lock path -> [fd, depth, folders made]: this process's locks (re-entrant)
 
 
+def _lock_key(run: RunDir) -> str:
+    """The lock file's absolute path, its folder resolved but not the file itself (which may be a link)."""
+    return str(run.lock_file.parent.resolve() / run.lock_file.name)
+
+
 class RunLock:
     """An exclusive lock on a run folder for a whole training: `.NAME.lock` beside the folder (so replacing
     the folder keeps it), holding the owner's pid. The operating system releases it when its process dies,
@@ -208,7 +213,7 @@ class RunLock:
     def __init__(self, run: RunDir, what: str = "run folder") -> None:
         self.run, self.what = run, what
         self.path = run.lock_file
-        self.key = str(self.path.resolve())
+        self.key = _lock_key(run)
 
     def __enter__(self) -> "RunLock":
         key = self.key
@@ -225,7 +230,13 @@ class RunLock:
             folder = folder.parent
         self.path.parent.mkdir(parents=True, exist_ok=True)
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:  # never through a link: the lock's write would land in whatever file it points to
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+            except OSError as exc:
+                if not self.path.is_symlink():
+                    raise
+                raise SeglabError(f"{self.path}: the lock file of {self.run.path} is a symbolic link (to "
+                                  f"{os.readlink(self.path)}); seglab does not write through it: remove the link") from exc
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
@@ -248,7 +259,7 @@ class RunLock:
     @staticmethod
     def held(run: RunDir) -> bool:
         """Whether this process holds `run`'s lock."""
-        return str(run.lock_file.resolve()) in _held
+        return _lock_key(run) in _held
 
     def __exit__(self, *exc: Any) -> None:
         key = self.key

@@ -211,6 +211,20 @@ class DataConfig(_MaskOptions):
     # merged data: draw training samples from every source equally often, whatever their sizes
     balance_sources: bool = False
 
+    @field_validator("label_map", mode="before")
+    @classmethod
+    def _label_map_once(cls, v):
+        # before the keys become ints: two keys that are one value (10, '10', '010') would keep the last silently
+        seen: dict[int, Any] = {}
+        for key, target in (v.items() if isinstance(v, dict) else ()):
+            text = str(key).strip()
+            if isinstance(key, bool) or not text.isdigit():
+                continue  # the schema's own check names it
+            if int(text) in seen:
+                raise ValueError(f"mask value {int(text)} is mapped twice ({seen[int(text)]!r} and {target!r}); keep one")
+            seen[int(text)] = target
+        return v
+
     @field_validator("root")
     @classmethod
     def _absolute_root(cls, v: str, info: ValidationInfo) -> str:

@@ -22,8 +22,17 @@ def read_label_map(path: Path) -> dict[int, Target]:
     if path.suffix.lower() in (".yaml", ".yml", ".json"):
         import yaml
 
+        from ..config.loading import read_yaml
+
+        def pairs_of_json(pairs: list) -> dict:
+            keys = [k for k, _ in pairs]
+            twice = next((k for k in keys if keys.count(k) > 1), None)
+            if twice is not None:
+                raise DataError(f"{path}: key {twice!r} is given twice; keep one of them (data.label_map)")
+            return dict(pairs)
+
         try:
-            raw = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+            raw = json.loads(text, object_pairs_hook=pairs_of_json) if path.suffix.lower() == ".json" else read_yaml(text)
         except (ValueError, yaml.YAMLError) as exc:
             raise DataError(f"{path}: not a readable label map ({str(exc).splitlines()[0]})") from None
         if not isinstance(raw, dict):
@@ -39,11 +48,16 @@ def read_label_map(path: Path) -> dict[int, Target]:
                 raise DataError(f"{path}:{lineno}: expected 'VALUE TARGET', got {line.strip()!r}")
             rows.append((parts[0], parts[1], f"{path}:{lineno}"))
     out: dict[int, Target] = {}
+    first: dict[int, str] = {}
     for key, target, where in rows:
         if not key.strip().isdigit():
             raise DataError(f"{where}: mask value {key!r} is not a whole number from 0")
         target = int(target) if isinstance(target, str) and target.strip().lstrip("-").isdigit() else target
-        out[int(key)] = target
+        value = int(key)
+        if value in first:  # the last would win silently and the first's class lose its pixels
+            raise DataError(f"{where}: mask value {value} is mapped twice ({first[value]} -> {out[value]!r}, "
+                            f"here -> {target!r}); keep one of them")
+        first[value], out[value] = where, target
     return out
 
 

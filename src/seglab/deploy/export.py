@@ -27,9 +27,23 @@ def _metadata(lm: LoadedModel, size: Optional[Sequence[int]], fixed: str = "", d
     return {**info.to_dict(), "dynamic_size": not fixed, "fixed_size_reason": fixed}
 
 
+def check_export_target(out: Path, checkpoint: Path, overwrite: bool) -> None:
+    """Refuse an export over its own checkpoint or a run's checkpoint (best.pt / last.pt, or any .pt in a
+    checkpoints/ folder other than an export), and over an existing file unless `overwrite`."""
+    own = out.exists() and checkpoint.exists() and out.resolve() == checkpoint.resolve()
+    run_checkpoint = out.suffix == ".pt" and not out.name.endswith(".torchscript.pt") and (
+        out.name in ("best.pt", "last.pt") or out.parent.name == "checkpoints")
+    if own or (run_checkpoint and out.exists()):
+        what = "the checkpoint being exported" if own else "a run's checkpoint"
+        raise SeglabError(f"--out {out}: is {what}; an export never replaces it (resume and evaluation read it): "
+                          "give another file, e.g. NAME.onnx")
+    if out.exists() and not overwrite:
+        raise SeglabError(f"--out {out}: exists; pass --overwrite to replace it, or give another file")
+
+
 def export_checkpoint(checkpoint: Path, fmt: str, out: Optional[Path] = None,
                       size: Optional[Sequence[int]] = None, opset: int = 17,
-                      int8: Optional[Int8Recipe] = None) -> Path:
+                      int8: Optional[Int8Recipe] = None, overwrite: bool = False) -> Path:
     """Write the checkpoint's model as `fmt` ('onnx' or 'torchscript') for (N, C, H, W) inputs.
 
     H, W default to the checkpoint's input size. ONNX graphs take any batch, height and width, except for
@@ -40,11 +54,15 @@ def export_checkpoint(checkpoint: Path, fmt: str, out: Optional[Path] = None,
     and predicts every image at its own size; only a fixed-size graph asks for --size.
     `int8`: an INT8 ONNX model (deploy/quantize.py) made as that recipe says (`Int8Recipe()`: MinMax
     calibration on up to 64 images of the run's training split); default file NAME.int8.onnx.
+    An existing `out` is replaced only with `overwrite`; a run's checkpoint never (`check_export_target`).
     """
     if fmt not in ("onnx", "torchscript"):
         raise SeglabError(f"--format: expected onnx or torchscript, got {fmt!r}")
     if int8 and fmt != "onnx":
         raise SeglabError("--int8: INT8 export is for --format onnx (onnxruntime's quantization)")
+    suffix = ".int8.onnx" if int8 else ".onnx" if fmt == "onnx" else ".torchscript.pt"
+    out = Path(out) if out else Path(checkpoint).with_suffix(suffix)
+    check_export_target(out, Path(checkpoint), overwrite)
     lm = load_model(checkpoint)
     model = lm.model.eval()
     fixed = fixed_export_size(model) if fmt == "onnx" else "TorchScript traces keep the traced size"
@@ -57,8 +75,6 @@ def export_checkpoint(checkpoint: Path, fmt: str, out: Optional[Path] = None,
             raise SeglabError(f"{checkpoint}: the model was trained at native resolution and its ONNX graph has a "
                               f"fixed size ({fixed}); give --size H W")
         size = trace  # a TorchScript trace of a native-size model: predicted at the training crop it saw
-    suffix = ".int8.onnx" if int8 else ".onnx" if fmt == "onnx" else ".torchscript.pt"
-    out = Path(out) if out else Path(checkpoint).with_suffix(suffix)
     example = torch.randn(1, lm.in_channels, *trace)
     with atomic_path(out) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")

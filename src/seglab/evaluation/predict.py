@@ -174,6 +174,8 @@ def mask_rule(data: dict[str, Any]) -> Callable[[str], bool]:
 OUTPUT_STEM = re.compile(r"(.+)_(mask(_.+)?|color|overlay)")
 # the file in an output folder that lists what predict wrote there, one name a line
 OUTPUT_MARKER = ".seglab-predict"
+# what an interrupted write of one of those files leaves (fileio.atomic_path: ".NAME.<8 random>.tmp")
+OUTPUT_TEMPORARY = re.compile(r"\.(.+_(mask(_.+)?|color|overlay)\.png|.+_prob\.npy|\.seglab-predict)\.[A-Za-z0-9_]{8}\.tmp")
 
 
 def predict_outputs(folder: Path, files: Sequence[Path]) -> set[Path]:
@@ -361,11 +363,23 @@ def predict_files(checkpoint: Path, inputs: Sequence[str], out_dir: Path, device
     bases = output_names(files)
     out_dir.mkdir(parents=True, exist_ok=True)
     with RunLock(RunDir(out_dir), "predict output folder"):  # two predicts into one folder would mix outputs
+        _remove_interrupted_writes(out_dir)
         written = _predict_into(lm, files, bases, out_dir, progress, settings, workers, save_probabilities, threshold)
         marker = out_dir / OUTPUT_MARKER
         before = marker.read_text(errors="replace").splitlines() if marker.is_file() else []
         atomic_write_text(marker, "\n".join(sorted(set(before) | {w.name for w in written})) + "\n")
     return written
+
+
+def _remove_interrupted_writes(out_dir: Path) -> None:
+    """Delete the temporaries of an earlier predict killed while writing into `out_dir` (only names predict
+    writes; the folder's lock is held, so no predict is writing them now)."""
+    stale = [p for p in out_dir.iterdir() if OUTPUT_TEMPORARY.fullmatch(p.name) and p.is_file() and not p.is_symlink()]
+    for p in stale:
+        p.unlink()
+    if stale:
+        log.info(f"{out_dir}: removed {len(stale)} temporary file{'s' if len(stale) > 1 else ''} that an interrupted "
+                 f"predict left (e.g. {stale[0].name})")
 
 
 def _predict_into(lm: "Predictor", files: list[Path], bases: list[str], out_dir: Path, progress: bool,
