@@ -166,11 +166,29 @@ def test_the_encoder_stays_frozen_for_its_first_epochs_then_trains(tmp_path):
         assert torch.equal(after1[k], v), k
     summary = json.loads((run / "summary.json").read_text())
     assert summary["fine_tuning"]["encoder_frozen_steps"] == 2 and summary["fine_tuning"]["freeze_encoder_for"] == 1
+    # frozen for all of this 1-epoch run: said up front (issue 42 item 10)
+    assert "train.freeze_encoder_for 1 keeps the encoder frozen for the whole run (2 steps planned)" in \
+        (run / "train.log").read_text()
     assert main(["train", "--resume", str(run), "--set", "train.epochs=2"]) == 0
     after2 = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["model_state"]
     moved = [k for k, v in pretrained.items() if not torch.equal(after2[k], v)]
     assert len(moved) > len(pretrained) // 2
     assert any(not torch.equal(after2[k], after1[k]) for k in after1 if not k.startswith("encoder."))
+
+
+@pytest.mark.parametrize("setting", [{"train": {"freeze_encoder_for": 1}}, {"train": {"freeze_encoder_bn": True}},
+                                     {"optimizer": {"backbone_lr_mult": 0.0}}])
+def test_encoder_settings_on_a_model_without_an_encoder_are_refused(tmp_path, capsys, setting):
+    """Issue 42 item 10: they would change nothing (the metrics of the run without them), silently."""
+    raw = copy.deepcopy(TINY)
+    for section, values in setting.items():
+        raw[section].update(values)
+    raw["output"] = {"dir": str(tmp_path / "runs"), "name": "plain"}
+    key, value = next((f"{sec}.{k}", f"{v:g}" if isinstance(v, float) else v) for sec, vals in setting.items()
+                      for k, v in vals.items())
+    cli_fails(capsys, ["train", cfg_file(tmp_path, raw)],
+              rf"{key} {value}: model unet \(as configured\) has no encoder, so this would change nothing")
+    assert not (tmp_path / "runs" / "plain").exists()
 
 
 def test_freeze_encoder_for_takes_epochs_or_a_share():

@@ -346,6 +346,10 @@ def test_a_run_folder_evaluates_and_resumes_from_any_directory(tmp_path, tiny_ra
         "(data.root) is not there; if the data has moved, pass --set data.root=" in err, err
     assert main(["eval", str(run), "--set", f"data.root={tmp_path / 'moved' / 'base'}"]) == 0
     assert json.loads((run / "eval" / "val" / "metrics.json").read_text())["miou"] == metrics["miou"]
+    config_before = (run / "config.yaml").read_text()
+    assert main(["train", "--resume", str(run), "--set", "train.epochs=3"]) == 2  # the data moved: refused
+    assert "(data.root) is not there" in capsys.readouterr().err
+    assert (run / "config.yaml").read_text() == config_before  # issue 42 item 12: a refusal writes nothing
     assert main(["train", "--resume", str(run), "--set", "train.epochs=3",
                  "--set", f"data.root={tmp_path / 'moved' / 'base'}"]) == 0
     assert len((run / "metrics.csv").read_text().splitlines()) == 1 + 3

@@ -19,7 +19,7 @@ from ..collectives import all_reduce_sum, group_is_initialized
 from ..config import Config
 from ..data.datasets import DataBundle, EpochSampler, EvalDataset, TrainDataset, build_data, init_loader_worker
 from ..data.splits import Split
-from ..errors import SeglabError
+from ..errors import ConfigError, SeglabError
 from ..evaluation.evaluate import run_evaluation
 from ..losses import build_loss_from_config, check_loss_config, class_weights_from_counts, pooled_over_ranks, total_loss
 from ..models import build_model_from_meta, train_inputs
@@ -96,6 +96,19 @@ def _use_pretrained_normalization(cfg: Config) -> None:
         log.info(f"augment.mean {list(norm[0])}, augment.std {list(norm[1])}: from {opts['encoder']}'s pretrained config")
 
 
+def check_fine_tuning(cfg: Config, model: nn.Module) -> None:
+    """Refuse encoder settings on a model without an encoder: they would change nothing, silently."""
+    if isinstance(getattr(model, "encoder", None), nn.Module):
+        return
+    given = [f"{k} {f'{v:g}' if isinstance(v, float) else v}" for k, v, unset in (
+        ("train.freeze_encoder_for", cfg.train.freeze_encoder_for, None),
+        ("train.freeze_encoder_bn", cfg.train.freeze_encoder_bn, False),
+        ("optimizer.backbone_lr_mult", cfg.optimizer.backbone_lr_mult, 1.0)) if v != unset]
+    if given:
+        raise ConfigError(f"{', '.join(given)}: model {cfg.model.name} (as configured) has no encoder, so this would "
+                          "change nothing; remove it, or use a model with one (e.g. unet with model.encoder: resnet34)")
+
+
 def build_training(cfg: Config, *, split: Optional[Split], dist: DistInfo, device: torch.device,
                    class_weights: Optional[torch.Tensor] = None, check_files: bool = True,
                    timing_only: bool = False, load_pretrained: bool = True) -> Training:
@@ -123,6 +136,7 @@ def build_training(cfg: Config, *, split: Optional[Split], dist: DistInfo, devic
                      image_max=cfg.data.image_max, conditional=conditional)
     model = build_model_from_meta(info.model_meta, pretrained=load_pretrained).to(device)
     info = info.with_pretrained(weights_records(model))  # what was loaded (a resume restores last.pt's)
+    check_fine_tuning(cfg, model)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if dist.enabled and cfg.train.sync_bn:

@@ -219,9 +219,14 @@ def _resume_point(run: RunDir, cfg: Config, main: bool) -> dict[str, Any]:
             save_checkpoint(run.best, {k: v for k, v in ckpt.items() if k not in ("format", "version")})
             log.info(f"{run.best}: completed from last.pt (the run stopped between the two writes)")
     run.write_metrics_csv(TrainState.from_dict(state).history)
-    if dump_config(cfg) != dump_config(stored):  # resumed with other settings (--budget, --set): recorded
-        atomic_write_text(run.config, dump_config(cfg))
     return ckpt
+
+
+def _record_resume_settings(run: RunDir, cfg: Config) -> None:
+    """A resume with other settings (--budget, --set) writes them into config.yaml, once every check of the
+    resume has passed (a refused resume leaves the file as it was, so the documented fix still matches)."""
+    if dump_config(cfg) != dump_config(load_config(run.config)):
+        atomic_write_text(run.config, dump_config(cfg))
 
 
 def fit_locked(run: RunDir, cfg: Config, *, resume: bool = False, overwrite: bool = False,
@@ -256,10 +261,14 @@ def fit_locked(run: RunDir, cfg: Config, *, resume: bool = False, overwrite: boo
     _log_start(t, run, state, resume, n_params)
 
     plan = _plan(t, state, estimate, first=ckpt is None, setup_seconds=clock.now() - started)
+    if ckpt is None:
+        _say_frozen_throughout(cfg, len(t.train_loader), plan)
     scheduler = _build_schedule(t, plan)
     if ckpt is not None:  # after building the schedule, which sets the optimizer's first learning rate
         _restore(t, scheduler, ckpt, run.last)
         t.model_info = t.model_info.with_pretrained(read_model_info(run.last, ckpt).pretrained)  # what it started from
+        if main:
+            _record_resume_settings(run, cfg)
 
     writer, tracker = _open_logs(cfg, run, state, resume) if main else (None, None)
     loop = EpochLoop(t, run, state, plan, scheduler, writer, tracker)
@@ -349,6 +358,15 @@ def _write_summary(t: Training, run: RunDir, state: TrainState, plan: Optional[B
         "class_names": t.data.labels.names, "best_metric": cfg.train.best_metric, "best_value": state.best_value,
         "best_epoch": state.best_epoch, "timing": timing_summary(state, cfg, plan, len(t.train_loader)),
     })
+
+
+def _say_frozen_throughout(cfg: Config, steps_per_epoch: int, plan: Optional[BudgetPlan]) -> None:
+    """Say up front when train.freeze_encoder_for covers the whole run: the encoder would never train."""
+    total = plan.end_step if plan is not None else steps_per_epoch * cfg.train.epochs
+    v = cfg.train.freeze_encoder_for
+    if v is not None and cfg.train.encoder_frozen_steps(steps_per_epoch, total) >= total:
+        log.warning(f"train.freeze_encoder_for {v if isinstance(v, str) else f'{v:g}'} keeps the encoder frozen for the whole "
+                    f"run ({total} steps planned): it never trains; give fewer epochs or a share such as '20%'")
 
 
 def fine_tuning_summary(cfg: Config, steps_per_epoch: int, plan: Optional[BudgetPlan]) -> dict[str, Any]:
