@@ -164,3 +164,74 @@ def test_load_model_predicts_in_python_exactly_as_seglab_predict(binary_run, tmp
     assert exported.predict(files[0]).shape == (30, 44)
     with pytest.raises(Exception, match="expected a numpy array, a PIL image or a path"):
         model.predict(42)
+
+
+def _checkpoint_for(path, in_channels, image_max):
+    """A seglab checkpoint of a small random U-Net taking `in_channels` bands, trained (as it says) with
+    data.image_max `image_max`: random weights see any change of input scale."""
+    import torch
+
+    from seglab.artifacts.checkpoint import save_checkpoint
+    from seglab.artifacts.model_info import ModelInfo
+    from seglab.data.synthetic import synthetic_labels
+    from seglab.models import create_model
+
+    torch.manual_seed(in_channels)
+    model = create_model("unet", in_channels=in_channels, num_classes=2, base_channels=4, depth=2).eval()
+    info = ModelInfo(name="unet", options={"base_channels": 4, "depth": 2}, in_channels=in_channels, num_classes=2,
+                     labels=synthetic_labels(2), mean=(0.4,) * in_channels, std=(0.2,) * in_channels,
+                     image_max=image_max)
+    save_checkpoint(path, {"model_state": model.state_dict(), "config": {}, **info.to_dict()})
+    return path
+
+
+@pytest.mark.parametrize("kind, bands, image_max", [
+    ("uint8 png", 3, None), ("uint16 png", 1, None), ("uint16 tif", 3, 4095.0), ("int16 tif", 5, 3000.0),
+    ("float32 tif", 3, None), ("float32 tif", 4, 10.0), ("uint16 tif", 12, None),
+])
+def test_an_array_predicts_as_its_file_does(tmp_path, kind, bands, image_max):
+    """Issue 42 items 2, 9: load_model(...).predict(array) equals `seglab predict` on the file the array came
+    from, for every kind of image the folder reader takes (the checkpoint's image_max scales both)."""
+    import cv2
+    import tifffile
+
+    import seglab
+
+    rng = np.random.default_rng(bands)
+    dtype, ext = kind.split()
+    top = {"uint8": 255, "uint16": image_max or 65535, "int16": image_max or 3000, "float32": image_max or 1.0}[dtype]
+    low = -500 if dtype == "int16" else 0
+    arr = rng.uniform(low, top, (24, 32, bands)).astype(dtype)
+    arr = arr[..., 0] if bands == 1 else arr
+    f = tmp_path / "in" / f"tile.{ext}"
+    f.parent.mkdir()
+    if ext == "png":
+        cv2.imwrite(str(f), arr if arr.ndim == 2 else arr[..., ::-1])
+    else:
+        tifffile.imwrite(f, arr, photometric="minisblack" if bands != 3 else "rgb", planarconfig="contig")
+    ckpt = _checkpoint_for(tmp_path / "m.pt", bands, image_max)
+    assert main(["predict", str(ckpt), str(f.parent), "--out", str(tmp_path / "cli"), "--save-probabilities"]) == 0
+    written = np.asarray(Image.open(tmp_path / "cli" / "tile_mask.png"))
+    model = seglab.load_model(ckpt)
+    read = tifffile.imread(f) if ext == "tif" else cv2.imread(str(f), cv2.IMREAD_UNCHANGED)
+    read = read if read.ndim == 2 else read[..., ::-1] if ext == "png" else read
+    assert read.dtype == arr.dtype
+    assert np.array_equal(model.predict(read), written)
+    # the probabilities too, where any error of scale shows even when the classes come out the same
+    assert np.allclose(model.probabilities(read), np.load(tmp_path / "cli" / "tile_prob.npy").astype(np.float32),
+                       atol=2e-3)
+
+
+@pytest.mark.parametrize("arr, pattern", [
+    (np.full((8, 8, 3), 200.0), r"float64 array holds values up to 200; seglab reads float images as 0\.\.1"),
+    (np.full((8, 8, 3), 200, np.int64), r"int64 array holds 0\.\.200, 8-bit values, .* pass arr\.astype\(np\.uint8\)"),
+    (np.full((8, 8, 3), np.nan, np.float32), r"the array: 192 of 192 values are NaN or infinite"),
+    (np.ones((8, 8, 3), bool), r"the array's dtype is bool"),
+])
+def test_an_array_no_file_could_give_is_refused_in_one_line(tmp_path, arr, pattern):
+    import seglab
+    from seglab.errors import DataError
+
+    model = seglab.load_model(_checkpoint_for(tmp_path / "m.pt", 3, None))
+    with pytest.raises(DataError, match=pattern):
+        model.predict(arr)

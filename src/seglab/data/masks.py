@@ -58,6 +58,20 @@ def _exif_orientation(im: Image.Image) -> int:
         return 0
 
 
+def scale_image(arr: np.ndarray, image_max: float | None, where: str, fix: str) -> np.ndarray:
+    """Pixel values as a model reads them, the one rule for files and arrays: uint8 kept (0..255); other integers
+    (16-bit, 32-bit grey) -> float32 / 65535 and floats -> float32 / 1, unless `image_max` (data.image_max) is
+    set, which divides both. Non-finite values are refused (`fix` says how, for `where`)."""
+    if arr.dtype.kind == "f":
+        bad = int((~np.isfinite(arr)).sum())
+        if bad:
+            raise DataError(f"{where}: {bad:,} of {arr.size:,} values are NaN or infinite; {fix}")
+    if arr.dtype == np.uint8:
+        return arr
+    top = image_max if image_max is not None else (65535.0 if arr.dtype.kind in "iu" else 1.0)
+    return arr.astype(np.float32) / np.float32(top)
+
+
 def read_image(path: Path, channels: int = 3, image_max: float | None = None,
                kinds: Counter | None = None, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
                peaks: dict[str, int] | None = None) -> np.ndarray:
@@ -74,16 +88,10 @@ def read_image(path: Path, channels: int = 3, image_max: float | None = None,
         arr, kind = _read_pil(path, channels, max_pixels)
     if kinds is not None:
         kinds[kind] += 1
-    if arr.dtype.kind == "f":
-        bad = int((~np.isfinite(arr)).sum())
-        if bad:
-            raise DataError(f"{path}: {bad:,} of {arr.size:,} values are NaN or infinite; replace them in the file "
-                            "(e.g. with 0 or the band's minimum) or leave the image out")
     if peaks is not None and arr.dtype.kind in "iu" and arr.dtype.itemsize > 1:
         peaks[kind] = max(peaks.get(kind, 0), int(arr.max(initial=0)))
-    if arr.dtype != np.uint8:  # 16-bit (or 32-bit integer grey) -> / 65535, float -> / 1, unless image_max
-        top = image_max if image_max is not None else (65535.0 if arr.dtype.kind in "iu" else 1.0)
-        arr = arr.astype(np.float32) / np.float32(top)
+    arr = scale_image(arr, image_max, str(path), "replace them in the file (e.g. with 0 or the band's minimum) or "
+                      "leave the image out")
     arr = arr[..., None] if arr.ndim == 2 else arr
     have = arr.shape[-1]
     if have == channels:

@@ -8,7 +8,7 @@ from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
-from ..data.masks import read_image
+from ..data.masks import read_image, scale_image
 from ..errors import DataError
 from .inference import InferenceSettings, class_probabilities
 from .predict import Predictor, check_threshold, class_map, image_logits
@@ -16,11 +16,32 @@ from .predict import Predictor, check_threshold, class_map, image_logits
 ImageLike = Union[np.ndarray, str, Path, Any]  # Any: a PIL image
 
 
+def scale_array(arr: np.ndarray, image_max: Optional[float]) -> np.ndarray:
+    """An (H, W, C) array as predict reads a file of its dtype, or a one-line refusal where the array cannot be
+    what such a file gives (the model would see other values than in training, silently)."""
+    kind, name = arr.dtype.kind, arr.dtype.name
+    if kind not in "uif":
+        raise DataError(f"the array's dtype is {name}; give uint8 (0..255), uint16 / int16 (as 16-bit files) or float")
+    if kind == "f" and not np.isfinite(arr).all():
+        scale_image(arr, image_max, "the array", "replace them (e.g. with 0 or the band's minimum)")
+    top = float(arr.max(initial=0))
+    if kind in "iu" and arr.dtype.itemsize > 1 and image_max is None and 0 <= float(arr.min(initial=0)) and top <= 255:
+        raise DataError(f"the {name} array holds 0..{top:g}, 8-bit values, which as {name} are read as 16-bit data "
+                        "(divided by 65535, as seglab reads such files); pass arr.astype(np.uint8)")
+    if kind == "f" and image_max is None and top > 1.5:
+        raise DataError(f"the {name} array holds values up to {top:g}; seglab reads float images as 0..1 (the model "
+                        "sets no data.image_max): pass uint8 for 0..255 data or divide it to 0..1 (a file: pass its path)")
+    return scale_image(arr, image_max, "the array", "replace them")
+
+
 class SegmentationPredictor:
     """`predict(image)`: (H, W) uint8 class ids at the image's own size (multi-label models: one bit per
     class); `probabilities(image)`: (K, H, W) float32 (softmax, or each class's sigmoid). An image is an
-    (H, W, C) / (H, W) numpy array (uint8 0..255, or float 0..1 as seglab reads 16-bit files), a PIL image
-    or a path; a list of them gives a list back."""
+    (H, W, C) / (H, W) numpy array, a PIL image or a path; a list of them gives a list back. Arrays are scaled
+    as `seglab predict` scales files of their dtype (`data.masks.scale_image`: uint8 as is; other integers and
+    floats divided by the model's data.image_max, else by 65535 and 1); an array that cannot be such a file's
+    (non-finite values, 8-bit values in a wider integer type, float values beyond 0..1 without image_max) is
+    refused in one line."""
 
     def __init__(self, model: Predictor, settings: Optional[InferenceSettings], threshold: Optional[float] = None):
         check_threshold(threshold, model.labels)
@@ -59,9 +80,7 @@ class SegmentationPredictor:
             arr = arr[..., :3]
         if arr.shape[2] != c:
             raise DataError(f"the image has {arr.shape[2]} channels, the model takes {c}")
-        if arr.dtype != np.uint8:
-            arr = arr.astype(np.float32)
-        return arr
+        return scale_array(arr, self.model.image_max)
 
     def _one(self, image: ImageLike) -> tuple[np.ndarray, Any]:
         arr = self.image(image)
