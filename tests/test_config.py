@@ -106,6 +106,7 @@ def test_every_shipped_config_loads_and_builds_its_model(path):
 
 def _without_length(path):
     d = load_config(path).to_dict()
+    d["train"].pop("max_epochs")  # used with a budget only; checked below
     return d["train"].pop("time_budget"), d["output"].pop("name"), d
 
 
@@ -117,6 +118,8 @@ def test_full_recipe_is_its_one_hour_recipe_without_the_budget(path):
     full_budget, full_name, full = _without_length(path)
     assert budget == "1h" and full_budget is None and full_name == f"{name}_full"
     assert full == one_hour
+    # the budgeted recipe stops at the full recipe's length, on a machine fast enough to get there (a GPU)
+    assert load_config(ROOT / "configs" / path.name).train.max_epochs == full["train"]["epochs"]
     lines = path.read_text().splitlines()
     assert sum(line.startswith("# Measured on ") for line in lines) == 1
 
