@@ -165,7 +165,7 @@ def test_other_class_counts_name_the_checkpoint(capsys, tmp_path, tiny_raw):
     run = tmp_path / "runs" / "tiny"
     # a best.pt copied in from a run with other classes is not scored on this run's masks
     other = copy.deepcopy(raw)
-    other["data"]["class_names"] = ["bg", "a", "b", "c"]
+    other["data"].update(class_names=["bg", "a", "b", "c"], absent_classes=["c"])  # c: no pixel in these masks
     other["output"]["name"] = "other"
     assert main(["train", _cfg_file(tmp_path, other, "other.yaml")]) == 0
     (run / "checkpoints" / "best.pt").write_bytes((tmp_path / "runs" / "other" / "checkpoints" / "best.pt").read_bytes())

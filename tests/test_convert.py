@@ -176,3 +176,35 @@ def test_converted_folder_trains_as_index_masks(tmp_path, tiny_raw):
     want = np.zeros((6, 8), np.uint8)
     want[1:5, 1:6] = 1
     np.testing.assert_array_equal(bundle.readers["train"].load(0)[1], want)
+
+
+def test_convert_never_replaces_files_it_did_not_write(tmp_path, capsys):
+    """Issue 42 item 13: --out holding the user's files (hand-made masks, a palette) is refused; an earlier
+    conversion is replaced only with --overwrite, and only the files it wrote; a user's file that a new
+    mask would replace is refused by name."""
+    d = tmp_path / "lm"
+    d.mkdir()
+    _labelme(d / "one.json", [{"label": "dog", "points": [[2, 1], [4, 3]], "shape_type": "rectangle"}], image="one.jpg")
+    out = tmp_path / "out"
+    (out / "masks").mkdir(parents=True)
+    (out / "masks" / "hand.png").write_bytes(b"my mask")
+    (out / "label_colors.txt").write_text("0 0 0 mine\n")
+    assert main(["convert", "labelme", str(d), "--out", str(out)]) == 2
+    assert "holds 2 files seglab convert did not write" in capsys.readouterr().err
+    assert main(["convert", "labelme", str(d), "--out", str(out), "--overwrite"]) == 2
+    assert (out / "label_colors.txt").read_text() == "0 0 0 mine\n" and (out / "masks" / "hand.png").exists()
+
+    fresh = tmp_path / "fresh"
+    assert main(["convert", "labelme", str(d), "--out", str(fresh)]) == 0
+    (fresh / "notes.txt").write_text("mine")
+    assert main(["convert", "labelme", str(d), "--out", str(fresh)]) == 2
+    assert "holds an earlier conversion (convert.json); pass --overwrite" in capsys.readouterr().err
+    _labelme(d / "two.json", [{"label": "dog", "points": [[1, 1], [3, 2]], "shape_type": "rectangle"}], image="two.jpg")
+    assert main(["convert", "labelme", str(d), "--out", str(fresh), "--overwrite"]) == 0
+    assert sorted(json.loads((fresh / "convert.json").read_text())["mask_files"]) == ["one.png", "two.png"]
+    assert (fresh / "notes.txt").read_text() == "mine"
+    (fresh / "masks" / "three.png").write_bytes(b"hand-made")
+    _labelme(d / "three.json", [{"label": "dog", "points": [[1, 1], [3, 2]], "shape_type": "rectangle"}], image="three.jpg")
+    assert main(["convert", "labelme", str(d), "--out", str(fresh), "--overwrite"]) == 2
+    assert "three.png: exists and seglab convert did not write it" in capsys.readouterr().err
+    assert (fresh / "masks" / "three.png").read_bytes() == b"hand-made"

@@ -118,9 +118,9 @@ def test_unknown_colours_nearest_within_tolerance_and_ignore(tmp_path):
     far = _antialiased(tmp_path)
     far[3, 0] = (100, 100, 100)
     f2 = save_png(tmp_path / "far.png", far)
-    with pytest.raises(DataError, match=r"far\.png: colour \(100, 100, 100\) \(1 px\) is \d+ from the nearest palette "
-                                        r"colour \(\w+\), beyond data\.color_tolerance 30: raise it, or set "
-                                        r"data\.unknown_colors: ignore"):
+    with pytest.raises(DataError, match=r"far\.png: colours beyond data\.color_tolerance 30 of the palette: "
+                                        r"\(100, 100, 100\) \(1 px\) 173 from Background; data\.unknown_colors: ignore would "
+                                        r"leave Background with no pixel in this mask; raise data\.color_tolerance past 173"):
         MaskDecoder("rgb", labels, unknown_colors="nearest", tolerance=30)(f2)
 
 
@@ -177,6 +177,12 @@ def test_inspect_lists_classes_without_pixels_and_fallback_pixels(tmp_path, tiny
     _write_split(root, masks)
     raw = folder_raw(tiny_raw, root, mask_encoding="rgb", palette_file="label_colors.txt", class_names=None,
                      unknown_colors="nearest")
+    summary = inspect(config_from_dict(raw), out=tmp_path / "insp")
+    assert summary["problems"] == [  # issue 42 item 1: a class the model would never learn is a problem
+        f"train split: class Background has no pixel in its {summary['splits']['train']['samples']} masks, so the "
+        "model would never learn them; check the masks, data.class_names and the palette, or list deliberately "
+        "absent classes in data.absent_classes"]
+    raw["data"]["absent_classes"] = ["background"]  # deliberately absent: accepted
     summary = inspect(config_from_dict(raw), out=tmp_path / "insp")
     assert summary["problems"] == []
     train = summary["splits"]["train"]
@@ -238,3 +244,49 @@ def test_an_unknown_mask_format_is_one_line_listing_the_registered_ones():
 
     with pytest.raises(DataError, match=r"unknown mask format 'jpeg'; available: index, binary, rgb, channels"):
         get_mask_format("jpeg")
+
+
+def _drifted_vessels(root, n=6):
+    """Retinal-style JPEG colour masks: background black, artery red, vein blue, both object colours drifted
+    58 from the palette (past the default tolerance 30), as lossy compression leaves them."""
+    (root).mkdir(parents=True)
+    (root / "label_colors.txt").write_text("0 0 0\tbackground\n255 0 0\tartery\n0 0 255\tvein\n")
+    masks = []
+    for i in range(n):
+        m = np.zeros((8, 10, 3), np.uint8)
+        m[1:3, 1:8] = (215, 30, 30)  # artery, 58 from (255, 0, 0)
+        m[5:7, 2:9] = (30, 30, 215)  # vein, 58 from (0, 0, 255)
+        masks.append(m)
+    return _write_split(root, masks)
+
+
+def test_an_ignore_rule_that_empties_classes_is_a_problem_not_a_quiet_success(tmp_path, tiny_raw, capsys):
+    """Issue 42 item 1: unknown_colors: ignore on masks whose object colours drifted took every artery and vein
+    pixel; inspect said "no problems found" and train trained a background-only model. Now: the decoding error
+    says how far each colour is and which classes ignore would empty; inspect exits 1 naming the share and the
+    classes; train refuses; nearest with a tolerance that reaches the colours decodes them exactly."""
+    import yaml
+
+    root = _drifted_vessels(tmp_path / "d")
+    raw = folder_raw(tiny_raw, root, mask_encoding="rgb", palette_file="label_colors.txt", class_names=None,
+                     unknown_colors="nearest")
+    with pytest.raises(DataError, match=r"colours beyond data\.color_tolerance 30 of the palette: .*; "
+                                        r"data\.unknown_colors: ignore would leave artery, vein with no pixel in this "
+                                        r"mask; raise data\.color_tolerance past 58") as refused:
+        build_data(config_from_dict(raw), check=("train",))
+    assert "(215, 30, 30) (14 px) 58 from artery" in str(refused.value)
+    assert "(30, 30, 215) (14 px) 58 from vein" in str(refused.value)
+    raw["data"]["unknown_colors"] = "ignore"
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
+    assert main(["inspect", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "i")]) == 1
+    out = capsys.readouterr().out
+    assert "train split: colours outside the palette -> ignore took 35.0% of its pixels" in out
+    assert "classes left with no pixel: artery, vein" in out
+    assert main(["train", str(tmp_path / "c.yaml")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: train split: colours outside the palette -> ignore took 35.0%") and "\n" not in err
+    raw["data"].update(unknown_colors="nearest", color_tolerance=70)
+    bundle = build_data(config_from_dict(raw), check=("train",))
+    want = np.zeros((8, 10), np.uint8)
+    want[1:3, 1:8], want[5:7, 2:9] = 1, 2
+    np.testing.assert_array_equal(bundle.readers["train"].load(0)[1], want)

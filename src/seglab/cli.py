@@ -189,6 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="coco: the annotations JSON; labelme: JSON files or folders of them")
     p.add_argument("--out", required=True, help="output folder: masks/, label_colors.txt, convert.json")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier conversion in --out (only the files it wrote; a folder holding other files is refused)")
     p.add_argument("--overlap", choices=["smaller", "later"], default="smaller",
                    help="where regions overlap: smaller regions on top (default), or the later annotation wins")
     p.add_argument("--classes", nargs="+", metavar="NAME",
@@ -219,9 +221,11 @@ def _convert(args: argparse.Namespace) -> None:
     if args.format == "coco":
         if len(args.inputs) != 1:
             raise SeglabError(f"convert coco: expected one annotations JSON, got {len(args.inputs)} inputs")
-        s = convert_coco(Path(args.inputs[0]), Path(args.out), overlap=args.overlap, classes=args.classes)
+        s = convert_coco(Path(args.inputs[0]), Path(args.out), overlap=args.overlap, classes=args.classes,
+                         overwrite=args.overwrite)
     else:
-        s = convert_labelme([Path(p) for p in args.inputs], Path(args.out), overlap=args.overlap, classes=args.classes)
+        s = convert_labelme([Path(p) for p in args.inputs], Path(args.out), overlap=args.overlap, classes=args.classes,
+                            overwrite=args.overwrite)
     print("\n".join(conversion_lines(s)))
 
 

@@ -198,6 +198,9 @@ class DataConfig(_MaskOptions):
     binary_invert: bool = False
     unknown_colors: Literal["error", "nearest", "ignore"] = "error"
     color_tolerance: float = Field(30.0, ge=0.0)
+    # classes that may have no pixel in the train split (deliberately absent); any other class without one is
+    # refused, as the model would never learn it (e.g. an `ignore` rule that took all of its pixels)
+    absent_classes: list[str] = Field(default_factory=list)
     align: Literal["none", "resize_image_to_mask", "resize_mask_to_image"] = "none"
     in_channels: int = Field(3, ge=1, le=64)
     # 16-bit and float images are divided by this (default: 65535 for 16-bit, 1 for float; 8-bit by 255):

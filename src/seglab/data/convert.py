@@ -60,6 +60,31 @@ class ConvertSummary:
     # per class: its annotated pixels that overlaps gave to another class, under each rule
     lost_in_overlaps: dict[str, dict[str, int]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # categories dropped, merged or read as background / ignore
+    mask_files: list[str] = field(default_factory=list)  # the files written into masks/ (what --overwrite replaces)
+
+
+def prepare_out(out: Path, overwrite: bool) -> None:
+    """An output folder convert may write: new or empty; or holding an earlier conversion, whose own files
+    (convert.json lists them) `overwrite` removes. Anything else there is the user's and is refused."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise DataError(f"--out {out}: is a file; give a folder")
+    present = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() or p.is_symlink())
+    if not present:
+        return
+    try:
+        earlier = json.loads((out / "convert.json").read_text())
+        own = {"convert.json", "label_colors.txt"} | {f"masks/{m}" for m in earlier["mask_files"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        raise DataError(f"--out {out}: holds {len(present)} files seglab convert did not write (e.g. {present[0]}); "
+                        "give a new or empty folder") from None
+    if not overwrite:
+        raise DataError(f"--out {out}: holds an earlier conversion (convert.json); pass --overwrite to replace the "
+                        "files it wrote (other files there stay), or give a new folder")
+    for name in own:
+        if (out / name).is_file() and not (out / name).is_symlink():
+            (out / name).unlink()
 
 
 def polygon_mask(points: np.ndarray, height: int, width: int, centres: bool) -> np.ndarray:
@@ -175,7 +200,7 @@ def _class_ids(found: Iterable[str], classes: Optional[Sequence[str]], source: s
 
 
 def convert_coco(annotations: Path, out: Path, *, overlap: str = "smaller",
-                 classes: Optional[Sequence[str]] = None) -> ConvertSummary:
+                 classes: Optional[Sequence[str]] = None, overwrite: bool = False) -> ConvertSummary:
     """COCO segmentation JSON (polygons and RLE; categories give names, ordered by id) -> mask folder."""
     data = _load_json(annotations)
     if not isinstance(data, dict) or not {"images", "annotations", "categories"} <= set(data):
@@ -191,6 +216,7 @@ def convert_coco(annotations: Path, out: Path, *, overlap: str = "smaller",
         raise DataError(f"{annotations}: images {dup[0]!r}.* appear more than once; their masks would overwrite "
                         "each other")
     summary, written = _summary(ids, overlap, notes), set()
+    prepare_out(out, overwrite)
     for img in data["images"]:
         h, w = int(img["height"]), int(img["width"])
         regions = []
@@ -259,7 +285,7 @@ def _coco_labels(data: dict[str, Any], classes: Optional[Sequence[str]], source:
 
 
 def convert_labelme(inputs: Sequence[Path], out: Path, *, overlap: str = "smaller",
-                    classes: Optional[Sequence[str]] = None) -> ConvertSummary:
+                    classes: Optional[Sequence[str]] = None, overwrite: bool = False) -> ConvertSummary:
     """LabelMe JSON files (or folders of them) -> mask folder; class names sorted unless `classes` is given."""
     files: list[Path] = []
     for p in inputs:
@@ -283,6 +309,7 @@ def convert_labelme(inputs: Sequence[Path], out: Path, *, overlap: str = "smalle
     notes = [f"label {n!r} drawn as {'background 0' if v == 0 else 'the ignore value 255'}" for n, v in special.items()]
     ids = _class_ids([n for n in found if n not in special], classes, ", ".join(map(str, inputs)))
     summary, written = _summary(ids, overlap, notes), set()
+    prepare_out(out, overwrite)
     ids.update(special)
     for f, d in docs:
         h, w = _labelme_size(f, d)
@@ -364,7 +391,11 @@ def _write(summary: ConvertSummary, out: Path, stem: str, regions: list[Region],
         summary.class_pixels[n] += int(hist[i])
     summary.ignored_pixels += int(hist[IGNORE])
     summary.overlapping_pixels += overlapping
-    save_index_png(out / "masks" / f"{stem}.png", labels, default_palette(len(summary.classes)))
+    target = out / "masks" / f"{stem}.png"
+    if target.exists() or target.is_symlink():  # left by the user beside an earlier conversion
+        raise DataError(f"{target}: exists and seglab convert did not write it; move it, or give a new --out folder")
+    save_index_png(target, labels, default_palette(len(summary.classes)))
+    summary.mask_files.append(target.name)
     summary.masks += 1
 
 

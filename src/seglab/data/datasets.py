@@ -295,11 +295,55 @@ def image_range_notes(loader: "SampleReader") -> list[str]:
     return notes
 
 
+IGNORE_RULE_SHARE = 0.01  # a fallback rule may turn this share of a split's pixels to ignore, no more
+
+
+def _dropped_to_ignore(loader: "SampleReader", stats: SplitStats) -> Optional[str]:
+    """data.unknown_colors: ignore taking more than 1% of the split's pixels (region masks' ignore is by design)."""
+    total = sum(h * w for h, w in stats.sizes)
+    from .mask_formats.rgb import IGNORED_COLOURS
+
+    for rule, px in stats.changed.items():
+        if rule == IGNORED_COLOURS and total and px / total > IGNORE_RULE_SHARE:
+            empty = [n for n, c in zip(loader.labels.names, stats.counts) if c == 0]
+            lost = f"; classes left with no pixel: {', '.join(empty)}" if empty else ""
+            return (f"{loader.split} split: {rule} took {100 * px / total:.1f}% of its pixels ({px:,} px){lost}: more "
+                    f"than {100 * IGNORE_RULE_SHARE:g}% is not noise; set data.unknown_colors: nearest with a "
+                    "data.color_tolerance that reaches the colours (the refusal without ignore names how far they are), "
+                    "or fix data.palette_file")
+    return None
+
+
+def _absent_classes(loader: "SampleReader", stats: SplitStats) -> Optional[str]:
+    """Classes without a pixel in the train split (other than data.absent_classes): never learnt."""
+    labels, data = loader.labels, loader.data
+    if loader.split != "train" or labels.multilabel or data.kind != "folder" or not stats.sizes:
+        return None
+    allowed = {n.lower() for n in data.absent_classes}
+    unknown = sorted(allowed - {n.lower() for n in labels.names})
+    if unknown:
+        return (f"data.absent_classes: {', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} not among the "
+                f"classes ({', '.join(labels.names)})")
+    empty = [n for n, c in zip(labels.names, stats.counts) if c == 0 and n.lower() not in allowed]
+    if not empty:
+        return None
+    return (f"train split: class{'es' if len(empty) > 1 else ''} {', '.join(empty)} "
+            f"ha{'ve' if len(empty) > 1 else 's'} no pixel in its {len(stats.sizes)} masks, so the model would never "
+            "learn them; check the masks, data.class_names and the palette, or list deliberately absent classes in "
+            "data.absent_classes")
+
+
 def label_problems(loader: "SampleReader", stats: SplitStats) -> list[str]:
     """What makes a decoded split unusable though every file decoded: all labelled pixels in one class
     (e.g. 0/255 binary masks read as index masks, where 255 is the ignore value)."""
     labels, data = loader.labels, loader.data
     present = np.flatnonzero(stats.counts)
+    dropped = _dropped_to_ignore(loader, stats)
+    if dropped:
+        return [dropped]
+    absent = _absent_classes(loader, stats)
+    if absent and len(present) > 1:
+        return [absent]
     if labels.multilabel:  # overlapping classes: one class alone is a fine split; no class at all is not
         return [] if not stats.sizes or len(present) else [
             f"{loader.split} split: none of its {len(stats.sizes)} images has a pixel of any class "

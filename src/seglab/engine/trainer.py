@@ -261,8 +261,6 @@ def fit_locked(run: RunDir, cfg: Config, *, resume: bool = False, overwrite: boo
     _log_start(t, run, state, resume, n_params)
 
     plan = _plan(t, state, estimate, first=ckpt is None, setup_seconds=clock.now() - started)
-    if ckpt is None:
-        _say_frozen_throughout(cfg, len(t.train_loader), plan)
     scheduler = _build_schedule(t, plan)
     if ckpt is not None:  # after building the schedule, which sets the optimizer's first learning rate
         _restore(t, scheduler, ckpt, run.last)
@@ -413,6 +411,7 @@ def _plan(t: Training, state: TrainState, estimate: Optional[Estimate], first: b
         if budget is not None:
             state.plan = BudgetPlan.create(budget, state.train_seconds, estimate, cfg.train.val_every,
                                            cfg.train.max_epochs).to_dict()
+            _check_budget_holds_a_step(budget, state.train_seconds, BudgetPlan.from_dict(state.plan))
     plan = BudgetPlan.from_dict(state.plan) if state.plan is not None else None
     if plan is not None and budget is not None and budget != plan.budget_seconds:  # resumed with a new budget
         log.info(f"time budget changed from {format_duration(plan.budget_seconds)} to {format_duration(budget)}")
@@ -420,7 +419,21 @@ def _plan(t: Training, state: TrainState, estimate: Optional[Estimate], first: b
     if first and state.estimate is not None:
         est = Estimate(**state.estimate)
         log.info(describe_plan(cfg, est, plan, final_eval_seconds(t, est), setup_seconds))
+    if first:
+        _say_frozen_throughout(cfg, len(t.train_loader), plan)
     return plan
+
+
+def _check_budget_holds_a_step(budget: float, used: float, plan: BudgetPlan) -> None:
+    """Refuse a budget that the measured speed shows cannot hold even the plan's least (one step and a
+    validation): the run would overrun it, not fit it."""
+    needed = used + plan.cost(0, plan.end_step)  # the step, the validation after it, the epoch's end
+    if plan.end_step == 1 and needed > budget:
+        raise SeglabError(
+            f"train.time_budget: {format_duration(budget)} cannot hold one training step and one validation on this "
+            f"machine (measuring the speed took {format_duration(used)}, a step takes {format_duration(plan.step_seconds)}, "
+            f"a validation {format_duration(plan.val_seconds)}: about {format_duration(needed)} in all); give a budget of "
+            "several times that, or make steps and validations cheaper (augment.resize, a smaller val split)")
 
 
 def _check_warmup(cfg: Config, est: Estimate, budget: Optional[float]) -> None:

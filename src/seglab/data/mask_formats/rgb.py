@@ -13,6 +13,10 @@ from ..labels import LabelSpace
 from .base import MaskDecoder, MaskFormat, register_mask_format
 
 
+# the decoding rule data.unknown_colors: ignore applies, as SplitStats.changed names it
+IGNORED_COLOURS = "colours outside the palette -> ignore"
+
+
 @dataclass(frozen=True)
 class PaletteLookup:
     """The palette's colours (classes, then Void colours) sorted by their packed 24-bit code, so that each
@@ -61,16 +65,24 @@ class RgbFormat(MaskFormat):
         out = s.values[pos]
         if dec.unknown_colors == "ignore":
             out[~found] = dec.labels.ignore_index
-            dec.changed["colours outside the palette -> ignore"] += int(counts.sum())
+            dec.changed[IGNORED_COLOURS] += int(counts.sum())
             return out
         dist = np.linalg.norm(colors[:, None, :].astype(np.float64) - s.colors[None], axis=-1)  # (U, P)
         nearest, gap = dist.argmin(1), dist.min(1)
         far = gap > dec.tolerance
         if far.any():
-            k = int(np.argmax(np.where(far, counts, -1)))
-            raise DataError(f"{path}: colour {tuple(int(v) for v in colors[k])} ({counts[k]} px) is {gap[k]:.0f} from "
-                            f"the nearest palette colour ({s.names[nearest[k]]}), beyond data.color_tolerance "
-                            f"{dec.tolerance:g}: raise it, or set data.unknown_colors: ignore")
+            # the biggest far colours, each with its distance; and the classes that `ignore` would empty here
+            worst = [int(k) for k in np.argsort(-np.where(far, counts, -1))[:3] if far[k]]
+            each = ", ".join(f"{tuple(int(v) for v in colors[k])} ({counts[k]} px) {gap[k]:.0f} from {s.names[nearest[k]]}"
+                             for k in worst)
+            more = f" and {int(far.sum()) - len(worst)} more" if far.sum() > len(worst) else ""
+            exact = np.bincount(out[found].ravel(), minlength=256)
+            emptied = sorted({s.names[nearest[k]] for k in np.flatnonzero(far)
+                              if s.names[nearest[k]] != "void" and exact[s.values[nearest[k]]] == 0})
+            hint = (f"; data.unknown_colors: ignore would leave {', '.join(emptied)} with no pixel in this mask"
+                    if emptied else "")
+            raise DataError(f"{path}: colours beyond data.color_tolerance {dec.tolerance:g} of the palette: {each}{more}"
+                            f"{hint}; raise data.color_tolerance past {float(gap[far].max()):.0f}, or fix the palette")
         out[~found] = s.values[nearest][inverse]
         dec.changed["colours outside the palette -> nearest palette colour"] += int(counts.sum())
         return out
