@@ -190,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="coco: the annotations JSON; labelme: JSON files or folders of them")
     p.add_argument("--out", required=True, help="output folder: masks/, label_colors.txt, convert.json")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace an earlier conversion in --out (only the files it wrote; a folder holding other files is refused)")
+                   help="replace an earlier conversion in --out (only the files it wrote; other files there are refused)")
     p.add_argument("--overlap", choices=["smaller", "later"], default="smaller",
                    help="where regions overlap: smaller regions on top (default), or the later annotation wins")
     p.add_argument("--classes", nargs="+", metavar="NAME",
