@@ -225,3 +225,25 @@ def test_imagenet_reads_timms_cache_offline_and_says_where_to_put_the_file(tmp_p
     assert record.matched_by == "name" and record.file == str(target)
     for k, v in net.state_dict().items():
         assert torch.equal(again.state_dict()[k], v), k
+
+
+def test_a_seglab_checkpoint_and_a_bad_safetensors_file_as_pretrained(tmp_path, capsys):
+    """Issue 42 item 15: a seglab checkpoint as model.pretrained loads its encoder (it was said to hold "no
+    state dict of tensors"); a damaged .safetensors file is one line naming the file and the key."""
+    from seglab.models import create_model
+
+    raw = copy.deepcopy(TINY)
+    raw["model"] = {"name": "unet", "encoder": "timm/resnet18", "decoder_channels": [16, 16, 8, 8, 8]}
+    raw["train"].update(epochs=1, batch_size=8, estimate_steps=0)
+    raw["output"] = {"dir": str(tmp_path / "runs"), "name": "first"}
+    assert main(["train", cfg_file(tmp_path, raw)]) == 0
+    ckpt = tmp_path / "runs" / "first" / "checkpoints" / "best.pt"
+    model = create_model("unet", num_classes=3, encoder="timm/resnet18", decoder_channels=[16, 16, 8, 8, 8],
+                         pretrained=str(ckpt))
+    trained = torch.load(ckpt, weights_only=True)["model_state"]
+    for k, v in model.encoder.state_dict().items():
+        assert torch.equal(v, trained[f"encoder.{k}"]), k
+    bad = tmp_path / "w.safetensors"
+    bad.write_bytes(b"\xff" * 64)
+    with pytest.raises(ConfigError, match=rf"model\.pretrained: {bad} is not a readable safetensors file \("):
+        create_model("unet", num_classes=3, encoder="timm/resnet18", pretrained=str(bad))

@@ -107,3 +107,24 @@ def test_wandb_offline_run_is_logged_and_read_back_from_its_folder(tmp_path):
     assert {r.run.run_id for r in records if r.HasField("run")} == {run.run_id}
     steps = [float(i.value_json) for r in records if r.HasField("history") for i in r.history.item if _key(i) == "_step"]
     assert steps == [1, 2, 3]
+
+
+@pytest.mark.parametrize("key, value, package", [("mlflow_uri", "mlruns", "mlflow"), ("wandb_project", "p", "wandb")])
+def test_a_tracker_without_its_package_is_refused_before_any_work(tmp_path, monkeypatch, capsys, key, value, package):
+    """Issue 42 item 15: the missing package was reported only after data decoding and the speed probe."""
+    import importlib.util
+
+    import seglab.data.datasets as datasets
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == package else real(name, *a))
+    decoded = []
+    monkeypatch.setattr(datasets, "check_split", lambda *a, **k: decoded.append(1))
+    raw = copy.deepcopy(TINY)
+    raw["tracking"] = {key: value}
+    raw["output"] = {"dir": str(tmp_path / "runs"), "name": "t"}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
+    assert main(["train", str(tmp_path / "c.yaml")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: tracking.{key}: ") and "is not installed" in err and "\n" not in err
+    assert decoded == []

@@ -25,6 +25,7 @@ from ..losses import build_loss_from_config, check_loss_config, class_weights_fr
 from ..models import build_model_from_meta, train_inputs
 from ..models.timm_encoder import check_timm_name, pretrained_normalization, timm_base
 from ..models.weights import weights_records
+from ..tracking import check_trackers
 from .distributed import DistInfo, broadcast_buffers, convert_sync_batchnorm
 from .ema import ModelEMA
 from .optim import BatchScaling, build_optimizer
@@ -116,6 +117,7 @@ def build_training(cfg: Config, *, split: Optional[Split], dist: DistInfo, devic
     by the caller: its length may come from a time budget)."""
     cfg.train.check_processes(dist.world_size)
     check_loss_config(cfg.loss)  # a misspelt loss fails before the data are decoded
+    check_trackers(cfg.tracking)  # so does a tracker whose package is missing
     if timm_base(cfg.model.options().get("encoder")):
         check_timm_name(cfg.model.options()["encoder"])  # so does a misspelt timm encoder
     _use_pretrained_normalization(cfg)

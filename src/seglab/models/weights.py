@@ -116,17 +116,28 @@ def read_state(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except Exception as exc:  # safetensors' own errors name neither the file nor the setting
+            raise ConfigError(f"model.pretrained: {path} is not a readable safetensors file "
+                              f"({str(exc).splitlines()[0][:100]})") from None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise ConfigError(f"model.pretrained: {path} is not a readable state dict ({str(exc).splitlines()[0][:100]})") from None
+    # a training checkpoint keeps its weights under one of these (a seglab checkpoint: model_state, beside its
+    # `model` metadata, which is a dict too but not of tensors)
     for key in ("state_dict", "model", "model_state"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
+        if isinstance(state, dict) and _is_tensor_dict(state.get(key)):
             state = state[key]
+            break
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ConfigError(f"model.pretrained: {path} holds no state dict of tensors")
     return state
+
+
+def _is_tensor_dict(value: object) -> bool:
+    return isinstance(value, dict) and bool(value) and all(isinstance(v, torch.Tensor) for v in value.values())
 
 
 def _strip(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -173,6 +184,9 @@ def load_weights_file(net: nn.Module, path: Path, source: str, optional: tuple[s
     what was loaded. `source`: the model.pretrained value."""
     own, state = net.state_dict(), read_state(path)
     given = _strip(convert(state) if convert is not None else state)
+    inner = {k[len("encoder."):]: v for k, v in given.items() if k.startswith("encoder.")}
+    if inner and not any(k in given for k in own):  # a whole segmentation model's file (a seglab checkpoint): its encoder
+        given = _strip(inner)
     mapped, how = match_state(own, given, str(path), optional=optional)
     net.load_state_dict(mapped, strict=False)
     return WeightsRecord(source=source, file=str(path), sha256=sha256_of(path), tensors_loaded=len(mapped),

@@ -7,14 +7,22 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from .base import Tracker, TrackerGroup
-from .mlflow_tracker import MlflowTracker, create_mlflow_tracker
-from .wandb_tracker import WandbTracker, create_wandb_tracker
+from .mlflow_tracker import MlflowTracker, check_mlflow, create_mlflow_tracker
+from .wandb_tracker import WandbTracker, check_wandb, create_wandb_tracker
 
 # name -> create(tracking config, run name, run id to continue or None, default folder) -> Tracker or None
 TRACKERS: dict[str, Callable[[Any, str, Optional[str], Path], Optional[Tracker]]] = {
     "mlflow": create_mlflow_tracker,
     "wandb": create_wandb_tracker,
 }
+# each refuses, before any work, a tracker the config turns on whose package is not installed
+CHECKS: list[Callable[[Any], None]] = [check_mlflow, check_wandb]
+
+
+def check_trackers(tracking: Any) -> None:
+    """The config's trackers can be created here (their packages are installed)."""
+    for check in CHECKS:
+        check(tracking)
 
 
 def create_tracker(tracking: Any, run_name: str, run_ids: Optional[dict[str, str]] = None,
@@ -30,4 +38,4 @@ def create_tracker(tracking: Any, run_name: str, run_ids: Optional[dict[str, str
     return TrackerGroup(found) if found else None
 
 
-__all__ = ["TRACKERS", "MlflowTracker", "Tracker", "TrackerGroup", "WandbTracker", "create_tracker"]
+__all__ = ["CHECKS", "TRACKERS", "MlflowTracker", "check_trackers", "Tracker", "TrackerGroup", "WandbTracker", "create_tracker"]

@@ -10,6 +10,16 @@ from ..errors import SeglabError
 from .base import Tracker, flatten
 
 
+NOT_INSTALLED = "tracking.mlflow_uri: MLflow is not installed (pip install mlflow-skinny)"
+
+
+def check_mlflow(tracking: Any) -> None:
+    """Refuse tracking.mlflow_uri without the mlflow package before any work (data decoding, the speed probe)."""
+    import importlib.util
+
+    if tracking.mlflow_uri and importlib.util.find_spec("mlflow") is None:
+        raise SeglabError(NOT_INSTALLED)
+
 class MlflowTracker(Tracker):
     """One MLflow run per seglab run: params (the flattened config), per-epoch metrics, artefacts.
 
@@ -19,7 +29,7 @@ class MlflowTracker(Tracker):
         try:
             import mlflow
         except ImportError:
-            raise SeglabError("tracking.mlflow_uri: MLflow is not installed (pip install mlflow-skinny)") from None
+            raise SeglabError(NOT_INSTALLED) from None
         if uri.startswith("file:") or "://" not in uri:
             # MLflow 3 keeps the plain-folder store behind an opt-in; a local folder is what was asked for
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")

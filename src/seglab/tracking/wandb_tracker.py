@@ -14,6 +14,16 @@ from .base import Tracker
 # instead of starting a second one with the same id
 _OPEN: dict[str, Any] = {}
 
+NOT_INSTALLED = "tracking.wandb_project: wandb is not installed (pip install 'seglab[wandb]')"
+
+
+def check_wandb(tracking: Any) -> None:
+    """Refuse tracking.wandb_project without the wandb package before any work (data decoding, the speed probe)."""
+    import importlib.util
+
+    if tracking.wandb_project and importlib.util.find_spec("wandb") is None:
+        raise SeglabError(NOT_INSTALLED)
+
 class WandbTracker(Tracker):
     """Config, per-epoch metrics (step = epoch), the final metrics as the run's summary, files as artifacts.
     A resumed run continues the same W&B run (its id is kept in the checkpoint)."""
@@ -23,7 +33,7 @@ class WandbTracker(Tracker):
         try:
             import wandb
         except ImportError:
-            raise SeglabError("tracking.wandb_project: wandb is not installed (pip install 'seglab[wandb]')") from None
+            raise SeglabError(NOT_INSTALLED) from None
         self.wandb = wandb
         if run_id in _OPEN:
             self.run, self.run_id = _OPEN[run_id], run_id
