@@ -72,6 +72,7 @@ def test_images_and_binary_masks_without_splits(tmp_path, capsys):
     raw = _decoded(cfg, expect)
     assert raw["data"]["mask_encoding"] == "binary" and raw["data"]["random_split"]["val"] == 0.15
     assert "binary masks" in printed and "wrote" in printed
+    assert "random split of 8 images: 6 train, 1 val, 1 test" in printed  # the counts the split will draw
     # the written recipe trains as it is (one epoch here)
     assert main(["train", str(cfg), "--set", "train.time_budget=null", "--set", "train.epochs=1",
                  "--set", f"output.dir={tmp_path / 'runs'}"]) == 0
@@ -232,3 +233,13 @@ def test_real_folders_decode_as_the_shipped_configs_do(tmp_path, capsys, folder,
             assert np.array_equal(r.load(j)[1], reader.load(i)[1]), reader.name(i)
             checked += 1
     assert checked >= 8
+
+
+def test_a_folder_too_small_to_split_is_said_not_promised_a_split(tmp_path, capsys):
+    """Issue 42 item 15: one image was promised "15% drawn for val and 15% for test"."""
+    root = tmp_path / "one"
+    _image(root / "images" / "a.jpg", 0)
+    save_png(root / "masks" / "a.png", (_target(0, 2) * 255).astype(np.uint8))
+    _, printed = _init(tmp_path, root, capsys)
+    assert "not decided: how to split 1 image: too few to draw a val and a test split and keep one to train" in printed
+    assert "random split of" not in printed

@@ -133,6 +133,15 @@ def test_an_image_smaller_than_the_model_takes_is_named_in_one_line(binary_run, 
     cli_fails(capsys, ["predict", str(ckpt), str(img), "--out", str(tmp_path / "o")],
               rf"{img}: {size[0]}x{size[1]} pixels is too small for this model \(the smallest square input it takes "
               r"is 4 pixels a side\); resize or pad the image, or leave it out$")
+    # the Python API says the same (issue 42 item 15: it raised PyTorch's RuntimeError), and refuses an empty array
+    import seglab
+    from seglab.errors import DataError
+
+    model = seglab.load_model(ckpt)
+    with pytest.raises(DataError, match=rf"^the image: {size[0]}x{size[1]} pixels is too small for this model"):
+        model.predict(np.zeros((*size, 3), np.uint8))
+    with pytest.raises(DataError, match=r"^the image: 0x5 pixels, an empty image"):
+        model.predict(np.zeros((0, 5, 3), np.uint8))
     Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(img)
     assert main(["predict", str(ckpt), str(img), "--out", str(tmp_path / "o")]) == 0
     assert np.asarray(Image.open(tmp_path / "o" / "tiny_mask.png")).shape == (4, 4)

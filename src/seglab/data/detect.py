@@ -14,6 +14,7 @@ import numpy as np
 from ..errors import DataError
 from .labels import read_palette_file
 from .masks import IMAGE_EXTENSIONS, _open
+from .splits import random_split_sizes
 
 SPLITS = {"train": ("train", "training", "trn"), "val": ("val", "valid", "validation", "dev"),
           "test": ("test", "testing", "tst")}
@@ -203,8 +204,8 @@ def _find_layout(root: Path, det: Detected, mask_dir: Optional[str]) -> list[tup
         images, masks = flat
         det.splits = {"train": {"images": images.relative_to(root).as_posix(), "masks": masks.relative_to(root).as_posix()}}
         det.mask_suffix = _mask_suffix_of(images, masks) or ""
-        det.found.append(f"images in {images.name}/, masks in {masks.name}/, no given split: 15% drawn for val "
-                         "and 15% for test (data.random_split, seed 0)")
+        det.found.append(f"images in {images.name}/, masks in {masks.name}/, no given split: drawn at random "
+                         "(data.random_split, seed 0)")
         return [flat]
     for folder in [root] + [d for d in sorted(root.iterdir()) if d.is_dir()]:
         suffix = _one_folder(folder)
@@ -389,4 +390,21 @@ def detect_layout(root: Path, *, masks: Optional[str] = None, palette: Optional[
             files = _files(root / spec["images"])
             same = spec["images"] == spec["masks"]
             det.num_images[split] = sum(1 for f in files if not (same and f.stem.endswith(det.mask_suffix)))
+    _say_random_split(det)
     return det
+
+
+def _say_random_split(det: Detected) -> None:
+    """What data.random_split will draw from the train folder's images, said in counts, or that they are too few."""
+    if "val" in det.splits:
+        return
+    split = det.data_section()["random_split"]
+    n = det.num_images.get("train", 0)
+    try:
+        n_val, n_test = random_split_sizes(n, split["val"], split["test"])
+    except DataError:
+        det.undecided.append(f"how to split {n} image{'s' if n != 1 else ''}: too few to draw a val"
+                             f"{' and a test' if split['test'] else ''} split and keep one to train; add images or "
+                             "give val / test folders")
+        return
+    det.found.append(f"random split of {n} images: {n - n_val - n_test} train, {n_val} val, {n_test} test")

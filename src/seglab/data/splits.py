@@ -138,15 +138,21 @@ def _item_from_json(it: Any, name: str, kind: str, base: Optional[str] = None) -
     return Sample(under(it[0]), under(it[1]), it[2] if len(it) > 2 else "", under(it[3]) if len(it) > 3 else "")
 
 
-def random_split(items: Sequence[T], *, val: float, test: float, seed: int) -> dict[str, list[T]]:
-    """Shuffle with `seed` and cut into train / val / test by ratio (each non-empty ratio gets >= 1)."""
-    order = list(range(len(items)))
-    random.Random(seed).shuffle(order)
-    n = len(items)
+def random_split_sizes(n: int, val: float, test: float) -> tuple[int, int]:
+    """(val, test) sample counts that data.random_split draws from `n` (each non-empty ratio gets >= 1, and
+    train keeps >= 1), or a DataError when `n` is too few."""
     n_val = max(1, round(n * val)) if val > 0 else 0
     n_test = max(1, round(n * test)) if test > 0 else 0
     if n_val + n_test >= n:
         raise DataError(f"cannot split {n} sample{'s' if n != 1 else ''} into train/val/test with ratios val={val} test={test}")
+    return n_val, n_test
+
+
+def random_split(items: Sequence[T], *, val: float, test: float, seed: int) -> dict[str, list[T]]:
+    """Shuffle with `seed` and cut into train / val / test by ratio (each non-empty ratio gets >= 1)."""
+    order = list(range(len(items)))
+    random.Random(seed).shuffle(order)
+    n_val, n_test = random_split_sizes(len(items), val, test)
     val_idx, test_idx = order[:n_val], order[n_val : n_val + n_test]
     train_idx = order[n_val + n_test :]
     pick = lambda idx: [items[i] for i in sorted(idx)]  # noqa: E731

@@ -121,6 +121,21 @@ def image_logits(predictor: Predictor, image: np.ndarray, settings: Optional[Inf
     return logits_at(predictor, x, image.shape[:2])
 
 
+def sized_image_logits(predictor: Predictor, image: np.ndarray, settings: Optional[InferenceSettings],
+                       where: str) -> torch.Tensor:
+    """`image_logits`, with an image too small (or empty) for the model refused in one line naming `where`."""
+    h, w = image.shape[:2]
+    if h == 0 or w == 0:
+        raise DataError(f"{where}: {h}x{w} pixels, an empty image; leave it out")
+    try:
+        return image_logits(predictor, image, settings)
+    except RuntimeError as exc:
+        if not is_size_error(exc):
+            raise
+        raise DataError(f"{where}: {h}x{w} pixels is too small for this model (the smallest square input it takes "
+                        f"is {smallest_input(predictor)} pixels a side); resize or pad the image, or leave it out") from None
+
+
 def class_map(logits: torch.Tensor, labels: LabelSpace, threshold: Optional[float] = None) -> np.ndarray:
     """(1, K, H, W) logits -> (H, W) uint8 label map (`inference.label_maps`: class ids, or for overlapping
     classes one bit per class)."""
@@ -396,15 +411,7 @@ def _predict_into(lm: "Predictor", files: list[Path], bases: list[str], out_dir:
         pending = []
         # a bar on a terminal only (disable=None), so logs and captured output stay clean
         for i, image in tqdm(loader, total=len(files), desc="predict", unit="img", disable=None if progress else True):
-            try:
-                logits = image_logits(lm, image, settings)
-            except RuntimeError as exc:
-                if not is_size_error(exc):
-                    raise
-                h, w = image.shape[:2]
-                raise DataError(f"{files[i]}: {h}x{w} pixels is too small for this model (the smallest square "
-                                f"input it takes is {smallest_input(lm)} pixels a side); resize or pad the image, "
-                                "or leave it out") from None
+            logits = sized_image_logits(lm, image, settings, str(files[i]))
             labels = class_map(logits, lm.labels, threshold)
             probs = (class_probabilities(logits, lm.labels.multilabel)[0].to(torch.float16).cpu().numpy()
                      if save_probabilities else None)

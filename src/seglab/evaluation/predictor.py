@@ -11,7 +11,7 @@ import numpy as np
 from ..data.masks import read_image, scale_image
 from ..errors import DataError
 from .inference import InferenceSettings, class_probabilities
-from .predict import Predictor, check_threshold, class_map, image_logits
+from .predict import Predictor, check_threshold, class_map, sized_image_logits
 
 ImageLike = Union[np.ndarray, str, Path, Any]  # Any: a PIL image
 
@@ -84,7 +84,8 @@ class SegmentationPredictor:
 
     def _one(self, image: ImageLike) -> tuple[np.ndarray, Any]:
         arr = self.image(image)
-        return arr, image_logits(self.model, arr, self.settings)
+        where = str(image) if isinstance(image, (str, Path)) else "the image"
+        return arr, sized_image_logits(self.model, arr, self.settings, where)
 
     def predict(self, images: Union[ImageLike, Sequence[ImageLike]]) -> Union[np.ndarray, list[np.ndarray]]:
         if isinstance(images, (list, tuple)):
