@@ -243,3 +243,23 @@ def test_a_folder_too_small_to_split_is_said_not_promised_a_split(tmp_path, caps
     _, printed = _init(tmp_path, root, capsys)
     assert "not decided: how to split 1 image: too few to draw a val and a test split and keep one to train" in printed
     assert "random split of" not in printed
+
+
+def test_8_bit_instance_ids_are_read_as_objects_not_as_184_classes(tmp_path, capsys):
+    """Issue 42 item 3: masks holding instance ids 1..N (each id one small blob) were written as an index config
+    with a class per id. Now: binary, every non-zero id foreground (binary_threshold 0, so ids 1..127 count),
+    and the choice said; ordinary index masks stay index masks."""
+    root, expect = tmp_path / "cells", {}
+    for i in range(8):
+        ids = np.zeros((H, W), np.uint8)
+        for k in range(6):  # six objects per image, ids unique over the set (1..48)
+            y, x = 2 + (k // 3) * 10, 2 + (k % 3) * 10
+            ids[y:y + 5, x:x + 5] = 1 + 6 * i + k
+        _image(root / "images" / f"c{i}.png", i)
+        save_png(root / "masks" / f"c{i}.png", ids)
+        expect[f"c{i}"] = (ids > 0).astype(np.uint8)
+    cfg, printed = _init(tmp_path, root, capsys)
+    raw = _decoded(cfg, expect)
+    assert raw["data"]["mask_encoding"] == "binary" and raw["data"]["binary_threshold"] == 0
+    assert "instance ids, read as binary with binary_threshold 0" in printed
+    assert "not decided: whether the ids are instances" in printed

@@ -44,6 +44,7 @@ class Detected:
     class_names: Optional[list[str]] = None
     in_channels: int = 3
     image_max: Optional[int] = None
+    binary_threshold: Optional[int] = None  # 0 for 8-bit instance ids (every non-zero id is foreground)
     align: str = "none"
     image_size: tuple[int, int] = (256, 256)  # median (H, W) of the sampled masks
     sizes_vary: bool = False  # the sampled masks are not all one size
@@ -69,6 +70,8 @@ class Detected:
             data["in_channels"] = self.in_channels
         if self.image_max:
             data["image_max"] = self.image_max
+        if self.binary_threshold is not None:
+            data["binary_threshold"] = self.binary_threshold
         if self.align != "none":
             data["align"] = self.align
         return data
@@ -247,6 +250,27 @@ def _palette(root: Path, det: Detected, palette: Optional[Path]) -> Optional[lis
     return rows
 
 
+def _instance_ids(masks: list[Path]) -> bool:
+    """Whether 8-bit grey masks hold instance ids rather than classes: many distinct values (more than 30 over
+    the sample) and, in nearly every mask, each non-zero value one connected blob (an object), where a class's
+    pixels come in several regions or values stay few."""
+    import cv2
+
+    values: set[int] = set()
+    single = pairs = 0
+    for path in masks:
+        arr = np.asarray(_open(path))
+        if arr.dtype != np.uint8 or arr.ndim != 2:
+            return False
+        present = [int(v) for v in np.unique(arr) if v not in (0, 255)]
+        values.update(present)
+        for v in present:
+            count = cv2.connectedComponents((arr == v).astype(np.uint8), connectivity=8)[0] - 1
+            single += count == 1
+            pairs += 1
+    return len(values) > 30 and pairs > 0 and single >= 0.9 * pairs
+
+
 def _sample_masks(masks: list[Path]) -> tuple[set[int], np.ndarray, set[tuple[int, ...]], set[str], bool]:
     """What the sampled masks hold: grey values, the 8-bit grey histogram, colours (of masks whose channels
     differ), image modes, and whether any is deeper than 8 bits."""
@@ -302,6 +326,13 @@ def _mask_format(det: Detected, masks: list[Path], palette_rows: Optional[list])
                          "binary (every non-zero id is foreground)")
         det.undecided.append("whether the 16-bit ids are instances (binary, as written) or classes (set "
                              "mask_encoding: index and class_names)")
+        return
+    if not palette_rows and not deep and _instance_ids(masks):
+        det.mask_encoding, det.class_names, det.binary_threshold = "binary", ["background", "foreground"], 0
+        det.found.append(f"8-bit masks with {len(values)} distinct values, each one blob in its mask: instance ids, "
+                         "read as binary with binary_threshold 0 (every non-zero id is foreground)")
+        det.undecided.append("whether the ids are instances (binary, as written) or classes (set mask_encoding: "
+                             "index and class_names)")
         return
     det.mask_encoding = "index"
     present = sorted(v for v in values if v != 255)
