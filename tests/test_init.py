@@ -207,6 +207,16 @@ def test_ambiguous_layouts_ask_for_the_option_that_settles_them(tmp_path, capsys
     (tmp_path / "pal.txt").write_text("0 0 0 bg\n128 0 0 a\n0 128 0 b\n")
     cfg, _ = _init(tmp_path, colour, capsys, "--palette", str(tmp_path / "pal.txt"), "--overwrite")
     _decoded(cfg, {f"c{i}": _target(i) for i in range(4)})
+    # a relative --palette is where the user typed it (issue 42 item 4: it was looked up in the data folder)
+    import os
+
+    here = os.getcwd()
+    try:
+        os.chdir(tmp_path)
+        cfg, _ = _init(tmp_path, colour, capsys, "--palette", "pal.txt", "--overwrite")
+        _decoded(cfg, {f"c{i}": _target(i) for i in range(4)})  # its data.root is relative to here
+    finally:
+        os.chdir(here)
     cli_fails(capsys, ["init", str(tmp_path / "nothing")], r"nothing: not a folder")
     cli_fails(capsys, ["init", str(colour), "--budget", "soon"], r"--budget: expected a duration")
 
@@ -263,3 +273,23 @@ def test_8_bit_instance_ids_are_read_as_objects_not_as_184_classes(tmp_path, cap
     assert raw["data"]["mask_encoding"] == "binary" and raw["data"]["binary_threshold"] == 0
     assert "instance ids, read as binary with binary_threshold 0" in printed
     assert "not decided: whether the ids are instances" in printed
+
+
+def test_a_config_written_elsewhere_finds_its_data_from_anywhere(tmp_path, capsys, monkeypatch):
+    """Issue 42 item 4: `init DATA --out ELSEWHERE/x.yaml` wrote data.root relative to the folder init ran in."""
+    root, expect = tmp_path / "proj" / "polyps", {}
+    for i in range(8):
+        _image(root / "images" / f"p{i}.jpg", i)
+        save_png(root / "masks" / f"p{i}.png", (_target(i, 2) * 255).astype(np.uint8))
+        expect[f"p{i}"] = _target(i, 2)
+    monkeypatch.chdir(tmp_path / "proj")
+    out = tmp_path / "elsewhere" / "x.yaml"
+    out.parent.mkdir()
+    assert main(["init", "polyps", "--out", str(out)]) == 0
+    assert yaml.safe_load(out.read_text())["data"]["root"] == str(root)
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    _decoded(out, expect)
+    monkeypatch.chdir(tmp_path / "proj")  # into the folder it runs in: relative, and the header says so
+    assert main(["init", "polyps", "--out", "here.yaml"]) == 0
+    text = (tmp_path / "proj" / "here.yaml").read_text()
+    assert yaml.safe_load(text)["data"]["root"] == "polyps" and "data.root is relative to the folder seglab runs in" in text

