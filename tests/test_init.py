@@ -293,3 +293,41 @@ def test_a_config_written_elsewhere_finds_its_data_from_anywhere(tmp_path, capsy
     assert main(["init", "polyps", "--out", "here.yaml"]) == 0
     text = (tmp_path / "proj" / "here.yaml").read_text()
     assert yaml.safe_load(text)["data"]["root"] == "polyps" and "data.root is relative to the folder seglab runs in" in text
+
+
+def test_multi_band_int16_geotiffs_and_8_bit_data_in_16_bit_files(tmp_path, capsys):
+    """Issue 42 items 4, 5: 12-band int16 GeoTIFFs were 'not a readable image' to init (inspect and train read
+    them), and trained on the default mean / std 0.5 / 0.25; a 16-bit set whose largest value is 235 got no
+    image_max. Now init reads them as training does and writes per-band statistics and image_max 255."""
+    import tifffile
+
+    from seglab.data.masks import read_image
+
+    root, expect = tmp_path / "geo", {}
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        bands = rng.integers(-200, 3000, (H, W, 12)).astype(np.int16)
+        bands[0, :4] = -9999  # nodata in a corner
+        (root / "images").mkdir(parents=True, exist_ok=True)
+        tifffile.imwrite(root / "images" / f"t{i}.tif", bands, photometric="minisblack", planarconfig="contig")
+        save_png(root / "masks" / f"t{i}.png", (_target(i, 2) * 255).astype(np.uint8))
+        expect[f"t{i}"] = _target(i, 2)
+    cfg, printed = _init(tmp_path, root, capsys)
+    raw = _decoded(cfg, expect)
+    assert raw["data"]["in_channels"] == 12 and raw["data"]["image_max"] == 4095
+    mean, std = np.array(raw["augment"]["mean"]), np.array(raw["augment"]["std"])
+    assert mean.shape == std.shape == (12,)
+    read = np.concatenate([read_image(p, 12, 4095).reshape(-1, 12) for p in sorted((root / "images").glob("*.tif"))])
+    np.testing.assert_allclose(mean, read.mean(0), rtol=1e-4)  # the statistics of the inputs as training reads them
+    np.testing.assert_allclose(std, read.std(0), rtol=1e-4)
+    assert "per-band mean / std" in printed
+
+    root8, expect8 = tmp_path / "eight", {}
+    for i in range(6):
+        root8.joinpath("images").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 236, (H, W)).astype(np.uint16)).save(root8 / "images" / f"e{i}.png")
+        save_png(root8 / "masks" / f"e{i}.png", (_target(i, 2) * 255).astype(np.uint8))
+        expect8[f"e{i}"] = _target(i, 2)
+    cfg, printed = _init(tmp_path, root8, capsys, "--overwrite", "--out", str(tmp_path / "e.yaml"))
+    assert _decoded(tmp_path / "e.yaml", expect8)["data"]["image_max"] == 255
+    assert "image_max 255, 8-bit data in 16-bit files" in printed

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import DataError
 from .labels import read_palette_file
-from .masks import IMAGE_EXTENSIONS, _open
+from .masks import DEFAULT_MAX_IMAGE_PIXELS, IMAGE_EXTENSIONS, _open, _read_tiff
 from .splits import random_split_sizes
 
 SPLITS = {"train": ("train", "training", "trn"), "val": ("val", "valid", "validation", "dev"),
@@ -45,6 +45,8 @@ class Detected:
     in_channels: int = 3
     image_max: Optional[int] = None
     binary_threshold: Optional[int] = None  # 0 for 8-bit instance ids (every non-zero id is foreground)
+    mean: Optional[list[float]] = None  # per-band statistics of non-8-bit or multi-band images (augment.mean / std)
+    std: Optional[list[float]] = None
     align: str = "none"
     image_size: tuple[int, int] = (256, 256)  # median (H, W) of the sampled masks
     sizes_vary: bool = False  # the sampled masks are not all one size
@@ -364,16 +366,24 @@ def _show(values: set[int]) -> str:
     return "{" + ", ".join(map(str, v)) + "}" if len(v) <= 8 else f"{len(v)} distinct, {v[0]}..{v[-1]}"
 
 
+def _raw_image(path: Path) -> np.ndarray:
+    """An image's pixels as stored (H, W) / (H, W, C): TIFFs of any band count and type through tifffile, as
+    training reads them; other files through Pillow."""
+    if path.suffix.lower() in (".tif", ".tiff"):
+        return _read_tiff(path, DEFAULT_MAX_IMAGE_PIXELS)[0]
+    return np.asarray(_open(path))
+
+
 def _images(det: Detected, pairs: list[tuple[Path, Path]]) -> None:
-    sizes, channels, tops, mismatched = [], set(), [], 0
+    sizes, channels, tops, mismatched, arrays = [], set(), [], 0, []
     for image, mask in pairs:
-        im, m = _open(image), _open(mask)
-        arr = np.asarray(im)
+        arr, m = _raw_image(image), _open(mask)
         channels.add(1 if arr.ndim == 2 else arr.shape[2] if arr.shape[2] != 4 else 3)
-        if arr.dtype.itemsize > 1:
-            tops.append(int(arr.max()))
+        if arr.dtype.itemsize > 1 or arr.dtype.kind == "f":
+            tops.append(float(arr.max()))
+            arrays.append(arr)
         sizes.append((m.height, m.width))  # the label grid: what training and scoring run at
-        mismatched += (im.height, im.width) != (m.height, m.width)
+        mismatched += arr.shape[:2] != (m.height, m.width)
     det.image_size = (int(statistics.median(s[0] for s in sizes)), int(statistics.median(s[1] for s in sizes)))
     det.sizes_vary = len(set(sizes)) > 1
     if len(channels) == 1:
@@ -383,15 +393,33 @@ def _images(det: Detected, pairs: list[tuple[Path, Path]]) -> None:
     if det.in_channels != 3:
         det.found.append(f"{det.in_channels}-channel images")
     if tops:
-        top = max(tops)
-        det.image_max = 4095 if top <= 4095 and top > 255 else None
-        det.found.append(f"16-bit images (largest value {top}" + (": image_max 4095, 12-bit data)" if det.image_max
-                                                                   else ": divided by 65535)"))
+        top, kind = max(tops), "float" if arrays[0].dtype.kind == "f" else f"{arrays[0].dtype.itemsize * 8}-bit"
+        integer = arrays[0].dtype.kind in "iu"
+        # 8-bit data stored in 16 bits would reach 255 / 65535 at most: read it as 8-bit; 12-bit cameras: 4095
+        det.image_max = (255 if top <= 255 else 4095 if top <= 4095 else None) if integer else None
+        scale = det.image_max or (65535 if integer else 1)
+        note = {255: ": image_max 255, 8-bit data in 16-bit files", 4095: ": image_max 4095, 12-bit data"}.get(
+            det.image_max or 0, f": divided by {scale}")
+        det.found.append(f"{kind} images (largest value {top:g}{note})")
+        if det.in_channels != 3 or not integer or top > 4095:
+            _band_statistics(det, arrays, scale)
     if mismatched:
         det.align = "resize_image_to_mask"
         det.found.append(f"{mismatched} of {len(pairs)} sampled images differ in size from their masks: images are "
                          "resized to their mask (align: resize_image_to_mask)")
     det.found.append(f"masks about {det.image_size[1]}x{det.image_size[0]} (median of {len(pairs)} sampled)")
+
+
+def _band_statistics(det: Detected, arrays: list[np.ndarray], scale: float) -> None:
+    """Per-band mean / std of the sampled images as training scales them: the default 0.5 / 0.25 assumes 8-bit
+    photographs; multi-band or raw-valued data trained on it can learn nothing (issue 42 item 5)."""
+    bands = [a.reshape(-1, 1 if a.ndim == 2 else a.shape[2]).astype(np.float64) / scale for a in arrays]
+    if len({b.shape[1] for b in bands}) != 1:
+        return
+    pixels = np.concatenate(bands)
+    det.mean = [round(float(v), 6) for v in pixels.mean(0)]
+    det.std = [round(float(max(v, 1e-6)), 6) for v in pixels.std(0)]
+    det.found.append(f"per-band mean / std of {len(arrays)} sampled images written to augment.mean / augment.std")
 
 
 def detect_layout(root: Path, *, masks: Optional[str] = None, palette: Optional[Path] = None) -> Detected:

@@ -68,6 +68,8 @@ def _recipe(det: Detected, name: str, budget: str) -> list[str]:
         f"  crop: {yaml_inline(sizes['crop'])}",
         "  hflip: 0.5",
         "  color_jitter: 0.2" if det.in_channels == 3 else "  color_jitter: 0.0",
+        *([f"  mean: {yaml_inline(det.mean)}  # per band, from the sampled images", f"  std: {yaml_inline(det.std)}"]
+          if det.mean is not None else []),
         "model:",
         "  name: unet",
     ]
