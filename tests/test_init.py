@@ -321,6 +321,15 @@ def test_multi_band_int16_geotiffs_and_8_bit_data_in_16_bit_files(tmp_path, caps
     np.testing.assert_allclose(mean, read.mean(0), rtol=1e-4)  # the statistics of the inputs as training reads them
     np.testing.assert_allclose(std, read.std(0), rtol=1e-4)
     assert "per-band mean / std" in printed
+    # inspect (and train) warn when the normalised inputs are far from zero mean / unit variance (here a std 20
+    # times too small), not on init's statistics
+    from seglab.api import inspect
+
+    assert not [w for w in inspect(load_config(cfg), out=tmp_path / "i1")["warnings"] if "normalised" in w]
+    default = load_config(cfg, ["augment.mean=[0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5]",
+                                "augment.std=[0.01,0.01,0.01,0.01,0.01,0.01,0.01,0.01,0.01,0.01,0.01,0.01]"])
+    far = [w for w in inspect(default, out=tmp_path / "i2")["warnings"] if "normalised" in w]
+    assert far and "train split: normalised by augment.mean / augment.std, its inputs have mean" in far[0]
 
     root8, expect8 = tmp_path / "eight", {}
     for i in range(6):

@@ -10,7 +10,7 @@ import numpy as np
 
 from .config import Config, config_from_dict, load_config
 from .data.merge import source_summary
-from .data.datasets import build_data, build_split, check_split, image_range_notes, label_problems
+from .data.datasets import build_data, build_split, check_split, input_notes, label_problems
 from .data.masks import display_rgb
 from .data.splits import Split
 from .engine.budget import Estimate
@@ -157,7 +157,7 @@ def inspect(config: Union[Config, PathLike], *, overrides: Sequence[str] = (), o
             "image_kinds": stats.image_kinds,
         }
         problems += label_problems(loader, stats)
-        warnings += image_range_notes(loader)
+        warnings += input_notes(loader, stats, cfg.augment.mean, cfg.augment.std)
     summary["problems"] = problems
     summary["warnings"] = warnings
     out_dir = Path(out) if out is not None else Path(cfg.output.dir) / f"inspect_{cfg.output.name}"

@@ -270,6 +270,21 @@ class SplitStats:
     ignored: int = 0
     changed: dict[str, int] = field(default_factory=dict)  # pixels decoded by a fallback rule, per rule
     image_kinds: dict[str, int] = field(default_factory=dict)  # images read per file kind
+    # per band: sum and sum of squares of the input values (8-bit / 255, others as read and scaled), pixel count
+    band_sums: Optional[np.ndarray] = None
+    band_squares: Optional[np.ndarray] = None
+    band_pixels: int = 0
+
+    def add_image(self, image: np.ndarray) -> None:
+        x = image.reshape(-1, image.shape[-1] if image.ndim == 3 else 1).astype(np.float64)
+        if image.dtype == np.uint8:
+            x /= 255.0
+        sums, squares = x.sum(0), (x * x).sum(0)
+        if self.band_sums is None or self.band_sums.shape != sums.shape:
+            self.band_sums, self.band_squares, self.band_pixels = sums, squares, 0
+        else:
+            self.band_sums, self.band_squares = self.band_sums + sums, self.band_squares + squares
+        self.band_pixels += len(x)
 
 
 def _changed_total(loader: "SampleReader") -> Counter:
@@ -293,6 +308,30 @@ def image_range_notes(loader: "SampleReader") -> list[str]:
                              f"black: set data.image_max: {top}")
                 break
     return notes
+
+
+def input_notes(loader: "SampleReader", stats: SplitStats, mean: Sequence[float], std: Sequence[float]) -> list[str]:
+    """What train logs and inspect lists about a split's image values: data.image_max first (the specific fix),
+    else, for the train split, inputs far from zero mean / unit variance."""
+    return image_range_notes(loader) or (input_scale_notes(loader.split, stats, mean, std) if loader.split == "train" else [])
+
+
+def input_scale_notes(split: str, stats: SplitStats, mean: Sequence[float], std: Sequence[float]) -> list[str]:
+    """A warning when the split's inputs, normalised by augment.mean / std, are far from zero mean and unit
+    variance in some band (raw-valued or multi-band data on the 0.5 / 0.25 default): a network learns little."""
+    if stats.band_sums is None or not stats.band_pixels or len(mean) != len(stats.band_sums):
+        return []
+    m = stats.band_sums / stats.band_pixels
+    sd = np.sqrt(np.maximum(stats.band_squares / stats.band_pixels - m * m, 0))
+    z_mean, z_std = (m - np.asarray(mean)) / np.asarray(std), sd / np.asarray(std)
+    bad = [k for k in range(len(m)) if abs(z_mean[k]) > 3 or z_std[k] > 10 or z_std[k] < 0.2]
+    if not bad:
+        return []
+    k = bad[0]
+    fmt = lambda v: "[" + ", ".join(f"{x:.4g}" for x in v) + "]"  # noqa: E731
+    return [f"{split} split: normalised by augment.mean / augment.std, its inputs have mean {z_mean[k]:.3g} and std "
+            f"{z_std[k]:.3g} in band {k} ({len(bad)} of {len(m)} bands far from 0 / 1): set augment.mean: {fmt(m)} and "
+            f"augment.std: {fmt(np.maximum(sd, 1e-6))} (this split's own, as seglab init writes them)"]
 
 
 IGNORE_RULE_SHARE = 0.01  # a fallback rule may turn this share of a split's pixels to ignore, no more
@@ -379,7 +418,7 @@ def check_split(loader: SampleReader, problems: Optional[list[str]] = None) -> S
     for i in tqdm(range(len(loader)), desc=f"decoding the {loader.split} split", unit="file", leave=False,
                   disable=None, mininterval=0.5):
         try:
-            _, mask = loader.load(i)
+            image, mask = loader.load(i)
         except DataError as exc:
             if problems is None:
                 raise
@@ -391,6 +430,7 @@ def check_split(loader: SampleReader, problems: Optional[list[str]] = None) -> S
         stats.image_pixels += np.where(present > 0, mask.size, 0)
         stats.ignored += int(hist[loader.labels.ignore_index])
         stats.sizes.append(mask.shape)
+        stats.add_image(image)
     stats.changed = {k: v for k, v in (_changed_total(loader) - before).items() if v}
     stats.image_kinds = dict(Counter(loader.image_kinds) - kinds_before)
     return stats
@@ -542,7 +582,7 @@ def build_data(cfg: Config, split: Optional[Split] = None, check: Sequence[str] 
         refused = label_problems(readers[name], stats)
         if refused:
             raise DataError(refused[0])
-        for note in image_range_notes(readers[name]):
+        for note in input_notes(readers[name], stats, cfg.augment.mean, cfg.augment.std):
             log.warning(note)
         sizes = sorted(set(stats.sizes))
         if name == "train" and len(sizes) > 1 and cfg.augment.resize is None and cfg.augment.crop is None:
