@@ -340,3 +340,23 @@ def test_multi_band_int16_geotiffs_and_8_bit_data_in_16_bit_files(tmp_path, caps
     cfg, printed = _init(tmp_path, root8, capsys, "--overwrite", "--out", str(tmp_path / "e.yaml"))
     assert _decoded(tmp_path / "e.yaml", expect8)["data"]["image_max"] == 255
     assert "image_max 255, 8-bit data in 16-bit files" in printed
+
+
+def test_a_cvat_segmentation_export_is_read_with_its_labelmap(tmp_path, capsys):
+    """Issue 42 item 4: CVAT's labelmap.txt ('name:r,g,b:parts:actions') was ignored (the class came out as
+    'foreground') and --palette labelmap.txt was refused as not 'R G B Name'."""
+    from seglab.data.labels import read_palette_file
+
+    root, expect = tmp_path / "cvat", {}
+    (root / "images").mkdir(parents=True)
+    (root / "labelmap.txt").write_text("# label:color_rgb:parts:actions\nbackground:0,0,0::\nhorse:250,50,83::\n")
+    assert read_palette_file(root / "labelmap.txt") == [("background", (0, 0, 0)), ("horse", (250, 50, 83))]
+    for i in range(6):
+        _image(root / "images" / f"h{i}.png", i)
+        save_png(root / "masks" / f"h{i}.png", np.array([(0, 0, 0), (250, 50, 83)], np.uint8)[_target(i, 2)])
+        expect[f"h{i}"] = _target(i, 2)
+    cfg, printed = _init(tmp_path, root, capsys)
+    raw = _decoded(cfg, expect)
+    assert raw["data"]["palette_file"] == "labelmap.txt" and raw["data"]["mask_encoding"] == "rgb"
+    assert load_config(cfg).data.class_names is None and "palette file labelmap.txt: 2 classes" in printed
+    _decoded(_init(tmp_path, root, capsys, "--palette", str(root / "labelmap.txt"), "--overwrite")[0], expect)

@@ -22,7 +22,7 @@ IMAGE_DIRS = ("images", "image", "imgs", "img", "rgb", "input", "inputs", "jpegi
 MASK_DIRS = ("masks", "mask", "labels", "label", "annotations", "annotation", "annot", "gt", "groundtruth",
              "ground_truth", "segmentations", "segmentationclass", "figure_ground", "y", "targets")
 MASK_SUFFIXES = ("_mask", "_masks", "_L", "_label", "_labels", "_gt", "_seg", "_segmentation", "_annot", "-mask", "_m")
-PALETTE_FILES = ("label_colors.txt", "label_colours.txt", "class_dict.csv", "labels.txt")
+PALETTE_FILES = ("label_colors.txt", "label_colours.txt", "class_dict.csv", "labels.txt", "labelmap.txt")
 VOID_NAMES = {"void", "unlabelled", "unlabeled", "ignore", "background_ignore", "other"}
 SAMPLE = 24  # masks / images read per split to decide formats
 

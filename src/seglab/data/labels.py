@@ -90,7 +90,8 @@ class LabelSpace:
 
 
 def read_palette_file(path: Path) -> list[tuple[str, tuple[int, int, int]]]:
-    """Parse CamVid `label_colors.txt` ("R G B<whitespace>Name") or `class_dict.csv` ("name,r,g,b")."""
+    """Parse CamVid `label_colors.txt` ("R G B<whitespace>Name"), `class_dict.csv` ("name,r,g,b") or CVAT's
+    `labelmap.txt` ("name:r,g,b:parts:actions", from its Segmentation mask export)."""
     if not path.is_file():
         raise DataError(f"{path}: palette file not found")
     text = path.read_text(errors="replace")
@@ -106,6 +107,14 @@ def read_palette_file(path: Path) -> list[tuple[str, tuple[int, int, int]]]:
             if len(row) < 4:
                 raise DataError(f"{path}:{lineno}: expected 'name,r,g,b', got {','.join(row)!r}")
             rows.append((row[0], _rgb(row[1:4], path, lineno)))
+    elif _is_cvat_labelmap(text):
+        for lineno, line in enumerate(text.splitlines(), 1):
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            fields = line.split(":")
+            if len(fields) < 2:
+                raise DataError(f"{path}:{lineno}: expected CVAT's 'name:r,g,b:parts:actions', got {line.strip()!r}")
+            rows.append((fields[0].strip(), _rgb(fields[1].split(","), path, lineno)))
     else:
         for lineno, line in enumerate(text.splitlines(), 1):
             parts = line.split()
@@ -126,6 +135,15 @@ def read_palette_file(path: Path) -> list[tuple[str, tuple[int, int, int]]]:
         raise DataError(f"{path}: class name {dup_names[0]!r} is listed more than once (with colours "
                         f"{[c for n, c in rows if n.lower() == dup_names[0].lower()]}); give each class one line")
     return rows
+
+
+def _is_cvat_labelmap(text: str) -> bool:
+    """CVAT's labelmap.txt: a '# label:color_rgb:parts:actions' header, or every line 'name:r,g,b:...'."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if lines and lines[0].startswith("#") and "color_rgb" in lines[0]:
+        return True
+    body = [ln for ln in lines if not ln.startswith("#")]
+    return bool(body) and all(ln.count(":") >= 1 and ln.split(":")[1].count(",") == 2 for ln in body)
 
 
 def _rgb(values: list[str], path: Path, lineno: int) -> tuple[int, int, int]:
