@@ -312,13 +312,18 @@ def test_multi_band_int16_geotiffs_and_8_bit_data_in_16_bit_files(tmp_path, caps
         tifffile.imwrite(root / "images" / f"t{i}.tif", bands, photometric="minisblack", planarconfig="contig")
         save_png(root / "masks" / f"t{i}.png", (_target(i, 2) * 255).astype(np.uint8))
         expect[f"t{i}"] = _target(i, 2)
+        expect[f"t{i}"][0, :4] = 255  # pixels without data are not trained on or scored (issue 42 item 5)
     cfg, printed = _init(tmp_path, root, capsys)
     raw = _decoded(cfg, expect)
-    assert raw["data"]["in_channels"] == 12 and raw["data"]["image_max"] == 4095
+    assert raw["data"]["in_channels"] == 12 and raw["data"]["image_max"] == 4095 and raw["data"]["nodata"] == -9999
+    assert "value -9999 marks pixels without data" in printed
     mean, std = np.array(raw["augment"]["mean"]), np.array(raw["augment"]["std"])
     assert mean.shape == std.shape == (12,)
-    read = np.concatenate([read_image(p, 12, 4095).reshape(-1, 12) for p in sorted((root / "images").glob("*.tif"))])
-    np.testing.assert_allclose(mean, read.mean(0), rtol=1e-4)  # the statistics of the inputs as training reads them
+    read = np.concatenate([read_image(p, 12, 4095, nodata=-9999).reshape(-1, 12)
+                           for p in sorted((root / "images").glob("*.tif"))])
+    assert np.isnan(read).any(1).sum() == 6 * 4
+    read = read[~np.isnan(read).any(1)]  # the statistics of the inputs as training reads them, gaps left out
+    np.testing.assert_allclose(mean, read.mean(0), rtol=1e-4)
     np.testing.assert_allclose(std, read.std(0), rtol=1e-4)
     assert "per-band mean / std" in printed
     # inspect (and train) warn when the normalised inputs are far from zero mean / unit variance (here a std 20

@@ -80,7 +80,7 @@ def test_non_finite_pixels_are_refused_in_one_line(tmp_path, bad):
         read_image(p)
     msg = str(err.value)
     assert msg == f"{p}: 2 of 216 values are NaN or infinite; replace them in the file (e.g. with 0 or the band's " \
-                  "minimum) or leave the image out"
+                  "minimum), set data.nodata: .nan if NaN marks missing pixels, or leave the image out"
 
 
 def test_inspect_and_train_refuse_non_finite_images_before_training(tmp_path, tiny_raw):

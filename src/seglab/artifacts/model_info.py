@@ -22,7 +22,8 @@ class ModelInfo:
     conditional: the conditional U-Net's settings (None otherwise); pretrained: the weights records of what
     the encoder started from; labels: classes, palette, ignore index, multi-label flag; mean, std: the
     per-channel normalisation of images scaled to [0, 1]; input_size: (H, W) images are resized to (None:
-    any size); image_max: the intensity that maps to 1.0 for 16-bit / float images (None: by dtype);
+    any size); image_max: the intensity that maps to 1.0 for 16-bit / float images (None: by dtype); nodata:
+    the stored value that marks missing pixels (data.nodata; NaN allowed; None: none);
     size_divisor: what an export's input sides are padded to a multiple of (checkpoints: the rebuilt model says).
     """
 
@@ -35,6 +36,7 @@ class ModelInfo:
     std: tuple[float, ...]
     input_size: Optional[tuple[int, int]] = None
     image_max: Optional[float] = None
+    nodata: Optional[float] = None
     conditional: Optional[dict[str, Any]] = None
     pretrained: list[dict[str, Any]] = field(default_factory=list)
     size_divisor: int = 1
@@ -57,7 +59,7 @@ class ModelInfo:
         return {"model": self.model_meta, "labels": self.labels.to_dict(),
                 "normalization": {"mean": list(self.mean), "std": list(self.std)},
                 "input_size": list(self.input_size) if self.input_size else None, "image_max": self.image_max,
-                "size_divisor": self.size_divisor}
+                "nodata": self.nodata, "size_divisor": self.size_divisor}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "model file",
@@ -93,12 +95,16 @@ class ModelInfo:
         if image_max is not None and (not isinstance(image_max, (int, float)) or isinstance(image_max, bool)
                                       or image_max <= 0):
             raise bad(f"image_max is {image_max!r}, expected a positive number")
+        nodata = data.get("nodata", ((config or {}).get("data") or {}).get("nodata"))
+        if nodata is not None and (not isinstance(nodata, (int, float)) or isinstance(nodata, bool)):
+            raise bad(f"nodata is {nodata!r}, expected a number")
         divisor = data.get("size_divisor", 1)
         if not isinstance(divisor, int) or isinstance(divisor, bool) or not 1 <= divisor <= 1024:
             raise bad(f"size_divisor is {divisor!r}, expected a whole number 1..1024")
         return cls(name=meta["name"], options=dict(meta["options"]), in_channels=n, num_classes=sizes["num_classes"],
                    labels=labels, mean=mean, std=std, input_size=tuple(size) if size else None,
                    image_max=float(image_max) if image_max is not None else None,
+                   nodata=float(nodata) if nodata is not None else None,
                    conditional=meta.get("conditional"), pretrained=list(pretrained), size_divisor=divisor)
 
 

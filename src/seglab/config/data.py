@@ -206,6 +206,9 @@ class DataConfig(_MaskOptions):
     # 16-bit and float images are divided by this (default: 65535 for 16-bit, 1 for float; 8-bit by 255):
     # one scale for the whole dataset, so absolute intensity survives; e.g. 4095 for 12-bit cameras
     image_max: Optional[float] = Field(None, gt=0)
+    # a stored value that marks missing pixels (GeoTIFF nodata, e.g. -9999; .nan for float files): a pixel
+    # holding it in any band is not trained on or scored, and its inputs take the band's mean (seglab init finds it)
+    nodata: Optional[float] = None
     # larger image, mask and region files are refused as decompression bombs (12000x9000 = 108M fits)
     max_image_pixels: int = Field(200_000_000, ge=1)
     cache: bool = False

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import os
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -177,9 +178,12 @@ def config_differences(a: Config, b: Config, limit: int = 3, sections: Optional[
             return out
         return {prefix[:-1]: d}
 
+    def same(x: Any, y: Any) -> bool:  # data.nodata: .nan is one setting, though NaN != NaN
+        return x == y or (isinstance(x, float) and isinstance(y, float) and math.isnan(x) and math.isnan(y))
+
     fa, fb = flat(a.to_dict()), flat(b.to_dict())
-    keys = [k for k in dict.fromkeys([*fa, *fb]) if not k.startswith("output.") and k != "data.root" and fa.get(k) != fb.get(k)
-            and (sections is None or k.split(".")[0] in sections)]
+    keys = [k for k in dict.fromkeys([*fa, *fb]) if not k.startswith("output.") and k != "data.root"
+            and not same(fa.get(k), fb.get(k)) and (sections is None or k.split(".")[0] in sections)]
     shown = ", ".join(f"{k} ({fa.get(k)!r} vs {fb.get(k)!r})" for k in keys[:limit])
     return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 

@@ -20,7 +20,7 @@ from .label_map import read_label_map, resolve_label_map, zero_label_remap
 from .labels import LabelSpace
 from .mask_formats import build_label_space
 from .mask_formats import MaskDecoder, get_mask_format
-from .masks import read_image, read_region
+from .masks import NODATA_MARKERS, read_image, read_region
 from .merge import MergedSource, build_merged, source_index
 from .multilabel import class_pixel_counts
 from .splits import SPLIT_NAMES, Item, Sample, Split, SyntheticItem, random_split
@@ -176,7 +176,8 @@ class SampleReader:
         self._all = np.ones(labels.num_classes, bool)
         self.image_kinds: Counter = Counter()  # files read per kind (RGB, L, P, RGBA, 16-bit, TIFF bands)
         self.image_peaks: dict[str, int] = {}  # the largest raw value per 16-bit (or wider) integer kind
-        self.region_ignored: Counter = Counter()  # labelled pixels that region masks turned to ignore
+        self.image_lows: dict[str, float] = {}  # the smallest raw value per non-8-bit kind (nodata markers show)
+        self.region_ignored: Counter = Counter()  # labelled pixels that region masks or data.nodata turned to ignore
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def decoders(self) -> list[MaskDecoder]:
@@ -221,7 +222,7 @@ class SampleReader:
 
     def _load_files(self, s: Sample, i: int) -> tuple[np.ndarray, np.ndarray]:
         image = read_image(Path(s.image), self.data.in_channels, self.data.image_max, self.image_kinds,
-                           self.data.max_image_pixels, self.image_peaks)
+                           self.data.max_image_pixels, self.image_peaks, self.data.nodata, self.image_lows)
         if min(image.shape[:2]) < MIN_IMAGE_SIDE:
             raise DataError(f"{s.image}: {image.shape[1]}x{image.shape[0]} pixels, too small to segment (sides below "
                             f"{MIN_IMAGE_SIDE}); remove it from the dataset")
@@ -244,7 +245,21 @@ class SampleReader:
                 image = image[..., None] if image.ndim == 2 else image
             else:
                 mask = cv2.resize(mask, (iw, ih), interpolation=cv2.INTER_NEAREST)
+        if image.dtype != np.uint8 and self.data.nodata is not None:
+            mask = self._ignore_missing(image, mask)
         return image, mask
+
+    def _ignore_missing(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Pixels without data (data.nodata, NaN in the read image) become the ignore value: not trained on or
+        scored; labelled ones are counted."""
+        missing = np.isnan(image).any(-1)
+        if not missing.any():
+            return mask
+        ignore = self.labels.ignore_index
+        self.region_ignored["pixels without data (data.nodata) -> ignore"] += int((missing & (mask != ignore)).sum())
+        out = mask.copy()
+        out[missing] = ignore
+        return out
 
 
     def _apply_region(self, mask: np.ndarray, s: Sample) -> np.ndarray:
@@ -279,6 +294,8 @@ class SplitStats:
         x = image.reshape(-1, image.shape[-1] if image.ndim == 3 else 1).astype(np.float64)
         if image.dtype == np.uint8:
             x /= 255.0
+        else:  # pixels without data (data.nodata: NaN) are not inputs
+            x = x[~np.isnan(x).any(1)]
         sums, squares = x.sum(0), (x * x).sum(0)
         if self.band_sums is None or self.band_sums.shape != sums.shape:
             self.band_sums, self.band_squares, self.band_pixels = sums, squares, 0
@@ -310,10 +327,21 @@ def image_range_notes(loader: "SampleReader") -> list[str]:
     return notes
 
 
+def nodata_notes(loader: "SampleReader") -> list[str]:
+    """Warnings for images whose smallest value is a usual nodata marker (-9999, ...) while data.nodata is
+    unset: those pixels would be trained on and scored as if they held data."""
+    if loader.data.nodata is not None:
+        return []
+    return [f"{loader.split} split: its '{kind}' images hold {low:g}, a usual mark of pixels without data, which would "
+            f"be trained on and scored as a value: set data.nodata: {low:g} (seglab init finds it)"
+            for kind, low in sorted(loader.image_lows.items()) if low in NODATA_MARKERS]
+
+
 def input_notes(loader: "SampleReader", stats: SplitStats, mean: Sequence[float], std: Sequence[float]) -> list[str]:
-    """What train logs and inspect lists about a split's image values: data.image_max first (the specific fix),
-    else, for the train split, inputs far from zero mean / unit variance."""
-    return image_range_notes(loader) or (input_scale_notes(loader.split, stats, mean, std) if loader.split == "train" else [])
+    """What train logs and inspect lists about a split's image values: data.nodata and data.image_max first
+    (the specific fixes), else, for the train split, inputs far from zero mean / unit variance."""
+    specific = nodata_notes(loader) + image_range_notes(loader)
+    return specific or (input_scale_notes(loader.split, stats, mean, std) if loader.split == "train" else [])
 
 
 def input_scale_notes(split: str, stats: SplitStats, mean: Sequence[float], std: Sequence[float]) -> list[str]:

@@ -4,6 +4,7 @@ channels, bit depth and sizes. Where the files leave a choice open, it raises on
 that settles it, instead of guessing."""
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +14,7 @@ import numpy as np
 
 from ..errors import DataError
 from .labels import read_palette_file
-from .masks import DEFAULT_MAX_IMAGE_PIXELS, IMAGE_EXTENSIONS, _open, _read_tiff
+from .masks import DEFAULT_MAX_IMAGE_PIXELS, IMAGE_EXTENSIONS, NODATA_MARKERS, _open, _read_tiff
 from .splits import random_split_sizes
 
 SPLITS = {"train": ("train", "training", "trn"), "val": ("val", "valid", "validation", "dev"),
@@ -44,6 +45,7 @@ class Detected:
     class_names: Optional[list[str]] = None
     in_channels: int = 3
     image_max: Optional[int] = None
+    nodata: Optional[float] = None  # the stored value marking missing pixels (GeoTIFF nodata; NaN for floats)
     binary_threshold: Optional[int] = None  # 0 for 8-bit instance ids (every non-zero id is foreground)
     mean: Optional[list[float]] = None  # per-band statistics of non-8-bit or multi-band images (augment.mean / std)
     std: Optional[list[float]] = None
@@ -72,6 +74,8 @@ class Detected:
             data["in_channels"] = self.in_channels
         if self.image_max:
             data["image_max"] = self.image_max
+        if self.nodata is not None:
+            data["nodata"] = int(self.nodata) if float(self.nodata).is_integer() else self.nodata
         if self.binary_threshold is not None:
             data["binary_threshold"] = self.binary_threshold
         if self.align != "none":
@@ -375,12 +379,12 @@ def _raw_image(path: Path) -> np.ndarray:
 
 
 def _images(det: Detected, pairs: list[tuple[Path, Path]]) -> None:
-    sizes, channels, tops, mismatched, arrays = [], set(), [], 0, []
+    sizes, channels, mismatched, arrays = [], set(), 0, []
     for image, mask in pairs:
         arr, m = _raw_image(image), _open(mask)
-        channels.add(1 if arr.ndim == 2 else arr.shape[2] if arr.shape[2] != 4 else 3)
+        # 4 bands: RGBA for 8-bit pictures (alpha is not an input), R G B near-infrared for 16-bit / float rasters
+        channels.add(1 if arr.ndim == 2 else 3 if arr.shape[2] == 4 and arr.dtype == np.uint8 else arr.shape[2])
         if arr.dtype.itemsize > 1 or arr.dtype.kind == "f":
-            tops.append(float(arr.max()))
             arrays.append(arr)
         sizes.append((m.height, m.width))  # the label grid: what training and scoring run at
         mismatched += arr.shape[:2] != (m.height, m.width)
@@ -392,7 +396,10 @@ def _images(det: Detected, pairs: list[tuple[Path, Path]]) -> None:
         det.undecided.append(f"images with {sorted(channels)} channels: data.in_channels set to 3")
     if det.in_channels != 3:
         det.found.append(f"{det.in_channels}-channel images")
-    if tops:
+    if arrays:
+        _nodata(det, arrays)
+        kept = [a[~_missing(a, det.nodata)] for a in arrays]  # the data, pixels without it left out
+        tops = [float(np.nanmax(v)) for v in kept if v.size]
         top, kind = max(tops), "float" if arrays[0].dtype.kind == "f" else f"{arrays[0].dtype.itemsize * 8}-bit"
         integer = arrays[0].dtype.kind in "iu"
         # 8-bit data stored in 16 bits would reach 255 / 65535 at most: read it as 8-bit; 12-bit cameras: 4095
@@ -410,10 +417,41 @@ def _images(det: Detected, pairs: list[tuple[Path, Path]]) -> None:
     det.found.append(f"masks about {det.image_size[1]}x{det.image_size[0]} (median of {len(pairs)} sampled)")
 
 
+def _missing(arr: np.ndarray, nodata: Optional[float]) -> np.ndarray:
+    """(H, W) bool: pixels holding `nodata` in any band (none when it is None)."""
+    if nodata is None:
+        return np.zeros(arr.shape[:2], bool)
+    hits = np.isnan(arr) if math.isnan(nodata) else arr == nodata
+    return hits.any(-1) if hits.ndim == 3 else hits
+
+
+def _nodata(det: Detected, arrays: list[np.ndarray]) -> None:
+    """The value marking missing pixels in non-8-bit images, if one does: NaN in float files, else their
+    smallest value when it is a usual marker (-9999, -32768, float32's minimum, ...) or a negative value lying
+    farther below the others than their whole range (a -9999 beside 0..3000 reflectances)."""
+    if any(a.dtype.kind == "f" and np.isnan(a).any() for a in arrays):
+        det.nodata = float("nan")
+    else:
+        low = min(float(a.min()) for a in arrays)
+        rest = [a[a != low] for a in arrays]
+        others = [float(r.min()) for r in rest if r.size], [float(r.max()) for r in rest if r.size]
+        if not others[0]:
+            return
+        gap = min(others[0]) - low > max(others[1]) - min(others[0])
+        if not (low in NODATA_MARKERS or (low < 0 and gap)):
+            return
+        det.nodata = low
+    share = sum(int(_missing(a, det.nodata).sum()) for a in arrays) / sum(a.shape[0] * a.shape[1] for a in arrays)
+    shown = "NaN" if math.isnan(det.nodata) else f"{det.nodata:g}"
+    det.found.append(f"value {shown} marks pixels without data ({100 * share:.2g}% of the sampled pixels): data.nodata "
+                     "(not trained on or scored; left out of mean / std)")
+
+
 def _band_statistics(det: Detected, arrays: list[np.ndarray], scale: float) -> None:
     """Per-band mean / std of the sampled images as training scales them: the default 0.5 / 0.25 assumes 8-bit
     photographs; multi-band or raw-valued data trained on it can learn nothing (issue 42 item 5)."""
-    bands = [a.reshape(-1, 1 if a.ndim == 2 else a.shape[2]).astype(np.float64) / scale for a in arrays]
+    bands = [a[~_missing(a, det.nodata)].reshape(-1, 1 if a.ndim == 2 else a.shape[2]).astype(np.float64) / scale
+             for a in arrays]  # pixels without data left out
     if len({b.shape[1] for b in bands}) != 1:
         return
     pixels = np.concatenate(bands)

@@ -2,6 +2,7 @@
 (H, W) uint8 class maps are in data/mask_formats/."""
 from __future__ import annotations
 
+import math
 from collections import Counter
 from pathlib import Path
 
@@ -13,6 +14,10 @@ from ..errors import DataError, brief
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif")
 
+
+# Values that mark pixels without data in rasters (GDAL / QGIS / ArcGIS defaults: -9999, int16's minimum,
+# the most negative float32); NaN in float files. `seglab init` writes one it finds as data.nodata.
+NODATA_MARKERS = (-9999.0, -32768.0, -32767.0, float(np.finfo(np.float32).min), -1e10)
 
 # Images above this many pixels are refused (a decompression bomb, or a file far larger than any
 # training image); data.max_image_pixels sets it per dataset.
@@ -58,28 +63,48 @@ def _exif_orientation(im: Image.Image) -> int:
         return 0
 
 
-def scale_image(arr: np.ndarray, image_max: float | None, where: str, fix: str) -> np.ndarray:
+def scale_image(arr: np.ndarray, image_max: float | None, where: str, fix: str,
+                nodata: float | None = None) -> np.ndarray:
     """Pixel values as a model reads them, the one rule for files and arrays: uint8 kept (0..255); other integers
     (16-bit, 32-bit grey) -> float32 / 65535 and floats -> float32 / 1, unless `image_max` (data.image_max) is
-    set, which divides both. Non-finite values are refused (`fix` says how, for `where`)."""
+    set, which divides both. Non-finite values are refused (`fix` says how, for `where`). `nodata`
+    (data.nodata, a stored value; NaN for float files that mark gaps so): a pixel holding it in any band is
+    missing, NaN in every band of the float32 result (uint8 images with one become float32 / 255);
+    `transforms.to_tensor` gives it the band's mean, and datasets do not train on or score it."""
+    missing = None
+    if nodata is not None:
+        hits = np.isnan(arr) if math.isnan(nodata) and arr.dtype.kind == "f" else arr == nodata
+        missing = hits.any(-1) if hits.ndim == 3 else hits
     if arr.dtype.kind == "f":
-        bad = int((~np.isfinite(arr)).sum())
+        not_finite = ~np.isfinite(arr)
+        if nodata is not None and math.isnan(nodata):  # NaN marks missing pixels: only infinities are wrong
+            not_finite &= ~np.isnan(arr)
+        bad = int(not_finite.sum())
         if bad:
             raise DataError(f"{where}: {bad:,} of {arr.size:,} values are NaN or infinite; {fix}")
-    if arr.dtype == np.uint8:
-        return arr
-    top = image_max if image_max is not None else (65535.0 if arr.dtype.kind in "iu" else 1.0)
-    return arr.astype(np.float32) / np.float32(top)
+    if missing is None or not missing.any():
+        if arr.dtype == np.uint8:
+            return arr
+        missing = None
+    top = 255.0 if arr.dtype == np.uint8 else image_max if image_max is not None else (
+        65535.0 if arr.dtype.kind in "iu" else 1.0)
+    out = arr.astype(np.float32) / np.float32(top)
+    if missing is not None:
+        out[missing] = np.nan
+    return out
 
 
 def read_image(path: Path, channels: int = 3, image_max: float | None = None,
                kinds: Counter | None = None, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
-               peaks: dict[str, int] | None = None) -> np.ndarray:
+               peaks: dict[str, int] | None = None, nodata: float | None = None,
+               lows: dict[str, float] | None = None) -> np.ndarray:
     """Read an image file as (H, W, C) with C = `channels`: uint8 for 8-bit files; float32 for 16-bit and
     float files, divided by `image_max` (default 65535 for 16-bit and other integer files, 1 for floats),
     one scale for the whole dataset so absolute intensity survives. TIFFs of any band count go through tifffile.
     Grey, RGBA, palette and CMYK files become RGB (and RGB grey for 1 channel); `kinds` counts the kinds read,
     `peaks` keeps each integer kind's largest raw value above 8 bits (8-bit data in 16-bit files shows there).
+    `nodata`: data.nodata, see `scale_image`; `lows` keeps each non-8-bit kind's smallest raw value (a nodata
+    marker shows there).
     """
     path = Path(path)
     if path.suffix.lower() in (".tif", ".tiff"):
@@ -90,8 +115,11 @@ def read_image(path: Path, channels: int = 3, image_max: float | None = None,
         kinds[kind] += 1
     if peaks is not None and arr.dtype.kind in "iu" and arr.dtype.itemsize > 1:
         peaks[kind] = max(peaks.get(kind, 0), int(arr.max(initial=0)))
-    arr = scale_image(arr, image_max, str(path), "replace them in the file (e.g. with 0 or the band's minimum) or "
-                      "leave the image out")
+    if lows is not None and arr.dtype != np.uint8 and arr.size and arr.dtype.kind in "iuf":
+        low = float(np.nanmin(arr)) if not np.isnan(arr).all() else float("nan")
+        lows[kind] = min(lows.get(kind, low), low)
+    arr = scale_image(arr, image_max, str(path), "replace them in the file (e.g. with 0 or the band's minimum), set "
+                      "data.nodata: .nan if NaN marks missing pixels, or leave the image out", nodata)
     arr = arr[..., None] if arr.ndim == 2 else arr
     have = arr.shape[-1]
     if have == channels:
@@ -192,8 +220,8 @@ def _read_tiff_pillow(path: Path, max_pixels: int, exc: Exception) -> tuple[np.n
 def display_rgb(image: np.ndarray) -> np.ndarray:
     """Any (H, W, C) image as read by read_image -> (H, W, 3) uint8 for pictures (first three bands)."""
     img = image if image.ndim == 3 else image[..., None]
-    if img.dtype != np.uint8:
-        img = (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    if img.dtype != np.uint8:  # missing pixels (data.nodata, NaN) are drawn black
+        img = (np.clip(np.nan_to_num(img, nan=0.0), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     return np.repeat(img[..., :1], 3, axis=-1) if img.shape[-1] < 3 else np.ascontiguousarray(img[..., :3])
 
 

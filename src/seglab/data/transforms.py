@@ -84,8 +84,9 @@ def build_train_transform(aug: AugmentConfig, ignore_index: int, multilabel_clas
 
 def to_tensor(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """(H, W, C) uint8 (0..255) or float32 (0..1, from 16-bit or float files) -> normalised (C, H, W) float32;
-    `mean` and `std` hold one value per channel (the config checks it). `image` is never modified: a float32
-    array and its tensor share memory, and a cached sample would be normalised again at every read."""
+    `mean` and `std` hold one value per channel (the config checks it); NaN (missing, data.nodata) -> 0.
+    `image` is never modified: a float32 array and its tensor share memory, and a cached sample would be
+    normalised again at every read."""
     c = image.shape[2]
     if len(mean) != c or len(std) != c:
         raise ValueError(f"{c} image channels but {len(mean)} means and {len(std)} stds")
@@ -94,8 +95,9 @@ def to_tensor(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) ->
     # torch.tensor copies (and accepts read-only arrays), so the in-place steps below touch only the copy
     x = torch.tensor(np.ascontiguousarray(image).transpose(2, 0, 1), dtype=torch.float32)
     if image.dtype == np.uint8:
-        x.div_(255.0)
-    return x.sub_(m).div_(s)
+        return x.div_(255.0).sub_(m).div_(s)
+    # missing pixels (data.nodata, NaN after read_image) take the band's mean: 0 once normalised
+    return x.sub_(m).div_(s).nan_to_num_(nan=0.0)
 
 
 def prepare_eval_image(

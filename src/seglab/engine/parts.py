@@ -135,7 +135,7 @@ def build_training(cfg: Config, *, split: Optional[Split], dist: DistInfo, devic
     info = ModelInfo(name=cfg.model.name, options=cfg.model.options(), in_channels=cfg.data.in_channels,
                      num_classes=labels.num_classes, labels=labels, mean=tuple(cfg.augment.mean),
                      std=tuple(cfg.augment.std), input_size=tuple(cfg.augment.resize) if cfg.augment.resize else None,
-                     image_max=cfg.data.image_max, conditional=conditional)
+                     image_max=cfg.data.image_max, nodata=cfg.data.nodata, conditional=conditional)
     model = build_model_from_meta(info.model_meta, pretrained=load_pretrained).to(device)
     info = info.with_pretrained(weights_records(model))  # what was loaded (a resume restores last.pt's)
     check_fine_tuning(cfg, model)

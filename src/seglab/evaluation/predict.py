@@ -45,13 +45,14 @@ class Predictor(Protocol):
     preprocessing and classes that go with them. A LoadedModel (PyTorch checkpoint), an OnnxModel and a
     TorchScriptModel are each one."""
 
-    info: ModelInfo  # labels, mean / std, input_size, in_channels and image_max below are its fields
+    info: ModelInfo  # labels, mean / std, input_size, in_channels, image_max and nodata below are its fields
     labels: LabelSpace
     mean: tuple[float, ...]
     std: tuple[float, ...]
     input_size: Optional[tuple[int, int]]
     in_channels: int
     image_max: Optional[float]
+    nodata: Optional[float]
     device: str
     data_settings: dict[str, Any]  # the data section of the training config ({} when not stored)
 
@@ -235,14 +236,14 @@ def collect_inputs(inputs: Sequence[str], is_mask: Optional[Callable[[str], bool
 class _ImageFiles(torch.utils.data.Dataset):
     """Decodes input images (in DataLoader workers when asked)."""
 
-    def __init__(self, files: list[Path], channels: int, image_max: Optional[float]):
-        self.files, self.channels, self.image_max = files, channels, image_max
+    def __init__(self, files: list[Path], channels: int, image_max: Optional[float], nodata: Optional[float]):
+        self.files, self.channels, self.image_max, self.nodata = files, channels, image_max, nodata
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, i: int):
-        return i, read_image(self.files[i], self.channels, self.image_max)
+        return i, read_image(self.files[i], self.channels, self.image_max, nodata=self.nodata)
 
 
 def output_names(files: Sequence[Path]) -> list[str]:
@@ -404,7 +405,8 @@ def _predict_into(lm: "Predictor", files: list[Path], bases: list[str], out_dir:
 
     from tqdm import tqdm
 
-    loader = torch.utils.data.DataLoader(_ImageFiles(files, lm.in_channels, lm.image_max), batch_size=None, num_workers=workers,
+    images = _ImageFiles(files, lm.in_channels, lm.image_max, lm.nodata)
+    loader = torch.utils.data.DataLoader(images, batch_size=None, num_workers=workers,
                                          collate_fn=collate_eval)  # items as they are
     written: list[Path] = []
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:

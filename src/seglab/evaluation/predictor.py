@@ -3,6 +3,7 @@ in memory, predicting numpy arrays, PIL images or files with exactly the steps `
 (the model's normalisation, its eval section's sliding window / TTA, threshold and multi-label rules)."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
@@ -16,22 +17,23 @@ from .predict import Predictor, check_threshold, class_map, sized_image_logits
 ImageLike = Union[np.ndarray, str, Path, Any]  # Any: a PIL image
 
 
-def scale_array(arr: np.ndarray, image_max: Optional[float]) -> np.ndarray:
+def scale_array(arr: np.ndarray, image_max: Optional[float], nodata: Optional[float] = None) -> np.ndarray:
     """An (H, W, C) array as predict reads a file of its dtype, or a one-line refusal where the array cannot be
     what such a file gives (the model would see other values than in training, silently)."""
     kind, name = arr.dtype.kind, arr.dtype.name
     if kind not in "uif":
         raise DataError(f"the array's dtype is {name}; give uint8 (0..255), uint16 / int16 (as 16-bit files) or float")
     if kind == "f" and not np.isfinite(arr).all():
-        scale_image(arr, image_max, "the array", "replace them (e.g. with 0 or the band's minimum)")
-    top = float(arr.max(initial=0))
-    if kind in "iu" and arr.dtype.itemsize > 1 and image_max is None and 0 <= float(arr.min(initial=0)) and top <= 255:
+        scale_image(arr, image_max, "the array", "replace them (e.g. with 0 or the band's minimum)", nodata)
+    values = arr if nodata is None or math.isnan(nodata) else arr[arr != nodata]  # the stored data, gaps left out
+    top = float(np.nanmax(values, initial=0))
+    if kind in "iu" and arr.dtype.itemsize > 1 and image_max is None and 0 <= float(values.min(initial=0)) and top <= 255:
         raise DataError(f"the {name} array holds 0..{top:g}, 8-bit values, which as {name} are read as 16-bit data "
                         "(divided by 65535, as seglab reads such files); pass arr.astype(np.uint8)")
     if kind == "f" and image_max is None and top > 1.5:
         raise DataError(f"the {name} array holds values up to {top:g}; seglab reads float images as 0..1 (the model "
                         "sets no data.image_max): pass uint8 for 0..255 data or divide it to 0..1 (a file: pass its path)")
-    return scale_image(arr, image_max, "the array", "replace them")
+    return scale_image(arr, image_max, "the array", "replace them", nodata)
 
 
 class SegmentationPredictor:
@@ -62,7 +64,7 @@ class SegmentationPredictor:
         """An input as the (H, W, C) array predict reads from a file (C = the model's input channels)."""
         c = self.model.in_channels
         if isinstance(image, (str, Path)):
-            return read_image(Path(image), c, self.model.image_max)
+            return read_image(Path(image), c, self.model.image_max, nodata=self.model.nodata)
         if not isinstance(image, np.ndarray):
             try:
                 from PIL import Image
@@ -80,7 +82,7 @@ class SegmentationPredictor:
             arr = arr[..., :3]
         if arr.shape[2] != c:
             raise DataError(f"the image has {arr.shape[2]} channels, the model takes {c}")
-        return scale_array(arr, self.model.image_max)
+        return scale_array(arr, self.model.image_max, self.model.nodata)
 
     def _one(self, image: ImageLike) -> tuple[np.ndarray, Any]:
         arr = self.image(image)

@@ -49,6 +49,10 @@ class HasModelInfo:
     def image_max(self) -> Optional[float]:
         return self.info.image_max
 
+    @property
+    def nodata(self) -> Optional[float]:
+        return self.info.nodata
+
 
 def export_info(text: str, path: Path, kind: str) -> ModelInfo:
     """The ModelInfo an export's JSON metadata carries; a one-line error naming the file otherwise."""

@@ -173,10 +173,11 @@ def _prediction_grid(runs: dict[str, RunDir], split: str, out: Path, num_images:
         own = load_config(run.config).data
         for row, i, (img, _) in zip(rows, picks, samples):
             item = loader.items[int(i)]
-            differs = (own.in_channels, own.image_max) != (cfg.data.in_channels, cfg.data.image_max)
+            differs = (own.in_channels, own.image_max, own.nodata) != (cfg.data.in_channels, cfg.data.image_max,
+                                                                       cfg.data.nodata)
             if differs and isinstance(item, Sample):
                 # each run sees the image as it was trained to: its own channels and intensity scale
-                mine = read_image(Path(item.image), own.in_channels, own.image_max)
+                mine = read_image(Path(item.image), own.in_channels, own.image_max, nodata=own.nodata)
                 if mine.shape[:2] != img.shape[:2]:
                     mine = cv2.resize(mine, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_AREA)
                     mine = mine[..., None] if mine.ndim == 2 else mine
