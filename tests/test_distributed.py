@@ -169,6 +169,10 @@ def test_an_uneven_global_batch_is_refused_once_before_any_work(tmp_path):
     assert res.returncode != 0
     lines = [ln for ln in res.stderr.splitlines() if ln.startswith("error: ")]
     assert lines == [message], res.stderr[-2000:]
+    # torchrun's own report (its traceback cannot be silenced from a worker) names seglab's line as the root
+    # cause, written to torchelastic's error file, not "To enable traceback see: ..."
+    report = res.stderr[res.stderr.index("Root Cause"):]
+    assert "seglab: " + message.removeprefix("error: ") in report and "To enable traceback" not in report
     assert not (tmp_path / "runs").exists()
     cmd = [sys.executable, "-m", "seglab", "train", _raw(tmp_path, "uneven", 1), "--set", "train.batch_size=7",
            "--nproc-per-node", "2"]

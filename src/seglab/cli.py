@@ -441,6 +441,26 @@ def _terminate(signum: int, frame: Any) -> None:
     raise Terminated()
 
 
+def _tell_torchrun(line: str) -> None:
+    """Under torchrun, this process's one-line error as its root cause (torchelastic's error-file format): the
+    launcher's failure report, which follows with a traceback of its own that no worker can silence, then names
+    seglab's line instead of "To enable traceback see: ..."."""
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if not path:
+        return
+    import json
+    import time
+    from pathlib import Path
+
+    from .fileio import atomic_write_text
+
+    record = {"message": line, "extraInfo": {"py_callstack": line, "timestamp": str(int(time.time()))}}
+    try:
+        atomic_write_text(Path(path), json.dumps({"message": record}))
+    except OSError:  # the launcher's folder is gone: its report says less, the line above was printed
+        pass
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """The `seglab` command: parse `argv`, run the command; 0, or 2 after a one-line error (traceback with --debug)."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -471,11 +491,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise
         if is_main_process() or not getattr(exc, "same_on_every_rank", False):
             print(f"error: {_one_line(exc)}", file=sys.stderr)
+        _tell_torchrun(f"seglab: {_one_line(exc)}")
         return 2
     except Exception as exc:  # unexpected: still one line unless --debug
         if args.debug:
             raise
-        print(f"error: {type(exc).__name__}: {_one_line(exc)} (rerun with --debug for the traceback)", file=sys.stderr)
+        line = f"{type(exc).__name__}: {_one_line(exc)} (rerun with --debug for the traceback)"
+        print(f"error: {line}", file=sys.stderr)
+        _tell_torchrun(f"seglab: {line}")
         return 1
     finally:
         logger.removeHandler(console)
