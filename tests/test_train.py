@@ -85,6 +85,38 @@ def test_existing_run_folder_needs_resume_or_overwrite(trained_run):
         seglab.train(cfg)
 
 
+def test_best_val_loss_keeps_the_lowest_loss_epoch_and_a_contradicting_mode_is_refused(tiny_raw):
+    """Issue 43 item 1: best_metric val_loss with best_mode defaulting to max kept the worst epoch; the
+    metric vocabulary now gives the direction (lower is better for val_loss), and a best_mode or a
+    tune.direction that contradicts its metric is refused in one line."""
+    from seglab.artifacts.checkpoint import load_checkpoint
+    from seglab.errors import ConfigError
+
+    raw = copy.deepcopy(tiny_raw)
+    raw["train"].update(epochs=4, best_metric="val_loss")
+    run = seglab.train(config_from_dict(raw))
+    losses = {int(r["epoch"]): float(r["val_loss"]) for r in _rows(run.metrics_csv)}
+    assert len(set(losses.values())) > 1  # the epochs differ, so the wrong side would show
+    lowest = min(losses, key=losses.get)
+    assert load_checkpoint(run.best)["train_state"]["epoch"] == lowest
+    assert json.loads(run.summary.read_text())["best_value"] == pytest.approx(losses[lowest], rel=1e-4)
+    for section, setting, pattern in (
+            ("train", {"best_metric": "val_loss", "best_mode": "max"},
+             r"train: best_mode max contradicts best_metric val_loss, for which lower is better; leave best_mode out"),
+            ("train", {"best_mode": "min"}, r"best_mode min contradicts best_metric miou, for which higher is better"),
+            ("tune", {"metric": "val_loss", "direction": "maximize"},
+             r"tune: direction maximize contradicts metric val_loss, for which lower is better")):
+        bad = copy.deepcopy(tiny_raw)
+        bad.setdefault(section, {}).update(setting)
+        with pytest.raises(ConfigError, match=pattern):
+            config_from_dict(bad)
+    agreeing = copy.deepcopy(tiny_raw)
+    agreeing["train"].update(best_metric="val_loss", best_mode="min")
+    agreeing["tune"] = {"metric": "val_loss"}
+    cfg = config_from_dict(agreeing)
+    assert cfg.train.best.higher_is_better is False and cfg.tune.study_direction == "minimize"
+
+
 def test_early_stopping(tiny_raw):
     tiny_raw["train"].update(epochs=6, early_stopping_patience=1)
     tiny_raw["optimizer"]["lr"] = 1e-12  # nothing improves after the first validation
@@ -232,14 +264,22 @@ def test_eval_writes_per_image_metrics_and_the_worst_images(trained_run):
     assert "Per image" in run.report.read_text()
 
 
-def test_evaluation_after_fit_from_memory_equals_the_reloaded_checkpoints(tiny_raw, tmp_path):
+def test_evaluation_after_fit_from_memory_equals_the_reloaded_checkpoints(tiny_raw, tmp_path, monkeypatch):
+    import dataclasses
+
+    from seglab.config.metric_names import metric
+
     from seglab.artifacts.checkpoint import load_checkpoint
     from seglab.workflows.runs import evaluate, evaluate_and_report
 
     raw = copy.deepcopy(tiny_raw)
-    # the lowest mIoU is "best": best.pt is an early epoch, so the model in memory must be given its weights
-    raw["train"].update(epochs=3, best_mode="min", ema_decay=0.9)
-    fitted = fit(config_from_dict(raw))
+    # the lowest mIoU is "best" (the vocabulary's direction turned round for this test only): best.pt is an
+    # early epoch, so the model in memory must be given its weights
+    raw["train"].update(epochs=3, ema_decay=0.9)
+    cfg = config_from_dict(raw)
+    monkeypatch.setattr(type(cfg.train), "best", property(lambda t: dataclasses.replace(metric(t.best_metric),
+                                                                                        higher_is_better=False)))
+    fitted = fit(cfg)
     run = fitted.run
     best, last = load_checkpoint(run.best)["model_state"], load_checkpoint(run.last)["model_state"]
     assert load_checkpoint(run.best)["train_state"]["epoch"] < 3

@@ -7,7 +7,7 @@ from typing import Any, List, Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..durations import parse_duration
-from .metric_names import check_metric_name
+from .metric_names import SELECTABLE, Metric, check_metric_name, metric
 from .base import _Strict, to_plain
 from .data import MULTILABEL_ENCODINGS, AugmentConfig, DataConfig
 
@@ -84,6 +84,18 @@ class ScheduleConfig(_Strict):
     min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0)
 
 
+def _check_direction(name: str, given: Optional[str], up: str, key: str, metric_key: str) -> None:
+    """A direction setting (`up`: its word for higher is better) that contradicts the metric's own is refused:
+    a best checkpoint kept on the wrong side (the worst epoch) is a silently wrong result."""
+    if given is None or name not in SELECTABLE:
+        return
+    m = metric(name)
+    if (given == up) != m.higher_is_better:
+        raise ValueError(f"{key} {given} contradicts {metric_key} {name}, for which "
+                         f"{'higher' if m.higher_is_better else 'lower'} is better; leave {key} out (the metric's own "
+                         "direction applies)")
+
+
 class TrainConfig(_Strict):
     """The `train` section: length or time budget, batches, precision, fine-tuning, best checkpoint."""
     epochs: int = Field(10, ge=1)
@@ -94,7 +106,9 @@ class TrainConfig(_Strict):
     val_every: int = Field(1, ge=1)
     early_stopping_patience: Optional[int] = Field(None, ge=1)
     best_metric: str = "miou"
-    best_mode: Literal["max", "min"] = "max"
+    # needed by no config: the metric's own direction decides (config/metric_names.py; val_loss: lower is
+    # better); kept so older configs read, and refused where it contradicts the metric
+    best_mode: Optional[Literal["max", "min"]] = None
     device: str = "auto"
     channels_last: bool = True
     grad_clip: Optional[float] = Field(None, gt=0.0)
@@ -179,6 +193,16 @@ class TrainConfig(_Strict):
     @classmethod
     def _metric(cls, v):
         return check_metric_name(v)
+
+    @model_validator(mode="after")
+    def _best_mode_follows_the_metric(self) -> "TrainConfig":
+        _check_direction(self.best_metric, self.best_mode, "max", "best_mode", "best_metric")
+        return self
+
+    @property
+    def best(self) -> Metric:
+        """The metric that picks best.pt and early stopping, with its direction."""
+        return metric(self.best_metric)
 
     @field_validator("device")
     @classmethod
@@ -285,7 +309,8 @@ class TuneConfig(_Strict):
 
     space: dict[str, SearchParam] = {}
     metric: str = "miou"
-    direction: Literal["maximize", "minimize"] = "maximize"
+    # needed by no config: the metric's own direction decides; refused where it contradicts the metric
+    direction: Optional[Literal["maximize", "minimize"]] = None
     storage: Optional[str] = None  # any SQLAlchemy URL; default sqlite:///OUTPUT_DIR/tune_NAME.db
     study_name: Optional[str] = None  # default output.name
     pruner: Literal["median", "none"] = "median"
@@ -297,6 +322,16 @@ class TuneConfig(_Strict):
     @classmethod
     def _metric(cls, v):
         return check_metric_name(v)
+
+    @model_validator(mode="after")
+    def _direction_follows_the_metric(self) -> "TuneConfig":
+        _check_direction(self.metric, self.direction, "maximize", "direction", "metric")
+        return self
+
+    @property
+    def study_direction(self) -> str:
+        """Optuna's direction: the metric's own ('maximize' for scores, 'minimize' for val_loss)."""
+        return "maximize" if metric(self.metric).higher_is_better else "minimize"
 
 
 def default_normalization(in_channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:

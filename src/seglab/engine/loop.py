@@ -45,8 +45,7 @@ class EpochLoop:
         self.step_times: deque[float] = deque(maxlen=max(50, 2 * self.spe))
         self.bn_held = False  # whether hold_encoder keeps the encoder's BatchNorm statistics now
         self.mark = clock.now()  # training time is counted from here, in state.train_seconds at every epoch end
-        maximize = self.cfg.train.best_mode == "max"
-        self.better: Callable[[float, float], bool] = (lambda a, b: a > b) if maximize else (lambda a, b: a < b)
+        self.better: Callable[[float, float], bool] = self.cfg.train.best.better  # the metric's own direction
         # rank 0: best.pt's model_state as this process wrote it, so the evaluation after fit need not read it back
         self.best_state: Optional[dict[str, torch.Tensor]] = None
 
@@ -181,7 +180,7 @@ class EpochLoop:
         if self.plan is not None:
             self.plan.val_seconds = rank_mean([val_seconds], self.t.device)[0]
         row.update(val_loss=m["loss"], **{validation_column(name): m[name] for name in SCORES})
-        value = row[validation_column(cfg.train.best_metric)]
+        value = row[cfg.train.best.column]
         if not math.isnan(value) and (state.best_value is None or self.better(value, state.best_value)):
             state.best_value, state.best_epoch, state.bad_validations = value, epoch, 0
             return True, val_seconds

@@ -8,11 +8,13 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from ..fileio import atomic_write_text
+from ..config.metric_names import HEADLINE, MEAN_BOUNDARY_IOU, MEAN_DICE, MIOU, VAL_LOSS
 from .interactive import bar_chart, line_chart
 from .report import format_seconds, img_html, num_html, page, table_html
 from ..artifacts.run_dir import RunDir
 
-COLUMNS = ["experiment", "model", "split", "miou", "pixel_accuracy", "mean_boundary_iou", "mean_dice", "parameters",
+COMPARED = (*HEADLINE, MEAN_DICE)  # the scores results.csv holds, after the experiment, model and split
+COLUMNS = ["experiment", "model", "split", *(mt.name for mt in COMPARED), "parameters",
            "gflops", "gflops_input", "train_seconds", "train_images_per_s", "eval_images_per_s", "epochs", "steps",
            "best_epoch", "budget_seconds", "planned_epochs", "estimated_seconds", "device", "hardware", "precision"]
 
@@ -23,9 +25,8 @@ def result_row(name: str, run: RunDir, split: str, gflops: Optional[float], gflo
     m = run.read_json(run.eval_dir(split) / "metrics.json") or {}
     timing = summary.get("timing", {})
     row: dict[str, Any] = {
-        "experiment": name, "model": summary.get("model"), "split": split, "miou": m.get("miou"),
-        "pixel_accuracy": m.get("pixel_accuracy"), "mean_boundary_iou": m.get("mean_boundary_iou"),
-        "mean_dice": m.get("mean_dice"), "parameters": summary.get("parameters"), "gflops": gflops,
+        "experiment": name, "model": summary.get("model"), "split": split, **{mt.name: m.get(mt.name) for mt in COMPARED},
+        "parameters": summary.get("parameters"), "gflops": gflops,
         "gflops_input": gflops_input, "train_seconds": timing.get("train_seconds"),
         "train_images_per_s": timing.get("train_images_per_s"),
         "eval_images_per_s": (m["num_images"] / m["seconds"]) if m.get("seconds") else None,
@@ -67,8 +68,7 @@ def results_csv(rows: list[dict[str, Any]]) -> str:
 
 def _cells(r: dict[str, Any], classes: list[str]) -> list[str]:
     params = r.get("parameters")
-    return ([r["experiment"], str(r.get("model") or "–"), num_html(r.get("miou"), True), num_html(r.get("pixel_accuracy"), True),
-             num_html(r.get("mean_boundary_iou"), True)]
+    return ([r["experiment"], str(r.get("model") or "–")] + [num_html(r.get(mt.name), True) for mt in HEADLINE]
             + [num_html(r.get(f"iou_{c}"), True) for c in classes]
             + [f"{params / 1e6:.2f}M" if params else "–", f"{r['gflops']:.1f}" if r.get("gflops") is not None else "–",
                format_seconds(r.get("train_seconds")), num_html(r.get("epochs")), num_html(r.get("train_images_per_s")),
@@ -76,7 +76,7 @@ def _cells(r: dict[str, Any], classes: list[str]) -> list[str]:
 
 
 def _header(classes: list[str]) -> list[str]:
-    return (["experiment", "model", "mIoU %", "pixel acc. %", "mean BIoU %"] + [f"{c} IoU %" for c in classes]
+    return (["experiment", "model", *(f"{mt.short} %" for mt in HEADLINE)] + [f"{c} IoU %" for c in classes]
             + ["params", "GFLOPs", "train time", "epochs", "train img/s", "eval img/s"])
 
 
@@ -176,15 +176,15 @@ def _comparison_charts(rows: list[dict[str, Any]], runs: dict[str, RunDir], clas
         return out
 
     charts = [
-        line_chart("cmp_val_miou_time", "Validation mIoU over training time", curves("val_miou", True),
-                   xlabel="training time (min)", ylabel="mIoU", yrange=(0, 1)),
+        line_chart("cmp_val_miou_time", f"Validation {MIOU.label} over training time", curves(MIOU.column, True),
+                   xlabel="training time (min)", ylabel=MIOU.label, yrange=(0, 1)),
         line_chart("cmp_train_loss_time", "Training loss over training time", curves("train_loss", True),
                    xlabel="training time (min)", ylabel="loss"),
-        line_chart("cmp_val_miou", "Validation mIoU", curves("val_miou"), ylabel="mIoU", yrange=(0, 1)),
+        line_chart("cmp_val_miou", f"Validation {MIOU.label}", curves(MIOU.column), ylabel=MIOU.label, yrange=(0, 1)),
         line_chart("cmp_train_loss", "Training loss", curves("train_loss"), ylabel="loss"),
-        line_chart("cmp_val_loss", "Validation loss", curves("val_loss"), ylabel="loss"),
-        line_chart("cmp_val_biou", "Validation mean Boundary IoU", curves("val_mean_boundary_iou"), ylabel="Boundary IoU",
-                   yrange=(0, 1)),
+        line_chart("cmp_val_loss", "Validation loss", curves(VAL_LOSS.column), ylabel="loss"),
+        line_chart("cmp_val_biou", f"Validation {MEAN_BOUNDARY_IOU.label}", curves(MEAN_BOUNDARY_IOU.column),
+                   ylabel="Boundary IoU", yrange=(0, 1)),
     ]
     if classes:
         charts.append(bar_chart("cmp_per_class", f"Per-class IoU ({rows[0]['split']} split)", classes,

@@ -10,6 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from ..config.metric_names import HEADLINE  # noqa: E402
 from ..data.labels import LabelSpace  # noqa: E402
 from ..data.masks import display_rgb  # noqa: E402
 from ..fileio import atomic_path  # noqa: E402
@@ -44,11 +45,10 @@ def plot_loss_curves(history: list[dict[str, Any]], path: Path) -> Path:
 def plot_metric_curves(history: list[dict[str, Any]], path: Path) -> Path:
     """Validation mIoU, pixel accuracy and Boundary IoU over epochs and over time -> PNG at `path`."""
     fig, ax = plt.subplots(figsize=(6, 3.6))
-    for key, label in (("val_miou", "mIoU"), ("val_pixel_accuracy", "pixel accuracy"),
-                       ("val_mean_boundary_iou", "mean Boundary IoU")):
-        x, y = _series(history, key)
+    for mt in HEADLINE:
+        x, y = _series(history, mt.column)
         if x:
-            ax.plot(x, y, marker="o", ms=3, label=label)
+            ax.plot(x, y, marker="o", ms=3, label=mt.label)
     ax.set(xlabel="epoch", ylabel="validation score", title="Validation metrics", ylim=(0, 1))
     ax.grid(alpha=0.3)
     ax.legend()

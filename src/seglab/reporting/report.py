@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..fileio import atomic_write_text
+from ..config.metric_names import HEADLINE, REPORTED
 from .interactive import line_chart, plotly_script
 from ..artifacts.run_dir import RunDir, fmt_value
 from .tables import PER_CLASS_HEADER, is_missing, per_class_values
@@ -60,9 +61,7 @@ def _eval_section(run: RunDir, split: str, names: list[str]) -> str:
     m = run.read_json(run.eval_dir(split) / "metrics.json")
     if not m:
         return ""
-    cards = [("mIoU", m.get("miou")), ("pixel accuracy", m.get("pixel_accuracy")),
-             ("mean Boundary IoU", m.get("mean_boundary_iou")), ("mean class accuracy", m.get("mean_accuracy")),
-             ("mean Dice", m.get("mean_dice")), ("frequency-weighted IoU", m.get("fwiou"))]
+    cards = [(mt.label, m.get(mt.name)) for mt in REPORTED]
     card_html = "".join(f'<div class="card"><b>{num_html(v, pct=True)}</b><span>{k} (%)</span></div>' for k, v in cards)
     figs = "".join(img_html(run.plots / f"{f}_{split}.png", f) for f in ("per_class_iou", "confusion"))
     samples = img_html(run.plots / f"samples_{split}.png", "samples")
@@ -138,9 +137,8 @@ def _curves(header: list[str], rows: list[list[str]]) -> str:
         return {"name": name, "x": epochs, "y": [r[col[key]] if r[col[key]] != "" else None for r in rows]}
 
     loss = line_chart("curve_loss", "Loss", [series("train_loss", "train"), series("val_loss", "validation")], ylabel="loss")
-    metrics = line_chart("curve_metrics", "Validation metrics",
-                         [series("val_miou", "mIoU"), series("val_pixel_accuracy", "pixel accuracy"),
-                          series("val_mean_boundary_iou", "mean Boundary IoU")], ylabel="score", yrange=(0, 1))
+    metrics = line_chart("curve_metrics", "Validation metrics", [series(mt.column, mt.label) for mt in HEADLINE],
+                         ylabel="score", yrange=(0, 1))
     return f"<div class='charts'><div>{loss}</div><div>{metrics}</div></div>"
 
 

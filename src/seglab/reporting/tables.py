@@ -7,6 +7,8 @@ import io
 import math
 from typing import Any
 
+from ..config.metric_names import HEADLINE
+
 PER_CLASS_KEYS = ("iou", "boundary_iou", "dice", "precision", "recall")
 PER_CLASS_HEADER = ["class", "IoU %", "Boundary IoU %", "Dice %", "precision %", "recall %"]
 
@@ -41,9 +43,9 @@ def per_image_csv(names: list[str], rows: list[dict[str, Any]]) -> str:
     class is in neither its ground truth nor its prediction)."""
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["image", "miou", "pixel_accuracy", "mean_boundary_iou", *(f"iou_{n}" for n in names)])
+    w.writerow(["image", *(mt.name for mt in HEADLINE), *(f"iou_{n}" for n in names)])
     for r in rows:
-        values = [r["miou"], r["pixel_accuracy"], r["mean_boundary_iou"], *r["iou"]]
+        values = [*(r[mt.name] for mt in HEADLINE), *r["iou"]]
         w.writerow([r["name"]] + ["" if is_missing(v) else f"{v:.6f}" for v in values])
     return buf.getvalue()
 

@@ -17,7 +17,7 @@ import yaml
 
 from ..config import Config, config_from_dict, dump_config, load_config, set_dotted
 from ..config.loading import yaml_inline
-from ..config.metric_names import validation_column
+from ..config.metric_names import metric, validation_column
 from ..errors import ConfigError, SeglabError
 from ..fileio import atomic_write_text
 from ..artifacts.run_dir import RunDir, RunLock
@@ -124,7 +124,7 @@ def _open_study(optuna: Any, tc: Any, name: str, storage: str) -> Any:
               else optuna.pruners.NopPruner())
     sampler = optuna.samplers.TPESampler(seed=tc.sampler_seed)
     try:
-        return optuna.create_study(study_name=name, storage=storage, direction=tc.direction, load_if_exists=True,
+        return optuna.create_study(study_name=name, storage=storage, direction=tc.study_direction, load_if_exists=True,
                                    pruner=pruner, sampler=sampler)
     except Exception as exc:  # bad URL, unreachable database, ...
         raise SeglabError(f"tune.storage: cannot open study {name!r} at {storage}: {str(exc).splitlines()[0]}") from None
@@ -193,7 +193,7 @@ def _objective(optuna: Any, cfg: Config, out_dir: Path) -> Callable[[Any], float
             value = row.get(key)
             if value is None or (isinstance(value, float) and math.isnan(value)):
                 return
-            better = best["value"] is None or ((value > best["value"]) if tc.direction == "maximize" else (value < best["value"]))
+            better = best["value"] is None or metric(tc.metric).better(value, best["value"])
             if better:
                 best["value"] = value
             trial.report(value, row["epoch"])
