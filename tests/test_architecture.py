@@ -11,7 +11,7 @@ SRC = ROOT / "src"
 
 # floor -> module prefixes; a module's floor is that of its longest matching prefix
 FLOORS = {
-    0: ["seglab.errors", "seglab.fileio", "seglab.durations", "seglab.registry", "seglab.engine.rank",
+    0: ["seglab.errors", "seglab.fileio", "seglab.durations", "seglab.registry", "seglab.rank",
         "seglab.collectives", "seglab.lazy"],
     1: ["seglab.config"],
     2: ["seglab.tracking"],

@@ -256,7 +256,7 @@ def _check_config_early(args: argparse.Namespace) -> str:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from . import api
-    from .engine.rank import is_main_process
+    from .rank import is_main_process
 
     if args.config is None and args.resume is None:
         raise SeglabError("train: give a CONFIG file or --resume RUN_DIR")
@@ -363,7 +363,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from .engine.rank import is_main_process
+    from .rank import is_main_process
     from .workflows.experiments import compare
 
     page = compare(args.configs, out=args.out, overrides=args.overrides + _budget_overrides(args), num_images=args.images)
@@ -466,7 +466,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(_attach_dash_values(argv))
     on_term = signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread() else None
-    from .engine.rank import is_main_process
+    from .rank import is_main_process
     logger = logging.getLogger("seglab")
     console = logging.StreamHandler(sys.stdout)
     console.setFormatter(logging.Formatter("%(message)s"))

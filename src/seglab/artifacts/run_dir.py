@@ -12,26 +12,35 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from ..config.metric_names import VALIDATION_COLUMNS
-from ..engine.rank import is_main_process
+from ..rank import is_main_process
 from ..errors import SeglabError
 from ..fileio import TMP_SUFFIX, atomic_write_text, remove_stale_temporaries
 
 # Written when seglab creates a run folder: the only kind of folder --overwrite replaces.
 MARKER = ".seglab-run"
 
+# The names of the files a run folder holds, each spelled here only: RunDir's paths, the --overwrite list and
+# the readers (reports, comparisons, trackers) use these.
+CONFIG, SPLIT, METRICS_CSV, LOG, REPORT, SUMMARY = (
+    "config.yaml", "split.json", "metrics.csv", "train.log", "report.html", "summary.json")
+CV_SUMMARY, CV_RESULTS, RESULTS_CSV, RESULTS_MD = "cv_summary.json", "cv_results.md", "results.csv", "results.md"
+EVAL_METRICS, PER_CLASS_CSV, PER_CLASS_MD, PER_IMAGE_CSV = "metrics.json", "per_class.csv", "per_class.md", "per_image.csv"
+EVAL_FILES = (EVAL_METRICS, PER_CLASS_CSV, PER_CLASS_MD, PER_IMAGE_CSV)  # one evaluation's tables (eval/SPLIT/)
+FOLDERS = ("tb", "checkpoints", "plots", "eval")
+
 # Every file seglab writes in a run folder, relative to it: the only files --overwrite deletes. A k-fold
 # folder holds one run layout per fold_K/ and a comparison report of the folds; `checkpoints/eval_SPLIT/` is
 # where `seglab eval` writes for a checkpoint it cannot place in a run folder, and checkpoints/best.onnx and
 # the like are `seglab export`'s default outputs. tests/test_run_folder.py checks that every run kind writes
 # nothing outside this list.
-_SCORES = (r"(metrics\.json|per_class\.csv|per_class\.md|per_image\.csv"
-           r"|(per_class_iou|confusion|samples|per_image_miou|worst)_[^/]+\.png)")
+_SCORES = ("(" + "|".join(re.escape(f) for f in EVAL_FILES)
+           + r"|(per_class_iou|confusion|samples|per_image_miou|worst)_[^/]+\.png)")
 _RUN_FILES = (
-    r"\.seglab-run", r"config\.yaml", r"split\.json", r"metrics\.csv", r"train\.log", r"report\.html", r"summary\.json",
+    *(re.escape(f) for f in (MARKER, CONFIG, SPLIT, METRICS_CSV, LOG, REPORT, SUMMARY)),
     r"checkpoints/(best|last)\.(pt|onnx|int8\.onnx|torchscript\.pt)", rf"checkpoints/eval_[^/]+/{_SCORES}",
     r"plots/(loss|metrics)\.png", r"plots/(per_class_iou|confusion|samples|per_image_miou|worst)_[^/]+\.png",
     rf"eval/[^/]+/{_SCORES}", r"tb/events\.out\.tfevents\.[^/]+",
-    r"cv_summary\.json", r"cv_results\.md", r"results\.csv", r"results\.md", r"predictions\.png", r"curves\.png",
+    *(re.escape(f) for f in (CV_SUMMARY, CV_RESULTS, RESULTS_CSV, RESULTS_MD)), r"predictions\.png", r"curves\.png",
 )
 _OWN_FILE = re.compile(rf"(fold_\d+/)?({'|'.join(_RUN_FILES)})|(.*/)?\.[^/]+{re.escape(TMP_SUFFIX)}")
 _OWN_FOLDER = re.compile(r"(fold_\d+/)?(checkpoints(/eval_[^/]+)?|plots|tb|eval(/[^/]+)?)|fold_\d+")
@@ -48,23 +57,27 @@ class RunDir:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
 
-    config = property(lambda self: self.path / "config.yaml")
-    split = property(lambda self: self.path / "split.json")
-    metrics_csv = property(lambda self: self.path / "metrics.csv")
-    log = property(lambda self: self.path / "train.log")
+    config = property(lambda self: self.path / CONFIG)
+    split = property(lambda self: self.path / SPLIT)
+    metrics_csv = property(lambda self: self.path / METRICS_CSV)
+    log = property(lambda self: self.path / LOG)
     tensorboard = property(lambda self: self.path / "tb")
     checkpoints = property(lambda self: self.path / "checkpoints")
     best = property(lambda self: self.path / "checkpoints" / "best.pt")
     last = property(lambda self: self.path / "checkpoints" / "last.pt")
     plots = property(lambda self: self.path / "plots")
-    report = property(lambda self: self.path / "report.html")
-    summary = property(lambda self: self.path / "summary.json")
+    report = property(lambda self: self.path / REPORT)
+    summary = property(lambda self: self.path / SUMMARY)
 
     marker = property(lambda self: self.path / MARKER)
     lock_file = property(lambda self: self.path.parent / f".{self.path.name}.lock")
 
     def eval_dir(self, split: str) -> Path:
         return self.path / "eval" / split
+
+    def eval_metrics(self, split: str) -> Path:
+        """eval/SPLIT/metrics.json: the scores of the run's evaluation on a split."""
+        return self.eval_dir(split) / EVAL_METRICS
 
     def is_run(self) -> bool:
         return self.config.is_file()
@@ -89,8 +102,7 @@ class RunDir:
             return True
         if not (self.config.is_file() and self.split.is_file() and self.checkpoints.is_dir()):
             return False
-        known = {"config.yaml", "split.json", "metrics.csv", "train.log", "tb", "checkpoints", "plots", "eval",
-                 "report.html", "summary.json", "cv_summary.json", "results.csv", "results.md"}
+        known = {CONFIG, SPLIT, METRICS_CSV, LOG, REPORT, SUMMARY, CV_SUMMARY, RESULTS_CSV, RESULTS_MD, *FOLDERS}
         return all(p.name in known or re.fullmatch(r"fold_\d+", p.name) for p in self.path.iterdir())
 
     def status(self, eval_splits: Sequence[str] = ()) -> str:
@@ -99,7 +111,7 @@ class RunDir:
         'trained' (summary.json written, some of `eval_splits` not evaluated), 'finished' (trained and
         evaluated on every one of `eval_splits`)."""
         if self.summary.is_file():
-            done = all((self.eval_dir(s) / "metrics.json").is_file() for s in eval_splits)
+            done = all(self.eval_metrics(s).is_file() for s in eval_splits)
             return "finished" if done else "trained"
         if self.last.is_file():
             return "resumable"

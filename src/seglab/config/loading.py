@@ -113,16 +113,11 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             # a whole section given as a mapping would silently drop the config's other settings in it (unless
             # it names another model, loss, ...: the old one's options would not apply to it)
             lost = sorted(set(old) - set(value))
-            dotted = " ".join(f"--set {keys[0]}.{k}={_flow(v)}" for k, v in value.items()) or f"--set {keys[0]}.KEY=VALUE"
+            dotted = " ".join(f"--set {keys[0]}.{k}={yaml_inline(v)}" for k, v in value.items()) or f"--set {keys[0]}.KEY=VALUE"
             raise ConfigError(f"--set {text}: a mapping would replace the whole {keys[0]} section, dropping its "
                               f"{', '.join(lost[:4])}{' ...' if len(lost) > 4 else ''}; set options one by one: {dotted}")
         set_dotted(raw, keys, value, f"--set {text}")
     return raw
-
-
-def _flow(value: Any) -> str:
-    """A value as one line of YAML, as --set reads it."""
-    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
 
 
 def config_from_dict(raw: dict[str, Any], source: str = "config", overrides: Optional[list[str]] = None) -> Config:

@@ -13,6 +13,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from ..artifacts.run_dir import RunDir
 from ..config import config_from_dict
 from ..data.datasets import build_data
 from ..data.splits import load_split
@@ -40,7 +41,7 @@ def calibration_inputs(checkpoint: Path, lm: LoadedModel, count: int) -> list[np
     run = checkpoint.parent.parent
     try:
         cfg = config_from_dict(raw, str(checkpoint))
-        split = load_split(run / "split.json", cfg.data.root) if (run / "split.json").is_file() else None
+        split = load_split(RunDir(run).split, cfg.data.root) if RunDir(run).split.is_file() else None
         reader = build_data(cfg, split=split).readers.get("train")
         if reader is None or len(reader) == 0:
             return []

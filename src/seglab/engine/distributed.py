@@ -15,7 +15,7 @@ import torch.distributed as dist
 from torch import nn
 
 from ..collectives import group_is_initialized
-from .rank import is_main_process  # noqa: F401  (its home is torch-free: the CLI reads it before torch loads)
+from ..rank import is_main_process  # noqa: F401  (its home is torch-free: the CLI reads it before torch loads)
 
 
 @dataclass

@@ -37,7 +37,7 @@ from .hardware import describe_hardware
 from .loop import EpochLoop
 from .optim import build_scheduler, count_parameters
 from .parts import Training, build_training, rank_mean, synchronize, train_step, validate
-from .rank import is_main_process
+from ..rank import is_main_process
 from .state import TrainState, budget_note, estimate_vs_actual, timing_summary
 
 __all__ = ["Training", "TrainState", "build_training", "train_step", "validate", "measure_speed", "rank_mean",

@@ -11,7 +11,7 @@ from ..fileio import atomic_write_text
 from ..config.metric_names import HEADLINE, MEAN_BOUNDARY_IOU, MEAN_DICE, MIOU, VAL_LOSS
 from .interactive import bar_chart, line_chart
 from .report import format_seconds, img_html, num_html, page, table_html
-from ..artifacts.run_dir import RunDir
+from ..artifacts.run_dir import REPORT, RESULTS_CSV, RESULTS_MD, RunDir
 
 COMPARED = (*HEADLINE, MEAN_DICE)  # the scores results.csv holds, after the experiment, model and split
 COLUMNS = ["experiment", "model", "split", *(mt.name for mt in COMPARED), "parameters",
@@ -22,7 +22,7 @@ COLUMNS = ["experiment", "model", "split", *(mt.name for mt in COMPARED), "param
 def result_row(name: str, run: RunDir, split: str, gflops: Optional[float], gflops_input: str) -> dict[str, Any]:
     """One experiment's numbers from its run folder (summary.json, eval/<split>/metrics.json)."""
     summary = run.read_json(run.summary) or {}
-    m = run.read_json(run.eval_dir(split) / "metrics.json") or {}
+    m = run.read_json(run.eval_metrics(split)) or {}
     timing = summary.get("timing", {})
     row: dict[str, Any] = {
         "experiment": name, "model": summary.get("model"), "split": split, **{mt.name: m.get(mt.name) for mt in COMPARED},
@@ -123,9 +123,9 @@ def write_comparison(out_dir: Path, rows: list[dict[str, Any]], runs: dict[str, 
     The tables in results.md and the page rank the experiments by mIoU; summary_rows (e.g. mean and std
     over folds) follow the ranked experiment rows in every table."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_dir / "results.csv", results_csv(rows + list(summary_rows)))
+    atomic_write_text(out_dir / RESULTS_CSV, results_csv(rows + list(summary_rows)))
     ranked = sorted(rows, key=lambda r: -(r.get("miou") or -1))  # best first; results.csv keeps the given order
-    atomic_write_text(out_dir / "results.md", results_markdown(ranked + list(summary_rows)))
+    atomic_write_text(out_dir / RESULTS_MD, results_markdown(ranked + list(summary_rows)))
     classes = _classes(rows)
     table = table_html(_header(classes), [_cells(r, classes) for r in ranked + list(summary_rows)])
     cards = _cards(rows, ranked)
@@ -142,7 +142,7 @@ def write_comparison(out_dir: Path, rows: list[dict[str, Any]], runs: dict[str, 
             f"<section><h2>Learning curves</h2>{chart_html}</section>"
             + (f"<section><h2>The same images, every model</h2>{preds}</section>" if preds else "")
             + f"<section><h2>Runs</h2><ul>{links}</ul></section></main>")
-    report = out_dir / "report.html"
+    report = out_dir / REPORT
     atomic_write_text(report, page(title, body, interactive=True))
     return report
 

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ..artifacts.run_dir import RunDir
+from ..artifacts.run_dir import EVAL_METRICS, PER_CLASS_CSV, PER_CLASS_MD, PER_IMAGE_CSV, RunDir
 from ..data.labels import LabelSpace
 from ..evaluation.evaluate import EvalResult
 from ..evaluation.predict import overlay
@@ -22,11 +22,11 @@ def write_evaluation(out_dir: Path, fig_dir: Path, labels: LabelSpace, metrics: 
     """Write an evaluation's files into `out_dir` and its plots into `fig_dir`, and log its scores and table;
     `metrics` is what metrics.json holds: res.metrics plus where they came from."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    RunDir(out_dir).write_json(out_dir / "metrics.json", metrics)
-    atomic_write_text(out_dir / "per_class.csv", per_class_csv(labels.names, metrics))
-    atomic_write_text(out_dir / "per_image.csv", per_image_csv(labels.names, res.per_image))
+    RunDir(out_dir).write_json(out_dir / EVAL_METRICS, metrics)
+    atomic_write_text(out_dir / PER_CLASS_CSV, per_class_csv(labels.names, metrics))
+    atomic_write_text(out_dir / PER_IMAGE_CSV, per_image_csv(labels.names, res.per_image))
     table = per_class_markdown(labels.names, metrics)
-    atomic_write_text(out_dir / "per_class.md", table)
+    atomic_write_text(out_dir / PER_CLASS_MD, table)
     plots.plot_per_class(labels.names, metrics["iou"], metrics["boundary_iou"], fig_dir / f"per_class_iou_{split}.png")
     plots.plot_confusion(res.confusion.numpy(), labels.names, fig_dir / f"confusion_{split}.png")
     if res.samples:

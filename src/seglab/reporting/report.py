@@ -58,7 +58,7 @@ def per_class_rows(names: list[str], metrics: dict[str, Any]) -> list[list[str]]
 
 
 def _eval_section(run: RunDir, split: str, names: list[str]) -> str:
-    m = run.read_json(run.eval_dir(split) / "metrics.json")
+    m = run.read_json(run.eval_metrics(split))
     if not m:
         return ""
     cards = [(mt.label, m.get(mt.name)) for mt in REPORTED]

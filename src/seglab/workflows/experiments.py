@@ -20,7 +20,7 @@ from ..errors import ConfigError, SeglabError
 from ..evaluation.predict import load_model, predict_image
 from ..reporting import plots
 from ..reporting.compare import result_row, write_comparison
-from ..artifacts.run_dir import RunDir, kept_files
+from ..artifacts.run_dir import CV_RESULTS, CV_SUMMARY, REPORT, RunDir, kept_files
 from .runs import complete_run, eval_splits, evaluate as evaluate_run
 
 log = logging.getLogger("seglab")
@@ -198,10 +198,10 @@ def compare_runs(runs: dict[str, RunDir], out: PathLike, *, split: Optional[str]
         run.require_run().evaluated_checkpoint()
         configs[name] = load_config(run.config)
     if split is None:  # the test split when every run has one, else validation
-        split = "test" if all((r.eval_dir("test") / "metrics.json").is_file() for r in runs.values()) else "val"
+        split = "test" if all(r.eval_metrics("test").is_file() for r in runs.values()) else "val"
     rows = []
     for name, run in runs.items():
-        if not (run.eval_dir(split) / "metrics.json").is_file():
+        if not run.eval_metrics(split).is_file():
             evaluate_run(run.path, split=split, report=False)
         size = _input_size(configs[name])
         rows.append(result_row(name, run, split, _gflops(run, configs[name]), f"{size[0]}x{size[1]}"))
@@ -226,7 +226,7 @@ def compare(inputs: Sequence[PathLike], *, out: PathLike, overrides: Sequence[st
             log.info(f"experiment {i}/{len(experiments)}: {name} ({cfg.model.name})")
             runs[name] = run_experiment(name, cfg, out / "runs", estimates.get(name))
     if not is_main_process():  # torchrun: rank 0 writes the comparison
-        return out / "report.html"
+        return out / REPORT
     splits = {_eval_split(cfg) for _, cfg in experiments}
     return compare_runs(runs, out, split="test" if splits == {"test"} else "val", num_images=num_images)
 
@@ -294,8 +294,8 @@ def cross_validate(cfg: Config, *, overwrite: bool = False) -> RunDir:
     rows = [result_row(name, run, "val", None, f"{size[0]}x{size[1]}") for name, run in runs.items()]
     mean, std = _mean_std(rows)
     summary = {"k_folds": k, "folds": rows, "mean": mean, "std": std}
-    root.write_json(root.path / "cv_summary.json", summary)
-    atomic_write_text(root.path / "cv_results.md", results_markdown(rows + [mean, std]))
+    root.write_json(root.path / CV_SUMMARY, summary)
+    atomic_write_text(root.path / CV_RESULTS, results_markdown(rows + [mean, std]))
     log.info(f"{k}-fold cross-validation: mIoU {mean['miou']:.4f} +- {std['miou'] or 0:.4f}, "
              f"mean Boundary IoU {mean['mean_boundary_iou']:.4f} +- {std['mean_boundary_iou'] or 0:.4f}")
     compare_runs(runs, root.path, split="val", num_images=2, extra_rows=[mean, std],

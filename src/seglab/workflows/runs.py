@@ -25,7 +25,7 @@ from ..evaluation.predict import load_model
 from ..reporting import plots
 from ..reporting.evaluation_files import write_evaluation
 from ..reporting.report import build_report
-from ..artifacts.run_dir import RunDir, lock_for_writer
+from ..artifacts.run_dir import EVAL_METRICS, PER_CLASS_CSV, RunDir, lock_for_writer
 
 log = logging.getLogger("seglab")
 PathLike = Union[str, Path]
@@ -106,10 +106,10 @@ def _track_final(cfg: Config, run: RunDir) -> None:
     if tracker is None:
         return
     for split_dir in sorted((run.path / "eval").glob("*")):
-        m = run.read_json(split_dir / "metrics.json") or {}
+        m = run.read_json(split_dir / EVAL_METRICS) or {}
         row = {f"final_{split_dir.name}_{k}": v for k, v in m.items() if k in SCORES}
         tracker.log_epoch({"epoch": summary.get("timing", {}).get("epochs_run", 0), **row})
-        tracker.log_artifact(split_dir / "per_class.csv", f"eval/{split_dir.name}")
+        tracker.log_artifact(split_dir / PER_CLASS_CSV, f"eval/{split_dir.name}")
     tracker.log_artifact(run.report)
     tracker.log_artifact(run.config)
     tracker.finish()
