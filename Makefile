@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-fast install install-dev clean
+.PHONY: demo test test-fast install install-dev clean reference
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ demo: install
 test: install-dev
 	$(BIN)/ruff check src tests benchmarks scripts  # pyflakes + pycodestyle, pyproject.toml [tool.ruff]
 	$(BIN)/python -m pytest -q --durations=15
+
+# docs/config-reference.md and docs/cli-reference.md from the schema and the parser (tests/test_reference.py
+# fails when they are stale)
+reference: install
+	$(BIN)/python -m seglab.reference docs
 
 # for the edit-test loop: leaves out the slow and the real-data checks (CI runs `make test`)
 test-fast: install-dev

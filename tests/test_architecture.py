@@ -21,7 +21,7 @@ FLOORS = {
     6: ["seglab.engine"],
     7: ["seglab.reporting"],
     8: ["seglab.workflows"],
-    9: ["seglab.api", "seglab.cli", "seglab.__main__", "seglab"],
+    9: ["seglab.api", "seglab.cli", "seglab.__main__", "seglab.reference", "seglab"],
 }
 
 

@@ -189,7 +189,7 @@ def test_module_entry_point_and_help():
 
     assert sorted(lines) == list_models()
     assert "resnet50" in lines["pspnet"] and "M" in lines["pspnet"]
-    assert "options: base_channels=32 depth=4" in models  # each model's options, as the README says
+    assert "options: base_channels=32 depth=4" in models  # each model's options, as docs/models.md says
     assert sorted(ln.split()[0] for ln in losses.splitlines()[1:]) == list_losses()
     assert "focal_gamma=2.0" in losses
 

@@ -1,5 +1,5 @@
 """`seglab init DATA_DIR` writes a config that the schema accepts and that decodes every mask to the labels it
-means, for the layouts of the README's "Your own data" table it can decide; where the files leave a choice
+means, for the layouts of the table in docs/data.md it can decide; where the files leave a choice
 open it stops with one line naming the option. Checked pixel by pixel against the intended labels."""
 from pathlib import Path
 

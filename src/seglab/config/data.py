@@ -28,10 +28,10 @@ class SplitSource(_Strict):
     With a list file, a third path on a line is that image's region mask.
     """
 
-    images: Optional[str] = None
-    masks: Optional[str] = None
+    images: Optional[str] = None  # the split's image folder, relative to data.root
+    masks: Optional[str] = None  # the split's mask folder, relative to data.root
     regions: Optional[str] = None
-    list: Optional[str] = None
+    list: Optional[str] = None  # a list file of 'image mask' lines (a third path: the region mask) instead of folders
 
     @model_validator(mode="after")
     def _one_form(self) -> "SplitSource":
@@ -44,9 +44,10 @@ class SplitSource(_Strict):
 class RandomSplit(_Strict):
     """Split the train source at random when no val (or test) source is given."""
 
+    # share of the train images drawn for validation when no val split is given
     val: float = Field(0.15, ge=0.0, lt=1.0)
-    test: float = Field(0.0, ge=0.0, lt=1.0)
-    seed: int = 0
+    test: float = Field(0.0, ge=0.0, lt=1.0)  # share drawn for testing when no test split is given
+    seed: int = 0  # the draw's seed (split.json records what it drew)
 
     @model_validator(mode="after")
     def _sum(self) -> "RandomSplit":
@@ -57,12 +58,12 @@ class RandomSplit(_Strict):
 
 class SyntheticConfig(_Strict):
     """`data.kind: synthetic`: generated shapes on noise, for demos and tests."""
-    num_train: int = Field(256, ge=1)
-    num_val: int = Field(64, ge=1)
-    num_test: int = Field(64, ge=1)
-    size: tuple[int, int] = (96, 96)
-    num_classes: int = Field(4, ge=2, le=6)
-    seed: int = 0
+    num_train: int = Field(256, ge=1)  # images in the synthetic train split
+    num_val: int = Field(64, ge=1)  # images in the synthetic validation split
+    num_test: int = Field(64, ge=1)  # images in the synthetic test split
+    size: tuple[int, int] = (96, 96)  # (height, width) of each image
+    num_classes: int = Field(4, ge=2, le=6)  # classes, background included
+    seed: int = 0  # the generator's seed
 
 
 class StemPairing(_Strict):
@@ -70,8 +71,8 @@ class StemPairing(_Strict):
     each regex must match a whole stem, and its one group is the key an image and its mask share. Files
     whose stems do not match are not images (or not masks)."""
 
-    image: str
-    mask: str
+    image: str  # a regex over image stems with one (group): the key an image shares with its mask
+    mask: str  # a regex over mask stems with one (group)
 
     @field_validator("image", "mask")
     @classmethod
@@ -128,28 +129,29 @@ class SourceConfig(_MaskOptions):
     "background or an unannotated class".
     """
 
-    name: str
-    split: Literal["train", "val", "test"] = "train"
-    images: Optional[str] = None
-    masks: Optional[str] = None
-    mask_suffix: str = ""
+    name: str  # the source's name, in logs, split.json and the class counts
+    split: Literal["train", "val", "test"] = "train"  # the split the source's images belong to
+    images: Optional[str] = None  # the source's image folder, relative to data.root
+    masks: Optional[str] = None  # the source's mask folder, relative to data.root
+    mask_suffix: str = ""  # as data.mask_suffix
     # pair files in sub-folders too (Cityscapes: leftImg8bit/train/CITY/..., gtFine/train/CITY/...)
     recursive: bool = False
-    pair_stems: Optional[StemPairing] = None
+    pair_stems: Optional[StemPairing] = None  # as data.pair_stems
+    # how the source's masks decode (binary: one class, its foreground)
     mask_encoding: Literal["index", "binary", "rgb"] = "binary"
-    palette_file: Optional[str] = None
+    palette_file: Optional[str] = None  # rgb masks: the source's palette file
     class_names: Optional[List[str]] = None  # typing.List: `list` is a field here
-    void_class: Optional[str] = "Void"
+    void_class: Optional[str] = "Void"  # as data.void_class
     binary_threshold: Optional[int] = Field(None, ge=0, le=65534)
     binary_invert: bool = False
     unknown_colors: Literal["error", "nearest", "ignore"] = "error"
-    color_tolerance: float = Field(30.0, ge=0.0)
-    align: Literal["none", "resize_image_to_mask", "resize_mask_to_image"] = "none"
+    color_tolerance: float = Field(30.0, ge=0.0)  # as data.color_tolerance
+    align: Literal["none", "resize_image_to_mask", "resize_mask_to_image"] = "none"  # as data.align
     classes: Union[str, dict[str, str]]
     # Optional fixed shared ids and colours for the classes this source names; sources must agree.
     ids: dict[str, int] = {}
-    colors: dict[str, tuple[int, int, int]] = {}
-    list: Optional[str] = None
+    colors: dict[str, tuple[int, int, int]] = {}  # fixed shared colours (R, G, B) for the classes this source names
+    list: Optional[str] = None  # a list file of 'image mask' lines instead of folders
 
     @model_validator(mode="after")
     def _form(self) -> "SourceConfig":
@@ -167,15 +169,22 @@ class SourceConfig(_MaskOptions):
 
 class DataConfig(_MaskOptions):
     """The `data` section: where images and masks are, how masks decode, the splits."""
+    # folder: image and mask folders or list files under root; synthetic: built-in shapes (the demo); merged:
+    # several single-class sources (data.sources) in one label space
     kind: Literal["folder", "synthetic", "merged"] = "synthetic"
+    # the data folder; made absolute when the config is read, and recorded in split.json (--set data.root=NEW
+    # relocates a run)
     root: str = "."
+    # the train split's folders (images, masks, regions) or list file, relative to root
     train: Optional[SplitSource] = None
+    # the validation split, as train; absent: data.random_split draws it from the train images
     val: Optional[SplitSource] = None
-    test: Optional[SplitSource] = None
+    test: Optional[SplitSource] = None  # the test split, as train; absent: data.random_split may draw it
     random_split: RandomSplit = RandomSplit()
-    mask_suffix: str = ""
+    mask_suffix: str = ""  # a mask's file stem is its image's stem plus this (CamVid: _L)
     # pair files in sub-folders too (Cityscapes: leftImg8bit/train/CITY/..., gtFine/train/CITY/...)
     recursive: bool = False
+    # images and masks whose stems differ: a regex for each with one (group), the key they share
     pair_stems: Optional[StemPairing] = None
     # region masks (train/val/test `regions:` folders) are found by the image's stem plus this suffix
     # (DRIVE: 21_training.tif -> 21_training_mask.gif with region_suffix: _mask)
@@ -185,9 +194,14 @@ class DataConfig(_MaskOptions):
     # index / binary / rgb: one class per pixel; channels / class_folders: overlapping classes (one binary
     # mask per class, in a mask channel or a folder per class named as in class_names)
     mask_encoding: Literal["index", "binary", "rgb", "channels", "class_folders"] = "index"
+    # rgb masks: the palette under root (label_colors.txt 'R G B Name', class_dict.csv or CVAT's labelmap.txt):
+    # class names and colours
     palette_file: Optional[str] = None
+    # the classes in index order (index and binary masks; rgb masks take them from the palette)
     class_names: Optional[list[str]] = None
+    # the palette class whose colour decodes to ignore_index (not trained on or scored)
     void_class: Optional[str] = "Void"
+    # the label of pixels neither trained on nor scored (multi-label masks need at least 2^classes)
     ignore_index: int = Field(255, ge=0, le=255)
     # index masks: mask value -> class id, class name or "ignore" (many to one; a value left out is refused),
     # inline or a YAML / JSON mapping or "value target" lines file under data.root (Cityscapes labelIds -> trainIds)
@@ -197,12 +211,15 @@ class DataConfig(_MaskOptions):
     binary_threshold: Optional[int] = Field(None, ge=0, le=65534)
     binary_invert: bool = False
     unknown_colors: Literal["error", "nearest", "ignore"] = "error"
+    # unknown_colors: nearest: the largest RGB distance at which a colour is taken as its nearest palette colour
     color_tolerance: float = Field(30.0, ge=0.0)
     # classes that may have no pixel in the train split (deliberately absent); any other class without one is
     # refused, as the model would never learn it (e.g. an `ignore` rule that took all of its pixels)
     absent_classes: list[str] = Field(default_factory=list)
+    # images and masks of different sizes are refused (none), or the image is resized to its mask, or the mask
+    # (nearest) to its image
     align: Literal["none", "resize_image_to_mask", "resize_mask_to_image"] = "none"
-    in_channels: int = Field(3, ge=1, le=64)
+    in_channels: int = Field(3, ge=1, le=64)  # the model's input bands: 3 for RGB, 1 for grey, N for multi-band TIFFs
     # 16-bit and float images are divided by this (default: 65535 for 16-bit, 1 for float; 8-bit by 255):
     # one scale for the whole dataset, so absolute intensity survives; e.g. 4095 for 12-bit cameras
     image_max: Optional[float] = Field(None, gt=0)
@@ -211,8 +228,9 @@ class DataConfig(_MaskOptions):
     nodata: Optional[float] = None
     # larger image, mask and region files are refused as decompression bombs (12000x9000 = 108M fits)
     max_image_pixels: int = Field(200_000_000, ge=1)
-    cache: bool = False
+    cache: bool = False  # keep decoded samples in memory after their first read (faster epochs, more memory)
     synthetic: SyntheticConfig = SyntheticConfig()
+    # kind: merged: the sources, each with its own folders, mask format and the shared classes it annotates
     sources: Optional[list[SourceConfig]] = None
     # merged data: draw training samples from every source equally often, whatever their sizes
     balance_sources: bool = False
@@ -277,18 +295,22 @@ class DataConfig(_MaskOptions):
 
 class AugmentConfig(_Strict):
     """The `augment` section: training geometry and colour, and the normalisation."""
+    # (height, width) every training sample is resized to first; evaluation and prediction resize images to it
+    # (the model's input size); null: native size
     resize: Optional[tuple[int, int]] = None
-    scale: Optional[tuple[float, float]] = None
+    scale: Optional[tuple[float, float]] = None  # random rescale factors [low, high], one per sample
+    # (height, width) of a random crop after scaling; padded with the ignore label where the image is smaller
     crop: Optional[tuple[int, int]] = None
     # class-balanced crops (MMSegmentation's cat_max_ratio, e.g. 0.75): a crop in which one class covers this
     # share or more of the labelled pixels (or that holds one class only) is re-drawn, up to 10 draws
     cat_max_ratio: Optional[float] = Field(None, gt=0.0, le=1.0)
-    hflip: float = Field(0.0, ge=0.0, le=1.0)
-    rotate: float = Field(0.0, ge=0.0, le=180.0)
+    hflip: float = Field(0.0, ge=0.0, le=1.0)  # probability of a horizontal flip
+    rotate: float = Field(0.0, ge=0.0, le=180.0)  # largest random rotation in degrees (uncovered corners: ignore)
+    # brightness, contrast and saturation jitter (hue a quarter of it), applied with probability 0.8
     color_jitter: float = Field(0.0, ge=0.0, le=1.0)
     # one value per input channel (data.in_channels); default ImageNet's for 3 channels, 0.5 / 0.25 otherwise
     mean: Optional[tuple[float, ...]] = None
-    std: Optional[tuple[float, ...]] = None
+    std: Optional[tuple[float, ...]] = None  # one value per input channel, as mean
 
     @field_validator("scale")
     @classmethod

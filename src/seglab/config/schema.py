@@ -17,7 +17,8 @@ class ModelConfig(BaseModel):
     multilabel: one sigmoid per class, classes may overlap); every other key is a keyword option of its builder."""
 
     model_config = ConfigDict(extra="allow", validate_assignment=True)
-    name: str = "unet"
+    name: str = "unet"  # a registered model; `seglab models` lists them with their options
+    # softmax: one class per pixel; multilabel: one sigmoid per class (overlapping classes)
     output: Literal["softmax", "multilabel"] = "softmax"
 
     def options(self) -> dict[str, Any]:
@@ -29,12 +30,14 @@ class LossConfig(BaseModel):
     partial-label strategy; any other key is an option of those builders (checked by losses.check_loss_config)."""
 
     model_config = ConfigDict(extra="allow", validate_assignment=True)
+    # a registered loss, or a list of them summed with weights; `seglab models` lists them
     name: Union[str, List[str]] = "cross_entropy"
     weights: Optional[List[float]] = None  # one per name (default 1 each)
+    # per-class weights: a list, or inverse_frequency / median_frequency from the training set's pixels
     class_weights: Union[None, Literal["inverse_frequency", "median_frequency"], list[float]] = None
-    ce_weight: float = Field(1.0, ge=0.0)
-    dice_weight: float = Field(1.0, ge=0.0)
-    dice_smooth: float = Field(1.0, ge=0.0)
+    ce_weight: float = Field(1.0, ge=0.0)  # ce_dice: the cross-entropy term's weight
+    dice_weight: float = Field(1.0, ge=0.0)  # ce_dice: the Dice term's weight
+    dice_smooth: float = Field(1.0, ge=0.0)  # Dice / Tversky smoothing, added to numerator and denominator
     # Weight of each auxiliary / side output's loss (PSPNet, FCN and DeepLabV3 aux heads, U²-Net sides).
     aux_weight: Union[float, list[float]] = 0.4
     # How pixels outside a sample's annotated classes are treated (merged single-class sources):
@@ -42,7 +45,7 @@ class LossConfig(BaseModel):
     # marginal_exclusion = marginal plus the exclusion loss; conditional = Dmitriev & Kaufman's
     # class-conditioned binary model. On fully labelled data marginal equals the plain loss.
     strategy: str = "naive"
-    exclusion_weight: float = Field(1.0, ge=0.0)
+    exclusion_weight: float = Field(1.0, ge=0.0)  # marginal_exclusion: the exclusion term's weight
     # conditional: a pixel is background unless some class's foreground probability exceeds this
     conditional_threshold: float = Field(0.5, gt=0.0, lt=1.0)
 
@@ -52,19 +55,19 @@ class LossConfig(BaseModel):
 
 class OptimizerConfig(_Strict):
     """The `optimizer` section."""
-    name: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
-    lr: float = Field(1e-3, gt=0.0)
-    weight_decay: float = Field(0.0, ge=0.0)
-    momentum: float = Field(0.9, ge=0.0, lt=1.0)
-    nesterov: bool = False
-    betas: tuple[float, float] = (0.9, 0.999)
-    backbone_lr_mult: float = Field(1.0, ge=0.0)
+    name: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"  # adam, adamw, sgd or rmsprop
+    lr: float = Field(1e-3, gt=0.0)  # the learning rate (at reference_batch when lr_scaling is set)
+    weight_decay: float = Field(0.0, ge=0.0)  # weight decay (decoupled for adamw)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)  # sgd and rmsprop
+    nesterov: bool = False  # sgd: Nesterov momentum
+    betas: tuple[float, float] = (0.9, 0.999)  # adam and adamw
+    backbone_lr_mult: float = Field(1.0, ge=0.0)  # an encoder's learning rate is lr times this (models with an encoder)
     # How the recipe follows a batch other than the one it was tuned at (reference_batch): with the effective
     # batch B = train.batch_size x train.accumulate_steps and k = B / reference_batch, linear multiplies lr by k
     # (Goyal et al. 2017, SGD), sqrt by sqrt(k) (Adam / AdamW: Malladi et al. 2022); both raise
     # train.ema_decay to the power k (Busbridge et al. 2023) so the average spans the same epochs. none: as set.
     lr_scaling: Literal["none", "linear", "sqrt"] = "none"
-    reference_batch: Optional[int] = Field(None, ge=1)
+    reference_batch: Optional[int] = Field(None, ge=1)  # the effective batch lr was tuned at (lr_scaling needs it)
 
     @model_validator(mode="after")
     def _reference_for_scaling(self):
@@ -76,12 +79,13 @@ class OptimizerConfig(_Strict):
 
 class ScheduleConfig(_Strict):
     """The `schedule` section: the per-iteration learning-rate schedule with warm-up."""
+    # constant, step (x gamma every step_epochs), cosine (down to min_lr_ratio x lr), poly ((1 - t)^power)
     name: Literal["constant", "step", "cosine", "poly"] = "constant"
-    warmup_epochs: float = Field(0.0, ge=0.0)
-    step_epochs: int = Field(10, ge=1)
-    gamma: float = Field(0.1, gt=0.0, le=1.0)
-    power: float = Field(0.9, gt=0.0)
-    min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0)
+    warmup_epochs: float = Field(0.0, ge=0.0)  # linear warm-up over this many epochs (fractions allowed)
+    step_epochs: int = Field(10, ge=1)  # step: epochs between drops
+    gamma: float = Field(0.1, gt=0.0, le=1.0)  # step: the factor at each drop
+    power: float = Field(0.9, gt=0.0)  # poly: the exponent
+    min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0)  # the last learning rate as a share of lr (cosine, poly)
 
 
 def _check_direction(name: str, given: Optional[str], up: str, key: str, metric_key: str) -> None:
@@ -98,26 +102,30 @@ def _check_direction(name: str, given: Optional[str], up: str, key: str, metric_
 
 class TrainConfig(_Strict):
     """The `train` section: length or time budget, batches, precision, fine-tuning, best checkpoint."""
-    epochs: int = Field(10, ge=1)
-    batch_size: int = Field(8, ge=1)
+    epochs: int = Field(10, ge=1)  # the training length when time_budget is null
+    batch_size: int = Field(8, ge=1)  # images per step (under torchrun: the global batch, split over the processes)
     # DataLoader worker processes; auto: none on 2 CPU cores or fewer, up to 4 on larger CPU machines, all
     # cores but one (16 at most) on a GPU (engine/runtime.py; the run's first lines say what it chose)
     num_workers: Union[Literal["auto"], int] = "auto"
-    val_every: int = Field(1, ge=1)
+    val_every: int = Field(1, ge=1)  # validate every N epochs (and after the last)
+    # stop after this many validations without a better best_metric (null: never)
     early_stopping_patience: Optional[int] = Field(None, ge=1)
+    # the validation metric that picks best.pt and early stopping: a score (higher is better) or val_loss (lower
+    # is better)
     best_metric: str = "miou"
     # needed by no config: the metric's own direction decides (config/metric_names.py; val_loss: lower is
     # better); kept so older configs read, and refused where it contradicts the metric
     best_mode: Optional[Literal["max", "min"]] = None
-    device: str = "auto"
-    channels_last: bool = True
-    grad_clip: Optional[float] = Field(None, gt=0.0)
+    device: str = "auto"  # auto (CUDA when there is one, else the CPU), cpu, cuda or cuda:N
+    channels_last: bool = True  # NHWC memory format for the model and its inputs (faster convolutions)
+    grad_clip: Optional[float] = Field(None, gt=0.0)  # clip the gradients' total norm to this (null: no clipping)
     # Gradient accumulation: one optimizer step per this many batches (an effective batch this many times
     # batch_size on a small machine); the learning-rate schedule counts optimizer steps.
     accumulate_steps: int = Field(1, ge=1)
     # Exponential moving average of the weights (e.g. 0.999): when set, the averaged model is the one
     # validated, saved as best / last and evaluated; the trained weights are kept for --resume.
     ema_decay: Optional[float] = Field(None, gt=0.0, lt=1.0)
+    # torch threads of the process (null: torch's default; --nproc-per-node divides the cores)
     threads: Optional[int] = Field(None, ge=1)
     # torchrun: batch_size is the global batch, split evenly over the processes; sync_bn pools
     # BatchNorm statistics over them (torch's SyncBatchNorm on GPUs, seglab's own on CPU)
@@ -127,7 +135,7 @@ class TrainConfig(_Strict):
     # native bf16 (AVX512-BF16 / AMX), where it measured 1.4x faster end to end at -0.4 mIoU points on Weizmann
     # Horse, and on GPUs of compute capability >= 8.0; fp16 on 7.x GPUs; fp32 elsewhere (engine/runtime.py)
     compile: bool = False
-    amp: Literal["auto", "none", "bf16", "fp16"] = "auto"
+    amp: Literal["auto", "none", "bf16", "fp16"] = "auto"  # auto, none (fp32), bf16 or fp16 (see compile)
     # Training time to fit the run into ('90s', '45m', '2h', or seconds): the run measures its speed, plans
     # how many steps fit (validations included) so the whole lr schedule ends on time, and re-plans as it
     # goes; train.epochs is then not used. null: train.epochs epochs.
@@ -224,18 +232,19 @@ class TrainConfig(_Strict):
 
 class EvalConfig(_Strict):
     """The `eval` section: the final splits, sliding window / TTA and Boundary IoU's dilation."""
-    split: Literal["val", "test"] = "val"
-    batch_size: int = Field(4, ge=1)
+    split: Literal["val", "test"] = "val"  # a run's final evaluation: val, or val and test
+    batch_size: int = Field(4, ge=1)  # images per evaluation batch
+    # Boundary IoU's band width as a share of the image diagonal (Cheng et al. 2021: 0.02)
     boundary_dilation_ratio: float = Field(0.02, gt=0.0, le=0.5)
-    num_samples: int = Field(6, ge=0)
+    num_samples: int = Field(6, ge=0)  # validation images drawn in the report's sample grid
     # seglab eval (and a run's final evaluation): the images of lowest mIoU shown in the report, with error maps
     worst_images: int = Field(6, ge=0)
     # Large images (seglab eval / predict and the final evaluation of a run; validation during training
     # stays whole-image): windows of this (h, w) over the model-input image, Gaussian-blended.
     sliding_window: Optional[tuple[int, int]] = None
     sliding_stride: Optional[tuple[int, int]] = None  # default: two thirds of the window
-    tta_flip: bool = False
-    tta_scales: List[float] = [1.0]
+    tta_flip: bool = False  # average the prediction of the horizontally flipped image
+    tta_scales: List[float] = [1.0]  # average the predictions at these input scales (1.0: as is)
 
     def final_splits(self) -> list[str]:
         """The splits a finished run is evaluated on: val, and test when `split` is test."""
@@ -256,8 +265,8 @@ class EvalConfig(_Strict):
 class OutputConfig(_Strict):
     """The run folder is dir/name; name is a plain folder name (it is what --overwrite may replace)."""
 
-    dir: str = "runs"
-    name: str = "experiment"
+    dir: str = "runs"  # the folder of run folders
+    name: str = "experiment"  # the run folder's name under dir
 
     @field_validator("name")
     @classmethod
@@ -273,9 +282,9 @@ class TrackingConfig(_Strict):
     for a local store, sqlite:///mlflow.db, or an http(s):// tracking server); Weights & Biases too when
     wandb_project is set (each one file in tracking/)."""
 
-    mlflow_uri: Optional[str] = None
+    mlflow_uri: Optional[str] = None  # log to MLflow at this URI (null: no MLflow)
     mlflow_experiment: Optional[str] = None  # default "seglab"
-    wandb_project: Optional[str] = None
+    wandb_project: Optional[str] = None  # log to this Weights & Biases project (null: no W&B)
     wandb_entity: Optional[str] = None  # default: the logged-in user's
     # offline: no network, the run is written under wandb_dir and `wandb sync` uploads it later
     wandb_mode: Literal["online", "offline"] = "online"
@@ -285,12 +294,12 @@ class TrackingConfig(_Strict):
 class SearchParam(_Strict):
     """One dimension of a search space: float / int ranges (optionally log-scaled) or a list of choices."""
 
-    type: Literal["float", "int", "categorical"]
-    low: Optional[float] = None
-    high: Optional[float] = None
-    log: bool = False
-    step: Optional[float] = None
-    choices: Optional[List[Any]] = None
+    type: Literal["float", "int", "categorical"]  # float, int or categorical
+    low: Optional[float] = None  # float / int: the lowest value
+    high: Optional[float] = None  # float / int: the highest value
+    log: bool = False  # float / int: sample on a log scale
+    step: Optional[float] = None  # float / int: the grid step
+    choices: Optional[List[Any]] = None  # categorical: the values
 
     @model_validator(mode="after")
     def _form(self) -> "SearchParam":
@@ -307,16 +316,17 @@ class SearchParam(_Strict):
 class TuneConfig(_Strict):
     """`seglab tune`: an Optuna study over `space` (dotted config keys), maximising a validation metric."""
 
-    space: dict[str, SearchParam] = {}
-    metric: str = "miou"
+    space: dict[str, SearchParam] = {}  # dotted config key -> its search dimension
+    metric: str = "miou"  # the validation metric a trial reports (its direction is the metric's own)
     # needed by no config: the metric's own direction decides; refused where it contradicts the metric
     direction: Optional[Literal["maximize", "minimize"]] = None
     storage: Optional[str] = None  # any SQLAlchemy URL; default sqlite:///OUTPUT_DIR/tune_NAME.db
     study_name: Optional[str] = None  # default output.name
+    # median: stop a trial below the median of earlier ones at the same epoch; none
     pruner: Literal["median", "none"] = "median"
     pruner_warmup_epochs: int = Field(1, ge=0)  # epochs of a trial before it may be pruned
     pruner_startup_trials: int = Field(3, ge=0)  # trials that always run to the end first
-    sampler_seed: Optional[int] = None
+    sampler_seed: Optional[int] = None  # seed of Optuna's TPE sampler (null: random)
 
     @field_validator("metric")
     @classmethod
@@ -344,7 +354,7 @@ def default_normalization(in_channels: int) -> tuple[tuple[float, ...], tuple[fl
 
 class Config(_Strict):
     """One experiment: every section, validated together."""
-    seed: int = 0
+    seed: int = 0  # the run's random seed: weight initialisation, augmentation draws and the order of samples
     # Cross-validation: K trainings, each validated on one of K disjoint folds of the train + val pool
     # (the test split stays aside); the run folder gets fold_1..fold_K and the mean and std of every metric.
     k_folds: Optional[int] = Field(None, ge=2)

@@ -226,7 +226,7 @@ def _find_layout(root: Path, det: Detected, mask_dir: Optional[str]) -> list[tup
             return [(folder, folder)]
     raise DataError(f"{root}: no images paired with masks found (looked for train/val/test folders, images/ + masks/, "
                     "two folders of matching file names, NAME + NAME_mask files and train.txt lists); write the "
-                    "config by hand from the README's 'Your own data' table")
+                    "config by hand from the layout table in docs/data.md")
 
 
 def _sample_pairs(folders: list[tuple[Path, Path]], suffix: str) -> list[tuple[Path, Path]]:
