@@ -89,7 +89,7 @@ def test_without_sync_bn_validation_scores_the_saved_model(tmp_path):
     ranks) must score rank 0's model, the one saved: the logged validation loss is that of last.pt."""
     import torch
 
-    from seglab.artifacts.checkpoint import load_checkpoint
+    from seglab.artifacts.checkpoint import Checkpoint
     from seglab.config import load_config
     from seglab.data.datasets import EvalDataset, build_data
     from seglab.data.splits import load_split
@@ -101,7 +101,7 @@ def test_without_sync_bn_validation_scores_the_saved_model(tmp_path):
     run = tmp_path / "runs" / "ddp_local_bn"
     cfg = load_config(run / "config.yaml")
     data = build_data(cfg, split=load_split(run / "split.json"))
-    model = build_checkpoint_model(run / "checkpoints" / "last.pt", load_checkpoint(run / "checkpoints" / "last.pt"))
+    model = build_checkpoint_model(run / "checkpoints" / "last.pt", Checkpoint.load(run / "checkpoints" / "last.pt"))
     loss_fn = build_loss_from_config(cfg.loss, ignore_index=data.labels.ignore_index, weight=None)
     res = run_evaluation(model.eval(), EvalDataset(data.readers["val"], cfg), data.labels, device=torch.device("cpu"),
                          batch_size=cfg.eval.batch_size, loss_fn=loss_fn)

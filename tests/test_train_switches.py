@@ -119,9 +119,11 @@ def test_resume_restores_the_gradient_scaler(monkeypatch):
 
     info = ModelInfo(name="unet", options={}, in_channels=3, num_classes=2, mean=(0.5,) * 3, std=(0.5,) * 3,
                      labels=LabelSpace(names=["a", "b"], palette=[(0, 0, 0), (255, 255, 255)]))
-    ckpt = {**info.to_dict(), "model_state": model.state_dict(),
-            "optimizer_state": t.optimizer.state_dict(), "scheduler_state": {}, "rng": None,
-            "scaler_state": {"scale": 1024.0, "_growth_tracker": 7}}
+    from seglab.artifacts.checkpoint import Checkpoint, ResumeState
+
+    ckpt = Checkpoint(info=info, config={}, model_state=model.state_dict(),
+                      resume=ResumeState(optimizer=t.optimizer.state_dict(), scheduler={}, train_state={}, rng=None,
+                                         scaler={"scale": 1024.0, "_growth_tracker": 7}))
     monkeypatch.setattr(trainer, "set_rng_state", lambda state: None)
     trainer._restore(t, SimpleNamespace(load_state_dict=lambda state: None), ckpt, "last.pt")
     assert loaded == {"scale": 1024.0, "_growth_tracker": 7}

@@ -80,9 +80,9 @@ def _predict_settings(checkpoint: PathLike, engine: str, overrides: Sequence[str
     """Sliding window / TTA of a prediction: the checkpoint's eval section, changed by eval.* overrides."""
     ckpt_cfg: dict[str, Any] = {}
     if model_file_kind(Path(checkpoint), engine) == "checkpoint":
-        from .artifacts.checkpoint import load_checkpoint
+        from .artifacts.checkpoint import Checkpoint
 
-        ckpt_cfg = load_checkpoint(Path(checkpoint)).get("config") or {}
+        ckpt_cfg = Checkpoint.load(Path(checkpoint), tensors=False).config
     cfg = config_from_dict({"eval": dict(ckpt_cfg.get("eval") or {})}, str(checkpoint),
                            [o for o in overrides if o.startswith("eval.")])
     bad = [o for o in overrides if not o.startswith("eval.")]

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from ..lazy import lazy_getattr
 
-_HOMES = {"ModelInfo": "model_info", "load_checkpoint": "checkpoint", "read_model_info": "checkpoint",
+_HOMES = {"ModelInfo": "model_info", "Checkpoint": "checkpoint", "ResumeState": "checkpoint",
+          "load_checkpoint": "checkpoint", "read_model_info": "checkpoint",
           "save_checkpoint": "checkpoint", "RunDir": "run_dir", "RunLock": "run_dir"}
 __all__ = list(_HOMES)
 

@@ -114,5 +114,5 @@ def _quantize_in_place(path: Path, checkpoint: Path, lm: LoadedModel, recipe: In
 
 def _native_trace_size(lm: LoadedModel) -> tuple[int, int]:
     """A size to trace a model trained at native resolution with: the training crop it saw, else 256 x 256."""
-    crop = ((lm.checkpoint.get("config") or {}).get("augment") or {}).get("crop")
+    crop = lm.checkpoint.section("augment").get("crop")
     return (int(crop[0]), int(crop[1])) if crop else (256, 256)

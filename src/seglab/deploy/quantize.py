@@ -35,7 +35,7 @@ def calibration_inputs(checkpoint: Path, lm: LoadedModel, count: int) -> list[np
     """Up to `count` (1, C, H, W) float32 inputs from the run's training split, evenly spaced over it, as
     prediction prepares them (the model's input size, or the image's own for a native-resolution model).
     Empty when the data cannot be read here (the export then quantizes weights only)."""
-    raw = lm.checkpoint.get("config")
+    raw = lm.checkpoint.config
     if not raw or count <= 0:
         return []
     run = checkpoint.parent.parent

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ..artifacts.checkpoint import rng_state, save_checkpoint
+from ..artifacts.checkpoint import Checkpoint, ResumeState, rng_state
 from ..config.metric_names import SCORES, validation_column
 from ..collectives import all_reduce_sum
 from ..durations import format_duration
@@ -80,20 +80,19 @@ class EpochLoop:
         done = s.global_step >= self.plan.end_step if self.plan is not None else s.epoch >= self.cfg.train.epochs
         return done or s.stopped_early
 
-    def payload(self) -> dict[str, Any]:
-        """What a checkpoint holds: tensors and plain metadata (artifacts/model_info.ModelInfo checks its metadata on load)."""
+    def checkpoint(self) -> Checkpoint:
+        """This epoch's checkpoint: weights, the resolved config, the model's ModelInfo and the resume state."""
         t, cfg = self.t, self.cfg
         if self.plan is not None:
             self.state.plan = self.plan.to_dict()
+        resume = ResumeState(optimizer=t.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
+                             train_state=asdict(self.state), rng=rng_state(), scaler=t.scaler.state_dict(),
+                             class_weights=t.class_weights)
         # model_state is what evaluation and prediction load: the moving average when there is one; the
         # trained weights go beside it so --resume continues them
-        extra = {"trained_model_state": t.model.state_dict(), "ema_updates": t.ema.updates} if t.ema is not None else {}
-        return {
-            "model_state": t.eval_model.state_dict(), **extra, "optimizer_state": t.optimizer.state_dict(),
-            "scaler_state": t.scaler.state_dict(),
-            "scheduler_state": self.scheduler.state_dict(), "train_state": asdict(self.state), "rng": rng_state(),
-            "class_weights": t.class_weights, "config": cfg.to_dict(), **t.model_info.to_dict(),
-        }
+        return Checkpoint(info=t.model_info, config=cfg.to_dict(), model_state=t.eval_model.state_dict(),
+                          trained_state=t.model.state_dict() if t.ema is not None else None,
+                          ema_updates=t.ema.updates if t.ema is not None else 0, resume=resume)
 
     def replan(self, used: float, seen_per_s: float) -> None:
         """Re-check the budget plan from the time used and the recent step speed (all ranks alike)."""
@@ -195,11 +194,11 @@ class EpochLoop:
         stop between the two is repaired on resume), metrics.csv, TensorBoard and MLflow."""
         run = self.run
         if self.t.dist.is_main:
-            payload = self.payload()
-            save_checkpoint(run.last, payload)
+            ckpt = self.checkpoint()
+            ckpt.save(run.last)
             if improved:
-                save_checkpoint(run.best, payload)
-                self.best_state = {k: v.detach().clone() for k, v in payload["model_state"].items()}
+                ckpt.save(run.best)
+                self.best_state = {k: v.detach().clone() for k, v in ckpt.model_state.items()}
             run.write_metrics_csv(self.state.history)
             for key, value in row.items():
                 if key != "epoch" and value is not None:

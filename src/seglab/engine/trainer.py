@@ -18,14 +18,14 @@ import torch
 from torch import nn
 from torch.utils.data import Subset
 
-from ..artifacts.checkpoint import load_checkpoint, read_model_info, rng_state, save_checkpoint, set_rng_state
+from ..artifacts.checkpoint import Checkpoint, rng_state, set_rng_state
 from ..collectives import group_is_initialized
-from ..config import Config, config_differences, config_from_dict, dump_config, load_config
+from ..config import Config, config_differences, dump_config, load_config
 from ..artifacts.model_info import ModelInfo
 from ..data.datasets import DataBundle
 from ..data.splits import Split, load_split, save_split
 from ..durations import format_duration, parse_duration
-from ..errors import CheckpointError, ConfigError, SeglabError, brief
+from ..errors import CheckpointError, SeglabError, brief
 from ..models.weights import WeightsRecord
 from ..fileio import atomic_write_text
 from ..artifacts.run_dir import RunDir, RunLock, kept_files, lock_for_writer
@@ -194,29 +194,27 @@ def fit(cfg: Config, *, resume: bool = False, overwrite: bool = False, split: Op
                           estimate=estimate)
 
 
-def _resume_point(run: RunDir, cfg: Config, main: bool) -> dict[str, Any]:
+def _resume_point(run: RunDir, cfg: Config, main: bool) -> Checkpoint:
     """last.pt, checked against the run's config.yaml, with the run folder put in the state that last.pt
     describes: temporaries of interrupted writes removed, best.pt completed when a stop came between
     writing last.pt and best.pt of an improving epoch, metrics.csv as of last.pt."""
-    ckpt = load_checkpoint(run.last)
+    ckpt = Checkpoint.load(run.last)
+    if ckpt.resume is None:
+        raise CheckpointError(f"{run.last}: holds weights only, no training state to resume; train a new run")
     if not main:  # torchrun: rank 0 checks (and may rewrite config.yaml); a refusal there stops every rank
         return ckpt
     stored = load_config(run.config)  # the file alone, without this resume's --set / --budget
-    try:
-        saved = config_from_dict(ckpt["config"], str(run.last))
-    except ConfigError as exc:
-        raise CheckpointError(f"{run.last}: its config is not valid ({exc})") from None
-    diff = config_differences(saved, stored)
+    diff = config_differences(ckpt.resolved_config(), stored)
     if diff:
         raise SeglabError(f"{run.config}: differs from the run's checkpoints/last.pt at {diff} (checkpoint vs file); "
                           "restore the run's config.yaml, or train a new run (--resume continues the run that was started)")
     run.clean_temporaries()
-    state = ckpt["train_state"]
+    state = ckpt.train_state
     if state.get("best_epoch") is not None and state["best_epoch"] == state.get("epoch"):
         # last.pt of an improving epoch holds exactly what best.pt must: the stop came before best.pt's write
-        best = load_checkpoint(run.best, mmap=True)["train_state"].get("epoch") if run.best.is_file() else None
+        best = Checkpoint.load(run.best, tensors=False).train_state.get("epoch") if run.best.is_file() else None
         if best != state["best_epoch"]:
-            save_checkpoint(run.best, {k: v for k, v in ckpt.items() if k not in ("format", "version")})
+            ckpt.save(run.best)
             log.info(f"{run.best}: completed from last.pt (the run stopped between the two writes)")
     run.write_metrics_csv(TrainState.from_dict(state).history)
     return ckpt
@@ -252,10 +250,10 @@ def fit_locked(run: RunDir, cfg: Config, *, resume: bool = False, overwrite: boo
         log.setLevel(logging.WARNING)
 
     t = build_training(cfg, split=load_split(run.split, cfg.data.root) if resume else split, dist=dist, device=device,
-                       class_weights=ckpt["class_weights"] if ckpt is not None else None, check_files=not resume,
+                       class_weights=ckpt.resume.class_weights if ckpt is not None else None, check_files=not resume,
                        load_pretrained=ckpt is None)  # a resume's weights come from last.pt
     model = t.model
-    state = TrainState.from_dict(ckpt["train_state"]) if ckpt is not None else TrainState()
+    state = TrainState.from_dict(ckpt.train_state) if ckpt is not None else TrainState()
     handler = _open_folder(run, cfg, t, overwrite, first=ckpt is None) if main else None
     n_params = count_parameters(model)
     _log_start(t, run, state, resume, n_params)
@@ -264,7 +262,7 @@ def fit_locked(run: RunDir, cfg: Config, *, resume: bool = False, overwrite: boo
     scheduler = _build_schedule(t, plan)
     if ckpt is not None:  # after building the schedule, which sets the optimizer's first learning rate
         _restore(t, scheduler, ckpt, run.last)
-        t.model_info = t.model_info.with_pretrained(read_model_info(run.last, ckpt).pretrained)  # what it started from
+        t.model_info = t.model_info.with_pretrained(ckpt.info.pretrained)  # what it started from
         if main:
             _record_resume_settings(run, cfg)
 
@@ -313,7 +311,7 @@ def _evaluated_model(t: Training, loop: EpochLoop, run: RunDir) -> nn.Module:
     are the model's own."""
     model = t.eval_model
     if run.evaluated_checkpoint() == run.best:
-        best = loop.best_state if loop.best_state is not None else load_checkpoint(run.best)["model_state"]
+        best = loop.best_state if loop.best_state is not None else Checkpoint.load(run.best).model_state
         model.load_state_dict(best)
     return model.eval()
 
@@ -449,25 +447,26 @@ def _check_warmup(cfg: Config, est: Estimate, budget: Optional[float]) -> None:
                           "train.compile false")
 
 
-def _restore(t: Training, scheduler: Any, ckpt: dict[str, Any], path: Path) -> None:
+def _restore(t: Training, scheduler: Any, ckpt: Checkpoint, path: Path) -> None:
     """Model, optimizer, schedule and random states from a resumed run's last.pt."""
-    labels, stored = t.data.labels, read_model_info(path, ckpt).labels
+    labels, stored, resume = t.data.labels, ckpt.info.labels, ckpt.resume
     if stored.names != labels.names:
         raise CheckpointError(f"{path}: trained for {stored.num_classes} classes "
                               f"({', '.join(stored.names[:5])}...), but the data now gives "
                               f"{labels.num_classes} ({', '.join(labels.names[:5])}...); the palette or class "
                               "settings changed since the run started")
     try:
-        t.model.load_state_dict(ckpt.get("trained_model_state", ckpt["model_state"]))
+        t.model.load_state_dict(ckpt.trained_weights)
         if t.ema is not None:  # a run that starts averaging on resume starts from the trained weights
-            t.ema.model.load_state_dict(ckpt["model_state"] if "trained_model_state" in ckpt else t.model.state_dict())
-            t.ema.updates = int(ckpt.get("ema_updates", 0))
+            t.ema.model.load_state_dict(ckpt.model_state if ckpt.trained_state is not None else t.model.state_dict())
+            t.ema.updates = ckpt.ema_updates
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: weights do not fit the run's model ({brief(exc)})") from None
-    t.optimizer.load_state_dict(ckpt["optimizer_state"])
-    scheduler.load_state_dict(ckpt["scheduler_state"])
-    if "scaler_state" in ckpt:  # fp16: the loss scale carries on where it was
-        t.scaler.load_state_dict(ckpt["scaler_state"])
-    set_rng_state(ckpt["rng"])
+    assert resume is not None  # _resume_point refuses a weights-only last.pt
+    t.optimizer.load_state_dict(resume.optimizer)
+    scheduler.load_state_dict(resume.scheduler)
+    if resume.scaler is not None:  # fp16: the loss scale carries on where it was
+        t.scaler.load_state_dict(resume.scaler)
+    set_rng_state(resume.rng)
 
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..artifacts.checkpoint import load_checkpoint, read_model_info
+from ..artifacts.checkpoint import Checkpoint
 from ..artifacts.model_info import ModelInfo
 from ..data.datasets import collate_eval
 from ..data.folder import marked_mask_key
@@ -65,12 +65,12 @@ class LoadedModel(HasModelInfo):
 
     model: nn.Module
     info: ModelInfo
-    checkpoint: dict[str, Any]
+    checkpoint: Checkpoint
     device: str = "cpu"
 
     @property
     def data_settings(self) -> dict[str, Any]:
-        return (self.checkpoint.get("config") or {}).get("data") or {}
+        return self.checkpoint.section("data")
 
     def to(self, device: Any) -> "LoadedModel":
         self.model.to(device)
@@ -85,17 +85,16 @@ class LoadedModel(HasModelInfo):
         return self.model(x)
 
 
-def build_checkpoint_model(path: Path, ckpt: dict[str, Any], info: Optional[ModelInfo] = None) -> torch.nn.Module:
-    """The model a loaded checkpoint describes (`info`: its ModelInfo when already read), with its weights;
-    errors name the checkpoint."""
+def build_checkpoint_model(path: Path, ckpt: Checkpoint) -> torch.nn.Module:
+    """The model a loaded checkpoint describes, with its weights; errors name the checkpoint."""
     try:
-        model = build_model_from_meta((info or read_model_info(path, ckpt)).model_meta, pretrained=False)
+        model = build_model_from_meta(ckpt.info.model_meta, pretrained=False)
     except SeglabError as exc:
         raise CheckpointError(f"{path}: {brief(exc, 200)}") from None
     except (TypeError, ValueError, KeyError) as exc:
         raise CheckpointError(f"{path}: checkpoint's model settings are not usable ({brief(exc)})") from None
     try:
-        model.load_state_dict(ckpt["model_state"])
+        model.load_state_dict(ckpt.model_state)
     except (KeyError, RuntimeError, TypeError) as exc:
         raise CheckpointError(f"{path}: model weights do not match the stored model config ({brief(exc)})") from None
     return model
@@ -103,11 +102,10 @@ def build_checkpoint_model(path: Path, ckpt: dict[str, Any], info: Optional[Mode
 
 def load_model(path: Path, device: str = "cpu") -> LoadedModel:
     """Rebuild the model of a seglab checkpoint in eval mode."""
-    ckpt = load_checkpoint(path)
-    info = read_model_info(path, ckpt)  # checked once, then used to build the model and to predict
-    model = build_checkpoint_model(path, ckpt, info)
+    ckpt = Checkpoint.load(path)  # its ModelInfo checked once, then used to build the model and to predict
+    model = build_checkpoint_model(path, ckpt)
     model.to(device).eval()
-    return LoadedModel(model=model, info=info, checkpoint=ckpt, device=str(device))
+    return LoadedModel(model=model, info=ckpt.info, checkpoint=ckpt, device=str(device))
 
 
 def image_logits(predictor: Predictor, image: np.ndarray, settings: Optional[InferenceSettings] = None) -> torch.Tensor:

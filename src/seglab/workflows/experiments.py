@@ -141,12 +141,12 @@ def _input_size(cfg: Config) -> tuple[int, int]:
 def _gflops(run: RunDir, cfg: Config) -> Optional[float]:
     import torch
 
-    from ..artifacts.checkpoint import read_model_info
+    from ..artifacts.checkpoint import Checkpoint
     from ..models import build_model_from_meta, count_flops
 
     ckpt = run.evaluated_checkpoint()
     try:
-        info = read_model_info(ckpt)
+        info = Checkpoint.load(ckpt, tensors=False).info
         with torch.device("meta"):  # FLOPs need the shapes only: reading a weights file into meta tensors is a no-op
             model = build_model_from_meta(info.model_meta, pretrained=False)
         return count_flops(model, _input_size(cfg), info.in_channels) / 1e9

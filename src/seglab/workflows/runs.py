@@ -158,12 +158,12 @@ def _open_checkpoint(target: PathLike, split: str, overrides: Sequence[str]) -> 
     lm = load_model(ckpt_path)
     run_cfg = load_config(run.config) if run is not None else None
     # where the data is now is the run folder's to say (a resume may have moved it), a --set's above both
-    raw = copy.deepcopy(lm.checkpoint["config"])
+    raw = copy.deepcopy(lm.checkpoint.config)
     if run_cfg is not None and isinstance(raw.get("data"), dict):
         raw["data"]["root"] = run_cfg.data.root
     cfg = config_from_dict(raw, str(ckpt_path), list(overrides))
     if run_cfg is not None:  # a checkpoint copied in from another run would be scored on labels it never learnt
-        diff = config_differences(config_from_dict(lm.checkpoint["config"], str(ckpt_path)), run_cfg,
+        diff = config_differences(lm.checkpoint.resolved_config(), run_cfg,
                                   sections=("data", "model"))
         if diff:
             raise CheckpointError(f"{ckpt_path}: not a checkpoint of the run in {run.path}: its settings differ at "
