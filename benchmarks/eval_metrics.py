@@ -23,7 +23,7 @@ from _docs import cpu_name, replace_block  # noqa: E402
 from seglab.config import load_config  # noqa: E402
 from seglab.data.datasets import EvalDataset, build_data  # noqa: E402
 from seglab.evaluation.evaluate import run_evaluation  # noqa: E402
-from seglab.evaluation.predict import load_model  # noqa: E402
+from seglab.evaluation.model_files import load_model  # noqa: E402
 from seglab.models import build_model_from_meta  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent

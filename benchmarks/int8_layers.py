@@ -58,7 +58,7 @@ def main() -> int:
 
     from seglab.api import evaluate, export
     from seglab.deploy.quantize import _OPS, _Inputs, calibration_inputs
-    from seglab.evaluation.predict import load_model
+    from seglab.evaluation.model_files import load_model
 
     ck = args.run / "checkpoints"
     fp32 = export(ck / "best.pt", out=ck / "best.onnx")

@@ -94,7 +94,7 @@ def test_without_sync_bn_validation_scores_the_saved_model(tmp_path):
     from seglab.data.datasets import EvalDataset, build_data
     from seglab.data.splits import load_split
     from seglab.evaluation.evaluate import run_evaluation
-    from seglab.evaluation.predict import build_checkpoint_model
+    from seglab.evaluation.model_files import build_checkpoint_model
     from seglab.losses import build_loss_from_config
 
     _torchrun("train", _raw(tmp_path, "ddp_local_bn", 2, sync_bn=False), cwd=tmp_path)

@@ -8,6 +8,7 @@ from seglab.artifacts.checkpoint import save_checkpoint
 from seglab.data.synthetic import synthetic_labels
 from seglab.errors import SeglabError
 from seglab.deploy.export import export_checkpoint
+from seglab.deploy.formats import EXPORT_FORMATS
 from seglab.evaluation.runtimes import OnnxModel, onnx_providers
 from seglab.models import create_model, fixed_export_size, list_models
 
@@ -160,8 +161,8 @@ def test_a_native_resolution_model_exports_to_onnx_without_a_size(tmp_path, monk
     """Issue 27 item 6: a checkpoint trained at native resolution (no augment.resize) exports with no --size:
     traced at its training crop, it predicts every image at its own size, as the checkpoint does; only a
     fixed-size graph asks for --size."""
-    from seglab.deploy import export as export_module
-    from seglab.evaluation.predict import load_model, predict_image
+    from seglab.evaluation.model_files import load_model
+    from seglab.evaluation.predict import predict_image
     from seglab.evaluation.runtimes import OnnxModel
 
     model, path = _checkpoint(tmp_path, "unet")
@@ -175,7 +176,9 @@ def test_a_native_resolution_model_exports_to_onnx_without_a_size(tmp_path, monk
     image = np.random.default_rng(1).integers(0, 255, (37, 59, 3), dtype=np.uint8)
     a, b = predict_image(load_model(native), image), predict_image(onnx_model, image)
     assert a.shape == (37, 59) and (a == b).mean() > 0.999
-    monkeypatch.setattr(export_module, "fixed_export_size", lambda m: "PyramidPooling: pools to fixed bins")
+    from seglab.deploy.formats import onnx as onnx_format
+
+    monkeypatch.setattr(onnx_format, "fixed_export_size", lambda m: "PyramidPooling: pools to fixed bins")
     with pytest.raises(SeglabError, match=r"trained at native resolution and its ONNX graph has a fixed size "
                                           r"\(PyramidPooling: pools to fixed bins\); give --size H W"):
         export_checkpoint(native, "onnx", out=tmp_path / "x.onnx")
@@ -263,3 +266,22 @@ def _check_dynamic_int8(fp32, out):
     assert any("--calibration percentile is not used" in r.getMessage() for r in records)
     convs = [n.op_type for n in onnx.load(str(out)).graph.node if n.op_type in ("Conv", "ConvInteger")]
     assert convs[:2] == ["Conv", "Conv"] and set(convs[2:]) == {"ConvInteger"} and len(convs) > 3
+
+
+@pytest.mark.parametrize("fmt", list(EXPORT_FORMATS))
+def test_every_registered_export_format_writes_a_file_its_runtime_opens(tmp_path, fmt):
+    """Issue 43 item 4: an export format is a module in deploy/formats/ plus a registration; each registered
+    one writes its default file name, and the model-file table opens it (its engine) to the checkpoint's masks."""
+    from seglab.deploy.formats import export_format
+    from seglab.evaluation.model_files import MODEL_FILES, load_model, open_model
+    from seglab.evaluation.predict import predict_image
+
+    assert fmt in MODEL_FILES, f"export format {fmt}: no row in evaluation/model_files.MODEL_FILES to open it"
+    _, path = _checkpoint(tmp_path, "unet")
+    out = export_checkpoint(path, fmt)
+    assert out.name == "unet" + export_format(fmt).SUFFIX
+    opened = open_model(out, MODEL_FILES[fmt].engine)
+    image = np.random.default_rng(2).integers(0, 255, (64, 80, 3), dtype=np.uint8)
+    assert (predict_image(opened, image) == predict_image(load_model(path), image)).mean() > 0.999
+    with pytest.raises(SeglabError, match=r"--format: expected .*, got 'tflite'"):
+        export_checkpoint(path, "tflite")

@@ -164,7 +164,8 @@ def test_a_tf_padded_timm_encoder_is_fed_its_training_grid_in_eager_and_onnx(tmp
     from seglab.artifacts.checkpoint import save_checkpoint
     from seglab.data.synthetic import synthetic_labels
     from seglab.deploy.export import export_checkpoint
-    from seglab.evaluation.predict import load_model, logits_at
+    from seglab.evaluation.model_files import load_model
+    from seglab.evaluation.predict import logits_at
     from seglab.evaluation.runtimes import OnnxModel
     from seglab.models import create_model
 

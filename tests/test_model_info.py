@@ -11,7 +11,7 @@ from seglab.config.schema import default_normalization
 from seglab.data.synthetic import synthetic_labels
 from seglab.errors import CheckpointError
 from seglab.deploy.export import export_checkpoint
-from seglab.evaluation.predict import load_model
+from seglab.evaluation.model_files import load_model
 from seglab.evaluation.runtimes import OnnxModel, TorchScriptModel
 from seglab.models import create_model
 

@@ -281,7 +281,8 @@ def test_label_maps_threshold_each_sigmoid():
 @pytest.mark.parametrize("form", ["channels", "class_folders"])
 def test_a_multilabel_model_trains_evaluates_and_predicts_one_mask_per_class(tmp_path, form):
     import seglab
-    from seglab.evaluation.predict import load_model, predict_image
+    from seglab.evaluation.model_files import load_model
+    from seglab.evaluation.predict import predict_image
 
     write_multilabel_set(tmp_path / "d", form)
     cfg = _config(tmp_path / "d", form, tmp_path / "runs", train__epochs=12)
@@ -317,7 +318,8 @@ def test_multilabel_onnx_export_predicts_what_the_checkpoint_does(tmp_path):
     pytest.importorskip("onnxruntime")
     import seglab
     from seglab.data.masks import read_image
-    from seglab.evaluation.predict import load_model, predict_image
+    from seglab.evaluation.model_files import load_model
+    from seglab.evaluation.predict import predict_image
     from seglab.evaluation.runtimes import OnnxModel
 
     write_multilabel_set(tmp_path / "d", "channels", n=8)

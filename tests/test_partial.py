@@ -364,7 +364,7 @@ def test_conditional_checkpoint_predicts_and_exports(tmp_path, fmt):
     from seglab.artifacts.checkpoint import save_checkpoint
     from seglab.deploy.export import export_checkpoint
     from seglab.evaluation.runtimes import OnnxModel
-    from seglab.evaluation.predict import load_model
+    from seglab.evaluation.model_files import load_model
 
     torch.manual_seed(0)
     options = {"base_channels": 4, "depth": 2}

@@ -127,7 +127,7 @@ def test_a_pretrained_timm_model_trains_records_its_weights_and_exports(tmp_path
     onnx = tmp_path / "m.onnx"
     assert main(["export", str(run / "checkpoints" / "best.pt"), "--format", "onnx", "--size", "48", "64",
                  "--out", str(onnx)]) == 0
-    from seglab.evaluation.predict import load_model
+    from seglab.evaluation.model_files import load_model
     from seglab.evaluation.runtimes import OnnxModel
 
     eager, exported = load_model(run / "checkpoints" / "best.pt"), OnnxModel(onnx)

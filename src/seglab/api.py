@@ -18,7 +18,8 @@ from .deploy.int8_recipe import DEFAULT_CALIBRATION, DEFAULT_CALIBRATION_IMAGES,
 from .engine.distributed import pick_device
 from .errors import DataError, SeglabError
 from .evaluation.inference import settings_from_config
-from .evaluation.predict import model_file_kind, overlay, predict_files
+from .evaluation.model_files import model_file_kind
+from .evaluation.predict import overlay, predict_files
 from .reporting import plots
 from .artifacts.run_dir import RunDir
 from .reporting.tables import per_class_csv, per_class_markdown
@@ -99,7 +100,7 @@ def load_model(path: PathLike, *, device: str = "cpu", engine: Optional[str] = N
     path: a seglab checkpoint, an ONNX export (engine inferred from .onnx) or a TorchScript export (only with
     engine='torchscript': loading one runs its code). device: 'cpu', 'cuda[:N]' or 'auto'.
     """
-    from .evaluation.predict import open_model
+    from .evaluation.model_files import open_model
     from .evaluation.predictor import SegmentationPredictor
 
     engine = engine or ("onnxruntime" if str(path).lower().endswith(".onnx") else "torch")

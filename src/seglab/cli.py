@@ -9,6 +9,7 @@ import sys
 import threading
 from typing import Any, Optional, Sequence
 
+from .deploy.formats import EXPORT_FORMATS
 from .deploy.int8_recipe import CALIBRATION_METHODS, DEFAULT_CALIBRATION, DEFAULT_CALIBRATION_IMAGES, DEFAULT_FP32_FIRST
 from .errors import SeglabError
 
@@ -123,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="export a checkpoint to ONNX or TorchScript")
     p.add_argument("checkpoint")
-    p.add_argument("--format", dest="fmt", choices=["onnx", "torchscript"], default="onnx")
+    p.add_argument("--format", dest="fmt", choices=list(EXPORT_FORMATS), default="onnx")
     p.add_argument("--out", help="output file (default: beside the checkpoint)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file (never a run's checkpoint)")
     p.add_argument("--size", type=_count(1), nargs=2, metavar=("H", "W"), help="input size (default: the training input size)")

@@ -1,2 +1,3 @@
-"""Model files for other runtimes: `seglab export` to ONNX (INT8 with quantize.py) and TorchScript, carrying
-the checkpoint's ModelInfo as metadata; evaluation/runtimes.py runs them for predict and eval."""
+"""Model files for other runtimes: `seglab export` in a registered format (formats/: ONNX, INT8 with
+quantize.py, TorchScript), carrying the checkpoint's ModelInfo as metadata; evaluation/model_files.py opens
+them for predict and eval."""

@@ -1,7 +1,7 @@
-"""Export a checkpoint to ONNX or TorchScript (`seglab export`); evaluation/runtimes.py runs the exports."""
+"""Export a checkpoint (`seglab export`) in a registered format (deploy/formats/: ONNX, TorchScript), with its
+ModelInfo inside; evaluation/model_files.py opens the exports."""
 from __future__ import annotations
 
-import json
 import logging
 import warnings
 from dataclasses import replace
@@ -12,9 +12,8 @@ import torch
 
 from ..errors import SeglabError
 from ..fileio import atomic_path
-from ..models import fixed_export_size
-from ..evaluation.predict import LoadedModel, load_model
-from ..evaluation.runtimes import META_KEY
+from ..evaluation.model_files import LoadedModel, load_model
+from .formats import EXPORT_FORMATS, export_format
 from .int8_recipe import Int8Recipe
 
 log = logging.getLogger("seglab")
@@ -44,7 +43,7 @@ def check_export_target(out: Path, checkpoint: Path, overwrite: bool) -> None:
 def export_checkpoint(checkpoint: Path, fmt: str, out: Optional[Path] = None,
                       size: Optional[Sequence[int]] = None, opset: int = 17,
                       int8: Optional[Int8Recipe] = None, overwrite: bool = False) -> Path:
-    """Write the checkpoint's model as `fmt` ('onnx' or 'torchscript') for (N, C, H, W) inputs.
+    """Write the checkpoint's model as `fmt` (a registered export format: deploy/formats/) for (N, C, H, W) inputs.
 
     H, W default to the checkpoint's input size. ONNX graphs take any batch, height and width, except for
     models that say they cannot (`models.fixed_export_size`: PSPNet's pyramid pooling); TorchScript traces
@@ -56,16 +55,16 @@ def export_checkpoint(checkpoint: Path, fmt: str, out: Optional[Path] = None,
     calibration on up to 64 images of the run's training split); default file NAME.int8.onnx.
     An existing `out` is replaced only with `overwrite`; a run's checkpoint never (`check_export_target`).
     """
-    if fmt not in ("onnx", "torchscript"):
-        raise SeglabError(f"--format: expected onnx or torchscript, got {fmt!r}")
+    if fmt not in EXPORT_FORMATS:
+        raise SeglabError(f"--format: expected {' or '.join(EXPORT_FORMATS)}, got {fmt!r}")
     if int8 and fmt != "onnx":
         raise SeglabError("--int8: INT8 export is for --format onnx (onnxruntime's quantization)")
-    suffix = ".int8.onnx" if int8 else ".onnx" if fmt == "onnx" else ".torchscript.pt"
-    out = Path(out) if out else Path(checkpoint).with_suffix(suffix)
+    writer = export_format(fmt)
+    out = Path(out) if out else Path(checkpoint).with_suffix(".int8.onnx" if int8 else writer.SUFFIX)
     check_export_target(out, Path(checkpoint), overwrite)
     lm = load_model(checkpoint)
     model = lm.model.eval()
-    fixed = fixed_export_size(model) if fmt == "onnx" else "TorchScript traces keep the traced size"
+    fixed = writer.fixed_size(model)
     # the size predict resizes images to: the one asked for, else the training input size; None for a model
     # trained at native resolution whose graph takes any size (images are then predicted at their own size)
     size = tuple(size) if size else lm.input_size
@@ -78,22 +77,11 @@ def export_checkpoint(checkpoint: Path, fmt: str, out: Optional[Path] = None,
     example = torch.randn(1, lm.in_channels, *trace)
     with atomic_path(out) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        if fmt == "torchscript":
-            traced = torch.jit.trace(model, example, check_trace=False)
-            extra = {"seglab.json": json.dumps(_metadata(lm, size, fixed))}
-            torch.jit.save(traced, str(tmp), _extra_files=extra)
-        else:
-            axes = {0: "batch"} if fixed else {0: "batch", 2: "height", 3: "width"}
-            torch.onnx.export(model, (example,), str(tmp), input_names=["image"], output_names=["logits"],
-                              opset_version=opset, dynamo=False, dynamic_axes={"image": axes, "logits": axes})
-            import onnx
-
-            proto = onnx.load(str(tmp))
-            entry = proto.metadata_props.add()
-            entry.key, entry.value = META_KEY, json.dumps(_metadata(lm, size, fixed, 1 if fixed else lm.size_divisor))
-            onnx.save(proto, str(tmp))
-            if int8:
-                log.info(f"{out}: INT8 ({_quantize_in_place(tmp, Path(checkpoint), lm, int8)})")
+        writer.write(model, example, tmp, lambda divisor: _metadata(lm, size, fixed, divisor), fixed,
+                     lm.size_divisor, opset)
+        if int8:
+            log.info(f"{out}: INT8 ({_quantize_in_place(tmp, Path(checkpoint), lm, int8)})")
+        if fmt == "onnx":
             log.info(f"{out}: fixed {trace[0]}x{trace[1]} input ({fixed})" if fixed
                      else f"{out}: any batch, height and width (traced at {trace[0]}x{trace[1]}"
                           f"{'; images are predicted at their own size' if size is None else ''})")

@@ -20,7 +20,7 @@ from ..data.splits import load_split
 from ..data.transforms import prepare_eval_image
 from ..errors import SeglabError, brief
 from ..fileio import TMP_SUFFIX
-from ..evaluation.predict import LoadedModel
+from ..evaluation.model_files import LoadedModel
 from .int8_recipe import Int8Recipe
 
 log = logging.getLogger("seglab")

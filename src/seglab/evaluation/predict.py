@@ -1,30 +1,27 @@
-"""Inference: logits at full resolution, models from checkpoints, and `seglab predict` over files."""
+"""Prediction: images -> logits at full resolution -> class maps, and `seglab predict` over files (its outputs,
+names and markers). Models are opened in model_files.py."""
 from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Protocol, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..artifacts.checkpoint import Checkpoint
-from ..artifacts.model_info import ModelInfo
 from ..data.datasets import collate_eval
 from ..data.folder import marked_mask_key
 from ..data.labels import LabelSpace
 from ..data.masks import IMAGE_EXTENSIONS, display_rgb, read_image
 from ..data.transforms import prepare_eval_image
-from ..errors import CheckpointError, DataError, SeglabError, brief
+from ..errors import DataError, SeglabError
 from ..fileio import atomic_path, atomic_write_text
 from ..artifacts.run_dir import RunDir, RunLock
-from ..models import build_model_from_meta
-from .inference import InferenceSettings, class_probabilities, label_maps, logits_with, net_logits, size_divisor_of
-from .runtimes import HasModelInfo, OnnxModel, TorchScriptModel, is_torchscript
+from .inference import InferenceSettings, class_probabilities, label_maps, logits_with, net_logits
+from .model_files import Predictor, open_model
 
 log = logging.getLogger("seglab")
 
@@ -38,74 +35,6 @@ def logits_at(model: nn.Module, images: torch.Tensor, size: Sequence[int], chann
     if tuple(out.shape[-2:]) != tuple(size):
         out = F.interpolate(out, size=tuple(size), mode="bilinear", align_corners=False)
     return out
-
-
-class Predictor(Protocol):
-    """What prediction runs: normalised images (N, C, h, w) on `device` -> logits (N, K, h, w), with the
-    preprocessing and classes that go with them. A LoadedModel (PyTorch checkpoint), an OnnxModel and a
-    TorchScriptModel are each one."""
-
-    info: ModelInfo  # labels, mean / std, input_size, in_channels, image_max and nodata below are its fields
-    labels: LabelSpace
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    input_size: Optional[tuple[int, int]]
-    in_channels: int
-    image_max: Optional[float]
-    nodata: Optional[float]
-    device: str
-    data_settings: dict[str, Any]  # the data section of the training config ({} when not stored)
-
-    def __call__(self, x: torch.Tensor) -> Any: ...
-
-
-@dataclass
-class LoadedModel(HasModelInfo):
-    """A model rebuilt from a checkpoint with everything prediction needs (a Predictor)."""
-
-    model: nn.Module
-    info: ModelInfo
-    checkpoint: Checkpoint
-    device: str = "cpu"
-
-    @property
-    def data_settings(self) -> dict[str, Any]:
-        return self.checkpoint.section("data")
-
-    def to(self, device: Any) -> "LoadedModel":
-        self.model.to(device)
-        self.device = str(device)
-        return self
-
-    @property
-    def size_divisor(self) -> int:
-        return size_divisor_of(self.model)
-
-    def __call__(self, x: torch.Tensor) -> Any:
-        return self.model(x)
-
-
-def build_checkpoint_model(path: Path, ckpt: Checkpoint) -> torch.nn.Module:
-    """The model a loaded checkpoint describes, with its weights; errors name the checkpoint."""
-    try:
-        model = build_model_from_meta(ckpt.info.model_meta, pretrained=False)
-    except SeglabError as exc:
-        raise CheckpointError(f"{path}: {brief(exc, 200)}") from None
-    except (TypeError, ValueError, KeyError) as exc:
-        raise CheckpointError(f"{path}: checkpoint's model settings are not usable ({brief(exc)})") from None
-    try:
-        model.load_state_dict(ckpt.model_state)
-    except (KeyError, RuntimeError, TypeError) as exc:
-        raise CheckpointError(f"{path}: model weights do not match the stored model config ({brief(exc)})") from None
-    return model
-
-
-def load_model(path: Path, device: str = "cpu") -> LoadedModel:
-    """Rebuild the model of a seglab checkpoint in eval mode."""
-    ckpt = Checkpoint.load(path)  # its ModelInfo checked once, then used to build the model and to predict
-    model = build_checkpoint_model(path, ckpt)
-    model.to(device).eval()
-    return LoadedModel(model=model, info=ckpt.info, checkpoint=ckpt, device=str(device))
 
 
 def image_logits(predictor: Predictor, image: np.ndarray, settings: Optional[InferenceSettings] = None) -> torch.Tensor:
@@ -300,23 +229,6 @@ def safe_name(name: str) -> str:
     return re.sub(r"[^\w.-]", "_", name) or "class"
 
 
-def model_file_kind(path: Path, engine: str) -> str:
-    """'checkpoint', 'torchscript' or 'onnx': what predict runs `path` as, by the engine asked for. A
-    TorchScript archive runs code when it is loaded (torch.jit.load), so it is loaded only on an explicit
-    engine 'torchscript', never because a file looks like one; an ONNX file needs its engine too."""
-    path = Path(path)
-    if engine == "onnxruntime":
-        return "onnx"
-    if engine == "torchscript":
-        return "torchscript"
-    if path.suffix.lower() == ".onnx":
-        raise CheckpointError(f"{path}: an ONNX model; predict runs it with --engine onnxruntime")
-    if path.is_file() and is_torchscript(path):  # reading the archive's file names runs nothing
-        raise CheckpointError(f"{path}: a TorchScript export; loading one runs the code inside it, so predict "
-                              "does it only when asked: --engine torchscript (for files you trust)")
-    return "checkpoint"
-
-
 # What PyTorch says when an input is smaller than a network's pooling, kernels or padding allow.
 _SIZE_ERRORS = ("Output size is too small", "Kernel size can't be greater than actual input size",
                 "Padding size should be less than the corresponding input dimension")
@@ -340,16 +252,6 @@ def smallest_input(predictor: "Predictor", limit: int = 1024) -> int:
                 raise
         side = side + 1 if side < 64 else side * 2
     return limit
-
-
-def open_model(path: Path, engine: str = "torch", device: str = "cpu") -> Predictor:
-    """The Predictor of a model file, by the engine asked for (see `model_file_kind`)."""
-    kind = model_file_kind(path, engine)
-    if kind == "onnx":
-        return OnnxModel(path)
-    if kind == "torchscript":
-        return TorchScriptModel(path)
-    return load_model(path, device)
 
 
 def predict_files(checkpoint: Path, inputs: Sequence[str], out_dir: Path, device: str = "cpu", progress: bool = True,

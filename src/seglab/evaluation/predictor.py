@@ -12,7 +12,8 @@ import numpy as np
 from ..data.masks import read_image, scale_image
 from ..errors import DataError
 from .inference import InferenceSettings, class_probabilities
-from .predict import Predictor, check_threshold, class_map, sized_image_logits
+from .model_files import Predictor
+from .predict import check_threshold, class_map, sized_image_logits
 
 ImageLike = Union[np.ndarray, str, Path, Any]  # Any: a PIL image
 

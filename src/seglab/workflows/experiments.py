@@ -17,7 +17,8 @@ from ..data.splits import Sample, load_split
 from ..engine.budget import Estimate
 from ..engine.distributed import is_main_process
 from ..errors import ConfigError, SeglabError
-from ..evaluation.predict import load_model, predict_image
+from ..evaluation.model_files import load_model
+from ..evaluation.predict import predict_image
 from ..reporting import plots
 from ..reporting.compare import result_row, write_comparison
 from ..artifacts.run_dir import CV_RESULTS, CV_SUMMARY, REPORT, RunDir, kept_files

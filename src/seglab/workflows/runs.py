@@ -21,7 +21,7 @@ from ..engine.trainer import Fitted, fit_locked
 from ..errors import CheckpointError, DataError, SeglabError
 from ..evaluation.evaluate import run_evaluation
 from ..evaluation.inference import settings_from_config
-from ..evaluation.predict import load_model
+from ..evaluation.model_files import load_model
 from ..reporting import plots
 from ..reporting.evaluation_files import write_evaluation
 from ..reporting.report import build_report
@@ -179,7 +179,7 @@ def _open_export(target: PathLike, split: str, overrides: Sequence[str], engine:
     normalisation and input size stored in the export."""
     from torch import nn
 
-    from ..evaluation.predict import open_model
+    from ..evaluation.model_files import open_model
 
     path = Path(target)
     if not path.is_file():
