@@ -50,7 +50,7 @@ def main() -> None:
                 "num_classes": data.labels.num_classes, "conditional": None}
         model = build_model_from_meta(meta)
     model = model.to(memory_format=torch.channels_last).eval()
-    dataset = EvalDataset(data.readers[args.split], cfg)
+    dataset = EvalDataset(data.readers[args.split], cfg.augment)
     results: dict[str, list] = {"opencv": [], "torch": []}
     for r in range(args.rounds):
         for backend in ("opencv", "torch") if r % 2 == 0 else ("torch", "opencv"):

@@ -52,9 +52,9 @@ def test_cached_samples_read_the_same_every_time(tmp_path, tiny_raw, dtype):
     reader = data.readers["train"]
     image, mask = reader.load(0)
     assert not image.flags.writeable and not mask.flags.writeable  # nothing downstream can write into them
-    first = [TrainDataset(reader, cfg)[(0, 1)][0], EvalDataset(reader, cfg)[0]["image"]]
+    first = [TrainDataset(reader, cfg.augment)[(0, 1)][0], EvalDataset(reader, cfg.augment)[0]["image"]]
     for _ in range(3):
-        again = [TrainDataset(reader, cfg)[(0, 1)][0], EvalDataset(reader, cfg)[0]["image"]]
+        again = [TrainDataset(reader, cfg.augment)[(0, 1)][0], EvalDataset(reader, cfg.augment)[0]["image"]]
         assert all(torch.equal(a, b) for a, b in zip(first, again))
     assert reader.load(0)[0] is image  # served from the cache
 

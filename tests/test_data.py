@@ -191,7 +191,7 @@ def test_augmentation_is_reproducible_and_keeps_labels(tiny_raw):
     tiny_raw["augment"].update(scale=[0.8, 1.3], crop=[28, 36], rotate=20, color_jitter=0.3)
     cfg = config_from_dict(tiny_raw)
     bundle = build_data(cfg)
-    ds = TrainDataset(bundle.readers["train"], cfg)
+    ds = TrainDataset(bundle.readers["train"], cfg.augment)
     x1, y1, lab = ds[(2, 1234)]
     assert lab.dtype == torch.bool and bool(lab.all())  # a fully labelled dataset annotates every class
     x2, y2, _ = ds[(2, 1234)]
@@ -288,7 +288,7 @@ def test_class_balanced_crop_shares_ignore_void_and_count_overlapping_classes():
 def test_cat_max_ratio_in_the_config(tiny_raw):
     tiny_raw["augment"].update(crop=[16, 16], cat_max_ratio=0.75)
     cfg = config_from_dict(tiny_raw)
-    ds = TrainDataset(build_data(cfg).readers["train"], cfg)
+    ds = TrainDataset(build_data(cfg).readers["train"], cfg.augment)
     assert ds[(0, 3)][1].shape == (16, 16)
     tiny_raw["augment"].update(crop=None)
     with pytest.raises(ConfigError, match="cat_max_ratio.*augment.crop"):

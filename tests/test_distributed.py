@@ -103,7 +103,7 @@ def test_without_sync_bn_validation_scores_the_saved_model(tmp_path):
     data = build_data(cfg, split=load_split(run / "split.json"))
     model = build_checkpoint_model(run / "checkpoints" / "last.pt", Checkpoint.load(run / "checkpoints" / "last.pt"))
     loss_fn = build_loss_from_config(cfg.loss, ignore_index=data.labels.ignore_index, weight=None)
-    res = run_evaluation(model.eval(), EvalDataset(data.readers["val"], cfg), data.labels, device=torch.device("cpu"),
+    res = run_evaluation(model.eval(), EvalDataset(data.readers["val"], cfg.augment), data.labels, device=torch.device("cpu"),
                          batch_size=cfg.eval.batch_size, loss_fn=loss_fn)
     assert res.metrics["loss"] == pytest.approx(_history(run)[-1]["val_loss"], rel=1e-5)
 

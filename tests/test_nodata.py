@@ -104,7 +104,7 @@ def test_missing_pixels_are_neither_trained_on_nor_scored_nor_counted_as_inputs(
         assert np.array_equal(mask, np.where(missing, 255, labels)), reader.name(i)
         assert np.array_equal(np.isnan(image).any(-1), missing)
         kept.append(truth[~missing].astype(np.float64) / TOP)
-        x, y, _ = TrainDataset(reader, cfg)[(i, 0)]  # augmented: rotated, scaled, flipped; no NaN reaches the model
+        x, y, _ = TrainDataset(reader, cfg.augment)[(i, 0)]  # augmented: rotated, scaled, flipped; no NaN reaches the model
         assert torch.isfinite(x).all() and (y[torch.isnan(x).any(0)] == 255).all()
     labelled = sum(int(_tile(int(reader.name(i)[1]))[2].sum()) for i in range(len(reader)))
     assert stats.changed["pixels without data (data.nodata) -> ignore"] == labelled

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from ..config import Config, DataConfig, SourceConfig, SplitSource
+from ..config import AugmentConfig, Config, DataConfig, SourceConfig, SplitSource
 from ..errors import ConfigError, DataError
 from .folder import pair_folders, read_list_file
 from .label_map import read_label_map, resolve_label_map, zero_label_remap
@@ -474,11 +474,11 @@ def init_loader_worker(worker_id: int) -> None:
 class TrainDataset(Dataset):
     """Augmented training samples; a key (index, seed) makes the augmentation reproducible."""
 
-    def __init__(self, loader: SampleReader, cfg: Config):
+    def __init__(self, loader: SampleReader, augment: AugmentConfig):
         self.loader = loader
         self.transform = build_train_transform(
-            cfg.augment, loader.labels.ignore_index, loader.labels.num_classes if loader.labels.multilabel else 0)
-        self.mean, self.std = cfg.augment.mean, cfg.augment.std
+            augment, loader.labels.ignore_index, loader.labels.num_classes if loader.labels.multilabel else 0)
+        self.mean, self.std = augment.mean, augment.std
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -497,11 +497,11 @@ class TrainDataset(Dataset):
 class EvalDataset(Dataset):
     """Deterministic samples: the image at the model's input size, the mask at full resolution."""
 
-    def __init__(self, loader: SampleReader, cfg: Config, input_size: Optional[Sequence[int]] = None):
-        """`input_size`: the model's (H, W) input, when it is not the config's augment.resize (a checkpoint's)."""
+    def __init__(self, loader: SampleReader, augment: AugmentConfig, input_size: Optional[Sequence[int]] = None):
+        """`input_size`: the model's (H, W) input, when it is not augment.resize (a checkpoint's)."""
         self.loader = loader
-        self.input_size = tuple(input_size) if input_size is not None else cfg.augment.resize
-        self.mean, self.std = cfg.augment.mean, cfg.augment.std
+        self.input_size = tuple(input_size) if input_size is not None else augment.resize
+        self.mean, self.std = augment.mean, augment.std
 
     def __len__(self) -> int:
         return len(self.loader)

@@ -152,8 +152,8 @@ def build_training(cfg: Config, *, split: Optional[Split], dist: DistInfo, devic
     runtime.apply()
     workers = runtime.num_workers
     loss_fn = build_loss_from_config(lc, ignore_index=labels.ignore_index, weight=class_weights).to(device)
-    train_set = TrainDataset(data.readers["train"], cfg)
-    val_set = EvalDataset(data.readers["val"], cfg)
+    train_set = TrainDataset(data.readers["train"], cfg.augment)
+    val_set = EvalDataset(data.readers["val"], cfg.augment)
     groups = data.readers["train"].source_of if cfg.data.balance_sources and data.sources else None
     sampler = EpochSampler(len(train_set), seed=cfg.seed, groups=groups, rank=dist.rank, num_replicas=dist.world_size)
     train_loader = DataLoader(train_set, batch_size=cfg.train.batch_size // dist.world_size, sampler=sampler,

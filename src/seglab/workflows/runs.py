@@ -236,7 +236,7 @@ def _score(s: _Scored, data: DataBundle, split: str, out: Optional[PathLike], en
         raise DataError(f"the {split} split is empty for {s.run.path if s.run is not None else s.path}")
     exported = engine != "torch"
     cfg = s.cfg
-    dataset = EvalDataset(data.readers[split], cfg, input_size=s.input_size)
+    dataset = EvalDataset(data.readers[split], cfg.augment, input_size=s.input_size)
     settings = settings_from_config(cfg.eval)
     res = run_evaluation(s.model, dataset, s.labels, device=s.device, batch_size=cfg.eval.batch_size,
                          dilation_ratio=cfg.eval.boundary_dilation_ratio, num_samples=cfg.eval.num_samples,
