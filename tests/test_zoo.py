@@ -213,3 +213,18 @@ def test_describe_lists_params_flops_and_encoders():
     d = describe_model("deeplabv3plus")
     assert d["parameters"] > 1e7 and d["gflops_512"] > 10 and "mobilenet_v2" in d["encoders"]
     assert set(MODEL_ENCODERS) == set(MODELS)
+
+
+def test_every_encoder_an_architecture_takes_is_a_row_of_the_encoder_table():
+    """Issue 43 item 4: one encoder table (models/encoder_table.py); each architecture's list is a query on it,
+    and each row is built where it says (torchvision builders, SegFormer's MiT configurations)."""
+    from seglab.models.encoder_table import ENCODER_TABLE, TORCHVISION_FAMILIES, encoders
+    from seglab.models.encoders import _TV_BUILDERS
+    from seglab.models.segformer import MIT
+
+    rows = {r.name for r in ENCODER_TABLE}
+    for model, names in MODEL_ENCODERS.items():
+        assert set(names) <= rows, f"{model}: {set(names) - rows} not in the encoder table"
+    assert tuple(_TV_BUILDERS) == encoders(*TORCHVISION_FAMILIES) and tuple(MIT) == encoders("mit")
+    with pytest.raises(KeyError, match="not in the encoder table: efficientnet"):
+        encoders("efficientnet")

@@ -7,7 +7,8 @@ from torch import nn
 
 from ..errors import ConfigError
 from .encoders import Encoder, build_encoder
-from .timm_encoder import TIMM_ANY, TimmEncoder, timm_base
+from .encoder_table import TIMM_ANY
+from .timm_encoder import TimmEncoder, timm_base
 from .weights import load_timm_weights
 
 

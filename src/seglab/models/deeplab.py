@@ -9,13 +9,12 @@ from torch import nn
 from ..errors import ConfigError
 from ..registry import register_model
 from ._common import make_encoder
-from .timm_encoder import TIMM_ANY
+from .encoder_table import encoders
 from .base import SegmentationModel
 from .blocks import ConvBNReLU, SeparableConvBNReLU, upsample_like
-from .fcn import RESNETS
 from .heads import ASPP, FCNHead
 
-BACKBONES = RESNETS + ("mobilenet_v2", "mobilenet_v3_large", TIMM_ANY)
+BACKBONES = encoders("resnet", "mobilenet", "timm")
 
 
 def _rates(output_stride: int) -> tuple[int, ...]:

@@ -14,9 +14,10 @@ from torch import nn
 import torchvision.models as tvm
 
 from ..errors import ConfigError, SeglabError
+from .encoder_table import TORCHVISION_FAMILIES, encoders
 from .weights import load_weights_file, resolve_weights
 
-ENCODER_NAMES = ("resnet18", "resnet34", "resnet50", "resnet101", "vgg16_bn", "mobilenet_v2", "mobilenet_v3_large")
+ENCODER_NAMES = encoders(*TORCHVISION_FAMILIES)  # the torchvision rows of the encoder table
 
 # the classification heads of the torchvision networks: not part of an encoder, may be absent from a file
 _TV_HEADS = ("fc.", "classifier.")

@@ -8,12 +8,13 @@ from torch import nn
 
 from ..registry import register_model
 from ._common import make_encoder
-from .timm_encoder import TIMM_ANY
+from .encoder_table import encoders
 from .base import SegmentationModel
 from .blocks import upsample_like
 from .heads import FCNHead
 
-RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101")
+FCN_ENCODERS = encoders("resnet", "timm")
+VGGS = encoders("vgg")  # FCN-8s / 16s / 32s: VGG-16
 
 
 def bilinear_kernel(channels: int, k: int) -> torch.Tensor:
@@ -88,17 +89,17 @@ def _vgg(skips: int, name: str):
     return build
 
 
-build_fcn32s = register_model("fcn32s", ("vgg16_bn",))(_vgg(0, "fcn32s"))
-build_fcn16s = register_model("fcn16s", ("vgg16_bn",))(_vgg(1, "fcn16s"))
-build_fcn8s = register_model("fcn8s", ("vgg16_bn",))(_vgg(2, "fcn8s"))
+build_fcn32s = register_model("fcn32s", VGGS)(_vgg(0, "fcn32s"))
+build_fcn16s = register_model("fcn16s", VGGS)(_vgg(1, "fcn16s"))
+build_fcn8s = register_model("fcn8s", VGGS)(_vgg(2, "fcn8s"))
 
 
-@register_model("fcn", RESNETS + (TIMM_ANY,))
+@register_model("fcn", FCN_ENCODERS)
 def build_fcn(
     *, in_channels: int = 3, num_classes: int, encoder: str = "resnet50", pretrained: Optional[str] = None,
     output_stride: int = 8, aux: bool = True, dropout: float = 0.1, freeze_backbone: Union[bool, int] = False,
 ) -> FCNResNet:
     """FCN head on a dilated ResNet (output stride 8 by default), with an auxiliary head."""
-    enc = make_encoder(encoder, allowed=RESNETS + (TIMM_ANY,), in_channels=in_channels, output_stride=output_stride,
+    enc = make_encoder(encoder, allowed=FCN_ENCODERS, in_channels=in_channels, output_stride=output_stride,
                        pretrained=pretrained, freeze_backbone=freeze_backbone, model="fcn")
     return FCNResNet(enc, num_classes, aux, dropout)

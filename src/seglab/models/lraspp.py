@@ -7,7 +7,7 @@ from torch import nn
 
 from ..registry import register_model
 from ._common import make_encoder
-from .timm_encoder import TIMM_ANY
+from .encoder_table import encoders
 from .base import SegmentationModel
 from .blocks import upsample_like
 
@@ -33,12 +33,15 @@ class LRASPP(SegmentationModel):
         return self.low_classifier(low) + self.high_classifier(y), []
 
 
-@register_model("lraspp", ("mobilenet_v3_large", TIMM_ANY))
+LRASPP_ENCODERS = encoders("timm", names=("mobilenet_v3_large",))
+
+
+@register_model("lraspp", LRASPP_ENCODERS)
 def build_lraspp(
     *, in_channels: int = 3, num_classes: int, encoder: str = "mobilenet_v3_large", pretrained: Optional[str] = None,
     inter_channels: int = 128, freeze_backbone: Union[bool, int] = False,
 ) -> LRASPP:
     """LR-ASPP head on a MobileNetV3-Large whose last stage is dilated (output stride 16)."""
-    enc = make_encoder(encoder, allowed=("mobilenet_v3_large", TIMM_ANY), in_channels=in_channels, output_stride=16,
+    enc = make_encoder(encoder, allowed=LRASPP_ENCODERS, in_channels=in_channels, output_stride=16,
                        pretrained=pretrained, freeze_backbone=freeze_backbone, model="lraspp")
     return LRASPP(enc, num_classes, inter_channels)

@@ -7,10 +7,9 @@ from torch import nn
 
 from ..registry import register_model
 from ._common import make_encoder
-from .timm_encoder import TIMM_ANY
+from .encoder_table import encoders
 from .base import SegmentationModel
 from .blocks import ConvBNReLU
-from .fcn import RESNETS
 from .heads import FCNHead, PyramidPooling
 
 
@@ -35,13 +34,16 @@ class PSPNet(SegmentationModel):
         return self.head(self.ppm(f[4])), aux
 
 
-@register_model("pspnet", RESNETS + (TIMM_ANY,))
+PSPNET_ENCODERS = encoders("resnet", "timm")
+
+
+@register_model("pspnet", PSPNET_ENCODERS)
 def build_pspnet(
     *, in_channels: int = 3, num_classes: int, encoder: str = "resnet50", pretrained: Optional[str] = None,
     output_stride: int = 8, bins: tuple[int, ...] = (1, 2, 3, 6), aux: bool = True, dropout: float = 0.1,
     freeze_backbone: Union[bool, int] = False,
 ) -> PSPNet:
     """PSPNet on a dilated ResNet (output stride 8), auxiliary FCN head on the stride-16 stage."""
-    enc = make_encoder(encoder, allowed=RESNETS + (TIMM_ANY,), in_channels=in_channels, output_stride=output_stride,
+    enc = make_encoder(encoder, allowed=PSPNET_ENCODERS, in_channels=in_channels, output_stride=output_stride,
                        pretrained=pretrained, freeze_backbone=freeze_backbone, model="pspnet")
     return PSPNet(enc, num_classes, bins, aux, dropout)

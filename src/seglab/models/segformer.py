@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from ..errors import ConfigError
 from ..registry import register_model
 from .base import SegmentationModel
+from .encoder_table import encoders
 from .weights import load_weights_file, resolve_weights
 
 
@@ -190,7 +191,7 @@ def convert_mit_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
     return out
 
 
-@register_model("segformer", tuple(MIT))
+@register_model("segformer", encoders("mit"))  # MIT's keys are the table's mit rows (tests/test_zoo.py)
 def build_segformer(
     *, in_channels: int = 3, num_classes: int, encoder: str = "mit_b0", pretrained: Optional[str] = None,
     dropout: float = 0.1, freeze_backbone: Union[bool, int] = False,

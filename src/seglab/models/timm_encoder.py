@@ -19,7 +19,6 @@ from torch import nn
 from ..errors import ConfigError, brief
 
 TIMM_PREFIXES = ("timm/", "tu-")
-TIMM_ANY = "timm/*"  # in an architecture's encoder list: it takes timm encoders
 _NOMINAL = (2, 4, 8, 16, 32)
 
 

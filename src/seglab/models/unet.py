@@ -11,8 +11,7 @@ from ..registry import register_model
 from ._common import make_encoder
 from .base import SegmentationModel
 from .blocks import DoubleConv, match_size
-from .encoders import ENCODER_NAMES
-from .timm_encoder import TIMM_ANY
+from .encoder_table import encoders
 
 
 class UNet(nn.Module):
@@ -78,7 +77,10 @@ class EncoderUNet(SegmentationModel):
         return self.head(y), []
 
 
-@register_model("unet", ENCODER_NAMES + (TIMM_ANY,))
+UNET_ENCODERS = encoders("resnet", "vgg", "mobilenet", "timm")
+
+
+@register_model("unet", UNET_ENCODERS)
 def build_unet(
     *, in_channels: int = 3, num_classes: int, base_channels: int = 32, depth: int = 4, dropout: float = 0.0,
     encoder: Optional[str] = None, pretrained: Optional[str] = None,
@@ -95,7 +97,7 @@ def build_unet(
             raise ValueError("condition_channels: only a U-Net from scratch takes a class code in its decoder")
         if len(decoder_channels) != 5:
             raise ValueError("decoder_channels: expected 5 widths, one per decoder stage")
-        enc = make_encoder(encoder, allowed=ENCODER_NAMES + (TIMM_ANY,), in_channels=in_channels, output_stride=32,
+        enc = make_encoder(encoder, allowed=UNET_ENCODERS, in_channels=in_channels, output_stride=32,
                            pretrained=pretrained, freeze_backbone=freeze_backbone, model="unet")
         return EncoderUNet(enc, num_classes, tuple(decoder_channels), dropout)
     if pretrained is not None or freeze_backbone is not False:

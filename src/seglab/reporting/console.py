@@ -78,7 +78,7 @@ def _options_text(defaults: dict[str, Any], hidden: Sequence[str] = ()) -> str:
 
 def timm_encoder_lines(names: list[str]) -> list[str]:
     """`seglab models --encoders`: the matching timm encoder names and the models they go under."""
-    from ..models.timm_encoder import TIMM_ANY
+    from ..models.encoder_table import TIMM_ANY
     from ..registry import MODEL_ENCODERS
 
     under = ", ".join(m for m, encs in MODEL_ENCODERS.items() if TIMM_ANY in encs)
