@@ -20,7 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _docs import cpu_name, replace_block  # noqa: E402
 
-from seglab.config import load_config  # noqa: E402
+from seglab.config import changed_config, load_config  # noqa: E402
 from seglab.data.datasets import EvalDataset, build_data  # noqa: E402
 from seglab.evaluation.evaluate import run_evaluation  # noqa: E402
 from seglab.evaluation.model_files import load_model  # noqa: E402
@@ -40,7 +40,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cfg = load_config(args.config)
-    cfg.data.root = str(ROOT / cfg.data.root)  # the shipped configs are relative to the project root
+    # the shipped configs are relative to the project root
+    cfg = changed_config(cfg, {"data.root": str(ROOT / cfg.data.root)}, args.config)
     data = build_data(cfg)
     if args.checkpoint:
         lm = load_model(args.checkpoint)

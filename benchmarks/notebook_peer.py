@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from seglab.config import load_config
+from seglab.config import changed_config, load_config
 from seglab.data.datasets import build_data
 from seglab.durations import format_duration, parse_duration
 from seglab.engine.hardware import describe_hardware
@@ -106,7 +106,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     budget = parse_duration(args.budget)
     cfg = load_config(args.config)
-    cfg.data.root = str(ROOT / cfg.data.root) if not Path(cfg.data.root).is_absolute() else cfg.data.root
+    if not Path(cfg.data.root).is_absolute():
+        cfg = changed_config(cfg, {"data.root": str(ROOT / cfg.data.root)}, args.config)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     data = build_data(cfg)  # seglab's split (seeded) and decoding: the same files and labels as the seglab runs

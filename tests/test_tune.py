@@ -9,7 +9,7 @@ import yaml
 from seglab.cli import main
 from seglab.config import load_config
 
-from conftest import TINY
+from conftest import ROOT, TINY
 
 optuna = pytest.importorskip("optuna")
 
@@ -166,3 +166,26 @@ def test_a_killed_tune_leaves_no_running_trial_behind(tmp_path):
     assert not lock.exists() and RunDir(lock.parent / "trial_0000").is_run()  # its folder is kept
     study.tell(live, state=F)
     assert fail_abandoned_trials(optuna, study, lock.parent) == []  # nothing left to mark
+
+
+def test_a_trial_config_takes_the_encoders_normalisation_as_train_does_and_configs_are_read_only():
+    """Issue 43 item 5: the config is read-only once validated; a changed one is a validated copy
+    (config.changed_config) in which the mean / std the config filled in itself are decided again. A tune
+    trial of the pretrained Horse recipe used to keep ImageNet's mean / std (its copy made them look given),
+    while `seglab train` of the same config used the encoder's own 0.5 / 0.5."""
+    from pydantic import ValidationError
+
+    from seglab.engine.parts import resolve_normalization
+    from seglab.workflows.tuning import config_with
+
+    cfg = load_config(ROOT / "configs" / "weizmann_horse_unet_lite0_pretrained.yaml")
+    trial = config_with(cfg, {"optimizer.lr": 0.002}, "trial_0000")
+    assert trial.optimizer.lr == 0.002 and trial.output.name == "trial_0000"
+    trained, tried = resolve_normalization(cfg, say=False), resolve_normalization(trial, say=False)
+    assert trained.augment.mean == tried.augment.mean == (0.5, 0.5, 0.5) and tried.augment.std == (0.5, 0.5, 0.5)
+    assert cfg.augment.mean == (0.485, 0.456, 0.406)  # the original is unchanged: resolving made a copy
+    given = config_with(load_config(ROOT / "configs" / "weizmann_horse_unet_lite0_pretrained.yaml",
+                                    ["augment.mean=[0.4,0.4,0.4]", "augment.std=[0.2,0.2,0.2]"]), {}, "t")
+    assert resolve_normalization(given, say=False).augment.mean == (0.4, 0.4, 0.4)  # a given one stays
+    with pytest.raises(ValidationError, match="frozen"):
+        cfg.train.epochs = 3

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
 
 import numpy as np
 
-from .config import Config, config_from_dict, load_config
+from .config import Config, changed_config, config_from_dict, load_config
 from .data.merge import source_summary
 from .data.datasets import build_data, build_split, check_split, input_notes, label_problems
 from .data.masks import display_rgb
@@ -46,7 +46,7 @@ def train(config: Union[Config, PathLike], *, overrides: Sequence[str] = (), res
         run = RunDir(Path(resume)).require_run()
         cfg = load_config(run.config, list(overrides))
         # The run folder is where it is now, whatever output.* said when it started.
-        cfg.output.dir, cfg.output.name = str(run.path.parent), run.path.name
+        cfg = changed_config(cfg, {"output.dir": str(run.path.parent), "output.name": run.path.name}, str(run.config))
         if cfg.k_folds:  # a cross-validation folder: finished folds are kept, the interrupted one resumes
             from .workflows.experiments import cross_validate
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from .base import to_plain
 from .data import AugmentConfig, DataConfig, RandomSplit, SourceConfig, SplitSource, StemPairing, SyntheticConfig
-from .loading import (apply_overrides, config_differences, config_from_dict, dump_config, load_config,
-                      parse_override, set_dotted)
+from .loading import (apply_overrides, changed_config, config_differences, config_from_dict, dump_config,
+                      load_config, parse_override, set_dotted)
 from .schema import (Config, EvalConfig, LossConfig, ModelConfig, OptimizerConfig, OutputConfig, ScheduleConfig,
                      SearchParam, TrackingConfig, TrainConfig, TuneConfig)
 
 __all__ = ["to_plain", "AugmentConfig", "DataConfig", "RandomSplit", "SourceConfig", "SplitSource", "StemPairing",
-           "SyntheticConfig", "apply_overrides", "config_differences", "config_from_dict", "dump_config",
+           "SyntheticConfig", "apply_overrides", "changed_config", "config_differences", "config_from_dict", "dump_config",
            "load_config", "parse_override", "set_dotted", "Config", "EvalConfig", "LossConfig", "ModelConfig",
            "OptimizerConfig", "OutputConfig", "ScheduleConfig", "SearchParam", "TrackingConfig", "TrainConfig",
            "TuneConfig"]

@@ -1,4 +1,5 @@
-"""What every config section shares: unknown keys refused, and plain dumps."""
+"""What every config section shares: unknown keys refused, read-only once validated (a changed config is a
+validated copy: `loading.changed_config`), and plain dumps."""
 from __future__ import annotations
 
 from typing import Any
@@ -7,7 +8,7 @@ from pydantic import BaseModel, ConfigDict
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def to_plain(obj: Any) -> Any:

@@ -90,6 +90,20 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
+def changed_config(cfg: Config, changes: dict[str, Any], source: str) -> Config:
+    """A validated copy of the read-only `cfg` with dotted `changes` (e.g. {"output.name": "trial_0001"}).
+    augment.mean / std that the config filled in itself (not given) stay unfilled in the copy, so they are
+    decided again for its settings: a pretrained encoder's own normalisation (engine/parts) is not taken
+    for one the user gave."""
+    raw = cfg.to_dict()
+    for key in ("mean", "std"):
+        if key not in cfg.augment.model_fields_set:
+            raw["augment"].pop(key, None)
+    for key, value in changes.items():
+        set_dotted(raw, key.split("."), value, f"{source}: {key}")
+    return config_from_dict(raw, source)
+
+
 def set_dotted(raw: dict[str, Any], keys: list[str], value: Any, where: str) -> None:
     """raw[k1][k2]... = value, creating sections on the way; `where` names the setting in the error."""
     node = raw

@@ -16,7 +16,7 @@ class ModelConfig(BaseModel):
     """`name` picks a registered model; `output` how its logits are read (softmax: one class per pixel;
     multilabel: one sigmoid per class, classes may overlap); every other key is a keyword option of its builder."""
 
-    model_config = ConfigDict(extra="allow", validate_assignment=True)
+    model_config = ConfigDict(extra="allow", frozen=True)
     name: str = "unet"  # a registered model; `seglab models` lists them with their options
     # softmax: one class per pixel; multilabel: one sigmoid per class (overlapping classes)
     output: Literal["softmax", "multilabel"] = "softmax"
@@ -29,7 +29,7 @@ class LossConfig(BaseModel):
     """`name` is a registered loss, or a list of them summed with `weights`; `strategy` a registered
     partial-label strategy; any other key is an option of those builders (checked by losses.check_loss_config)."""
 
-    model_config = ConfigDict(extra="allow", validate_assignment=True)
+    model_config = ConfigDict(extra="allow", frozen=True)
     # a registered loss, or a list of them summed with weights; `seglab models` lists them
     name: Union[str, List[str]] = "cross_entropy"
     weights: Optional[List[float]] = None  # one per name (default 1 each)

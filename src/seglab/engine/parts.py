@@ -82,19 +82,22 @@ class Training:
         return self.ema.model if self.ema is not None else self.model
 
 
-def _use_pretrained_normalization(cfg: Config) -> None:
-    """A pretrained timm encoder's mean / std (its pretrained config), unless the config sets them: the
-    weights only see the inputs they were trained on. Written into cfg, so config.yaml, the checkpoint and
-    everything reading it (eval, predict, exports) use the same."""
+def resolve_normalization(cfg: Config, say: bool = True) -> Config:
+    """cfg with a pretrained timm encoder's mean / std (its pretrained config), unless the config sets them:
+    the weights only see the inputs they were trained on. The training's config (`Training.cfg`) is this
+    copy, so config.yaml, the checkpoint and everything reading them (eval, predict, exports) use the same;
+    the config itself is read-only."""
     opts = cfg.model.options()
     given = {"mean", "std"} & cfg.augment.model_fields_set
     if not opts.get("pretrained") or given or cfg.data.in_channels != 3:
-        return
+        return cfg
     norm = pretrained_normalization(str(opts.get("encoder") or ""))
-    if norm is not None and (tuple(cfg.augment.mean), tuple(cfg.augment.std)) != norm:
-        object.__setattr__(cfg.augment, "mean", norm[0])
-        object.__setattr__(cfg.augment, "std", norm[1])
+    if norm is None or (tuple(cfg.augment.mean), tuple(cfg.augment.std)) == norm:
+        return cfg
+    if say:
         log.info(f"augment.mean {list(norm[0])}, augment.std {list(norm[1])}: from {opts['encoder']}'s pretrained config")
+    augment = cfg.augment.model_copy(update={"mean": norm[0], "std": norm[1]})
+    return cfg.model_copy(update={"augment": augment})
 
 
 def check_fine_tuning(cfg: Config, model: nn.Module) -> None:
@@ -120,7 +123,7 @@ def build_training(cfg: Config, *, split: Optional[Split], dist: DistInfo, devic
     check_trackers(cfg.tracking)  # so does a tracker whose package is missing
     if timm_base(cfg.model.options().get("encoder")):
         check_timm_name(cfg.model.options()["encoder"])  # so does a misspelt timm encoder
-    _use_pretrained_normalization(cfg)
+    cfg = resolve_normalization(cfg, say=not timing_only)
     # Data first: every training and validation file is decoded before anything is written.
     data = build_data(cfg, split=split, check=("train", "val") if check_files else ())
     labels = data.labels

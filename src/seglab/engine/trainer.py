@@ -252,7 +252,7 @@ def fit_locked(run: RunDir, cfg: Config, *, resume: bool = False, overwrite: boo
     t = build_training(cfg, split=load_split(run.split, cfg.data.root) if resume else split, dist=dist, device=device,
                        class_weights=ckpt.resume.class_weights if ckpt is not None else None, check_files=not resume,
                        load_pretrained=ckpt is None)  # a resume's weights come from last.pt
-    model = t.model
+    cfg, model = t.cfg, t.model  # t.cfg: with the pretrained encoder's mean / std (engine/parts.resolve_normalization)
     state = TrainState.from_dict(ckpt.train_state) if ckpt is not None else TrainState()
     handler = _open_folder(run, cfg, t, overwrite, first=ckpt is None) if main else None
     n_params = count_parameters(model)

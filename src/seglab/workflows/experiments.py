@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import yaml
 
-from ..config import Config, config_differences, load_config
+from ..config import Config, changed_config, config_differences, load_config
 from ..config.metric_names import SCORES
 from ..data.datasets import build_data
 from ..data.masks import display_rgb, read_image
@@ -69,8 +69,8 @@ def expand_experiments(inputs: Sequence[PathLike], overrides: Sequence[str] = ()
                 cfg = load_config(cfg_path, common + own + list(overrides))
                 name = str(exp.get("name") or cfg.output.name)
                 try:  # the name becomes the experiment's folder
-                    cfg.output.name = name
-                except ValueError:
+                    cfg = changed_config(cfg, {"output.name": name}, f"{path}: experiments[{i}]")
+                except ConfigError:
                     raise ConfigError(f"{path}: experiments[{i}].name: {name!r} is not a plain folder name") from None
                 out.append((name, cfg))
         else:
@@ -88,16 +88,16 @@ def _eval_split(cfg: Config) -> str:
     return cfg.eval.split
 
 
-def _check_experiment(name: str, cfg: Config, runs_dir: Path) -> RunDir:
-    """Point cfg's output at runs_dir/name; a folder there must hold this same experiment (the one config
-    comparison, `config_differences`: a moved output folder or data root is the same experiment)."""
-    cfg.output.dir, cfg.output.name = str(runs_dir), name
+def _placed(name: str, cfg: Config, runs_dir: Path) -> tuple[Config, RunDir]:
+    """cfg with its output at runs_dir/name, and that run folder, which must hold this same experiment if it
+    exists (the one config comparison, `config_differences`: a moved output folder or data root is the same)."""
+    cfg = changed_config(cfg, {"output.dir": str(runs_dir), "output.name": name}, f"experiment {name}")
     run = RunDir(cfg.run_dir())
     diff = config_differences(load_config(run.config), cfg) if run.is_run() else ""
     if diff:
         raise SeglabError(f"{run.path}: holds a run of a different config for experiment '{name}' (differs at "
                           f"{diff}, folder vs experiment); remove that folder or give the experiment another name")
-    return run
+    return cfg, run
 
 
 def _needs_training(run: RunDir) -> bool:
@@ -107,7 +107,7 @@ def _needs_training(run: RunDir) -> bool:
 
 def run_experiment(name: str, cfg: Config, runs_dir: Path, estimate: Optional[Estimate] = None) -> RunDir:
     """Train (or resume, or reuse) one experiment in runs_dir/name; evaluate what is missing."""
-    _check_experiment(name, cfg, runs_dir)
+    cfg, _ = _placed(name, cfg, runs_dir)
     return complete_run(cfg, label=name, eval_splits=eval_splits(cfg), estimate=estimate)
 
 
@@ -121,7 +121,8 @@ def estimate_experiments(experiments: Sequence[tuple[str, Config]], runs_dir: Pa
     estimates: dict[str, Estimate] = {}
     total = 0.0
     for name, cfg in experiments:
-        if not _needs_training(_check_experiment(name, cfg, runs_dir)) or cfg.train.estimate_steps < 1:
+        cfg, run = _placed(name, cfg, runs_dir)
+        if not _needs_training(run) or cfg.train.estimate_steps < 1:
             continue
         est = estimates[name] = estimate_training(cfg)
         budget = parse_duration(cfg.train.time_budget) if cfg.train.time_budget is not None else None
@@ -284,9 +285,8 @@ def cross_validate(cfg: Config, *, overwrite: bool = False) -> RunDir:
         barrier()
         split = load_split(root.split, cfg.data.root)
         for i, fold in enumerate(split.folds(k, cfg.seed), 1):
-            fold_cfg = cfg.model_copy(deep=True)
-            fold_cfg.k_folds = None
-            fold_cfg.output.dir, fold_cfg.output.name = str(root.path), f"fold_{i}"
+            fold_cfg = changed_config(cfg, {"k_folds": None, "output.dir": str(root.path), "output.name": f"fold_{i}"},
+                                      f"fold {i}")
             log.info(f"fold {i}/{k}: {len(fold.train)} train / {len(fold.val)} val samples")
             runs[f"fold_{i}"] = complete_run(fold_cfg, label=f"fold {i}/{k}", eval_splits=["val"], split=fold)
     if not is_main_process():

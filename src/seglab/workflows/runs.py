@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
-from ..config import Config, config_differences, config_from_dict, load_config
+from ..config import Config, changed_config, config_differences, config_from_dict, load_config
 from ..config.metric_names import SCORES
 from ..data.datasets import DataBundle, EvalDataset, build_data
 from ..data.splits import Split, load_split
@@ -189,8 +189,8 @@ def _open_export(target: PathLike, split: str, overrides: Sequence[str], engine:
         raise SeglabError(f"{path}: an export is scored on its run's data split; keep it in RUN/checkpoints/ "
                           f"(no run folder at {run.path})")
     runtime = open_model(path, engine)
-    cfg = load_config(run.config, list(overrides))
-    cfg.augment.mean, cfg.augment.std = runtime.mean, runtime.std  # the export's own normalisation
+    cfg = changed_config(load_config(run.config, list(overrides)),  # the export's own normalisation
+                         {"augment.mean": list(runtime.mean), "augment.std": list(runtime.std)}, str(path))
 
     class Exported(nn.Module):  # run_evaluation's model interface over the runtime
         def forward(self, x):

@@ -15,7 +15,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 import yaml
 
-from ..config import Config, config_from_dict, dump_config, load_config, set_dotted
+from ..config import Config, changed_config, dump_config, load_config
 from ..config.loading import yaml_inline
 from ..config.metric_names import metric, validation_column
 from ..errors import ConfigError, SeglabError
@@ -63,12 +63,9 @@ def suggest(trial, space: dict[str, Any]) -> dict[str, Any]:
 
 
 def config_with(cfg: Config, params: dict[str, Any], name: str) -> Config:
-    """`cfg` with a trial's `params` (dotted keys) set and output.name `name`, validated again."""
-    raw = cfg.to_dict()
-    for key, value in params.items():
-        set_dotted(raw, key.split("."), value, f"tune.space: {key!r}")
-    raw["output"]["name"] = name
-    return config_from_dict(raw, f"tune trial {name}")
+    """`cfg` with a trial's `params` (dotted keys) set and output.name `name`, validated again (a copy: the
+    config is read-only)."""
+    return changed_config(cfg, {**params, "output.name": name}, f"tune trial {name}")
 
 
 def tune(config: Union[Config, PathLike], *, trials: int, overrides: Sequence[str] = (), storage: Optional[str] = None,
@@ -184,8 +181,8 @@ def _objective(optuna: Any, cfg: Config, out_dir: Path) -> Callable[[Any], float
     def objective(trial) -> float:
         trial.set_user_attr(OWNER_ATTR, {"host": socket.gethostname(), "pid": os.getpid()})
         params = suggest(trial, tc.space)
-        trial_cfg = config_with(cfg, params, f"trial_{trial.number:04d}")
-        trial_cfg.output.dir = str(out_dir)
+        trial_cfg = changed_config(config_with(cfg, params, f"trial_{trial.number:04d}"), {"output.dir": str(out_dir)},
+                                   f"tune trial {trial.number}")
         log.info(f"trial {trial.number}: {params}")
         best: dict[str, Optional[float]] = {"value": None}
 
