@@ -43,7 +43,7 @@ def test_a_run_trains_at_the_scaled_lr_and_says_so(tiny_raw):
     raw["train"] = dict(raw["train"], epochs=1, ema_decay=0.9)
     run = fit(config_from_dict(raw)).run
     log = run.log.read_text()
-    assert "optimizer.lr_scaling sqrt: effective batch 8 vs reference_batch 2, lr 0.01 x sqrt(4) = 2 = 0.02" in log
+    assert "optimizer.lr_scaling sqrt: effective batch 8 vs reference_batch 2, lr 0.01 x sqrt(4) = 0.02" in log
     assert "train.ema_decay 0.9 ^ 4 = 0.6561" in log
     summary = json.loads(run.summary.read_text())["batch_scaling"]
     assert summary["lr"] == pytest.approx(0.02) and summary["ema_decay"] == pytest.approx(0.9 ** 4)
@@ -61,3 +61,9 @@ def test_the_optimizer_and_the_average_are_built_at_the_scaled_values(tiny_raw):
     lrs = sorted(g["lr"] for g in t.optimizer.param_groups)
     assert lrs == pytest.approx([0.025, 0.05])  # 0.1 x 8/16, the encoder's group at half of it
     assert t.ema.decay == pytest.approx(math.sqrt(0.99))
+
+
+def test_the_reference_batch_itself_is_said_plainly():
+    opt = OptimizerConfig(lr=0.001, lr_scaling="sqrt", reference_batch=8)
+    line = BatchScaling.of(opt, 8, 1, 0.998).describe(1.0)
+    assert line == "optimizer.lr_scaling sqrt: effective batch 8 = reference_batch, lr and train.ema_decay as set"

@@ -51,7 +51,10 @@ class BatchScaling:
         """The run-start line, or None when nothing is scaled; `warmup_epochs` is schedule.warmup_epochs."""
         if self.rule == "none":
             return None
-        factor = f"{self.ratio:g}" if self.rule == "linear" else f"sqrt({self.ratio:g}) = {math.sqrt(self.ratio):.3g}"
+        if self.ratio == 1:
+            return (f"optimizer.lr_scaling {self.rule}: effective batch {self.batch} = reference_batch, lr and "
+                    "train.ema_decay as set")
+        factor = f"{self.ratio:g}" if self.rule == "linear" else f"sqrt({self.ratio:g})"
         text = (f"optimizer.lr_scaling {self.rule}: effective batch {self.batch} vs reference_batch "
                 f"{self.reference_batch}, lr {self.base_lr:g} x {factor} = {self.lr:.3g}")
         if self.base_ema_decay is not None and self.ratio != 1:
