@@ -177,3 +177,20 @@ def test_a_set_mapping_never_drops_a_sections_other_settings(tiny_raw, capsys):
                        "train={epochs: 3}"], r"--set train=\{epochs: 3\}: a mapping would replace the whole train "
                        r"section, dropping its amp, batch_size, channels_last, num_workers; set options one by one: "
                        r"--set train.epochs=3")
+
+
+def test_train_reads_its_config_once(tmp_path, tiny_raw, monkeypatch):
+    """Issue 43 item 5: the CLI checks the config before importing torch and hands the parsed Config to the
+    training; it was parsed again there (and on --resume a third and fourth time)."""
+    import yaml
+
+    import seglab.config.loading as loading
+    from seglab.cli import main
+
+    tiny_raw["train"]["epochs"] = 1
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(tiny_raw))
+    real, calls = loading.config_from_dict, []
+    monkeypatch.setattr(loading, "config_from_dict", lambda *a, **k: calls.append(a[1] if len(a) > 1 else "") or real(*a, **k))
+    assert main(["train", str(path)]) == 0
+    assert calls == [str(path)]

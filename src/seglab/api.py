@@ -37,14 +37,15 @@ PathLike = Union[str, Path]
 
 def train(config: Union[Config, PathLike], *, overrides: Sequence[str] = (), resume: Optional[PathLike] = None,
           overwrite: bool = False, split: Optional[Split] = None, estimate: Optional[Estimate] = None) -> RunDir:
-    """Train from a config (or continue the run folder `resume`), then evaluate and write the report.
+    """Train from a config (or continue the run folder `resume`), then evaluate and write the report. A
+    `Config` is used as it is (`overrides` apply to a path: the CLI hands over the config it has parsed).
 
     `estimate`: the config's speed measured beforehand (`estimate_training`), so the run does not measure it again.
     With `k_folds` set, runs a cross-validation and returns its folder (fold_1..fold_K, cv_summary.json).
     """
     if resume is not None:
         run = RunDir(Path(resume)).require_run()
-        cfg = load_config(run.config, list(overrides))
+        cfg = config if isinstance(config, Config) else load_config(run.config, list(overrides))
         # The run folder is where it is now, whatever output.* said when it started.
         cfg = changed_config(cfg, {"output.dir": str(run.path.parent), "output.name": run.path.name}, str(run.config))
         if cfg.k_folds:  # a cross-validation folder: finished folds are kept, the interrupted one resumes

@@ -233,7 +233,7 @@ def _convert(args: argparse.Namespace) -> None:
 def _check_config_early(args: argparse.Namespace) -> str:
     """A bad config fails here, in a fraction of a second, before torch is imported (and under torchrun
     before any process group forms: every rank finds the same fault, rank 0 alone says it). Returns the
-    config's train.device."""
+    config's train.device; the parsed config is kept on `args.parsed_config`, so the command parses it once."""
     import os
 
     from .config import load_config
@@ -249,6 +249,7 @@ def _check_config_early(args: argparse.Namespace) -> str:
         cfg = load_config(path, args.overrides + (_budget_overrides(args) if args.command == "train" else []))
         if args.command == "train":
             cfg.train.check_processes(int(os.environ.get("WORLD_SIZE", "0")) or args.nproc_per_node or 1)
+        args.parsed_config = cfg
         return cfg.train.device
     except SeglabError as exc:
         exc.same_on_every_rank = True  # type: ignore[attr-defined]
@@ -263,8 +264,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise SeglabError("train: give a CONFIG file or --resume RUN_DIR")
     if args.config is not None and args.resume is not None:
         raise SeglabError("train: give either a CONFIG file or --resume RUN_DIR, not both")
-    r = api.train(args.config, overrides=args.overrides + _budget_overrides(args), resume=args.resume,
-                  overwrite=args.overwrite)
+    parsed = getattr(args, "parsed_config", None)  # read and checked once, before torch was imported
+    r = api.train(parsed if parsed is not None else args.config, overrides=args.overrides + _budget_overrides(args),
+                  resume=args.resume, overwrite=args.overwrite)
     if is_main_process():
         print(f"run folder: {r.path}\nreport: {r.report}")
     return 0
