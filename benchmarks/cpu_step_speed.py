@@ -58,7 +58,7 @@ def loader_speed(data: Path, size: tuple[int, int], cache: bool, epochs: int = 2
         "augment": {"resize": list(size), "scale": [0.8, 1.25], "crop": list(size), "hflip": 0.5, "rotate": 10,
                     "color_jitter": 0.2},
     }, "loader benchmark")
-    ds = TrainDataset(build_data(cfg).readers["train"], cfg.augment)
+    ds = TrainDataset(build_data(cfg.data, cfg.augment).readers["train"], cfg.augment)
     out = []
     for epoch in range(epochs):
         t0 = time.perf_counter()

@@ -42,7 +42,7 @@ def main() -> None:
     cfg = load_config(args.config)
     # the shipped configs are relative to the project root
     cfg = changed_config(cfg, {"data.root": str(ROOT / cfg.data.root)}, args.config)
-    data = build_data(cfg)
+    data = build_data(cfg.data, cfg.augment)
     if args.checkpoint:
         lm = load_model(args.checkpoint)
         model = lm.model

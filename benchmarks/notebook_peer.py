@@ -110,7 +110,7 @@ def main() -> None:
         cfg = changed_config(cfg, {"data.root": str(ROOT / cfg.data.root)}, args.config)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
-    data = build_data(cfg)  # seglab's split (seeded) and decoding: the same files and labels as the seglab runs
+    data = build_data(cfg.data, cfg.augment)  # seglab's split (seeded) and decoding: the same files and labels as the seglab runs
     labels = data.labels
     size = tuple(cfg.augment.resize or cfg.augment.crop or (256, 256))
     mean, std = cfg.augment.mean, cfg.augment.std

@@ -37,7 +37,7 @@ MARK = "# Measured on"
 
 def measure(path: str, budget: float) -> dict:
     cfg = load_config(path)
-    loaders = build_data(cfg).readers  # file lists only: nothing is decoded
+    loaders = build_data(cfg.data, cfg.augment).readers  # file lists only: nothing is decoded
     split = cfg.eval.split if cfg.eval.split in loaders else "val"
     n_val, n_eval = len(loaders["val"]), len(loaders[split])
     est = estimate_training(cfg)

@@ -93,3 +93,10 @@ def folder(tmp_path, tiny_raw):
     """A 6-image folder dataset (index masks, 3 classes) and its config dict."""
     root = make_folder_dataset(tmp_path / "data", n=6)
     return root, folder_raw(tiny_raw, root)
+
+
+def data_of(cfg, **kwargs):
+    """build_data of a whole config's data and augment sections (tests build many configs inline)."""
+    from seglab.data.datasets import build_data
+
+    return build_data(cfg.data, cfg.augment, **kwargs)

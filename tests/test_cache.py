@@ -48,7 +48,7 @@ def test_cached_samples_read_the_same_every_time(tmp_path, tiny_raw, dtype):
     root = _tiff_dataset(tmp_path / "d", dtype)
     raw = folder_raw(tiny_raw, root, class_names=["bg", "fg"], cache=True)
     cfg = config_from_dict(raw)
-    data = build_data(cfg)
+    data = build_data(cfg.data, cfg.augment)
     reader = data.readers["train"]
     image, mask = reader.load(0)
     assert not image.flags.writeable and not mask.flags.writeable  # nothing downstream can write into them

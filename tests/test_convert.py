@@ -10,6 +10,7 @@ from seglab.data.convert import polygon_mask, rle_mask
 from seglab.data.mask_formats import build_label_space
 from seglab.data.mask_formats import MaskDecoder
 from seglab.errors import DataError
+from conftest import data_of
 
 # pycocotools 2.0 encodings of known masks (mask.encode of the arrays built below), written down once
 SMALL_RLE = "5150L20N0220005NM"
@@ -159,7 +160,6 @@ def test_labelme_to_masks_pixel_by_pixel(tmp_path, capsys):
 
 def test_converted_folder_trains_as_index_masks(tmp_path, tiny_raw):
     from seglab.config import config_from_dict
-    from seglab.data.datasets import build_data
 
     d = tmp_path / "lm"
     d.mkdir()
@@ -171,7 +171,7 @@ def test_converted_folder_trains_as_index_masks(tmp_path, tiny_raw):
     raw = {**tiny_raw, "data": {"kind": "folder", "root": str(tmp_path), "train": {"images": "lm", "masks": "out/masks"},
                                 "mask_encoding": "index", "palette_file": "out/label_colors.txt",
                                 "random_split": {"val": 0.34, "seed": 0}}}
-    bundle = build_data(config_from_dict(raw), check=("train", "val"))
+    bundle = data_of(config_from_dict(raw), check=("train", "val"))
     assert bundle.labels.names == ["background", "dog"]
     want = np.zeros((6, 8), np.uint8)
     want[1:5, 1:6] = 1

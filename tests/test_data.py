@@ -142,10 +142,10 @@ def test_size_mismatch_error_and_alignment_rules(tmp_path, tiny_raw):
     Image.open(tmp_path / "images" / "img01.png").resize((48, 40)).save(tmp_path / "images" / "img01.png")
     cfg = config_from_dict(folder_raw(tiny_raw, tmp_path))
     with pytest.raises(DataError, match=r"img01\.png is 48x40 but its mask .*img01\.png is 24x20; set data.align"):
-        build_data(cfg, check=("train", "val"))
+        build_data(cfg.data, cfg.augment, check=("train", "val"))
     for rule, shape in (("resize_image_to_mask", (20, 24)), ("resize_mask_to_image", (40, 48))):
         cfg = config_from_dict(folder_raw(tiny_raw, tmp_path, align=rule))
-        bundle = build_data(cfg)
+        bundle = build_data(cfg.data, cfg.augment)
         loader = next(r for r in bundle.readers.values() if any("img01" in s.image for s in r.items))
         i = next(i for i, s in enumerate(loader.items) if "img01" in s.image)
         image, mask = loader.load(i)
@@ -167,14 +167,14 @@ def test_build_split_json_roundtrip(tmp_path, tiny_raw):
     cfg = config_from_dict(folder_raw(tiny_raw, tmp_path))
     split = build_split(cfg.data).to_json()
     assert len(split["train"]) == 4 and len(split["val"]) == 2
-    again = build_data(cfg, split=Split.from_json(json.loads(json.dumps(split))))
+    again = build_data(cfg.data, cfg.augment, split=Split.from_json(json.loads(json.dumps(split))))
     assert [s.image for s in again.readers["val"].items] == [a for a, _ in split["val"]]
 
 
 def test_empty_split_is_an_error(tiny_raw):
     cfg = config_from_dict(tiny_raw)
     with pytest.raises(DataError, match="the val split is empty"):
-        build_data(cfg, split=Split.from_json({"kind": "synthetic", "train": [0, 1], "val": []}), check=("train", "val"))
+        build_data(cfg.data, cfg.augment, split=Split.from_json({"kind": "synthetic", "train": [0, 1], "val": []}), check=("train", "val"))
 
 
 def test_synthetic_is_deterministic_and_has_every_class():
@@ -190,7 +190,7 @@ def test_synthetic_is_deterministic_and_has_every_class():
 def test_augmentation_is_reproducible_and_keeps_labels(tiny_raw):
     tiny_raw["augment"].update(scale=[0.8, 1.3], crop=[28, 36], rotate=20, color_jitter=0.3)
     cfg = config_from_dict(tiny_raw)
-    bundle = build_data(cfg)
+    bundle = build_data(cfg.data, cfg.augment)
     ds = TrainDataset(bundle.readers["train"], cfg.augment)
     x1, y1, lab = ds[(2, 1234)]
     assert lab.dtype == torch.bool and bool(lab.all())  # a fully labelled dataset annotates every class
@@ -288,7 +288,7 @@ def test_class_balanced_crop_shares_ignore_void_and_count_overlapping_classes():
 def test_cat_max_ratio_in_the_config(tiny_raw):
     tiny_raw["augment"].update(crop=[16, 16], cat_max_ratio=0.75)
     cfg = config_from_dict(tiny_raw)
-    ds = TrainDataset(build_data(cfg).readers["train"], cfg.augment)
+    ds = TrainDataset(build_data(cfg.data, cfg.augment).readers["train"], cfg.augment)
     assert ds[(0, 3)][1].shape == (16, 16)
     tiny_raw["augment"].update(crop=None)
     with pytest.raises(ConfigError, match="cat_max_ratio.*augment.crop"):

@@ -100,7 +100,7 @@ def test_without_sync_bn_validation_scores_the_saved_model(tmp_path):
     _torchrun("train", _raw(tmp_path, "ddp_local_bn", 2, sync_bn=False), cwd=tmp_path)
     run = tmp_path / "runs" / "ddp_local_bn"
     cfg = load_config(run / "config.yaml")
-    data = build_data(cfg, split=load_split(run / "split.json"))
+    data = build_data(cfg.data, cfg.augment, split=load_split(run / "split.json"))
     model = build_checkpoint_model(run / "checkpoints" / "last.pt", Checkpoint.load(run / "checkpoints" / "last.pt"))
     loss_fn = build_loss_from_config(cfg.loss, ignore_index=data.labels.ignore_index, weight=None)
     res = run_evaluation(model.eval(), EvalDataset(data.readers["val"], cfg.augment), data.labels, device=torch.device("cpu"),

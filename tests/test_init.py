@@ -12,7 +12,7 @@ from seglab.cli import main
 from seglab.config import load_config
 from seglab.data.datasets import build_data
 
-from conftest import cli_fails, save_png
+from conftest import data_of, cli_fails, save_png
 
 H, W = 24, 32
 COLOURS = [(0, 0, 0), (128, 0, 0), (0, 128, 0), (64, 64, 128)]
@@ -50,7 +50,7 @@ def _init(tmp_path, root, capsys, *extra) -> tuple[Path, str]:
 def _decoded(cfg_path: Path, expect: dict[str, np.ndarray]) -> dict[str, object]:
     """Every sample of every split decoded by the written config equals its intended labels."""
     cfg = load_config(cfg_path)
-    data = build_data(cfg)
+    data = build_data(cfg.data, cfg.augment)
     seen = 0
     for reader in data.readers.values():
         for i in range(len(reader)):
@@ -231,8 +231,8 @@ def test_real_folders_decode_as_the_shipped_configs_do(tmp_path, capsys, folder,
     if not root.is_dir():
         pytest.skip(f"{root} not present (../shared/data)")
     cfg, _ = _init(tmp_path, root, capsys)
-    mine = build_data(load_config(cfg))
-    theirs = build_data(load_config(ROOT / "configs" / shipped, [f"data.root={root}"]))
+    mine = data_of(load_config(cfg))
+    theirs = data_of(load_config(ROOT / "configs" / shipped, [f"data.root={root}"]))
     assert mine.labels.names == theirs.labels.names or folder == "weizmann_horse"  # horse: "foreground"
     assert mine.labels.ignore_index == theirs.labels.ignore_index
     ours = {Path(r.items[i].image).name: (r, i) for r in mine.readers.values() for i in range(len(r))}

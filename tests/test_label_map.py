@@ -6,10 +6,9 @@ import pytest
 import yaml
 
 from seglab.config import config_from_dict
-from seglab.data.datasets import build_data
 from seglab.errors import ConfigError, DataError
 
-from conftest import ROOT, save_png
+from conftest import data_of, ROOT, save_png
 
 EXAMPLE = ROOT / "configs" / "examples" / "cityscapes_labelids.yaml"
 
@@ -47,7 +46,7 @@ def _example_raw(tiny_raw, root):
 
 
 def _decoded(raw):
-    data = build_data(config_from_dict(raw))
+    data = data_of(config_from_dict(raw))
     out = {}
     for reader in data.readers.values():
         for i, it in enumerate(reader.items):
@@ -72,7 +71,7 @@ def test_values_outside_the_map_are_refused_naming_them(tmp_path, tiny_raw):
     save_png(tmp_path / "cs" / "gtFine" / "train" / "aachen" / f"{stem}_gtFine_labelIds.png", bad)
     with pytest.raises(DataError, match=r"labelIds\.png: mask values 40 \(3 px\) are not in data\.label_map; map "
                                         r"each to a class id, a class name or ignore$"):
-        build_data(config_from_dict(_example_raw(tiny_raw, tmp_path / "cs")), check=["train", "val"])
+        data_of(config_from_dict(_example_raw(tiny_raw, tmp_path / "cs")), check=["train", "val"])
 
 
 @pytest.mark.parametrize("form", ["yaml", "txt"])
@@ -128,7 +127,7 @@ def test_bad_targets_are_refused_in_one_line(tmp_path, tiny_raw, change, pattern
     raw["data"] = {"kind": "folder", "root": str(root), "train": {"images": "images", "masks": "masks"},
                    "mask_encoding": "index", "class_names": ["bg", "thing"], **change}
     with pytest.raises(DataError, match=pattern):
-        build_data(config_from_dict(raw))
+        data_of(config_from_dict(raw))
 
 
 def test_label_map_needs_index_masks(tiny_raw, tmp_path):
@@ -171,7 +170,7 @@ def test_a_value_mapped_twice_in_a_file_is_refused_naming_both(tmp_path, tiny_ra
     raw["data"] = {"kind": "folder", "root": str(root), "train": {"images": "images", "masks": "masks"},
                    "mask_encoding": "index", "class_names": ["bg", "red", "green"], "label_map": name}
     with pytest.raises(DataError, match=pattern):
-        build_data(config_from_dict(raw))
+        data_of(config_from_dict(raw))
 
 
 @pytest.mark.parametrize("mapping", [{10: "red", "10": "green"}, {"010": "red", 10: "green"}])

@@ -10,7 +10,7 @@ from seglab.data.datasets import build_data
 from seglab.data.folder import pair_folders
 from seglab.errors import ConfigError, DataError
 
-from conftest import save_png
+from conftest import data_of, save_png
 
 # a few CamVid colours, as in its label_colors.txt
 CAMVID_COLOURS = "128 128 128\tSky\n128 0 0\tBuilding\n128 64 128\tRoad\n64 0 128\tCar\n0 0 0\tVoid\n"
@@ -38,7 +38,7 @@ def test_same_folder_with_mask_suffix_decodes_colour_masks_pixel_by_pixel(tmp_pa
                                 "train": {"images": ".", "masks": "."}, "mask_suffix": "_L",
                                 "mask_encoding": "rgb", "palette_file": "label_colors.txt",
                                 "random_split": {"val": 0.34, "seed": 0}}}
-    bundle = build_data(config_from_dict(raw), check=("train", "val"))
+    bundle = data_of(config_from_dict(raw), check=("train", "val"))
     assert bundle.labels.names == ["Sky", "Building", "Road", "Car"]
     loaders = bundle.readers
     assert len(loaders["train"]) + len(loaders["val"]) == 6  # masks are never listed as images
@@ -84,7 +84,7 @@ def test_same_folder_with_two_annotators(tmp_path, tiny_raw):
     raw = {**tiny_raw, "data": {"kind": "folder", "root": str(root), "train": {"images": ".", "masks": "."},
                                 "pair_stems": {"image": r"(Image_\d+[LR])", "mask": r"(Image_\d+[LR])_1stHO"},
                                 "mask_encoding": "binary", "random_split": {"val": 0.25, "seed": 0}}}
-    bundle = build_data(config_from_dict(raw), check=("train", "val"))
+    bundle = data_of(config_from_dict(raw), check=("train", "val"))
     items = bundle.readers["train"].items + bundle.readers["val"].items
     assert len(items) == 8 and all(s.image.endswith(".jpg") and s.mask.endswith("_1stHO.png") for s in items)
     want = np.zeros((8, 8), np.uint8)
@@ -153,7 +153,7 @@ def test_region_masks_turn_pixels_outside_the_field_of_view_to_ignore(tmp_path, 
     from seglab.data.datasets import check_split
 
     truth = _drive_folder(tmp_path / "drive")
-    bundle = build_data(config_from_dict(_drive_raw(tiny_raw, tmp_path / "drive")), check=("train", "val"))
+    bundle = data_of(config_from_dict(_drive_raw(tiny_raw, tmp_path / "drive")), check=("train", "val"))
     outside = 0
     for loader in bundle.readers.values():
         for i, s in enumerate(loader.items):
@@ -174,7 +174,7 @@ def test_region_marks_ignore_reads_dont_care_masks(tmp_path, tiny_raw):
     truth = _drive_folder(tmp_path / "drive")
     for p in (tmp_path / "drive" / "mask").iterdir():  # the same regions stored as "don't care" masks
         Image.fromarray(255 - np.asarray(Image.open(p))).save(p)
-    bundle = build_data(config_from_dict(_drive_raw(tiny_raw, tmp_path / "drive", region_marks="ignore")),
+    bundle = data_of(config_from_dict(_drive_raw(tiny_raw, tmp_path / "drive", region_marks="ignore")),
                         check=("train",))
     loader = bundle.readers["train"]
     for i, s in enumerate(loader.items):
@@ -188,7 +188,7 @@ def test_region_masks_in_the_image_folder_and_from_list_files(tmp_path, tiny_raw
         p.rename(root / "images" / p.name)
     raw = _drive_raw(tiny_raw, root)
     raw["data"]["train"]["regions"] = "images"
-    bundle = build_data(config_from_dict(raw), check=("train", "val"))
+    bundle = data_of(config_from_dict(raw), check=("train", "val"))
     items = bundle.readers["train"].items + bundle.readers["val"].items
     assert len(items) == 4 and all(s.image.endswith("_training.tif") for s in items)
     # a list file's third path is the region mask
@@ -196,12 +196,12 @@ def test_region_masks_in_the_image_folder_and_from_list_files(tmp_path, tiny_raw
                                             f"images/{k}_training_mask.gif\n" for k in (21, 22)))
     listed = {**raw["data"], "train": {"list": "train.txt"}}
     listed.pop("pair_stems")
-    loader = build_data(config_from_dict({**tiny_raw, "data": listed}), check=("train",)).readers["train"]
+    loader = data_of(config_from_dict({**tiny_raw, "data": listed}), check=("train",)).readers["train"]
     for i, s in enumerate(loader.items):
         np.testing.assert_array_equal(loader.load(i)[1], truth[s.image.rsplit("/", 1)[1]])
     raw["data"]["region_suffix"] = ""
     with pytest.raises(DataError, match=r"images and region masks are the same folder; set data\.region_suffix"):
-        build_data(config_from_dict(raw))
+        data_of(config_from_dict(raw))
 
 
 def test_region_mask_refusals(tmp_path, tiny_raw):
@@ -210,15 +210,15 @@ def test_region_mask_refusals(tmp_path, tiny_raw):
     cfg = config_from_dict(_drive_raw(tiny_raw, root))
     (root / "mask" / "22_training_mask.gif").unlink()
     with pytest.raises(DataError, match=r"22_training\.tif: no region mask '22_training_mask\.\*' in .*mask$"):
-        build_data(cfg)
+        build_data(cfg.data, cfg.augment)
     Image.fromarray(np.full((12, 10), 255, np.uint8)).save(root / "mask" / "22_training_mask.gif")
     with pytest.raises(DataError, match=r"22_training_mask\.gif: region mask is 10x12 but the mask .* is 12x12"):
-        build_data(cfg, check=("train", "val"))
+        build_data(cfg.data, cfg.augment, check=("train", "val"))
     faint = np.zeros((12, 12), np.uint8)
     faint[3:9, 3:9] = 100  # neither 0/1 nor 0/255: refused, not read as "all outside"
     (root / "mask" / "22_training_mask.gif").unlink()
     Image.fromarray(faint).save(root / "mask" / "22_training_mask.png")
     with pytest.raises(DataError, match=r"22_training_mask\.png: region mask's largest value is 100, expected 0 and 255"):
-        build_data(cfg, check=("train", "val"))
+        build_data(cfg.data, cfg.augment, check=("train", "val"))
     with pytest.raises(ConfigError, match="third path on its line"):
         config_from_dict({**tiny_raw, "data": {"kind": "folder", "train": {"list": "a.txt", "regions": "m"}}})

@@ -14,7 +14,7 @@ from seglab.data.mask_formats import build_label_space
 from seglab.data.mask_formats import MaskDecoder
 from seglab.errors import DataError
 
-from conftest import folder_raw, save_png
+from conftest import data_of, folder_raw, save_png
 
 BINARY = LabelSpace(["bg", "fg"], [(0, 0, 0), (255, 255, 255)])
 # the intended labels of every fixture below: a 4x6 map with a 2x3 object
@@ -148,7 +148,7 @@ def test_index_masks_holding_0_and_255_are_refused_as_binary(tmp_path, tiny_raw,
     with pytest.raises(DataError, match=r"train split: every labelled pixel of its \d masks is class 0 \('bg'\) and "
                                         r"25% are 255 \(the ignore value\): 0/255 masks are binary masks; "
                                         r"set data\.mask_encoding: binary"):
-        build_data(cfg, check=("train",))
+        build_data(cfg.data, cfg.augment, check=("train",))
     summary = inspect(cfg, out=tmp_path / "insp")
     assert any("set data.mask_encoding: binary" in p for p in summary["problems"])
     # inspect's exit status says whether train would accept the data
@@ -158,7 +158,7 @@ def test_index_masks_holding_0_and_255_are_refused_as_binary(tmp_path, tiny_raw,
     raw["data"]["mask_encoding"] = "binary"
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
     assert main(["inspect", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "i3")]) == 0
-    bundle = build_data(config_from_dict(raw), check=("train",))
+    bundle = data_of(config_from_dict(raw), check=("train",))
     np.testing.assert_array_equal(bundle.readers["train"].load(0)[1], TRUTH)
 
 
@@ -166,7 +166,7 @@ def test_binary_split_with_no_foreground_is_refused(tmp_path, tiny_raw):
     root = _write_split(tmp_path / "d", [np.full((4, 6), 40, np.uint8)] * 6)  # nothing above the threshold
     raw = folder_raw(tiny_raw, root, mask_encoding="binary", class_names=None)
     with pytest.raises(DataError, match=r"train split: .* no foreground pixel above data\.binary_threshold 127"):
-        build_data(config_from_dict(raw), check=("train",))
+        data_of(config_from_dict(raw), check=("train",))
 
 
 def test_inspect_lists_classes_without_pixels_and_fallback_pixels(tmp_path, tiny_raw):
@@ -273,7 +273,7 @@ def test_an_ignore_rule_that_empties_classes_is_a_problem_not_a_quiet_success(tm
     with pytest.raises(DataError, match=r"colours beyond data\.color_tolerance 30 of the palette: .*; "
                                         r"data\.unknown_colors: ignore would leave artery, vein with no pixel in this "
                                         r"mask; raise data\.color_tolerance past 58") as refused:
-        build_data(config_from_dict(raw), check=("train",))
+        data_of(config_from_dict(raw), check=("train",))
     assert "(215, 30, 30) (14 px) 58 from artery" in str(refused.value)
     assert "(30, 30, 215) (14 px) 58 from vein" in str(refused.value)
     raw["data"]["unknown_colors"] = "ignore"
@@ -286,7 +286,7 @@ def test_an_ignore_rule_that_empties_classes_is_a_problem_not_a_quiet_success(tm
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: train split: colours outside the palette -> ignore took 35.0%") and "\n" not in err
     raw["data"].update(unknown_colors="nearest", color_tolerance=70)
-    bundle = build_data(config_from_dict(raw), check=("train",))
+    bundle = data_of(config_from_dict(raw), check=("train",))
     want = np.zeros((8, 10), np.uint8)
     want[1:3, 1:8], want[5:7, 2:9] = 1, 2
     np.testing.assert_array_equal(bundle.readers["train"].load(0)[1], want)

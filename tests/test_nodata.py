@@ -94,7 +94,7 @@ def test_an_8_bit_image_with_missing_pixels_reads_as_its_uint8_would():
 def test_missing_pixels_are_neither_trained_on_nor_scored_nor_counted_as_inputs(tmp_path, tiny_raw):
     root = _geo_dataset(tmp_path / "d")
     cfg = config_from_dict(_raw(tiny_raw, root, nodata=MARKER))
-    data = build_data(cfg)
+    data = build_data(cfg.data, cfg.augment)
     reader = data.readers["train"]
     stats = check_split(reader)
     kept = []

@@ -6,13 +6,12 @@ from PIL import Image
 
 from seglab.api import inspect
 from seglab.config import config_from_dict
-from seglab.data.datasets import build_data
 from seglab.data.mask_formats import build_label_space
 from seglab.data.mask_formats import MaskDecoder
 from seglab.data.masks import read_image
 from seglab.errors import DataError
 
-from conftest import folder_raw
+from conftest import data_of, folder_raw
 
 
 def upright(stored: np.ndarray, orientation: int) -> np.ndarray:
@@ -61,7 +60,7 @@ def test_a_rotated_phone_jpeg_trains_aligned_with_its_mask(tmp_path, tiny_raw):
         _save(root / "images" / f"p{i}.jpg", np.ascontiguousarray(np.rot90(view, 1)), 6, quality=95)
         Image.fromarray(mask).save(root / "masks" / f"p{i}.png")
     raw = folder_raw(tiny_raw, root, class_names=["bg", "left"])
-    reader = build_data(config_from_dict(raw)).readers["train"]
+    reader = data_of(config_from_dict(raw)).readers["train"]
     image, m = reader.load(0)
     assert image.shape[:2] == m.shape == (24, 40)
     assert image[:, :12].mean() > 150 > image[:, 12:].mean()  # the bright class-1 part sits on its mask

@@ -20,7 +20,7 @@ from seglab.losses import (ConditionalLoss, ExclusionLoss, MarginalCrossEntropy,
 from seglab.models import create_conditional_model
 from seglab.models.conditional import ConditionalSegmenter
 
-from conftest import TINY, save_png
+from conftest import data_of, TINY, save_png
 from test_cli import _cfg_file, _fails
 
 IGNORE = 255
@@ -215,7 +215,7 @@ def test_merged_label_space_and_samples(tmp_path):
     sources.append({"name": "multi", "images": "multi/images", "masks": "multi/masks", "mask_encoding": "index",
                     "palette_file": "multi/class_dict.csv", "classes": {"Lung": "lung", "Tumour": "tumour"}})
     cfg = config_from_dict(_merged_raw(tmp_path, sources), "t")
-    data = build_data(cfg)
+    data = build_data(cfg.data, cfg.augment)
     assert data.labels.names == ["background", "polyp", "lung", "tumour"]
     assert data.labels.palette[2] == (10, 20, 30) and data.labels.palette[3] == (200, 0, 0)
     assert len(set(data.labels.palette)) == 4
@@ -240,10 +240,10 @@ def test_merged_label_space_and_samples(tmp_path):
 def test_merged_pinned_ids_and_class_order(tmp_path):
     sources = _two_binary(tmp_path)
     sources[1]["ids"] = {"lung": 1}
-    data = build_data(config_from_dict(_merged_raw(tmp_path, sources), "t"))
+    data = data_of(config_from_dict(_merged_raw(tmp_path, sources), "t"))
     assert data.labels.names == ["background", "lung", "polyp"]
     sources[1].pop("ids")
-    data = build_data(config_from_dict(_merged_raw(tmp_path, sources, class_names=["background", "lung", "polyp"]), "t"))
+    data = data_of(config_from_dict(_merged_raw(tmp_path, sources, class_names=["background", "lung", "polyp"]), "t"))
     assert data.labels.names == ["background", "lung", "polyp"]
 
 

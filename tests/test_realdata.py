@@ -28,7 +28,7 @@ def in_root(monkeypatch):
 @needs_camvid
 def test_every_camvid_mask_decodes(in_root):
     cfg = load_config(ROOT / "configs" / "camvid_unet.yaml", ["data.cache=false"])
-    bundle = build_data(cfg)
+    bundle = build_data(cfg.data, cfg.augment)
     assert bundle.labels.names == CAMVID_NAMES and bundle.labels.ignore_index == 255
     assert {k: len(v) for k, v in bundle.readers.items()} == {"train": 367, "val": 101, "test": 233}
     for name, loader in bundle.readers.items():
@@ -46,7 +46,7 @@ def test_every_camvid_mask_decodes(in_root):
 def test_camvid_list_files_with_foreign_paths(in_root):
     cfg = load_config(ROOT / "configs" / "camvid_unet.yaml",
                       ["data.train={list: train.txt}", "data.val={list: val.txt}", "data.test={list: test.txt}"])
-    bundle = build_data(cfg)
+    bundle = build_data(cfg.data, cfg.augment)
     assert [len(bundle.readers[s]) for s in ("train", "val", "test")] == [367, 101, 233]
     first = bundle.readers["train"].items[0]
     assert first.image.endswith("camvid/train/0001TP_006690.png")
@@ -56,7 +56,7 @@ def test_camvid_list_files_with_foreign_paths(in_root):
 @needs_horse
 def test_every_weizmann_mask_decodes_and_aligns(in_root):
     cfg = load_config(ROOT / "configs" / "weizmann_horse_unet.yaml", ["data.cache=false"])
-    bundle = build_data(cfg)
+    bundle = build_data(cfg.data, cfg.augment)
     assert bundle.labels.names == ["background", "horse"]
     assert len(bundle.readers["train"]) == 279 and len(bundle.readers["val"]) == 49  # 85/15 of 328
     sizes = Counter()
@@ -76,7 +76,7 @@ def test_weizmann_without_alignment_names_both_files(in_root):
     from seglab.errors import DataError
 
     cfg = load_config(ROOT / "configs" / "weizmann_horse_unet.yaml", ["data.align=none", "data.cache=false"])
-    bundle = build_data(cfg)
+    bundle = build_data(cfg.data, cfg.augment)
     with pytest.raises(DataError, match=r"rgb/horse\d+\.jpg is \d+x\d+ but its mask .*figure_ground/horse\d+\.jpg is \d+x\d+"):
         check_split(bundle.readers["train"])
 
@@ -88,7 +88,7 @@ SINGLE = SHARED_DATA / "single_class"
                     reason=f"single-class polyp/lung sets not found under {SINGLE}")
 def test_merged_polyp_lung_config(in_root):
     cfg = load_config(ROOT / "configs" / "merged_polyp_lung.yaml", ["data.cache=false"])
-    bundle = build_data(cfg)
+    bundle = build_data(cfg.data, cfg.augment)
     assert bundle.labels.names == ["background", "polyp", "lung"]
     train = bundle.readers["train"]
     per_source = Counter(bundle.sources[k].name for k in train.source_of)

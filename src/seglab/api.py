@@ -133,7 +133,7 @@ def inspect(config: Union[Config, PathLike], *, overrides: Sequence[str] = (), o
     cfg = config if isinstance(config, Config) else load_config(config, list(overrides))
     problems: list[str] = []
     warnings: list[str] = []  # what train accepts but a user should know (masks without images)
-    data = build_data(cfg, split=build_split(cfg.data, problems, warnings))
+    data = build_data(cfg.data, cfg.augment, split=build_split(cfg.data, problems, warnings))
     labels = data.labels
     summary: dict[str, Any] = {"classes": labels.names, "ignore_index": labels.ignore_index,
                                "palette": {n: list(c) for n, c in zip(labels.names, labels.palette)}, "splits": {}}

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from ..config import AugmentConfig, Config, DataConfig, SourceConfig, SplitSource
+from ..config import AugmentConfig, DataConfig, SourceConfig, SplitSource
 from ..errors import ConfigError, DataError
 from .folder import pair_folders, read_list_file
 from .label_map import read_label_map, resolve_label_map, zero_label_remap
@@ -587,21 +587,23 @@ class DataBundle:
     train_image_pixels: Optional[np.ndarray] = None
 
 
-def build_data(cfg: Config, split: Optional[Split] = None, check: Sequence[str] = ()) -> DataBundle:
-    """Labels and per-split sample readers; `split` (from split.json) replaces resolving the config's sources.
+def build_data(data: DataConfig, augment: AugmentConfig, split: Optional[Split] = None,
+               check: Sequence[str] = ()) -> DataBundle:
+    """Labels and per-split sample readers of the `data` section; `split` (from split.json) replaces resolving
+    its sources; `augment` (the normalisation and input size) only for what checking a split says.
 
     Splits named in `check` are decoded in full up front so a bad file fails before any run output.
     """
     sources: list[MergedSource] = []
-    if cfg.data.kind == "merged":
-        labels, sources = build_merged(cfg.data, data_root(cfg.data))
+    if data.kind == "merged":
+        labels, sources = build_merged(data, data_root(data))
         remap: dict[int, int] = {}
     else:
-        labels, remap = build_labels(cfg.data)
-    split = split if split is not None else build_split(cfg.data)
+        labels, remap = build_labels(data)
+    split = split if split is not None else build_split(data)
     readers = {}
     for name in split.present():
-        readers[name] = SampleReader(cfg.data, labels, remap, name, split.items(name), sources)
+        readers[name] = SampleReader(data, labels, remap, name, split.items(name), sources)
     bundle = DataBundle(labels, split, readers, sources)
     for name in check:
         if name not in readers:
@@ -610,10 +612,10 @@ def build_data(cfg: Config, split: Optional[Split] = None, check: Sequence[str] 
         refused = label_problems(readers[name], stats)
         if refused:
             raise DataError(refused[0])
-        for note in input_notes(readers[name], stats, cfg.augment.mean, cfg.augment.std):
+        for note in input_notes(readers[name], stats, augment.mean, augment.std):
             log.warning(note)
         sizes = sorted(set(stats.sizes))
-        if name == "train" and len(sizes) > 1 and cfg.augment.resize is None and cfg.augment.crop is None:
+        if name == "train" and len(sizes) > 1 and augment.resize is None and augment.crop is None:
             shown = ", ".join(f"{w}x{h}" for h, w in sizes[:3])
             raise DataError(f"the train split's masks come in {len(sizes)} sizes ({shown}{' ...' if len(sizes) > 3 else ''}) "
                             "and a batch needs one: set augment.resize or augment.crop")

@@ -42,7 +42,7 @@ def calibration_inputs(checkpoint: Path, lm: LoadedModel, count: int) -> list[np
     try:
         cfg = config_from_dict(raw, str(checkpoint))
         split = load_split(RunDir(run).split, cfg.data.root) if RunDir(run).split.is_file() else None
-        reader = build_data(cfg, split=split).readers.get("train")
+        reader = build_data(cfg.data, cfg.augment, split=split).readers.get("train")
         if reader is None or len(reader) == 0:
             return []
         picks = np.unique(np.linspace(0, len(reader) - 1, min(count, len(reader))).round().astype(int))

@@ -125,7 +125,7 @@ def build_training(cfg: Config, *, split: Optional[Split], dist: DistInfo, devic
         check_timm_name(cfg.model.options()["encoder"])  # so does a misspelt timm encoder
     cfg = resolve_normalization(cfg, say=not timing_only)
     # Data first: every training and validation file is decoded before anything is written.
-    data = build_data(cfg, split=split, check=("train", "val") if check_files else ())
+    data = build_data(cfg.data, cfg.augment, split=split, check=("train", "val") if check_files else ())
     labels = data.labels
     if class_weights is None and timing_only and isinstance(cfg.loss.class_weights, str):
         # A timing-only build decodes no masks, so frequency weights are unknown; a weighted loss

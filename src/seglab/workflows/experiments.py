@@ -163,7 +163,7 @@ def _prediction_grid(runs: dict[str, RunDir], split: str, out: Path, num_images:
         return None
     first = next(iter(runs.values()))
     cfg = load_config(first.config)
-    data = build_data(cfg, split=load_split(first.split, cfg.data.root) if first.split.is_file() else None)
+    data = build_data(cfg.data, cfg.augment, split=load_split(first.split, cfg.data.root) if first.split.is_file() else None)
     if split not in data.readers:
         return None
     loader = data.readers[split]

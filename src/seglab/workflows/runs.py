@@ -212,7 +212,7 @@ def evaluate(target: PathLike, *, split: str = "val", overrides: Sequence[str] =
     exported = engine != "torch"
     s = _open_export(target, split, overrides, engine) if exported else _open_checkpoint(target, split, overrides)
     split_data = load_split(s.run.split, s.cfg.data.root) if s.run is not None and s.run.split.is_file() else None
-    data = build_data(s.cfg, split=split_data)
+    data = build_data(s.cfg.data, s.cfg.augment, split=split_data)
     if data.labels.names != s.labels.names:
         raise SeglabError(f"{s.path}: model classes {s.labels.names} differ from the dataset's {data.labels.names}")
     metrics = _score(s, data, split, out, engine)
