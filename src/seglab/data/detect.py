@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import DataError
 from .labels import read_palette_file
-from .masks import DEFAULT_MAX_IMAGE_PIXELS, IMAGE_EXTENSIONS, NODATA_MARKERS, _open, _read_tiff
+from .masks import DEFAULT_MAX_IMAGE_PIXELS, IMAGE_EXTENSIONS, NODATA_MARKERS, _open, _read_tiff, missing_pixels
 from .splits import random_split_sizes
 
 SPLITS = {"train": ("train", "training", "trn"), "val": ("val", "valid", "validation", "dev"),
@@ -398,7 +398,7 @@ def _images(det: Detected, pairs: list[tuple[Path, Path]]) -> None:
         det.found.append(f"{det.in_channels}-channel images")
     if arrays:
         _nodata(det, arrays)
-        kept = [a[~_missing(a, det.nodata)] for a in arrays]  # the data, pixels without it left out
+        kept = [a[~missing_pixels(a, det.nodata)] for a in arrays]  # the data, pixels without it left out
         tops = [float(np.nanmax(v)) for v in kept if v.size]
         top, kind = max(tops), "float" if arrays[0].dtype.kind == "f" else f"{arrays[0].dtype.itemsize * 8}-bit"
         integer = arrays[0].dtype.kind in "iu"
@@ -417,14 +417,6 @@ def _images(det: Detected, pairs: list[tuple[Path, Path]]) -> None:
     det.found.append(f"masks about {det.image_size[1]}x{det.image_size[0]} (median of {len(pairs)} sampled)")
 
 
-def _missing(arr: np.ndarray, nodata: Optional[float]) -> np.ndarray:
-    """(H, W) bool: pixels holding `nodata` in any band (none when it is None)."""
-    if nodata is None:
-        return np.zeros(arr.shape[:2], bool)
-    hits = np.isnan(arr) if math.isnan(nodata) else arr == nodata
-    return hits.any(-1) if hits.ndim == 3 else hits
-
-
 def _nodata(det: Detected, arrays: list[np.ndarray]) -> None:
     """The value marking missing pixels in non-8-bit images, if one does: NaN in float files, else their
     smallest value when it is a usual marker (-9999, -32768, float32's minimum, ...) or a negative value lying
@@ -441,7 +433,7 @@ def _nodata(det: Detected, arrays: list[np.ndarray]) -> None:
         if not (low in NODATA_MARKERS or (low < 0 and gap)):
             return
         det.nodata = low
-    share = sum(int(_missing(a, det.nodata).sum()) for a in arrays) / sum(a.shape[0] * a.shape[1] for a in arrays)
+    share = sum(int(missing_pixels(a, det.nodata).sum()) for a in arrays) / sum(a.shape[0] * a.shape[1] for a in arrays)
     shown = "NaN" if math.isnan(det.nodata) else f"{det.nodata:g}"
     det.found.append(f"value {shown} marks pixels without data ({100 * share:.2g}% of the sampled pixels): data.nodata "
                      "(not trained on or scored; left out of mean / std)")
@@ -450,7 +442,7 @@ def _nodata(det: Detected, arrays: list[np.ndarray]) -> None:
 def _band_statistics(det: Detected, arrays: list[np.ndarray], scale: float) -> None:
     """Per-band mean / std of the sampled images as training scales them: the default 0.5 / 0.25 assumes 8-bit
     photographs; multi-band or raw-valued data trained on it can learn nothing (issue 42 item 5)."""
-    bands = [a[~_missing(a, det.nodata)].reshape(-1, 1 if a.ndim == 2 else a.shape[2]).astype(np.float64) / scale
+    bands = [a[~missing_pixels(a, det.nodata)].reshape(-1, 1 if a.ndim == 2 else a.shape[2]).astype(np.float64) / scale
              for a in arrays]  # pixels without data left out
     if len({b.shape[1] for b in bands}) != 1:
         return

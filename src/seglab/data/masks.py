@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from pathlib import Path
+from typing import Optional
 
 import cv2
 import numpy as np
@@ -63,6 +64,15 @@ def _exif_orientation(im: Image.Image) -> int:
         return 0
 
 
+def missing_pixels(arr: np.ndarray, nodata: Optional[float]) -> np.ndarray:
+    """(H, W) bool: the pixels of a stored (H, W) / (H, W, C) array holding `nodata` in any band (NaN: NaN
+    values of a float array); none when `nodata` is None."""
+    if nodata is None:
+        return np.zeros(arr.shape[:2], bool)
+    hits = np.isnan(arr) if math.isnan(nodata) and arr.dtype.kind == "f" else arr == nodata
+    return hits.any(-1) if hits.ndim == 3 else hits
+
+
 def scale_image(arr: np.ndarray, image_max: float | None, where: str, fix: str,
                 nodata: float | None = None) -> np.ndarray:
     """Pixel values as a model reads them, the one rule for files and arrays: uint8 kept (0..255); other integers
@@ -71,10 +81,7 @@ def scale_image(arr: np.ndarray, image_max: float | None, where: str, fix: str,
     (data.nodata, a stored value; NaN for float files that mark gaps so): a pixel holding it in any band is
     missing, NaN in every band of the float32 result (uint8 images with one become float32 / 255);
     `transforms.to_tensor` gives it the band's mean, and datasets do not train on or score it."""
-    missing = None
-    if nodata is not None:
-        hits = np.isnan(arr) if math.isnan(nodata) and arr.dtype.kind == "f" else arr == nodata
-        missing = hits.any(-1) if hits.ndim == 3 else hits
+    missing = missing_pixels(arr, nodata) if nodata is not None else None
     if arr.dtype.kind == "f":
         not_finite = ~np.isfinite(arr)
         if nodata is not None and math.isnan(nodata):  # NaN marks missing pixels: only infinities are wrong
