@@ -11,11 +11,12 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 __version__ = "0.1.0"
 __all__ = ["Config", "load_config", "create_model", "list_models", "train", "evaluate", "predict", "load_model",
-           "export", "inspect", "demo"]
+           "export", "save_pretrained", "inspect", "demo"]
 
 # Loaded on first use, so `seglab --help` and a config error do not wait for torch (PEP 562).
 _HOMES = {"Config": "config", "load_config": "config", "create_model": "models", "list_models": "models",
-          "train": "api", "evaluate": "api", "predict": "api", "load_model": "api", "export": "api", "inspect": "api",
+          "train": "api", "evaluate": "api", "predict": "api", "load_model": "api", "export": "api", "save_pretrained": "api",
+          "inspect": "api",
           "demo": "api"}
 
 

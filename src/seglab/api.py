@@ -21,6 +21,7 @@ from .evaluation.inference import settings_from_config
 from .evaluation.model_files import model_file_kind
 from .evaluation.predict import overlay, predict_files
 from .reporting import plots
+from .artifacts.hub import resolve_model
 from .artifacts.run_dir import RunDir
 from .reporting.tables import per_class_csv, per_class_markdown
 from .workflows.runs import evaluate, finish_report, train_run
@@ -28,8 +29,8 @@ from .workflows.runs import evaluate, finish_report, train_run
 if TYPE_CHECKING:  # the predictor module loads torch; imported on use
     from .evaluation.predictor import SegmentationPredictor
 
-__all__ = ["train", "evaluate", "predict", "load_model", "export", "inspect", "demo", "finish_report", "per_class_csv",
-           "per_class_markdown"]
+__all__ = ["train", "evaluate", "predict", "load_model", "export", "save_pretrained", "inspect", "demo",
+           "finish_report", "per_class_csv", "per_class_markdown"]
 
 log = logging.getLogger("seglab")
 PathLike = Union[str, Path]
@@ -68,23 +69,24 @@ def predict(checkpoint: PathLike, inputs: Sequence[str], out: PathLike, *, devic
     `save_probabilities` each image's (K, H, W) float16 probabilities as NAME_prob.npy; `threshold` is a
     two-class model's foreground threshold).
 
-    engine: 'torch' (a seglab checkpoint), 'torchscript' (a TorchScript export: loading it runs its code, so
-    only on this explicit choice) or 'onnxruntime' (an ONNX export).
+    engine: 'torch' (a seglab checkpoint, a model folder or a Hub id `hf://OWNER/NAME`), 'torchscript' (a
+    TorchScript export: loading it runs its code, so only on this explicit choice) or 'onnxruntime' (an ONNX export).
     A folder's files that are masks by the checkpoint's data.mask_suffix or data.pair_stems are skipped.
     Sliding windows and test-time augmentation follow the eval section of the checkpoint's config,
     changed with `overrides` such as eval.tta_flip=true.
     """
-    return predict_files(Path(checkpoint), inputs, Path(out), pick_device(device, "--device"), progress, engine,
+    checkpoint = resolve_model(checkpoint)
+    return predict_files(checkpoint, inputs, Path(out), pick_device(device, "--device"), progress, engine,
                          _predict_settings(checkpoint, engine, overrides), workers, save_probabilities, threshold)
 
 
 def _predict_settings(checkpoint: PathLike, engine: str, overrides: Sequence[str]) -> Any:
     """Sliding window / TTA of a prediction: the checkpoint's eval section, changed by eval.* overrides."""
     ckpt_cfg: dict[str, Any] = {}
-    if model_file_kind(Path(checkpoint), engine) == "checkpoint":
-        from .artifacts.checkpoint import Checkpoint
+    if model_file_kind(Path(checkpoint), engine) in ("checkpoint", "hf"):
+        from .evaluation.model_files import read_weights_record
 
-        ckpt_cfg = Checkpoint.load(Path(checkpoint), tensors=False).config
+        ckpt_cfg = read_weights_record(Path(checkpoint), tensors=False).config
     cfg = config_from_dict({"eval": dict(ckpt_cfg.get("eval") or {})}, str(checkpoint),
                            [o for o in overrides if o.startswith("eval.")])
     bad = [o for o in overrides if not o.startswith("eval.")]
@@ -98,11 +100,15 @@ def load_model(path: PathLike, *, device: str = "cpu", engine: Optional[str] = N
     """A model file in memory for notebooks: `.predict(image)` -> (H, W) class ids, `.probabilities(image)`
     -> (K, H, W) float32, as `seglab predict` computes them (one code path).
 
-    path: a seglab checkpoint, an ONNX export (engine inferred from .onnx) or a TorchScript export (only with
-    engine='torchscript': loading one runs its code). device: 'cpu', 'cuda[:N]' or 'auto'.
+    path: a seglab checkpoint, a model folder (`seglab export --format hf`), a Hub id `hf://OWNER/NAME[@REV]`
+    (through the Hub's cache; HF_HUB_OFFLINE=1 reads the cache alone), an ONNX export (engine inferred from
+    .onnx) or a TorchScript export (only with engine='torchscript': loading one runs its code). device: 'cpu',
+    'cuda[:N]' or 'auto'.
     """
     from .evaluation.model_files import open_model
     from .evaluation.predictor import SegmentationPredictor
+
+    path = resolve_model(path)
 
     engine = engine or ("onnxruntime" if str(path).lower().endswith(".onnx") else "torch")
     model = open_model(Path(path), engine, pick_device(device, "device"))
@@ -112,15 +118,25 @@ def load_model(path: PathLike, *, device: str = "cpu", engine: Optional[str] = N
 def export(checkpoint: PathLike, *, fmt: str = "onnx", out: Optional[PathLike] = None,
            size: Optional[Sequence[int]] = None, int8: bool = False,
            calibration_images: int = DEFAULT_CALIBRATION_IMAGES, calibration: str = DEFAULT_CALIBRATION,
-           fp32_first: int = DEFAULT_FP32_FIRST, overwrite: bool = False) -> Path:
-    """Export a checkpoint's model to ONNX (INT8 with `int8`: `calibration` minmax|percentile on
-    `calibration_images` training images, the first `fp32_first` convolutions kept FP32) or
-    TorchScript; an existing `out` is replaced only with `overwrite`; see deploy/export.py and deploy/quantize.py."""
+           fp32_first: int = DEFAULT_FP32_FIRST, overwrite: bool = False, push_to_hub: Optional[str] = None) -> Path:
+    """Export a checkpoint's model (a run folder: its evaluated checkpoint) to ONNX (INT8 with `int8`:
+    `calibration` minmax|percentile on `calibration_images` training images, the first `fp32_first`
+    convolutions kept FP32), TorchScript, or with fmt='hf' a model folder in the Hugging Face Hub's layout
+    (uploaded to `push_to_hub` OWNER/NAME when given); an existing `out` is replaced only with `overwrite`; see
+    deploy/export.py and deploy/quantize.py."""
     from .deploy.export import export_checkpoint
     from .deploy.int8_recipe import Int8Recipe
 
     recipe = Int8Recipe(calibration_images, calibration, fp32_first) if int8 else None
-    return export_checkpoint(Path(checkpoint), fmt, Path(out) if out else None, size, int8=recipe, overwrite=overwrite)
+    return export_checkpoint(Path(checkpoint), fmt, Path(out) if out else None, size, int8=recipe, overwrite=overwrite,
+                             push_to_hub=push_to_hub)
+
+
+def save_pretrained(run_or_checkpoint: PathLike, out: PathLike, *, overwrite: bool = False,
+                    push_to_hub: Optional[str] = None) -> Path:
+    """Write a run's (or a checkpoint's) model as a Hugging Face-style folder: model.safetensors, config.json
+    and a model card with the run's measured scores (`export(..., fmt='hf')`); `seglab.load_model(out)` reads it."""
+    return export(run_or_checkpoint, fmt="hf", out=out, overwrite=overwrite, push_to_hub=push_to_hub)
 
 
 def inspect(config: Union[Config, PathLike], *, overrides: Sequence[str] = (), out: Optional[PathLike] = None,

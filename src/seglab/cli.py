@@ -94,8 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     _nproc_flag(p)
     _common(p)
 
-    p = sub.add_parser("eval", help="evaluate a run folder or checkpoint at full resolution")
-    p.add_argument("target", metavar="RUN_DIR_OR_CHECKPOINT")
+    p = sub.add_parser("eval", help="evaluate a run folder, checkpoint or model folder at full resolution")
+    p.add_argument("target", metavar="RUN_DIR_OR_CHECKPOINT",
+                   help="a run folder, a checkpoint, a model folder (export --format hf) or a Hub id hf://OWNER/NAME "
+                        "(scored on the data its training config names; --set data.root=... moves it)")
     p.add_argument("--split", choices=["val", "test"], default="val")
     p.add_argument("--out", help="output folder (default RUN_DIR/eval/SPLIT; an export's: RUN_DIR/checkpoints/eval_NAME_SPLIT)")
     p.add_argument("--engine", choices=["torch", "torchscript", "onnxruntime"], default="torch",
@@ -105,7 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, example="eval.batch_size=2")
 
     p = sub.add_parser("predict", help="predict masks for images or folders")
-    p.add_argument("checkpoint")
+    p.add_argument("checkpoint", metavar="MODEL",
+                   help="a checkpoint, a model folder (export --format hf), a Hub id hf://OWNER/NAME[@REV] (read from the "
+                        "Hub's cache; HF_HUB_OFFLINE=1: the cache alone), or with --engine an ONNX / TorchScript export")
     p.add_argument("inputs", nargs="+", metavar="INPUT")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--device", default="auto")
@@ -122,11 +126,18 @@ def build_parser() -> argparse.ArgumentParser:
     _inference_flags(p)
     _common(p, example="eval.tta_flip=true")
 
-    p = sub.add_parser("export", help="export a checkpoint to ONNX or TorchScript")
-    p.add_argument("checkpoint")
-    p.add_argument("--format", dest="fmt", choices=list(EXPORT_FORMATS), default="onnx")
-    p.add_argument("--out", help="output file (default: beside the checkpoint)")
+    p = sub.add_parser("export", help="export a checkpoint to ONNX, TorchScript or a Hugging Face-style model folder")
+    p.add_argument("checkpoint", metavar="RUN_DIR_OR_CHECKPOINT",
+                   help="a checkpoint, or a run folder (its best checkpoint, else its last)")
+    p.add_argument("--format", dest="fmt", choices=list(EXPORT_FORMATS), default="onnx",
+                   help="onnx, torchscript, or hf: a folder with model.safetensors, config.json and a model card "
+                        "(README.md) with the run's scores, which predict, eval and seglab.load_model read")
+    p.add_argument("--out", help="output file, or folder for --format hf (default: beside the checkpoint, NAME.onnx, "
+                                 "NAME.torchscript.pt, NAME.hf/)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file (never a run's checkpoint)")
+    p.add_argument("--push-to-hub", metavar="OWNER/NAME",
+                   help="--format hf: upload the folder to this Hugging Face Hub repo (created if absent; needs "
+                        "`hf auth login` or HF_TOKEN)")
     p.add_argument("--size", type=_count(1), nargs=2, metavar=("H", "W"), help="input size (default: the training input size)")
     p.add_argument("--int8", action="store_true",
                    help="ONNX with INT8 weights and activations (onnxruntime static quantization, calibrated on "
@@ -295,7 +306,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     out = api.export(args.checkpoint, fmt=args.fmt, out=args.out, size=args.size, int8=args.int8,
                      calibration_images=args.calibration_images, calibration=args.calibration,
-                     fp32_first=args.fp32_first, overwrite=args.overwrite)
+                     fp32_first=args.fp32_first, overwrite=args.overwrite, push_to_hub=args.push_to_hub)
     print(f"wrote {out}")
     return 0
 

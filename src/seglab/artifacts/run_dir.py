@@ -37,13 +37,14 @@ _SCORES = ("(" + "|".join(re.escape(f) for f in EVAL_FILES)
            + r"|(per_class_iou|confusion|samples|per_image_miou|worst)_[^/]+\.png)")
 _RUN_FILES = (
     *(re.escape(f) for f in (MARKER, CONFIG, SPLIT, METRICS_CSV, LOG, REPORT, SUMMARY)),
-    r"checkpoints/(best|last)\.(pt|onnx|int8\.onnx|torchscript\.pt)", rf"checkpoints/eval_[^/]+/{_SCORES}",
+    r"checkpoints/(best|last)\.(pt|onnx|int8\.onnx|torchscript\.pt)",
+    r"checkpoints/(best|last)\.hf/(model\.safetensors|config\.json|README\.md)", rf"checkpoints/eval_[^/]+/{_SCORES}",
     r"plots/(loss|metrics)\.png", r"plots/(per_class_iou|confusion|samples|per_image_miou|worst)_[^/]+\.png",
     rf"eval/[^/]+/{_SCORES}", r"tb/events\.out\.tfevents\.[^/]+",
     *(re.escape(f) for f in (CV_SUMMARY, CV_RESULTS, RESULTS_CSV, RESULTS_MD)), r"predictions\.png", r"curves\.png",
 )
 _OWN_FILE = re.compile(rf"(fold_\d+/)?({'|'.join(_RUN_FILES)})|(.*/)?\.[^/]+{re.escape(TMP_SUFFIX)}")
-_OWN_FOLDER = re.compile(r"(fold_\d+/)?(checkpoints(/eval_[^/]+)?|plots|tb|eval(/[^/]+)?)|fold_\d+")
+_OWN_FOLDER = re.compile(r"(fold_\d+/)?(checkpoints(/eval_[^/]+|/(best|last)\.hf)?|plots|tb|eval(/[^/]+)?)|fold_\d+")
 
 METRICS_COLUMNS = [
     "epoch", "train_loss", *VALIDATION_COLUMNS, "lr", "epoch_seconds", "train_images_per_s", "loader_images_per_s",

@@ -1,5 +1,5 @@
-"""Export a checkpoint (`seglab export`) in a registered format (deploy/formats/: ONNX, TorchScript), with its
-ModelInfo inside; evaluation/model_files.py opens the exports."""
+"""Export a checkpoint (`seglab export`) in a registered format (deploy/formats/: ONNX, TorchScript, a Hub
+model folder), with its ModelInfo inside; evaluation/model_files.py opens the exports."""
 from __future__ import annotations
 
 import logging
@@ -10,6 +10,7 @@ from typing import Any, Optional, Sequence
 
 import torch
 
+from ..artifacts.run_dir import RunDir
 from ..errors import SeglabError
 from ..fileio import atomic_path
 from ..evaluation.model_files import LoadedModel, load_model
@@ -42,8 +43,14 @@ def check_export_target(out: Path, checkpoint: Path, overwrite: bool) -> None:
 
 def export_checkpoint(checkpoint: Path, fmt: str, out: Optional[Path] = None,
                       size: Optional[Sequence[int]] = None, opset: int = 17,
-                      int8: Optional[Int8Recipe] = None, overwrite: bool = False) -> Path:
-    """Write the checkpoint's model as `fmt` (a registered export format: deploy/formats/) for (N, C, H, W) inputs.
+                      int8: Optional[Int8Recipe] = None, overwrite: bool = False,
+                      push_to_hub: Optional[str] = None) -> Path:
+    """Write the checkpoint's model (a run folder: its evaluated checkpoint) as `fmt` (a registered export
+    format: deploy/formats/) for (N, C, H, W) inputs.
+
+    'hf' writes a folder in the Hugging Face Hub's layout (model.safetensors, config.json, a model card from
+    the run folder's scores; default NAME.hf/ beside the checkpoint) and with `push_to_hub` OWNER/NAME
+    uploads it (artifacts/hub.py).
 
     H, W default to the checkpoint's input size. ONNX graphs take any batch, height and width, except for
     models that say they cannot (`models.fixed_export_size`: PSPNet's pyramid pooling); TorchScript traces
@@ -59,8 +66,14 @@ def export_checkpoint(checkpoint: Path, fmt: str, out: Optional[Path] = None,
         raise SeglabError(f"--format: expected {' or '.join(EXPORT_FORMATS)}, got {fmt!r}")
     if int8 and fmt != "onnx":
         raise SeglabError("--int8: INT8 export is for --format onnx (onnxruntime's quantization)")
+    if push_to_hub and fmt != "hf":
+        raise SeglabError("--push-to-hub: uploads a model folder; give --format hf")
+    if Path(checkpoint).is_dir():
+        checkpoint = RunDir(Path(checkpoint)).require_run().evaluated_checkpoint()
     writer = export_format(fmt)
     out = Path(out) if out else Path(checkpoint).with_suffix(".int8.onnx" if int8 else writer.SUFFIX)
+    if getattr(writer, "FOLDER", False):
+        return _export_folder(writer, Path(checkpoint), out, overwrite, push_to_hub, size)
     check_export_target(out, Path(checkpoint), overwrite)
     lm = load_model(checkpoint)
     model = lm.model.eval()
@@ -86,6 +99,22 @@ def export_checkpoint(checkpoint: Path, fmt: str, out: Optional[Path] = None,
                      else f"{out}: any batch, height and width (traced at {trace[0]}x{trace[1]}"
                           f"{'; images are predicted at their own size' if size is None else ''})")
     return out
+
+
+def _export_folder(writer: Any, checkpoint: Path, out: Path, overwrite: bool, push_to_hub: Optional[str],
+                   size: Optional[Sequence[int]]) -> Path:
+    """A format that writes a folder (hf): written whole, then uploaded when `push_to_hub` names a repo."""
+    if size:
+        raise SeglabError("--size: the hf format keeps the model as trained (its input size travels in config.json); "
+                          "leave --size out")
+    check_export_target(out, checkpoint, overwrite=True)  # never a run's checkpoint; the folder's own rule in its writer
+    folder = writer.write_folder(checkpoint, out, overwrite, push_to_hub)
+    log.info(f"{folder}: model folder ({', '.join(p.name for p in sorted(folder.iterdir()))})")
+    if push_to_hub:
+        from ..artifacts.hub import push_folder
+
+        log.info(f"pushed to the Hub: {push_folder(folder, push_to_hub)}")
+    return folder
 
 
 def _quantize_in_place(path: Path, checkpoint: Path, lm: LoadedModel, recipe: Int8Recipe) -> str:

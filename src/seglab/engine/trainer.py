@@ -10,6 +10,8 @@ import copy
 from dataclasses import dataclass
 import logging
 import random
+import shlex
+import sys
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -353,7 +355,15 @@ def _write_summary(t: Training, run: RunDir, state: TrainState, plan: Optional[B
         "fine_tuning": fine_tuning_summary(cfg, len(t.train_loader), plan),
         "class_names": t.data.labels.names, "best_metric": cfg.train.best_metric, "best_value": state.best_value,
         "best_epoch": state.best_epoch, "timing": timing_summary(state, cfg, plan, len(t.train_loader)),
+        "command": _command_line(),
     })
+
+
+def _command_line() -> Optional[str]:
+    """The seglab command that ran this training (a model card quotes it); None when called from Python."""
+    if Path(sys.argv[0]).name not in ("seglab", "__main__.py"):
+        return None
+    return shlex.join(["seglab", *sys.argv[1:]])
 
 
 def _say_frozen_throughout(cfg: Config, steps_per_epoch: int, plan: Optional[BudgetPlan]) -> None:

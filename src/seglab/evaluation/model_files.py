@@ -1,7 +1,7 @@
-"""Opening a model file, the one home for it: a seglab checkpoint, an ONNX export or a TorchScript export
-becomes a `Predictor` (normalised images -> logits, with the classes and preprocessing that go with them).
-`seglab predict`, `seglab eval`, the notebook predictor (`seglab.load_model`), export and the reports open
-models here; what a kind of file is and how it opens is the `MODEL_FILES` table."""
+"""Opening a model file, the one home for it: a seglab checkpoint, a model folder (`--format hf`), an
+ONNX export or a TorchScript export becomes a `Predictor` (normalised images -> logits, with the classes and
+preprocessing that go with them). `seglab predict`, `seglab eval`, the notebook predictor (`seglab.load_model`),
+export and the reports open models here; what a kind of file is and how it opens is the `MODEL_FILES` table."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ..artifacts.checkpoint import Checkpoint
+from ..artifacts.model_folder import ModelFolder, is_model_folder
 from ..artifacts.model_info import ModelInfo
 from ..data.labels import LabelSpace
 from ..errors import CheckpointError, SeglabError, brief
@@ -80,9 +81,17 @@ def build_checkpoint_model(path: Path, ckpt: Checkpoint) -> torch.nn.Module:
     return model
 
 
+def read_weights_record(path: Path, tensors: bool = True) -> Checkpoint:
+    """The Checkpoint record of a checkpoint file or of a model folder (weights only); `tensors=False` for
+    the metadata alone."""
+    if Path(path).is_dir():
+        return ModelFolder.load(Path(path), tensors=tensors).as_checkpoint()
+    return Checkpoint.load(Path(path), tensors=tensors)
+
+
 def load_model(path: Path, device: str = "cpu") -> LoadedModel:
-    """Rebuild the model of a seglab checkpoint in eval mode."""
-    ckpt = Checkpoint.load(path)  # its ModelInfo checked once, then used to build the model and to predict
+    """Rebuild the model of a seglab checkpoint (or model folder) in eval mode."""
+    ckpt = read_weights_record(path)  # its ModelInfo checked once, then used to build the model and to predict
     model = build_checkpoint_model(path, ckpt)
     model.to(device).eval()
     return LoadedModel(model=model, info=ckpt.info, checkpoint=ckpt, device=str(device))
@@ -97,6 +106,7 @@ class ModelFileKind:
     engine: str
     open: Callable[[Path, str], "Predictor"]
     ask: Optional[Callable[[Path], Optional[str]]] = None
+    is_kind: Optional[Callable[[Path], bool]] = None  # recognises its files for the default engine
 
 
 def _ask_onnx(path: Path) -> Optional[str]:
@@ -113,20 +123,24 @@ def _ask_torchscript(path: Path) -> Optional[str]:
 # every kind of model file seglab opens; an export format adds its row (its writer is in deploy/formats/)
 MODEL_FILES = {
     "checkpoint": ModelFileKind("checkpoint", "torch", lambda path, device: load_model(path, device)),
+    "hf": ModelFileKind("hf", "torch", lambda path, device: load_model(path, device), is_kind=is_model_folder),
     "onnx": ModelFileKind("onnx", "onnxruntime", lambda path, device: OnnxModel(path), _ask_onnx),
     "torchscript": ModelFileKind("torchscript", "torchscript", lambda path, device: TorchScriptModel(path),
                                  _ask_torchscript),
 }
-ENGINES = tuple(k.engine for k in MODEL_FILES.values())
+ENGINES = tuple(dict.fromkeys(k.engine for k in MODEL_FILES.values()))
 
 
 def model_file_kind(path: Path, engine: str) -> str:
-    """'checkpoint', 'torchscript' or 'onnx': what `path` is opened as, by the engine asked for. A
+    """'checkpoint', 'hf', 'torchscript' or 'onnx': what `path` is opened as, by the engine asked for. A
     TorchScript archive runs code when it is loaded (torch.jit.load), so it is loaded only on an explicit
     engine 'torchscript', never because a file looks like one; an ONNX file needs its engine too."""
     path = Path(path)
     for kind in MODEL_FILES.values():
         if engine == kind.engine and kind.engine != "torch":
+            return kind.name
+    for kind in MODEL_FILES.values():
+        if engine == kind.engine and kind.is_kind is not None and kind.is_kind(path):
             return kind.name
     for kind in MODEL_FILES.values():
         message = kind.ask(path) if kind.ask is not None else None

@@ -25,6 +25,8 @@ from ..evaluation.model_files import load_model
 from ..reporting import plots
 from ..reporting.evaluation_files import write_evaluation
 from ..reporting.report import build_report
+from ..artifacts.hub import hub_id, resolve_model
+from ..artifacts.model_folder import is_model_folder
 from ..artifacts.run_dir import EVAL_METRICS, PER_CLASS_CSV, RunDir, lock_for_writer
 
 log = logging.getLogger("seglab")
@@ -127,11 +129,14 @@ def finish_report(run: RunDir) -> Path:
 
 
 def _resolve_target(target: PathLike) -> tuple[Path, Optional[RunDir]]:
-    p = Path(target)
+    p = resolve_model(target)
+    if is_model_folder(p):  # a model folder (--format hf) carries its training config; no run folder
+        return p, None
     if p.is_dir():
         run = RunDir(p)
         if not run.is_run():
-            raise SeglabError(f"{p}: not a run folder (no config.yaml) and not a checkpoint file")
+            raise SeglabError(f"{p}: not a run folder (no config.yaml), not a model folder (config.json + "
+                              "model.safetensors) and not a checkpoint file")
         return run.evaluated_checkpoint(), run
     if not p.exists():
         raise SeglabError(f"{p}: no such run folder or checkpoint")
@@ -170,8 +175,17 @@ def _open_checkpoint(target: PathLike, split: str, overrides: Sequence[str]) -> 
                                   f"{diff} (checkpoint vs config.yaml)")
     device = pick_device(cfg.train.device)
     lm.to(device)
-    out = run.eval_dir(split) if run else ckpt_path.parent / f"eval_{split}"
+    out = run.eval_dir(split) if run else _default_eval_dir(target, ckpt_path, split)
     return _Scored(ckpt_path, run, cfg, lm.model, lm.labels, lm.input_size, device, out)
+
+
+def _default_eval_dir(target: PathLike, path: Path, split: str) -> Path:
+    """Where `seglab eval` writes for a model outside a run folder: beside a checkpoint (eval_SPLIT) or a model
+    folder (NAME_eval_SPLIT), never inside one; a Hub model's in the working folder."""
+    named = hub_id(target)
+    if named is not None:
+        return Path(f"{named[0].split('/')[1]}_eval_{split}")
+    return path.parent / (f"{path.name}_eval_{split}" if path.is_dir() else f"eval_{split}")
 
 
 def _open_export(target: PathLike, split: str, overrides: Sequence[str], engine: str) -> _Scored:
@@ -203,7 +217,8 @@ def _open_export(target: PathLike, split: str, overrides: Sequence[str], engine:
 
 def evaluate(target: PathLike, *, split: str = "val", overrides: Sequence[str] = (), out: Optional[PathLike] = None,
              report: bool = True, engine: str = "torch") -> dict[str, Any]:
-    """Evaluate a run folder's best checkpoint (or a checkpoint file) on a split at full resolution; with
+    """Evaluate a run folder's best checkpoint (or a checkpoint file, a model folder or a Hub id
+    `hf://OWNER/NAME`, on the data its training config names) on a split at full resolution; with
     `engine` 'onnxruntime' or 'torchscript', an export in a run's checkpoints/ folder on that run's split.
 
     Writes metrics.json, per_class.csv, per_class.md and plots into `out` (default RUN/eval/SPLIT; for an
