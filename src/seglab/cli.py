@@ -196,11 +196,20 @@ def build_parser() -> argparse.ArgumentParser:
     _nproc_flag(p)
     _common(p)
 
-    p = sub.add_parser("convert", help="turn COCO or LabelMe polygon annotations into mask PNGs + a palette file")
-    p.add_argument("format", choices=["coco", "labelme"])
+    p = sub.add_parser("convert", help="turn COCO, LabelMe, CVAT / Datumaro or Label Studio annotations into mask PNGs "
+                                       "+ a palette file")
+    p.add_argument("format", choices=["coco", "labelme", "cvat", "labelstudio"])
     p.add_argument("inputs", nargs="+", metavar="INPUT",
-                   help="coco: the annotations JSON; labelme: JSON files or folders of them")
-    p.add_argument("--out", required=True, help="output folder: masks/, label_colors.txt, convert.json")
+                   help="coco: the annotations JSON; labelme: JSON files or folders of them; cvat: the folder of a CVAT / "
+                        "Datumaro 'Segmentation mask 1.1' export (labelmap.txt, SegmentationClass/); labelstudio: the "
+                        "JSON export")
+    p.add_argument("--out", required=True, help="output folder: masks/, label_colors.txt, convert.json (cvat: and a "
+                                                "TRAIN/VAL/TEST.txt list file per subset when the images are found)")
+    p.add_argument("--images", metavar="DIR",
+                   help="cvat, labelstudio: the folder holding the images (cvat default: the export's JPEGImages/); "
+                        "labelstudio: each task's image is found there by its local-files path or name, its size checked")
+    p.add_argument("--unlabelled", choices=["drop", "keep"], default="drop",
+                   help="labelstudio: tasks with no annotation are dropped (default) or kept as all-background masks")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an earlier conversion in --out (only the files it wrote; other files there are refused)")
     p.add_argument("--overlap", choices=["smaller", "later"], default="smaller",
@@ -230,7 +239,24 @@ def _convert(args: argparse.Namespace) -> None:
     from .data.convert import convert_coco, convert_labelme
     from .reporting.console import conversion_lines
 
-    if args.format == "coco":
+    if args.format in ("cvat", "labelstudio") and len(args.inputs) != 1:
+        raise SeglabError(f"convert {args.format}: expected one {'export folder' if args.format == 'cvat' else 'JSON export'}, "
+                          f"got {len(args.inputs)} inputs")
+    if args.format in ("coco", "labelme") and args.images:
+        raise SeglabError(f"--images: for cvat and labelstudio; {args.format} names its images inside its JSON")
+    images = Path(args.images) if args.images else None
+    if args.format == "cvat":
+        if args.classes:
+            raise SeglabError("--classes: cvat takes its classes and their order from labelmap.txt")
+        from .data.convert_cvat import convert_cvat
+
+        s = convert_cvat(Path(args.inputs[0]), Path(args.out), images=images, overwrite=args.overwrite)
+    elif args.format == "labelstudio":
+        from .data.convert_labelstudio import convert_labelstudio
+
+        s = convert_labelstudio(Path(args.inputs[0]), Path(args.out), images=images, unlabelled=args.unlabelled,
+                                overlap=args.overlap, classes=args.classes, overwrite=args.overwrite)
+    elif args.format == "coco":
         if len(args.inputs) != 1:
             raise SeglabError(f"convert coco: expected one annotations JSON, got {len(args.inputs)} inputs")
         s = convert_coco(Path(args.inputs[0]), Path(args.out), overlap=args.overlap, classes=args.classes,

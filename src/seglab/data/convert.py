@@ -61,6 +61,7 @@ class ConvertSummary:
     lost_in_overlaps: dict[str, dict[str, int]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # categories dropped, merged or read as background / ignore
     mask_files: list[str] = field(default_factory=list)  # the files written into masks/ (what --overwrite replaces)
+    list_files: dict[str, str] = field(default_factory=dict)  # split -> its 'IMAGE MASK' list file in the folder
 
 
 def prepare_out(out: Path, overwrite: bool) -> None:
@@ -75,7 +76,8 @@ def prepare_out(out: Path, overwrite: bool) -> None:
         return
     try:
         earlier = json.loads((out / "convert.json").read_text())
-        own = {"convert.json", "label_colors.txt"} | {f"masks/{m}" for m in earlier["mask_files"]}
+        own = ({"convert.json", "label_colors.txt"} | {f"masks/{m}" for m in earlier["mask_files"]}
+               | set(earlier.get("list_files", {}).values()))
     except (OSError, ValueError, KeyError, TypeError):
         raise DataError(f"--out {out}: holds {len(present)} files seglab convert did not write (e.g. {present[0]}); "
                         "give a new or empty folder") from None
@@ -397,6 +399,12 @@ def _write(summary: ConvertSummary, out: Path, stem: str, regions: list[Region],
     save_index_png(target, labels, default_palette(len(summary.classes)))
     summary.mask_files.append(target.name)
     summary.masks += 1
+
+
+def write_list(summary: ConvertSummary, out: Path, split: str, pairs: list[tuple[Path, str]]) -> None:
+    """OUT/SPLIT.txt: 'IMAGE MASK' lines (absolute image paths, masks relative to OUT) that data.SPLIT.list reads."""
+    atomic_write_text(out / f"{split}.txt", "".join(f"{Path(image).resolve()} masks/{mask}\n" for image, mask in pairs))
+    summary.list_files[split] = f"{split}.txt"
 
 
 def _finish(summary: ConvertSummary, out: Path) -> ConvertSummary:

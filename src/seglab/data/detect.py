@@ -460,6 +460,7 @@ def detect_layout(root: Path, *, masks: Optional[str] = None, palette: Optional[
         raise DataError(f"{root}: not a folder")
     det = Detected(root=root, splits={})
     folders = _find_layout(root, det, masks)
+    _say_cvat(root, det)
     rows = _palette(root, det, palette)
     if folders:
         pairs = _sample_pairs(folders, det.mask_suffix)
@@ -482,6 +483,20 @@ def detect_layout(root: Path, *, masks: Optional[str] = None, palette: Optional[
             det.num_images[split] = sum(1 for f in files if not (same and f.stem.endswith(det.mask_suffix)))
     _say_random_split(det)
     return det
+
+
+def _say_cvat(root: Path, det: Detected) -> None:
+    """A CVAT / Datumaro Segmentation mask export reads as a folder with its labelmap.txt; its subsets lists
+    (ImageSets/Segmentation) are names, not the 'image mask' lines seglab reads: convert keeps them."""
+    from .convert_cvat import is_cvat_export
+
+    if not is_cvat_export(root):
+        return
+    det.found.append("a CVAT / Datumaro 'Segmentation mask 1.1' export (labelmap.txt, SegmentationClass/)")
+    subsets = sorted(p.stem for p in (root / "ImageSets" / "Segmentation").glob("*.txt"))
+    if len(subsets) > 1:
+        det.undecided.append(f"its subsets {', '.join(subsets)} (ImageSets/Segmentation/) are not read as splits here: "
+                             f"`seglab convert cvat {root} --out DIR` writes them as list files")
 
 
 def _say_random_split(det: Detected) -> None:

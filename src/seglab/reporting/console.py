@@ -60,7 +60,19 @@ def conversion_lines(s: Any) -> list[str]:
         out.append(f"  pixels of each class painted over where regions overlap, --overlap {s.overlap} (used) / {other}: "
                    + ", ".join(f"{n} {v[s.overlap]:,} / {v[other]:,}" for n, v in losers.items()))
     root = Path(s.out_dir).resolve()  # absolute: the config works from any folder and under any data.root
-    out.append(f"config: data: {{masks: {root}/masks, mask_encoding: index, palette_file: {root}/label_colors.txt}}")
+    absent = [n for n in s.classes if not s.class_pixels.get(n)]
+    if absent:
+        out.append(f"  classes never drawn: {', '.join(absent)} (kept, so class ids stay the tool's; "
+                   "absent_classes lets training accept them)")
+    extra = f", absent_classes: [{', '.join(absent)}]" if absent else ""
+    if s.list_files:
+        splits = ", ".join(f"{k}: {{list: {v}}}" for k, v in s.list_files.items())
+        out.append(f"config: data: {{kind: folder, root: {root}, {splits}, mask_encoding: index, "
+                   f"palette_file: label_colors.txt{extra}}}")
+    else:
+        out.append(f"config: data: {{kind: folder, train: {{images: YOUR_IMAGE_FOLDER, masks: {root}/masks}}, "
+                   "mask_encoding: index, "
+                   f"palette_file: {root}/label_colors.txt{extra}}}")
     return out
 
 
