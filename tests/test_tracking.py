@@ -1,4 +1,4 @@
-"""Trackers: MLflow against a local file store and Weights & Biases offline, each read back: params, per-epoch
+"""Trackers: MLflow against a local file store, Weights & Biases and Neptune offline, each read back: params, per-epoch
 metrics, final metrics, report and best checkpoint, and a resume continuing the same tracked run."""
 import copy
 import json
@@ -109,7 +109,50 @@ def test_wandb_offline_run_is_logged_and_read_back_from_its_folder(tmp_path):
     assert steps == [1, 2, 3]
 
 
-@pytest.mark.parametrize("key, value, package", [("mlflow_uri", "mlruns", "mlflow"), ("wandb_project", "p", "wandb")])
+def _neptune_ops(folder):
+    """Every operation a Neptune offline run queued, per run folder: .neptune/offline/run__ID__.../data-N.log holds
+    one JSON operation per line ({"obj": {"type", "path", ...}, "version"})."""
+    runs = {}
+    for log in sorted(folder.glob(".neptune/offline/run__*/data-*.log")):
+        runs.setdefault(log.parent.name, []).extend(json.loads(line)["obj"] for line in log.read_text().splitlines())
+    return runs
+
+
+def test_neptune_offline_run_is_logged_and_read_back_from_its_queue(tmp_path, monkeypatch):
+    pytest.importorskip("neptune", reason="the neptune client is an optional extra: pip install 'seglab[neptune]'")
+    monkeypatch.chdir(tmp_path)  # the client writes .neptune/ in the working folder
+    monkeypatch.delenv("NEPTUNE_API_TOKEN", raising=False)
+    raw = copy.deepcopy(TINY)
+    raw["train"]["epochs"] = 2
+    raw["output"] = {"dir": str(tmp_path / "runs"), "name": "np"}
+    raw["tracking"] = {"neptune_project": "me/seglab-test", "neptune_mode": "offline"}
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    assert main(["train", cfg.as_posix()]) == 0
+    runs = _neptune_ops(tmp_path)
+    assert len(runs) == 1  # one Neptune run for the training and its final evaluation
+    ops = next(iter(runs.values()))
+    value = {"/".join(o["path"]): o.get("value") for o in ops if o["type"].startswith("Assign")}
+    assert value["sys/name"] == "np" and value["config/model/name"] == "unet" and value["config/train/epochs"] == 2
+    series = {}
+    for o in ops:
+        if o["type"] == "LogFloats":
+            series.setdefault("/".join(o["path"]), []).extend((v["step"], v["value"]) for v in o["values"])
+    csv_rows = (tmp_path / "runs" / "np" / "metrics.csv").read_text().splitlines()
+    header = csv_rows[0].split(",")
+    assert [s for s, _ in series["metrics/val_miou"]] == [1, 2]
+    assert series["metrics/val_miou"][1][1] == pytest.approx(float(csv_rows[2].split(",")[header.index("val_miou")]), abs=1e-6)
+    final = json.loads((tmp_path / "runs" / "np" / "eval" / "val" / "metrics.json").read_text())["miou"]
+    assert value["final/val_miou"] == pytest.approx(final)
+    uploads = {"/".join(o["path"]): o["file_path"] for o in ops if o["type"] == "UploadFile"}
+    assert uploads["artifacts/checkpoints/best_pt"].endswith("runs/np/checkpoints/best.pt")
+    assert {"artifacts/report_html", "artifacts/config_yaml"} <= set(uploads)
+    saved = json.loads((tmp_path / "runs" / "np" / "summary.json").read_text())["tracker_runs"]
+    assert set(saved) == {"neptune"} and len(saved["neptune"]) == 32  # the custom run id a resume continues
+
+
+@pytest.mark.parametrize("key, value, package", [("mlflow_uri", "mlruns", "mlflow"), ("wandb_project", "p", "wandb"),
+                                                 ("neptune_project", "me/p", "neptune")])
 def test_a_tracker_without_its_package_is_refused_before_any_work(tmp_path, monkeypatch, capsys, key, value, package):
     """Issue 42 item 15: the missing package was reported only after data decoding and the speed probe."""
     import importlib.util

@@ -280,7 +280,7 @@ class OutputConfig(_Strict):
 class TrackingConfig(_Strict):
     """CSV and TensorBoard are always written; MLflow too when mlflow_uri is set (a folder or file:// URI
     for a local store, sqlite:///mlflow.db, or an http(s):// tracking server); Weights & Biases too when
-    wandb_project is set (each one file in tracking/)."""
+    wandb_project is set; Neptune too when neptune_project is set (each one file in tracking/)."""
 
     mlflow_uri: Optional[str] = None  # log to MLflow at this URI (null: no MLflow)
     mlflow_experiment: Optional[str] = None  # default "seglab"
@@ -289,6 +289,10 @@ class TrackingConfig(_Strict):
     # offline: no network, the run is written under wandb_dir and `wandb sync` uploads it later
     wandb_mode: Literal["online", "offline"] = "online"
     wandb_dir: Optional[str] = None  # default output.dir (W&B writes its wandb/ folder there)
+    neptune_project: Optional[str] = None  # log to this Neptune project, WORKSPACE/PROJECT (null: no Neptune)
+    # null: the client's choice (NEPTUNE_MODE, else async); offline: no network or token, written under .neptune/ of
+    # the working folder for `neptune sync`; debug: kept in memory
+    neptune_mode: Optional[Literal["async", "sync", "offline", "debug"]] = None
 
 
 class SearchParam(_Strict):
