@@ -23,6 +23,8 @@ def _num(v: Any) -> str:
 
 
 def _dataset_name(config: dict[str, Any]) -> str:
+    if (config.get("data") or {}).get("kind") == "synthetic":
+        return "synthetic-shapes"
     root = str((config.get("data") or {}).get("root") or "")
     return Path(root).name or "unknown"
 
@@ -38,7 +40,7 @@ def _split_sizes(run: Optional[RunDir]) -> dict[str, int]:
     data = run.read_json(run.split) if run is not None else None
     if not isinstance(data, dict):
         return {}
-    return {s: len(data[s]) for s in ("train", "val", "test") if isinstance(data.get(s), list)}
+    return {s: len(data[s]) for s in ("train", "val", "test") if isinstance(data.get(s), list) and data[s]}
 
 
 def _front_matter(name: str, ckpt: Checkpoint, evals: dict[str, dict[str, Any]]) -> str:
@@ -109,7 +111,7 @@ def model_card(ckpt: Checkpoint, run: Optional[RunDir], name: str, repo: Optiona
     evals = _evaluations(run)
     sizes = _split_sizes(run)
     encoder = info.options.get("encoder")
-    pretrained = "; ".join(f"{r.get('source')} ({r.get('file')}, sha256 {str(r.get('sha256', ''))[:16]}..., "
+    pretrained = "; ".join(f"{r.get('source')} ({Path(str(r.get('file'))).name}, sha256 {str(r.get('sha256', ''))[:16]}..., "
                            f"{r.get('tensors_loaded')} tensors matched by {r.get('matched_by')})"
                            for r in info.pretrained) or "none (trained from random initialisation)"
     size = f"{info.input_size[0]} x {info.input_size[1]}" if info.input_size else "each image's own size"
