@@ -11,6 +11,7 @@ import socket
 import numpy as np
 import pytest
 import yaml
+from PIL import Image
 
 from seglab.cli import main
 from seglab.errors import SeglabError
@@ -124,6 +125,12 @@ def test_a_hub_id_loads_from_the_cache_offline_with_no_network(exported, tmp_pat
         model = seglab.load_model(ref)
         for image in _images(2):
             assert np.array_equal(model.predict(image), ckpt.predict(image))
+    save_png(tmp_path / "in" / "a.png", _images(1)[0])
+    assert main(["predict", "hf://me/horse", str(tmp_path / "in"), "--out", str(tmp_path / "pred")]) == 0
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "pred" / "a_mask.png")), ckpt.predict(_images(1)[0]))
+    assert main(["eval", "hf://me/horse", "--split", "val", "--out", str(tmp_path / "ev")]) == 0
+    want = json.loads((run / "eval" / "val" / "metrics.json").read_text())
+    assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["confusion"] == want["confusion"]
     with pytest.raises(SeglabError, match=r"hf://me/zebra: not in the Hugging Face cache at .*hf_home/hub .*HF_HUB_OFFLINE=1.*download it once online"):
         seglab.load_model("hf://me/zebra")
     with pytest.raises(SeglabError, match=r"hf://horse: a Hub model is named hf://OWNER/NAME"):
