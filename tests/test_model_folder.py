@@ -170,3 +170,31 @@ def test_push_to_hub_refuses_offline_before_any_upload(exported, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(SeglabError, match=r"--push-to-hub me/horse: HF_HUB_OFFLINE is set"):
         push_folder(exported[1], "me/horse")
+
+
+def test_a_failed_write_leaves_the_earlier_folder_whole_and_no_temporary(exported, tmp_path, monkeypatch):
+    import safetensors.torch
+
+    from seglab.api import export
+    from seglab.fileio import atomic_folder
+
+    run, folder = exported
+    target = tmp_path / "m"
+    shutil.copytree(folder, target)
+    before = {p.name: p.read_bytes() for p in target.iterdir()}
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full_disk)
+    with pytest.raises(SeglabError, match=r"/m: could not write: the disk is full"):
+        export(run, fmt="hf", out=target, overwrite=True)
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["m"]
+    with pytest.raises(RuntimeError):  # a failure after the body: the earlier folder is put back
+        with atomic_folder(target) as tmp:
+            (tmp / "x").write_text("new")
+            monkeypatch.setattr(type(tmp), "rename", lambda self, to: (_ for _ in ()).throw(RuntimeError("cut")))
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["m"]

@@ -85,6 +85,41 @@ def atomic_path(path: Path) -> Iterator[Path]:
         write_hook(path, "replaced")
 
 
+@contextmanager
+def atomic_folder(path: Path) -> Iterator[Path]:
+    """Yield a temporary folder beside `path`; on success its files are flushed to disk and it takes `path`'s
+    place in one rename (an earlier folder there is moved aside first, then deleted). The caller decides
+    whether `path` may be replaced."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent))
+    old = None
+    try:
+        yield tmp
+        for f in tmp.rglob("*"):
+            if f.is_file():
+                fd = os.open(f, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700 folders
+        if path.exists():
+            old = path.with_name(f".{path.name}.old{os.getpid()}{TMP_SUFFIX}")
+            path.rename(old)
+        tmp.rename(path)
+        _fsync_dir(path.parent)
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and old.exists() and not path.exists():
+            old.rename(path)  # the earlier folder back in place: nothing half-replaced
+        if isinstance(exc, OSError):
+            raise write_error(path, exc) from None
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def write_error(path: Path, exc: BaseException, needed: Optional[int] = None) -> SeglabError:
     """One line for a failed write, naming the file. A full disk says so: told by the error, or (`needed`,
     the bytes being written, for writers such as torch.save whose errors do not say why) by the free space."""

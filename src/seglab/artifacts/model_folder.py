@@ -7,9 +7,6 @@ run it exactly as they run the checkpoint it came from."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -17,7 +14,7 @@ from typing import Any, Optional
 import torch
 
 from ..errors import CheckpointError, SeglabError, brief
-from ..fileio import _fsync_dir
+from ..fileio import atomic_folder
 from .checkpoint import Checkpoint
 from .model_info import ModelInfo
 
@@ -68,28 +65,12 @@ class ModelFolder:
 
         out = Path(out)
         check_folder_target(out, overwrite)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-        try:
+        with atomic_folder(out) as tmp:
             # contiguous copies: safetensors refuses tensors that share memory (tied weights) or are views
             tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in self.weights.items()}
             save_file(tensors, str(tmp / WEIGHTS), metadata={"format": "pt", "library": LIBRARY})
             (tmp / CONFIG).write_text(json.dumps(self.config_json(), indent=1, allow_nan=True) + "\n")
             (tmp / CARD).write_text(self.card)
-            for name in FILES:
-                with open(tmp / name, "rb") as f:
-                    os.fsync(f.fileno())
-            old = None
-            if out.exists():
-                old = out.with_name(f".{out.name}.old{os.getpid()}.tmp")
-                out.rename(old)
-            tmp.rename(out)
-            _fsync_dir(out.parent)
-            if old is not None:
-                shutil.rmtree(old)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return out
 
     @classmethod

@@ -407,8 +407,10 @@ def write_list(summary: ConvertSummary, out: Path, split: str, pairs: list[tuple
     summary.list_files[split] = f"{split}.txt"
 
 
-def _finish(summary: ConvertSummary, out: Path) -> ConvertSummary:
-    palette = default_palette(len(summary.classes))
+def _finish(summary: ConvertSummary, out: Path,
+            palette: Optional[Sequence[tuple[int, int, int]]] = None) -> ConvertSummary:
+    """label_colors.txt (the classes in id order, with `palette`'s colours, default the VOC map) and convert.json."""
+    palette = palette or default_palette(len(summary.classes))
     atomic_write_text(out / "label_colors.txt",
                       "".join(f"{r} {g} {b}\t{n}\n" for n, (r, g, b) in zip(summary.classes, palette)))
     summary.out_dir = str(out)

@@ -11,7 +11,6 @@ ids), OUT/label_colors.txt (the label map's names and colours), OUT/SUBSET.txt l
 when the images are found, and OUT/convert.json."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -19,8 +18,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import DataError
-from ..fileio import atomic_write_text
-from .convert import IGNORE, ConvertSummary, prepare_out, save_index_png, write_list
+from .convert import IGNORE, ConvertSummary, _finish, prepare_out, save_index_png, write_list
 from .labels import default_palette, read_palette_file
 
 VOC_CLASSES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -144,7 +142,7 @@ def convert_cvat(folder: Path, out: Path, *, images: Optional[Path] = None, over
     else:
         notes.append(f"images not found beside the export (JPEGImages/) for {len(lost)} of {len(names)} masks: "
                      "no list files written; pass --images DIR")
-    return _finish_cvat(summary, out, rows)
+    return _finish(summary, out, [c for _, c in rows])
 
 
 def _write_lists(summary: ConvertSummary, out: Path, subsets: dict[str, list[str]], found: dict[str, Path]) -> None:
@@ -158,9 +156,3 @@ def _write_lists(summary: ConvertSummary, out: Path, subsets: dict[str, list[str
     for split, pairs in lines.items():
         write_list(summary, out, split, pairs)
 
-
-def _finish_cvat(summary: ConvertSummary, out: Path, rows: list[tuple[str, tuple[int, int, int]]]) -> ConvertSummary:
-    atomic_write_text(out / "label_colors.txt", "".join(f"{r} {g} {b}\t{n}\n" for n, (r, g, b) in rows))
-    summary.out_dir = str(out)
-    atomic_write_text(out / "convert.json", json.dumps(summary.__dict__, indent=1))
-    return summary

@@ -167,6 +167,7 @@ def convert_labelstudio(export: Path, out: Path, *, images: Optional[Path] = Non
     pairs: list[tuple[Path, str]] = []
     for t, result in results:
         url = str((t.get("data") or {}).get("image") or next(iter((t.get("data") or {}).values()), ""))
+        stem = Path(image_name(url)[0]).stem
         where = f"{export}: task {t.get('id', '?')}"
         if result is None and unlabelled == "drop":
             summary.skipped["unlabelled tasks"] = summary.skipped.get("unlabelled tasks", 0) + 1
@@ -180,12 +181,12 @@ def convert_labelstudio(export: Path, out: Path, *, images: Optional[Path] = Non
             if size is not None and size != actual:
                 raise DataError(f"{where}: annotated at {size[1]}x{size[0]}, but {path} is {actual[1]}x{actual[0]}")
             size = actual
-            pairs.append((path, f"{Path(image_name(url)[0]).stem}.png"))
+            pairs.append((path, f"{stem}.png"))
         if size is None:
             raise DataError(f"{where}: no region gives original_width / original_height; pass --images DIR so the "
                             "mask size is read from the image")
         regions = _regions(result or [], ids, size[0], size[1], where, summary.skipped)
-        _write(summary, out, Path(image_name(url)[0]).stem, regions, size[0], size[1], overlap, written)
+        _write(summary, out, stem, regions, size[0], size[1], overlap, written)
     if pairs:
         write_list(summary, out, "train", pairs)
     soft = summary.skipped.pop(_SOFT, 0)
